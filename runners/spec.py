@@ -1,0 +1,61 @@
+"""A run's full configuration as a frozen dataclass: what plans produce and launchers execute.
+
+``run_id`` is a hash of every field, so the same configuration always maps to the same store row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from scaling import accounting
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    shape: str                 #: name in scaling.accounting.SHAPES
+    d_model: int
+    ffw_size: int
+    n_heads: int               #: attention heads actually used
+    n_layers: int
+    vocab_size: int
+    seq_len: int
+    tokens: int                #: tokens trained on (D)
+    unique_tokens: int         #: unique tokens available (U_D); epochs = tokens / unique_tokens
+    code_fraction: float = 0.0 #: share of code tokens in the unique data (by tokens)
+    filter: str = "none"       #: none | ppl25 | ppl50 | ppl25-75 | dedup
+    seed: int = 0
+    data: str = "embedded"     #: corpus: embedded | path to jsonl/parquet | hf:NAME
+    tokenizer: str = "byte"    #: byte | bpe:VOCAB | a HF tokenizer name or path
+    grid: str = "isoflop"      #: which plan produced it (isoflop | isounique)
+    budget: str = ""           #: budget name, for grouping
+
+    @property
+    def params(self) -> int:
+        return accounting.param_count(self.d_model, self.ffw_size, self.n_layers, self.vocab_size, self.seq_len)
+
+    @property
+    def flops(self) -> float:
+        return accounting.flops(self.params, self.tokens)
+
+    @property
+    def epochs(self) -> float:
+        return self.tokens / self.unique_tokens
+
+    @property
+    def run_id(self) -> str:
+        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        """Configuration plus derived canonical columns, as stored and as printed by --dry-run --json."""
+        out = dataclasses.asdict(self)
+        out.update(run_id=self.run_id, params=self.params, flops=self.flops, epochs=self.epochs)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,246 @@
+"""Parameter, token and FLOP accounting: the one source of truth for runners and fits.
+
+Conventions follow the papers this toolkit reproduces:
+
+* FLOPs = 6 * params * tokens (Kaplan et al. 2020; Hoffmann et al. 2022; Muennighoff et al. 2023).
+* Parameter count of a GPT-2 style decoder with learned positions (Muennighoff et al. 2023,
+  "Scaling Data-Constrained Language Models", appendix; shapes from Hoffmann et al. 2022 Table A9):
+  per layer ``4d^2 + 4d`` (attention) ``+ 2*ffw*d + ffw + d`` (MLP) ``+ 2d`` (norms);
+  embeddings ``V*d + V + S*d``.
+* Budgets are named after the model that is compute-optimal for them (Muennighoff et al. 2023).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from scaling.cli import UsageError
+
+#: Chinchilla's compute-optimal ratio, D_opt ~= 20 N_opt; the papers' named budgets sit at 19-20.5.
+TOKENS_PER_PARAM = 20.0
+
+#: GPT-2 tokenizer and context of the papers' shapes.
+PAPER_VOCAB = 50257
+PAPER_SEQ_LEN = 2048
+
+#: The byte-level tokenizer and context used for CPU-sized runs.
+CPU_VOCAB = 256
+CPU_SEQ_LEN = 128
+
+
+class AccountingError(UsageError):
+    """A budget, size or shape that cannot be understood; the CLIs print it as ``error: ...``."""
+
+
+def flops(params, tokens):
+    """Training FLOPs, C = 6 N D (the papers' convention). Vectorised."""
+    return 6.0 * np.asarray(params, dtype=float) * np.asarray(tokens, dtype=float) if (
+        np.ndim(params) or np.ndim(tokens)) else 6.0 * float(params) * float(tokens)
+
+
+def tokens_for(flops_budget, params):
+    """Tokens that spend ``flops_budget`` on a model of ``params`` parameters: D = C / 6N."""
+    return flops_budget / (6.0 * params)
+
+
+def param_count(d_model: int, ffw_size: int, n_layers: int, vocab: int, seq_len: int) -> int:
+    """GPT-2 style parameter count (Muennighoff et al. 2023), embeddings included."""
+    d = d_model
+    per_layer = 4 * d * d + 4 * d + 2 * ffw_size * d + ffw_size + d + 2 * d
+    return n_layers * per_layer + vocab * d + vocab + seq_len * d
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A model shape as in Chinchilla Table A9: (d_model, ffw_size, kv_size, n_heads, n_layers)."""
+
+    name: str
+    d_model: int
+    ffw_size: int
+    kv_size: int
+    n_heads: int
+    n_layers: int
+
+    @property
+    def attention_heads(self) -> int:
+        """Heads actually used: Table A9 lists some shapes whose n_heads does not divide d_model
+        (e.g. 20M: d=288, 7 heads); there we keep d_model // kv_size heads of kv_size."""
+        if self.d_model % self.n_heads == 0:
+            return self.n_heads
+        return self.d_model // self.kv_size
+
+    def params(self, vocab: int = PAPER_VOCAB, seq_len: int = PAPER_SEQ_LEN) -> int:
+        return param_count(self.d_model, self.ffw_size, self.n_layers, vocab, seq_len)
+
+
+_TABLE_A9 = """
+7M 128 512 32 4 3; 14M 224 896 32 7 4; 20M 288 1152 32 7 5; 35M 448 1792 32 7 6;
+44M 512 2048 64 8 8; 57M 576 2304 64 9 9; 74M 640 2560 64 10 10; 90M 640 2560 64 10 13;
+106M 640 2560 64 10 16; 117M 768 3072 64 12 12; 140M 768 3072 64 12 15;
+163M 768 3072 64 12 18; 175M 896 3584 64 14 14; 196M 896 3584 64 14 16;
+217M 896 3584 64 14 18; 251M 1024 4096 64 16 16; 278M 1024 4096 64 16 18;
+306M 1024 4096 64 16 20; 425M 1280 5120 128 10 18; 489M 1280 5120 128 10 21;
+509M 1408 5632 128 11 18; 552M 1280 5120 128 10 24; 587M 1408 5632 128 11 21;
+632M 1536 6144 128 12 19; 664M 1408 5632 128 11 24; 724M 1536 6144 128 12 22;
+816M 1536 6144 128 12 25; 893M 1792 7168 128 14 20; 1018M 1792 7168 128 14 23;
+1143M 1792 7168 128 14 26; 1266M 2048 8192 128 16 22; 1424M 2176 8704 128 17 22;
+1429M 2048 8192 128 16 25; 1593M 2048 8192 128 16 28; 1609M 2176 8704 128 17 25;
+1731M 2304 9216 128 18 24; 1794M 2176 8704 128 17 28; 2007M 2304 9216 128 18 28;
+2283M 2304 9216 128 18 32; 2298M 2560 10240 128 20 26; 2639M 2560 10240 128 20 30;
+2980M 2560 10240 128 20 34; 3530M 2688 10752 128 21 36; 3802M 2816 11264 128 22 36;
+4084M 2944 11776 128 23 36; 4516M 3072 12288 128 24 36; 6796M 3584 14336 128 28 40;
+9293M 4096 16384 128 32 42; 11452M 4352 17408 128 32 47; 12295M 4608 18432 128 36 44;
+12569M 4608 18432 128 32 47; 13735M 4864 19456 128 32 47; 14940M 4992 19968 128 32 49;
+16183M 5120 20480 128 40 47
+"""
+
+#: Tiny shapes for CPUs, in the same spirit (ffw = 4 d, head size 16 or 32), ~20K to ~5M params
+#: at the byte vocabulary and a 128-token context.
+_TINY = """
+t24 24 96 12 2 2; t32 32 128 16 2 2; t40 40 160 20 2 3; t48 48 192 16 3 3;
+t64 64 256 16 4 3; t80 80 320 20 4 4; t96 96 384 32 3 4; t128 128 512 32 4 4;
+t160 160 640 32 5 5; t192 192 768 32 6 6; t256 256 1024 32 8 6
+"""
+
+
+def _parse(table: str) -> dict[str, Shape]:
+    shapes = {}
+    for row in table.replace("\n", " ").split(";"):
+        name, *dims = row.split()
+        shapes[name] = Shape(name, *map(int, dims))
+    return shapes
+
+
+PAPER_SHAPES: dict[str, Shape] = _parse(_TABLE_A9)
+TINY_SHAPES: dict[str, Shape] = _parse(_TINY)
+SHAPES: dict[str, Shape] = {**TINY_SHAPES, **PAPER_SHAPES}
+
+
+def shape(name: str) -> Shape:
+    try:
+        return SHAPES[name]
+    except KeyError:
+        raise AccountingError(f"unknown shape {name!r}; known: {', '.join(SHAPES)}") from None
+
+
+def nearest_shape(params: float, vocab: int, seq_len: int, shapes=None) -> Shape:
+    """The shape whose parameter count (at this vocab and context) is nearest in log space."""
+    pool = list((shapes or SHAPES).values())
+    return min(pool, key=lambda s: abs(math.log(s.params(vocab, seq_len) / params)))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A compute budget; named ones are the data-constrained paper's (Muennighoff et al. 2023, §3)."""
+
+    name: str
+    flops: float
+    #: unique-data levels in tokens (paper's values for named budgets); None = ratios of D_opt
+    unique_levels: tuple[float, ...] | None = None
+    #: published compute-optimal params and tokens, when the budget is named after a model
+    params: float | None = None
+    tokens: float | None = None
+    #: vocabulary and context the budget's models use
+    vocab: int = PAPER_VOCAB
+    seq_len: int = PAPER_SEQ_LEN
+
+    @property
+    def optimal_params(self) -> float:
+        return self.params or math.sqrt(self.flops / (6.0 * TOKENS_PER_PARAM))
+
+    @property
+    def optimal_tokens(self) -> float:
+        return self.tokens or self.flops / (6.0 * self.optimal_params)
+
+    @property
+    def cpu(self) -> bool:
+        return self.vocab == CPU_VOCAB
+
+
+#: Unique-data fractions of D_opt used at 2b8 (55, 28, 18, 14, 11, 9, 4, 1.25 B of 55 B).
+UNIQUE_RATIOS = tuple(u / 55.0 for u in (55, 28, 18, 14, 11, 9, 4, 1.25))
+
+
+def _named(name, n, d, levels):
+    return Budget(name, 6.0 * n * d, tuple(x * 1e9 for x in levels) if levels else None, n, d)
+
+
+NAMED_BUDGETS: dict[str, Budget] = {
+    "1b1": _named("1b1", 1.0963e9, 21e9, None),
+    "2b8": _named("2b8", 2.81e9, 55e9, (55, 28, 18, 14, 11, 9, 4, 1.25)),
+    "4b2": _named("4b2", 4.2465e9, 84e9, (84, 42, 28, 21, 17, 12, 6, 1.9)),
+    "8b7": _named("8b7", 8.67e9, 178e9, (178, 88, 58, 44, 35, 25, 13)),
+}
+
+#: CPU presets: lists of budgets (FLOPs) on tiny shapes with the byte tokenizer.
+#: ``smoke`` fits in a minute on 2 cores; ``tiny`` is the README demo (a few minutes).
+CPU_PRESETS: dict[str, tuple[float, ...]] = {
+    "smoke": (2e10,),
+    "tiny": (3e10, 1e11, 3e11),
+}
+
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmbgt]?)\s*$", re.I)
+
+
+def parse_size(text: str) -> float:
+    """Parse ``100M``, ``1.5B``, ``25e9``, ``400k`` into a positive number."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise AccountingError(f"malformed size {text!r} (expected e.g. 100M, 1.5B, 25e9)")
+    value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
+    if not value > 0 or not math.isfinite(value):
+        raise AccountingError(f"size must be positive, got {text!r}")
+    return value
+
+
+def _cpu_budget(flops_value: float, name: str | None = None) -> Budget:
+    return Budget(name or f"{flops_value:.0e}".replace("+", ""), flops_value,
+                  vocab=CPU_VOCAB, seq_len=CPU_SEQ_LEN)
+
+
+def parse_budgets(text: str, cpu: bool | None = None) -> list[Budget]:
+    """``2b8``, ``1b1,2b8``, ``3e13``, ``smoke``, ``tiny``: a list of budgets.
+
+    A bare FLOP count below 1e17 is taken as a CPU budget (tiny shapes, byte tokenizer) unless
+    ``cpu`` says otherwise; larger ones use the paper's vocabulary and shapes.
+    """
+    budgets: list[Budget] = []
+    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
+        key = part.lower()
+        if key in NAMED_BUDGETS:
+            budgets.append(NAMED_BUDGETS[key])
+        elif key in CPU_PRESETS:
+            budgets.extend(_cpu_budget(f, f"{key}-{f:.0e}".replace("+", "")) for f in CPU_PRESETS[key])
+        else:
+            try:
+                value = float(part)
+            except ValueError:
+                known = ", ".join([*NAMED_BUDGETS, *CPU_PRESETS])
+                raise AccountingError(f"unknown budget {part!r} (known: {known}, or a FLOP count such as 3e13)") from None
+            if not value > 0 or not math.isfinite(value):
+                raise AccountingError(f"budget must be a positive FLOP count, got {part!r}")
+            is_cpu = value < 1e17 if cpu is None else cpu
+            budgets.append(_cpu_budget(value) if is_cpu else Budget(f"{value:.0e}".replace("+", ""), value))
+    if not budgets:
+        raise AccountingError("no budget given")
+    return budgets
+
+
+def chinchilla_optimal(flops_budget, E, A, B, alpha, beta):
+    """Compute-optimal (N, D) for L = E + A/N^a + B/D^b (Hoffmann et al. 2022, Approach 3):
+    G = (alpha A / (beta B))^(1/(alpha+beta)), N = G (C/6)^(beta/(alpha+beta)), D = (C/6)^(alpha/(alpha+beta)) / G."""
+    C = np.asarray(flops_budget, dtype=float)
+    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    n_opt = G * (C / 6.0) ** (beta / (alpha + beta))
+    d_opt = (C / 6.0) ** (alpha / (alpha + beta)) / G
+    return n_opt, d_opt
+
+
+def a100_gpu_hours(flops_value, mfu: float = 0.4, peak: float = 312e12) -> float:
+    """GPU-hours on an A100 (312 TFLOP/s bf16 peak) at the given model FLOPs utilisation."""
+    return float(flops_value) / (peak * mfu) / 3600.0

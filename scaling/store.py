@@ -1,0 +1,210 @@
+"""The results store: a directory of Parquet files, one per run (``<run_id>.parquet``).
+
+This module is the only code that reads or writes a store. Writes go to a temporary file in the
+same directory and are ``os.replace``d into place (atomic on POSIX), so a reader never sees a torn
+file and a killed writer leaves at most a hidden ``.tmp-*`` file, which readers ignore.
+Keyed by ``run_id``, writing a run twice replaces it. ``pandas.read_parquet(DIR)`` returns all
+runs: per-run side data (loss curves, checkpoints) lives under ``_curves/`` and ``_checkpoints/``,
+which pyarrow's dataset discovery skips (names starting with ``_`` or ``.``).
+
+CLI::
+
+    python -m scaling.store import runs.csv --store results/ [--column params="Model Size"]
+    python -m scaling.store show results/ [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.cli import UsageError, run_cli
+from scaling import columns as cols
+
+CANONICAL = ("run_id", "params", "tokens", "unique_tokens", "flops", "loss", "status", "created_at")
+STATUSES = ("ok", "failed", "running", "diverged")
+
+
+def _as_dir(store) -> Path:
+    return Path(store)
+
+
+def run_path(store, run_id: str) -> Path:
+    return _as_dir(store) / f"{run_id}.parquet"
+
+
+def _atomic_write_bytes(path: Path, writer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _clean(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str, sort_keys=True)
+    return value
+
+
+def write_run(store, row: dict) -> Path:
+    """Write (or replace) one run atomically. ``row`` needs ``run_id``; ``status`` defaults to ok."""
+    if not row.get("run_id"):
+        raise UsageError("a store row needs a run_id")
+    row = {k: _clean(v) for k, v in row.items()}
+    row.setdefault("status", "ok")
+    row.setdefault("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    if row.get("flops") is None and row.get("params") and row.get("tokens"):
+        from scaling.accounting import flops
+        row["flops"] = flops(row["params"], row["tokens"])
+    frame = pd.DataFrame([row])
+    path = run_path(store, str(row["run_id"]))
+    _atomic_write_bytes(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return path
+
+
+def read_run(store, run_id: str) -> dict | None:
+    path = run_path(store, run_id)
+    if not path.exists():
+        return None
+    return pd.read_parquet(path).iloc[0].to_dict()
+
+
+def update_run(store, run_id: str, **columns) -> Path:
+    """Add or overwrite columns of one run (e.g. ``eval.corpus_cloze.acc``), atomically."""
+    row = read_run(store, run_id)
+    if row is None:
+        raise UsageError(f"run {run_id!r} is not in store {store}")
+    row.update(columns)
+    return write_run(store, row)
+
+
+def read_runs(store) -> pd.DataFrame:
+    """All runs of a store as one DataFrame (empty with the canonical columns if none)."""
+    path = _as_dir(store)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else []
+    if not files:
+        return pd.DataFrame(columns=list(CANONICAL))
+    frames = [pd.read_parquet(f) for f in files]
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def completed_run_ids(store) -> set[str]:
+    runs = read_runs(store)
+    if runs.empty:
+        return set()
+    return set(runs.loc[runs["status"] == "ok", "run_id"].astype(str))
+
+
+def side_path(store, kind: str, run_id: str, suffix: str = "") -> Path:
+    """Where per-run side data lives (``_curves``, ``_checkpoints``): invisible to read_parquet(DIR)."""
+    return _as_dir(store) / f"_{kind}" / f"{run_id}{suffix}"
+
+
+def write_curve(store, run_id: str, curve: pd.DataFrame) -> Path:
+    path = side_path(store, "curves", run_id, ".parquet")
+    _atomic_write_bytes(path, lambda tmp: curve.to_parquet(tmp, index=False))
+    return path
+
+
+def read_curve(store, run_id: str) -> pd.DataFrame:
+    return pd.read_parquet(side_path(store, "curves", run_id, ".parquet"))
+
+
+def row_id(row: dict) -> str:
+    """Deterministic id of an imported row: a hash of its values, so re-imports add nothing."""
+    payload = json.dumps({k: _clean(v) for k, v in sorted(row.items())}, default=str, sort_keys=True)
+    return "imp-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def import_table(path, store, mapping: dict[str, str] | None = None) -> int:
+    """Import a CSV/Parquet table into a store, one run per row; returns rows written."""
+    table = cols.read_table(path)
+    table = cols.canonicalise(table, mapping or {})
+    written = 0
+    for raw in table.to_dict("records"):
+        row = {k: v for k, v in raw.items() if not (isinstance(v, float) and math.isnan(v))}
+        row.setdefault("run_id", row_id(raw))
+        row["run_id"] = str(row["run_id"])
+        row.setdefault("status", "ok")
+        row.setdefault("source", str(Path(path).name))
+        existing = read_run(store, row["run_id"])
+        if existing is not None:
+            continue
+        write_run(store, row)
+        written += 1
+    return written
+
+
+def summarise(runs: pd.DataFrame) -> dict:
+    status = runs["status"].value_counts().to_dict() if "status" in runs and len(runs) else {}
+    out = {"runs": int(len(runs)), "status": {str(k): int(v) for k, v in status.items()},
+           "columns": list(map(str, runs.columns))}
+    for key in ("params", "tokens", "flops", "loss"):
+        if key in runs and len(runs):
+            vals = pd.to_numeric(runs[key], errors="coerce").dropna()
+            if len(vals):
+                out[key] = {"min": float(vals.min()), "max": float(vals.max()), "distinct": int(vals.nunique())}
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m scaling.store", description="Import into and inspect a results store.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  python -m scaling.store import runs.csv --store results/ "
+               "--column params='Model Size' --column flops='Training FLOP'\n"
+               "  python -m scaling.store show results/ --json")
+    sub = p.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import", help="import a CSV or Parquet table, one run per row")
+    imp.add_argument("file")
+    imp.add_argument("--store", default="results")
+    imp.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS")
+    show = sub.add_parser("show", help="summarise a store")
+    show.add_argument("store")
+    show.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "import":
+        n = import_table(args.file, args.store, cols.parse_mapping(args.column))
+        print(f"imported {n} new run(s) into {args.store}")
+        return 0
+    if not Path(args.store).is_dir():
+        raise UsageError(f"store {args.store!r} is not a directory")
+    runs = read_runs(args.store)
+    if args.json:
+        print(json.dumps(json.loads(runs.to_json(orient="records")), indent=1))
+        return 0
+    s = summarise(runs)
+    print(f"{s['runs']} run(s) in {args.store}: " + ", ".join(f"{k}={v}" for k, v in s["status"].items()))
+    show = [c for c in ("run_id", "params", "tokens", "unique_tokens", "flops", "loss", "status") if c in runs]
+    if len(runs):
+        with pd.option_context("display.width", 160, "display.max_rows", 200):
+            print(runs[show].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
