@@ -1,0 +1,14 @@
+"""Scaling laws, one per module; ``get_law(name)`` by name."""
+
+from scaling.cli import UsageError
+from scaling.laws.chinchilla import Chinchilla
+from scaling.laws.data_constrained import DataConstrained
+
+LAWS = {"chinchilla": Chinchilla, "data-constrained": DataConstrained}
+
+
+def get_law(name: str):
+    try:
+        return LAWS[name]()
+    except KeyError:
+        raise UsageError(f"unknown law {name!r} (known: {', '.join(LAWS)})") from None

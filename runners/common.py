@@ -1,0 +1,290 @@
+"""Argument plumbing shared by the grid CLIs (``runners.isoflop``, ``runners.isounique``).
+
+Each CLI builds its plan (a list of ``RunSpec``) and hands it to ``execute``, which either prints
+it (``--dry-run``, OLMo-ladder style: what would run, what it costs, what is already done) or
+checks the data once for the whole grid and launches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from scaling import accounting
+from scaling.cli import UsageError
+from runners import plan
+from runners.spec import RunSpec
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are ``UsageError``s, so ``run_cli`` prints one ``error:`` line."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def make_parser(prog: str, description: str, example: str) -> Parser:
+    return Parser(prog=prog, description=description, epilog=example,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False,
+                    unique_help: str = "") -> None:
+    """The flags both grid CLIs take."""
+    g = p.add_argument_group("grid axes (comma lists)")
+    g.add_argument("--unique", required=unique_required, metavar="LIST",
+                   help=unique_help or "unique-data levels in tokens, e.g. 55B,4B,1.25B")
+    g.add_argument("--epochs", metavar="LIST", help="epoch counts, e.g. 1,4,16")
+    g.add_argument("--code-fraction", default="0", metavar="LIST",
+                   help="share of code in the unique data, each in [0, 1] (default 0)")
+    g.add_argument("--filter", default="none", metavar="LIST",
+                   help=f"data filters: {', '.join(plan.VALID_FILTERS)} (default none)")
+    g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default 0)")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default="embedded",
+                   help="corpus: embedded | path to .jsonl/.parquet | hf:NAME (default embedded)")
+    d.add_argument("--text-column", default=None, help="text column of a jsonl/parquet corpus")
+    d.add_argument("--tokenizer", default=None,
+                   help="byte | bpe:VOCAB | a HF tokenizer (default: byte for CPU-scale grids, "
+                        "gpt2 for paper-scale ones, matching the vocabulary the shapes assume)")
+    r = p.add_argument_group("running")
+    r.add_argument("--store", default="results", help="results store directory (default results)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the plan, its cost and what is already done; train nothing")
+    r.add_argument("--json", action="store_true",
+                   help="with --dry-run: the plan as a JSON list; otherwise the launch summary")
+    r.add_argument("--launcher", default="local", choices=("local", "deepspeed", "slurm"),
+                   help="how to run (default local; deepspeed and slurm are not implemented yet)")
+    r.add_argument("--device", default=None, help="torch device for local training (default: auto)")
+    r.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="train at most N of the missing runs this time")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ---------------------------------------------------------------------------------------------
+# comma lists
+
+def parse_list(text: str | None, parse: Callable[[str], object], what: str) -> list | None:
+    """``"1,2, 4"`` -> ``[parse("1"), parse("2"), parse("4")]``; None stays None."""
+    if text is None:
+        return None
+    items = [t.strip() for t in str(text).split(",")]
+    if not items or any(not t for t in items):
+        raise UsageError(f"malformed {what} list {text!r} (expected comma-separated values)")
+    out = []
+    for t in items:
+        try:
+            out.append(parse(t))
+        except UsageError:
+            raise
+        except (ValueError, TypeError):
+            raise UsageError(f"malformed {what} {t!r} in {text!r}") from None
+    return out
+
+
+def _positive_number(t: str) -> float:
+    v = float(t)
+    if not (v > 0) or not math.isfinite(v):
+        raise UsageError(f"epochs must be positive, got {t!r}")
+    return v
+
+
+def _seed(t: str) -> int:
+    v = int(t)
+    if v < 0:
+        raise UsageError(f"seeds must be non-negative integers, got {t!r}")
+    return v
+
+
+def parse_unique(text):
+    return parse_list(text, accounting.parse_size, "unique-data size")
+
+
+def parse_epochs(text):
+    return parse_list(text, _positive_number, "epochs")
+
+
+def axes(args) -> dict:
+    """Keyword arguments for the plan functions from the shared flags."""
+    return dict(code_fractions=parse_list(args.code_fraction, float, "code fraction"),
+                filters=parse_list(args.filter, str, "filter"),
+                seeds=parse_list(args.seeds, _seed, "seed"),
+                data=check_data_arg(args.data), tokenizer=args.tokenizer)
+
+
+def check_data_arg(data: str) -> str:
+    """Cheap checks that need no corpus loading (also done by dry-runs)."""
+    if not data or not str(data).strip():
+        raise UsageError("--data is empty")
+    if data == "embedded" or data.startswith("hf:"):
+        return data
+    path = Path(data)
+    if not path.exists():
+        raise UsageError(f"cannot read --data {data!r}: no such file or directory")
+    if path.is_file():
+        try:
+            with open(path, "rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise UsageError(f"cannot read --data {data!r}: {exc.strerror or exc}") from None
+    return data
+
+
+def check_store_arg(store: str) -> str:
+    if Path(store).exists() and not Path(store).is_dir():
+        raise UsageError(f"--store {store!r} exists and is not a directory")
+    return store
+
+
+# ---------------------------------------------------------------------------------------------
+# dry-run output
+
+def store_status(specs: Sequence[RunSpec], store) -> dict[str, str]:
+    """run_id -> ``done`` (ok in the store), ``failed``/``running``/``diverged``, or ``todo``."""
+    from scaling.store import read_runs
+
+    runs = read_runs(store) if Path(store).is_dir() else None
+    by_id: dict[str, str] = {}
+    if runs is not None and len(runs) and "run_id" in runs and "status" in runs:
+        for rid, st in zip(runs["run_id"].astype(str), runs["status"].astype(str)):
+            by_id[rid] = "done" if st == "ok" else st
+    return {s.run_id: by_id.get(s.run_id, "todo") for s in specs}
+
+
+def plan_records(specs: Sequence[RunSpec], store) -> list[dict]:
+    """The plan as JSON-ready dicts: every spec field, the derived columns (run_id, params, flops,
+    epochs), the cost estimates and the store status."""
+    status = store_status(specs, store)
+    out = []
+    for s in specs:
+        d = s.to_dict()
+        d.update(est_seconds_here=plan.estimate_seconds_here(s), a100_gpu_hours=plan.a100_gpu_hours(s),
+                 status=status[s.run_id])
+        out.append(d)
+    return out
+
+
+def human(x: float) -> str:
+    """1234567 -> 1.23M."""
+    for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suf}"
+    return f"{x:.3g}"
+
+
+def duration(seconds: float) -> str:
+    for div, suf in ((365.25 * 86400, "y"), (86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= div:
+            return f"{seconds / div:.3g} {suf}"
+    return f"{seconds:.2g} s"
+
+
+def render_table(specs: Sequence[RunSpec], store) -> str:
+    records = plan_records(specs, store)
+    varying = [k for k in ("budget", "code_fraction", "filter", "seed")
+               if len({r[k] for r in records}) > 1]
+    head = ["run_id", "shape", "params", "tokens", "unique", "epochs", "flops", *varying,
+            "time here", "A100 h", "status"]
+    rows = []
+    for r in records:
+        rows.append([r["run_id"], r["shape"], human(r["params"]), human(r["tokens"]),
+                     human(r["unique_tokens"]), f"{r['epochs']:.3g}", f"{r['flops']:.3g}",
+                     *[str(r[k]) for k in varying], duration(r["est_seconds_here"]),
+                     f"{r['a100_gpu_hours']:.3g}", r["status"]])
+    todo = [r for r in records if r["status"] != "done"]
+    total = ["total", f"{len(records)} runs", "", "", "", "", f"{sum(r['flops'] for r in records):.3g}",
+             *[""] * len(varying), duration(sum(r["est_seconds_here"] for r in todo)) + " (todo)",
+             f"{sum(r['a100_gpu_hours'] for r in records):.3g}",
+             f"{len(records) - len(todo)} done, {len(todo)} todo"]
+    widths = [max(len(str(row[i])) for row in [head, *rows, total]) for i in range(len(head))]
+    numeric = {2, 3, 4, 5, 6}
+
+    def fmt(row):
+        return "  ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    rule = "-" * len(fmt(head))
+    return "\n".join([fmt(head), rule, *map(fmt, rows), rule, fmt(total)])
+
+
+# ---------------------------------------------------------------------------------------------
+# pre-flight data check and launch
+
+#: the code domain of a corpus (``runners.data``); every other domain is natural language.
+CODE_DOMAIN = "code"
+
+
+def check_corpus(specs: Sequence[RunSpec], text_column: str | None = None) -> None:
+    """Before training anything: every run's unique data (after its filter and code mix) must fit
+    in its corpus. Raises ``UsageError`` (``DataError``) saying how much there is.
+
+    One check per (corpus, tokenizer, code fraction, filter), with the largest unique-data level.
+    A single-domain request is checked with ``corpus_tokens_available``; a mix of domains with
+    ``train_tokens`` itself, since a mix runs out when its first domain does.
+    """
+    from runners.data import DataError, corpus_tokens_available, get_tokenizer, load_corpus, train_tokens
+
+    largest: dict[tuple, RunSpec] = {}
+    for s in specs:
+        key = (s.data, s.tokenizer, s.code_fraction, s.filter)
+        if key not in largest or s.unique_tokens > largest[key].unique_tokens:
+            largest[key] = s
+    corpora, tokenizers = {}, {}
+    for (data, tok_name, cf, filt), s in largest.items():
+        if data not in corpora:
+            corpora[data] = load_corpus(data, text_column=text_column) if text_column else load_corpus(data)
+        corpus = corpora[data]
+        if (data, tok_name) not in tokenizers:
+            tokenizers[data, tok_name] = get_tokenizer(tok_name, corpus)
+        tok = tokenizers[data, tok_name]
+        what = f"run {s.run_id} ({s.shape}, {s.epochs:.3g} epochs, code fraction {cf:g}, filter {filt})"
+        text_domains = [d for d in corpus.domains if d != CODE_DOMAIN]
+        domains = [CODE_DOMAIN] if cf == 1 else text_domains if cf == 0 else None
+        if domains is not None and len(domains) == 1 and domains[0] in corpus.domains:
+            have = int(corpus_tokens_available(corpus, tok, domains[0], filt))
+            if s.unique_tokens > have:
+                raise DataError(
+                    f"{what} needs {s.unique_tokens:,} unique {domains[0]} tokens but corpus {data!r} has "
+                    f"only {have:,} (tokenizer {tok_name}, filter {filt}); use a larger --data or "
+                    f"smaller unique-data levels")
+            continue
+        try:
+            train_tokens(corpus, tok, s.unique_tokens, cf, filt)
+        except DataError as exc:
+            raise DataError(f"{what}: {exc}") from None
+
+
+def execute(specs: Sequence[RunSpec], args, out=None) -> int:
+    """``--dry-run``: print the plan; otherwise check the data and launch. Returns the exit code."""
+    out = out or sys.stdout
+    store = check_store_arg(args.store)
+    if not specs:
+        raise UsageError("the plan is empty")
+    if args.limit is not None and args.limit < 0:
+        raise UsageError(f"--limit must be >= 0, got {args.limit}")
+    if args.launcher != "local":  # fail early for launchers that cannot run yet
+        from runners.launch import launch
+        launch([], store, launcher=args.launcher)
+    if args.dry_run:
+        if args.json:
+            print(json.dumps(plan_records(specs, store), indent=1), file=out)
+        else:
+            print(render_table(specs, store), file=out)
+            fps, per_token = plan.throughput_here()
+            print(f"time here: {per_token:g} s/token + 6N/{fps:.3g} FLOP/s + {plan.RUN_OVERHEAD_S:g} s/run "
+                  f"(SCALING_FLOPS_PER_S, SCALING_PER_TOKEN_S recalibrate); A100 h at 40% MFU", file=out)
+        return 0
+
+    from runners.launch import launch, todo
+
+    pending = todo(specs, store)
+    if pending:
+        check_corpus(pending, text_column=args.text_column)
+    summary = launch(specs, store, launcher=args.launcher, device=args.device, limit=args.limit,
+                     progress=not args.quiet)
+    print(summary.to_json() if args.json else summary.summary(), file=out)
+    return 0 if summary.ok else 1

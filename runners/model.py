@@ -1,0 +1,191 @@
+"""A GPT-2 style decoder whose parameter count is exactly ``scaling.accounting.param_count``.
+
+nanoGPT-shaped (one config dataclass, the model knows its FLOPs and MFU), with the layout the
+data-constrained paper counts (Muennighoff et al. 2023; shapes from Hoffmann et al. 2022 Table A9):
+per layer ``4d^2 + 4d`` (qkv and output projections with biases) ``+ 2*ffw*d + ffw + d`` (GELU MLP
+with biases) ``+ 2d`` (two weight-only LayerNorms); embeddings ``V*d`` (token embedding tied to the
+output head) ``+ V`` (output bias) ``+ S*d`` (learned positions); the final LayerNorm has no
+parameters so that the count matches the formula term for term.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    d_model: int = 128
+    ffw_size: int = 512
+    n_heads: int = 4
+    n_layers: int = 3
+    vocab_size: int = 256
+    seq_len: int = 128
+    #: the papers train without dropout; kept for completeness
+    dropout: float = 0.0
+
+    @classmethod
+    def from_spec(cls, spec) -> "GPTConfig":
+        """The model of a ``runners.spec.RunSpec``."""
+        return cls(d_model=spec.d_model, ffw_size=spec.ffw_size, n_heads=spec.n_heads,
+                   n_layers=spec.n_layers, vocab_size=spec.vocab_size, seq_len=spec.seq_len)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        if cfg.d_model % cfg.n_heads:
+            raise ValueError(f"d_model {cfg.d_model} is not divisible by n_heads {cfg.n_heads}")
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.dropout
+        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=True)
+        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=True)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # [B, T, C] -> [B, H, T, C/H]
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.d_model, cfg.ffw_size, bias=True)
+        self.c_proj = nn.Linear(cfg.ffw_size, cfg.d_model, bias=True)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, bias=False)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, bias=False)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        # no affine parameters: the paper's count has no term for a final norm
+        self.ln_f = nn.LayerNorm(cfg.d_model, elementwise_affine=False)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=True)
+        self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017), as in GPT-2
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 n_layers) so the residual stream's
+        # variance does not grow with depth
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        """All parameters, embeddings included, the tied matrix once (the papers' N)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx, targets=None):
+        """Logits ``[B, T, V]``; with ``targets`` also the mean next-token cross-entropy."""
+        T = idx.size(1)
+        if T > self.config.seq_len:
+            raise ValueError(f"sequence of {T} tokens is longer than the context {self.config.seq_len}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: ``6 N`` (forward + backward of every weight, Kaplan et al.
+        2020) plus attention's score and value products, ``12 * n_layers * d_model * T``
+        (PaLM appendix B / nanoGPT; counted as if not causal, as the convention does).
+
+        Store columns use ``scaling.accounting.flops`` (6 N D, the papers' convention); this
+        larger number is only for MFU.
+        """
+        cfg = self.config
+        T = seq_len or cfg.seq_len
+        return 6.0 * self.num_params() + 12.0 * cfg.n_layers * cfg.d_model * T
+
+    def estimate_mfu(self, tokens_per_s: float, peak_flops: float, seq_len: int | None = None) -> float:
+        """Model FLOPs utilisation: achieved model FLOP/s over the device's peak FLOP/s."""
+        return self.estimate_flops_per_token(seq_len) * tokens_per_s / peak_flops
+
+    # -- optimisation -------------------------------------------------------------------------
+
+    def configure_optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float],
+                            device_type: str = "cpu", fused: bool | None = None) -> torch.optim.AdamW:
+        """AdamW with decay on matrices only (biases, norms stay undecayed, as in nanoGPT/GPT-2).
+
+        ``fused`` defaults to the fused kernel wherever this torch has it (CUDA, and CPU since
+        torch 2.4), else the multi-tensor (foreach) path.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if fused is None:
+            fused = fused_adamw_available(device_type)
+        kwargs = {"fused": True} if fused else {"foreach": True}
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, **kwargs)
+
+
+def fused_adamw_available(device_type: str) -> bool:
+    """Whether this torch build has a fused AdamW kernel for ``device_type``."""
+    if "fused" not in inspect.signature(torch.optim.AdamW).parameters:
+        return False
+    if device_type == "cuda":
+        return True
+    if device_type == "cpu":
+        try:
+            p = nn.Parameter(torch.zeros(2))
+            p.grad = torch.zeros(2)
+            torch.optim.AdamW([p], fused=True).step()
+            return True
+        except (RuntimeError, TypeError):
+            return False
+    return False
+
+
+def count_params(cfg: GPTConfig) -> int:
+    """Parameters of a config without allocating memory (built on the meta device)."""
+    with torch.device("meta"):
+        return GPT(cfg).num_params()

@@ -1,0 +1,281 @@
+"""Experiment grids as data: lists of frozen ``RunSpec``s (Muennighoff et al. 2023, §3-4).
+
+Two grids of the data-constrained paper ("Scaling Data-Constrained Language Models"):
+
+* ``isoflop_grid``: at one compute budget C, the compute-optimal model trained at several
+  unique-data levels (1 to ~44 epochs; the paper's levels for named budgets), plus several model
+  sizes on the same budget at full data to trace the isoFLOP curve. Every run spends C = 6 N D.
+* ``isounique_grid``: unique data fixed (the paper: 100M, 400M, 1.5B tokens), model sizes x epochs.
+
+A plan knows nothing about how it is run: ``runners.launch`` executes any list of specs. Nothing
+here imports torch, so dry-runs are instant.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+
+from scaling import accounting
+from scaling.accounting import AccountingError, Budget, Shape
+from runners.spec import RunSpec
+
+#: Perplexity filters and deduplication of the paper (§3; C4 also the 25-75 percentile band).
+VALID_FILTERS = ("none", "ppl25", "ppl50", "ppl25-75", "dedup")
+
+#: Default epoch counts of an isoUniqueData grid (the paper: value of repetition is ~gone by ~40).
+ISOUNIQUE_EPOCHS = (1, 2, 4, 8, 16, 32)
+
+#: Unique data at or above this many tokens is "paper scale" (GPT-2 vocab, Table A9 shapes).
+PAPER_SCALE_UNIQUE = 1e8
+
+#: Rough throughput model of this machine (a 2-core CPU, float32, the tiny shapes at 128 tokens of
+#: context): seconds per token = PER_TOKEN_S + 6 N / CPU_FLOPS_PER_S. The constant term is the
+#: per-token work the 6 N count ignores at tiny sizes (attention, norms, optimizer, Python); it
+#: dominates below ~100K parameters. Timed by hand on the development machine (t24 ~7K tok/s,
+#: t128 ~1.5K tok/s); override with ``SCALING_FLOPS_PER_S`` / ``SCALING_PER_TOKEN_S``.
+CPU_FLOPS_PER_S = 1e10
+PER_TOKEN_S = 1e-4
+#: Fixed cost per run (model build, data loading, final evaluation, store write), in seconds.
+RUN_OVERHEAD_S = 3.0
+
+
+# ---------------------------------------------------------------------------------------------
+# validation of the axes shared by both grids
+
+def _validate_axes(code_fractions, filters, seeds) -> tuple[tuple[float, ...], tuple[str, ...], tuple[int, ...]]:
+    cfs = tuple(float(c) for c in code_fractions)
+    for c in cfs:
+        if not (0.0 <= c <= 1.0):
+            raise AccountingError(f"code fraction must be in [0, 1], got {c:g}")
+    fs = tuple(str(f) for f in filters)
+    for f in fs:
+        if f not in VALID_FILTERS:
+            raise AccountingError(f"unknown filter {f!r} (valid: {', '.join(VALID_FILTERS)})")
+    ss = tuple(seeds)
+    for s in ss:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise AccountingError(f"seeds must be non-negative integers, got {s!r}")
+    if not cfs or not fs or not ss:
+        raise AccountingError("code fractions, filters and seeds must each have at least one value")
+    return cfs, fs, ss
+
+
+def _positive(values, what: str) -> tuple[float, ...]:
+    out = tuple(float(v) for v in values)
+    if not out:
+        raise AccountingError(f"no {what} given")
+    for v in out:
+        if not (v > 0) or not math.isfinite(v):
+            raise AccountingError(f"{what} must be positive, got {v:g}")
+    return out
+
+
+def _shapes_by_name(names: Iterable[str]) -> list[Shape]:
+    shapes = [accounting.shape(str(n).strip()) for n in names]
+    if not shapes:
+        raise AccountingError("no model sizes given")
+    return shapes
+
+
+def _spec(shape: Shape, *, vocab: int, seq_len: int, tokens: float, unique: float, grid: str,
+          budget: str, code_fraction: float, filter: str, seed: int, data: str, tokenizer: str) -> RunSpec:
+    tokens = int(round(tokens))
+    # unique data beyond the tokens trained on is never seen: cap at one epoch
+    unique = max(1, min(int(round(unique)), tokens))
+    return RunSpec(shape=shape.name, d_model=shape.d_model, ffw_size=shape.ffw_size,
+                   n_heads=shape.attention_heads, n_layers=shape.n_layers, vocab_size=vocab,
+                   seq_len=seq_len, tokens=tokens, unique_tokens=unique, code_fraction=code_fraction,
+                   filter=filter, seed=seed, data=data, tokenizer=tokenizer, grid=grid, budget=budget)
+
+
+def default_tokenizer(cpu: bool) -> str:
+    """Byte-level on CPU scale; at paper scale the GPT-2 tokenizer the paper's vocabulary implies."""
+    return "byte" if cpu else "gpt2"
+
+
+def _dedupe(specs: Iterable[RunSpec]) -> list[RunSpec]:
+    seen, out = set(), []
+    for s in specs:
+        if s.run_id not in seen:
+            seen.add(s.run_id)
+            out.append(s)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# isoFLOP grid
+
+def spread_shapes(center: float, pool: dict[str, Shape], vocab: int, seq_len: int,
+                  n_sizes: int = 5, factor: float = 4.0) -> list[Shape]:
+    """``n_sizes`` distinct shapes spread around ``center`` params: the nearest shapes to
+    ``center * factor**k`` for k = -n//2 .. n//2, topped up with the shapes nearest to ``center``
+    when the table runs out (e.g. at the bottom of the tiny table). Sorted by size."""
+    ks = range(-(n_sizes // 2), n_sizes - n_sizes // 2)
+    chosen: list[Shape] = []
+    for k in ks:
+        s = accounting.nearest_shape(center * factor ** k, vocab, seq_len, pool)
+        if s not in chosen:
+            chosen.append(s)
+    by_distance = sorted(pool.values(), key=lambda s: abs(math.log(s.params(vocab, seq_len) / center)))
+    for s in by_distance:
+        if len(chosen) >= n_sizes:
+            break
+        if s not in chosen:
+            chosen.append(s)
+    return sorted(chosen, key=lambda s: s.params(vocab, seq_len))
+
+
+def optimal_shape(budget: Budget) -> Shape:
+    """The shape nearest (in log-params) to the budget's compute-optimal model size."""
+    pool = accounting.TINY_SHAPES if budget.cpu else accounting.PAPER_SHAPES
+    return accounting.nearest_shape(budget.optimal_params, budget.vocab, budget.seq_len, pool)
+
+
+def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
+                 epochs: Sequence[float] | None = None, code_fractions=(0.0,), filters=("none",),
+                 seeds=(0,), n_sizes: int = 5, data: str = "embedded",
+                 tokenizer: str | None = None) -> list[RunSpec]:
+    """All runs of one budget's isoFLOP grid; every run has FLOPs = budget.flops (up to rounding
+    the token count to an integer).
+
+    (a) The compute-optimal shape (nearest to ``budget.optimal_params``) at each unique-data level:
+        the paper's levels for named budgets (2b8: 55, 28, 18, 14, 11, 9, 4, 1.25 B tokens),
+        otherwise ``UNIQUE_RATIOS * D`` with D = C / 6N of that shape. ``unique`` (token counts)
+        replaces the levels; ``epochs`` replaces them with D / epochs.
+    (b) ``n_sizes`` model sizes spread around the optimum (nearest shapes to N_opt * 4^k) at full
+        data (unique = tokens = C / 6N, one epoch). The optimum's own full-data run is left out
+        when (a) already trains it within 1% of one epoch.
+
+    Levels above D are capped at D (unseen unique data changes nothing). Crossed with
+    ``code_fractions`` x ``filters`` x ``seeds``; duplicates removed. ``tokenizer=None`` means
+    ``byte`` for CPU budgets and ``gpt2`` otherwise (the vocabulary the budget's shapes assume).
+    """
+    cfs, fs, ss = _validate_axes(code_fractions, filters, seeds)
+    if unique is not None and epochs is not None:
+        raise AccountingError("give unique-data levels or epochs, not both")
+    if isinstance(n_sizes, bool) or not isinstance(n_sizes, int) or n_sizes < 1:
+        raise AccountingError(f"n_sizes must be a positive integer, got {n_sizes!r}")
+    tokenizer = tokenizer or default_tokenizer(budget.cpu)
+    pool = accounting.TINY_SHAPES if budget.cpu else accounting.PAPER_SHAPES
+    V, S = budget.vocab, budget.seq_len
+    best = optimal_shape(budget)
+    d_best = accounting.tokens_for(budget.flops, best.params(V, S))
+    if unique is not None:
+        levels = _positive(unique, "unique-data levels")
+    elif epochs is not None:
+        levels = tuple(d_best / e for e in _positive(epochs, "epochs"))
+    elif budget.unique_levels:
+        levels = tuple(budget.unique_levels)
+    else:
+        levels = tuple(r * d_best for r in accounting.UNIQUE_RATIOS)
+
+    # (shape, tokens, unique) points, then the cross product with the other axes
+    points: list[tuple[Shape, float, float]] = [(best, d_best, u) for u in levels]
+    best_at_full = any(d_best / min(u, d_best) <= 1.01 for u in levels)
+    for s in spread_shapes(best.params(V, S), pool, V, S, n_sizes):
+        if s == best and best_at_full:
+            continue
+        d = accounting.tokens_for(budget.flops, s.params(V, S))
+        points.append((s, d, d))
+    specs = [_spec(s, vocab=V, seq_len=S, tokens=d, unique=u, grid="isoflop", budget=budget.name,
+                   code_fraction=c, filter=f, seed=seed, data=data, tokenizer=tokenizer)
+             for (s, d, u) in points for c in cfs for f in fs for seed in ss]
+    return _dedupe(specs)
+
+
+# ---------------------------------------------------------------------------------------------
+# isoUniqueData grid
+
+def default_isounique_shapes(unique_tokens: float, cpu: bool, max_epochs: float = 40.0,
+                             n_sizes: int = 6) -> list[Shape]:
+    """Model sizes for a fixed amount of unique data: log-spaced from the smallest shape (7M at
+    paper scale, t24 on CPU) up to about the compute-optimal size for ``max_epochs`` epochs of it
+    (N ~= D / 20 with D = max_epochs * unique), at least three shapes."""
+    pool = accounting.TINY_SHAPES if cpu else accounting.PAPER_SHAPES
+    V, S = (accounting.CPU_VOCAB, accounting.CPU_SEQ_LEN) if cpu else (accounting.PAPER_VOCAB, accounting.PAPER_SEQ_LEN)
+    ordered = sorted(pool.values(), key=lambda s: s.params(V, S))
+    lo = ordered[0].params(V, S)
+    hi = max(max_epochs * unique_tokens / accounting.TOKENS_PER_PARAM, lo)
+    targets = [lo * (hi / lo) ** (i / (n_sizes - 1)) for i in range(n_sizes)]
+    chosen: list[Shape] = []
+    for t in targets:
+        s = accounting.nearest_shape(t, V, S, pool)
+        if s not in chosen:
+            chosen.append(s)
+    for s in ordered:  # top up from the small end when the range is narrow
+        if len(chosen) >= 3:
+            break
+        if s not in chosen:
+            chosen.append(s)
+    return sorted(chosen, key=lambda s: s.params(V, S))
+
+
+def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
+                   epochs: Sequence[float] = ISOUNIQUE_EPOCHS, cpu: bool | None = None,
+                   code_fractions=(0.0,), filters=("none",), seeds=(0,), data: str = "embedded",
+                   tokenizer: str | None = None) -> list[RunSpec]:
+    """Fixed unique data, model sizes x epochs (tokens = unique x epochs).
+
+    ``cpu=None`` decides by scale: unique data below 1e8 tokens uses the tiny shapes, byte vocab
+    and ``CPU_SEQ_LEN``; at or above it (the paper's 100M, 400M, 1.5B) the paper's shapes, GPT-2
+    vocab and 2048 context. Default sizes: ``default_isounique_shapes``.
+    """
+    (unique_tokens,) = _positive([unique_tokens], "unique tokens")
+    eps = _positive(epochs, "epochs")
+    cfs, fs, ss = _validate_axes(code_fractions, filters, seeds)
+    cpu = unique_tokens < PAPER_SCALE_UNIQUE if cpu is None else bool(cpu)
+    V, S = (accounting.CPU_VOCAB, accounting.CPU_SEQ_LEN) if cpu else (accounting.PAPER_VOCAB, accounting.PAPER_SEQ_LEN)
+    tokenizer = tokenizer or default_tokenizer(cpu)
+    chosen = _shapes_by_name(shapes) if shapes is not None else default_isounique_shapes(unique_tokens, cpu)
+    name = "u" + _short(unique_tokens)
+    specs = [_spec(s, vocab=V, seq_len=S, tokens=unique_tokens * e, unique=unique_tokens,
+                   grid="isounique", budget=name, code_fraction=c, filter=f, seed=seed, data=data,
+                   tokenizer=tokenizer)
+             for s in chosen for e in eps for c in cfs for f in fs for seed in ss]
+    return _dedupe(specs)
+
+
+# ---------------------------------------------------------------------------------------------
+# costs
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise AccountingError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= 0 or not math.isfinite(value):
+        raise AccountingError(f"{name} must be a non-negative number, got {raw!r}")
+    return value
+
+
+def throughput_here() -> tuple[float, float]:
+    """(FLOP/s, seconds per token of overhead) assumed by ``estimate_seconds_here``."""
+    return (_env_float("SCALING_FLOPS_PER_S", CPU_FLOPS_PER_S) or CPU_FLOPS_PER_S,
+            _env_float("SCALING_PER_TOKEN_S", PER_TOKEN_S))
+
+
+def estimate_seconds_here(spec: RunSpec, tokens_per_s_fn=None) -> float:
+    """Rough wall time of one run on this machine: ``tokens * (PER_TOKEN_S + 6 N / FLOP/s)``
+    plus ``RUN_OVERHEAD_S``; or ``tokens / tokens_per_s_fn(spec)`` when a throughput model is
+    given (e.g. one measured by a benchmark)."""
+    if tokens_per_s_fn is not None:
+        return spec.tokens / float(tokens_per_s_fn(spec)) + RUN_OVERHEAD_S
+    flops_per_s, per_token = throughput_here()
+    return spec.tokens * (per_token + 6.0 * spec.params / flops_per_s) + RUN_OVERHEAD_S
+
+
+def a100_gpu_hours(spec: RunSpec, mfu: float = 0.4) -> float:
+    """A100 GPU-hours of one run at ``mfu`` (``scaling.accounting.a100_gpu_hours``)."""
+    return accounting.a100_gpu_hours(spec.flops, mfu=mfu)
+
+
+def _short(x: float) -> str:
+    for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if x >= div:
+            return f"{x / div:.3g}{suf}"
+    return f"{x:.3g}"

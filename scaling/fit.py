@@ -1,0 +1,520 @@
+"""Fit scaling laws the way the papers do, globally, with intervals and honest diagnostics.
+
+Objective (Hoffmann et al. 2022, Approach 3; Besiroglu et al. 2024; Muennighoff et al. 2023):
+the *sum* over runs of Huber_delta(LSE-prediction of log-loss - log-loss), delta = 1e-3. A mean would
+shrink gradients by 1/n and make L-BFGS stop early.
+
+Search: every start of the law's grid (for Chinchilla, the replication's 4,500 points) is optimised
+at once by a batched L-BFGS (``scaling.optimize``); the best distinct candidates are polished by
+scipy's L-BFGS-B. The data-constrained law is fitted as in its paper: a Chinchilla fit on the
+single-epoch runs, then R_D*, R_N* on all runs with the base held fixed (or ``--base FIT.json``).
+
+    python -m scaling.fit results/
+    python -m scaling.fit chinchilla.csv --column params="Model Size" --column flops="Training FLOP" --exclude-top 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+import scaling
+from scaling import columns as cols
+from scaling.cli import UsageError, run_cli
+from scaling.laws import get_law
+from scaling.laws.base import Law, LawData
+from scaling.optimize import batched_lbfgs, polish
+from scaling.results import FitResult
+
+DELTA = 1e-3
+#: a parameter is flagged as not identifiable when moving it x1/3 ... x3 (others re-optimised)
+#: changes the objective by less than this fraction
+FLAT_PROFILE = 0.01
+PROFILE_FACTORS = (1 / 3, 1 / 2, 2.0, 3.0)
+#: distinct optima whose objective is within this fraction of the best are reported
+HAIR = 1e-3
+MAX_STARTS = 20000
+BASE_NAMES = ("E", "A", "B", "alpha", "beta")
+
+
+# --------------------------------------------------------------------------------------------
+# The objective over free parameters
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Problem:
+    """Huber-on-log-loss for one law on one data set, over the free coordinates ``z``:
+    theta = base + z @ M.T (M maps free coordinates to fit-space parameters; tying puts two 1s in
+    a column, fixing leaves a parameter out)."""
+
+    law: Law
+    data: LawData
+    y: np.ndarray                   #: log-loss [n]
+    base: np.ndarray                #: fit-space values [k] or per-start [P, k] for fixed parameters
+    M: np.ndarray                   #: [k, f]
+    free: list[str]                 #: free coordinate names (fit space; tied ones as "alpha=beta")
+    weights: np.ndarray | None = None   #: per-start point weights [P, n] (bootstrap)
+    delta: float = DELTA
+
+    def theta(self, z, rows=None):
+        base = self.base if self.base.ndim == 1 or rows is None else self.base[rows]
+        return base + np.atleast_2d(z) @ self.M.T
+
+    def fun_grad(self, z, rows=None):
+        pred, grads = self.law.log_predict(self.theta(z, rows), self.data, grad=True)
+        r = pred - self.y
+        psi = np.clip(r, -self.delta, self.delta)      # Huber'(r)
+        h = psi * (r - 0.5 * psi)                        # Huber(r)
+        if self.weights is not None:
+            w = self.weights if rows is None else self.weights[rows]
+            h, psi = h * w, psi * w
+        g_theta = np.stack([(psi * gj).sum(axis=1) for gj in grads], axis=1)
+        return h.sum(axis=1), g_theta @ self.M
+
+    def fun_grad_1d(self, z):
+        f, g = self.fun_grad(z[None, :])
+        return float(f[0]), g[0]
+
+    def bounds(self):
+        lo, hi = self.law.bounds_array()
+        col = self.M.astype(bool)
+        return (np.array([lo[c].max() for c in col.T]), np.array([hi[c].min() for c in col.T]))
+
+    def z_of(self, theta):
+        """Free coordinates of a full fit-space vector (first mapped parameter of each column)."""
+        return np.array([theta[np.flatnonzero(c)[0]] for c in self.M.T.astype(bool)])
+
+    def start_grid(self) -> np.ndarray:
+        values = self.law.start_values()
+        per = [values[name.split("=")[0]] for name in self.free]
+        n = int(np.prod([len(v) for v in per]))
+        grid = np.array(list(itertools.product(*per)), dtype=float)
+        if n > MAX_STARTS:   # deterministic thinning of very large products (joint 7-parameter fits)
+            grid = grid[np.random.default_rng(0).choice(n, MAX_STARTS, replace=False)]
+        return grid
+
+
+def make_problem(law: Law, data: LawData, loss, fixed: dict[str, float], tie: list[tuple[str, str]],
+                 weights=None) -> Problem:
+    """``fixed``: fit-space name -> fit-space value; ``tie``: pairs of fit-space names."""
+    k = len(law.fit_names)
+    index = {n: i for i, n in enumerate(law.fit_names)}
+    groups: list[list[str]] = []
+    tied = {}
+    for a, b in tie:
+        tied[b] = a
+    for name in law.fit_names:
+        if name in fixed or name in tied:
+            continue
+        groups.append([name] + [b for b, a in tied.items() if a == name and b not in fixed])
+    M = np.zeros((k, len(groups)))
+    for j, g in enumerate(groups):
+        for name in g:
+            M[index[name], j] = 1.0
+    base = np.zeros(k)
+    for name, value in fixed.items():
+        base[index[name]] = value
+    return Problem(law, data, np.log(np.asarray(loss, float)), base, M, ["=".join(g) for g in groups], weights)
+
+
+# --------------------------------------------------------------------------------------------
+# Solving
+# --------------------------------------------------------------------------------------------
+def solve(problem: Problem, starts: np.ndarray, n_polish: int = 5):
+    """Best free vector, its objective, and the polished distinct candidates [(f, z), ...]."""
+    lo, hi = problem.bounds()
+    if len(starts) == 1:
+        z, f = polish(problem.fun_grad_1d, np.clip(starts[0], lo, hi), lo, hi)
+        return z, f, [(f, z)]
+    res = batched_lbfgs(problem.fun_grad, starts, lo, hi, max_iter=100, ftol=1e-10, gtol=1e-7,
+                        funnel=(5, 0.02, 32))
+    order = [i for i in np.argsort(res.f) if np.isfinite(res.f[i])]
+    if not order:
+        raise UsageError("the fit failed from every start (non-finite objective); check the data")
+    picked, seen = [], set()
+    for i in order:
+        key = tuple(np.round(res.x[i], 2))
+        if key not in seen:
+            seen.add(key)
+            picked.append(i)
+        if len(picked) == n_polish:
+            break
+    candidates = sorted((polish(problem.fun_grad_1d, res.x[i], lo, hi)[::-1] for i in picked),
+                        key=lambda c: c[0])
+    f_best, z_best = candidates[0]
+    return z_best, f_best, candidates
+
+
+def local_batch(problem: Problem, starts, lo=None, hi=None):
+    blo, bhi = problem.bounds()
+    lo = blo if lo is None else lo
+    hi = bhi if hi is None else hi
+    res = batched_lbfgs(problem.fun_grad, starts, lo, hi, max_iter=300, ftol=1e-12, gtol=1e-9,
+                        funnel=None, merge_decimals=12)
+    return res.x, res.f
+
+
+# --------------------------------------------------------------------------------------------
+# Diagnostics
+# --------------------------------------------------------------------------------------------
+def _public_scale(law: Law, fit_name: str, z_value: float, factor: float) -> float:
+    """Free coordinate moved so that the public parameter is multiplied by ``factor``."""
+    return z_value + np.log(factor) if fit_name in law.exp_params else z_value * factor
+
+
+def profiles(problem: Problem, z_best, f_best) -> dict[str, dict]:
+    """For each free parameter: the objective with it held at x1/3 ... x3 of its estimate and the
+    others re-optimised (batched, warm-started at the optimum)."""
+    lo, hi = problem.bounds()
+    rows, meta = [], []
+    for j, name in enumerate(problem.free):
+        for factor in PROFILE_FACTORS:
+            v = _public_scale(problem.law, name.split("=")[0], z_best[j], factor)
+            if lo[j] <= v <= hi[j]:
+                rows.append(j)
+                meta.append((j, factor, v))
+    if not meta:
+        return {}
+    P = len(meta)
+    starts = np.repeat(z_best[None, :], P, axis=0)
+    plo, phi = np.repeat(lo[None, :], P, axis=0), np.repeat(hi[None, :], P, axis=0)
+    for r, (j, _, v) in enumerate(meta):
+        starts[r, j] = plo[r, j] = phi[r, j] = v
+    _, f = local_batch(problem, starts, plo, phi)
+    out: dict[str, dict] = {}
+    for (j, factor, _), fr in zip(meta, f):
+        entry = out.setdefault(problem.free[j], {"factors": [], "relative_increase": []})
+        entry["factors"].append(round(factor, 6))
+        entry["relative_increase"].append(float((fr - f_best) / f_best) if f_best > 0 else float(fr - f_best))
+    return out
+
+
+def _public_free_name(law: Law, free_name: str) -> str:
+    parts = free_name.split("=")
+    return "=".join(law.public_names[law.fit_names.index(p)] for p in parts)
+
+
+def diagnose(problem: Problem, z_best, f_best, candidates, want_profiles=True):
+    law = problem.law
+    warnings: list[str] = []
+    theta = problem.theta(z_best)[0]
+    public = law.to_public(theta)
+    # bounds
+    lo, hi = problem.bounds()
+    for j, name in enumerate(problem.free):
+        span = max(abs(hi[j] - lo[j]), 1e-12)
+        if min(z_best[j] - lo[j], hi[j] - z_best[j]) <= 1e-6 * span:
+            which = "lower" if z_best[j] - lo[j] <= hi[j] - z_best[j] else "upper"
+            pname = _public_free_name(law, name)
+            warnings.append(f"parameter {pname} sits at its {which} bound ({public[pname.split('=')[0]]:.6g}); "
+                            f"the optimum may lie outside the allowed range")
+    # coverage
+    for col, values in (("model sizes", problem.data.params), ("token counts", problem.data.tokens)):
+        distinct = len(np.unique(np.round(np.log(values), 6)))
+        if distinct < 3:
+            warnings.append(f"only {distinct} distinct {col}: the exponents are poorly constrained")
+    # near-equal distinct optima
+    optima = []
+    for f, z in candidates[1:]:
+        if f <= f_best * (1 + HAIR):
+            p_other = law.to_public(problem.theta(z)[0])
+            differ = [n for n in public if abs(p_other[n] - public[n]) > 0.05 * max(abs(public[n]), 1e-12)]
+            if differ:
+                optima.append({"objective": float(f), "params": p_other})
+                warnings.append(
+                    f"a distinct optimum lies within {100 * (f - f_best) / f_best:.3g}% of the best objective "
+                    f"with different {', '.join(differ)} ("
+                    + ", ".join(f"{n} {p_other[n]:.4g} vs {public[n]:.4g}" for n in differ)
+                    + "): these parameters are ill-determined by the data")
+    prof = profiles(problem, z_best, f_best) if want_profiles else {}
+    for name, entry in prof.items():
+        rise = entry["relative_increase"]
+        if len(rise) == len(PROFILE_FACTORS) and max(rise) < FLAT_PROFILE:
+            warnings.append(
+                f"parameter {_public_free_name(law, name)} is not identifiable from these data: the objective "
+                f"changes by at most {100 * max(rise):.3g}% while it moves from x1/3 to x3 of its estimate "
+                f"(others re-optimised); report its bootstrap interval, not the point")
+    return warnings, {"profiles": {_public_free_name(law, k): v for k, v in prof.items()}, "optima": optima}
+
+
+# --------------------------------------------------------------------------------------------
+# Data preparation
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FitData:
+    data: LawData
+    loss: np.ndarray
+    frame: pd.DataFrame
+    notes: list[str]
+
+
+def prepare(table: pd.DataFrame, law_name: str | None, exclude_top: int = 0, source="data"):
+    """Canonical columns, ok-status rows, NaN rows dropped (noted), ``exclude_top`` highest losses
+    removed; returns the law name (chosen when None) and FitData."""
+    notes = []
+    table = cols.canonicalise(table)
+    if "status" in table.columns:
+        bad = table["status"].astype(str) != "ok"
+        if bad.any():
+            notes.append(f"excluded {int(bad.sum())} run(s) whose status is not ok")
+            table = table[~bad]
+    if law_name is None:
+        law_name = default_law(table)
+    law = get_law(law_name)
+    table, dropped = cols.numeric_columns(table, [*law.required, "loss"], source)
+    if dropped:
+        notes.append(f"dropped {dropped} row(s) with missing values")
+    if exclude_top < 0:
+        raise UsageError("--exclude-top must be >= 0")
+    if exclude_top:
+        if exclude_top >= len(table):
+            raise UsageError(f"--exclude-top {exclude_top} leaves no points (have {len(table)})")
+        table = table.sort_values("loss", kind="stable").iloc[:-exclude_top].reset_index(drop=True)
+    if table.empty:
+        raise UsageError(f"{source}: no usable rows")
+    data = LawData(table["params"].values, table["tokens"].values,
+                   table["unique_tokens"].values if "unique_tokens" in law.required else None)
+    return law_name, FitData(data, table["loss"].values.astype(float), table, notes)
+
+
+def default_law(table: pd.DataFrame) -> str:
+    """Data-constrained when unique_tokens varies and some run repeats data, else Chinchilla."""
+    if {"unique_tokens", "tokens"} <= set(table.columns):
+        u = pd.to_numeric(table["unique_tokens"], errors="coerce")
+        d = pd.to_numeric(table["tokens"], errors="coerce")
+        if u.nunique(dropna=True) > 1 and (d > u * (1 + 1e-9)).any():
+            return "data-constrained"
+    return "chinchilla"
+
+
+def data_sha256(fd: FitData) -> str:
+    cols_used = [c for c in ("params", "tokens", "unique_tokens", "loss") if c in fd.frame.columns]
+    payload = fd.frame[cols_used].to_csv(index=False, float_format="%.17g")
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# The fit
+# --------------------------------------------------------------------------------------------
+def _parse_assignments(items, what) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        for part in str(item).split(","):
+            name, sep, value = part.partition("=")
+            try:
+                out[name.strip()] = float(value)
+            except ValueError:
+                raise UsageError(f"malformed {what} {part!r} (expected NAME=VALUE, e.g. alpha=0.35)") from None
+            if not sep:
+                raise UsageError(f"malformed {what} {part!r} (expected NAME=VALUE)")
+    return out
+
+
+def _to_fit_names(law: Law, public: dict[str, float], what: str) -> dict[str, float]:
+    out = {}
+    for name, value in public.items():
+        try:
+            f = law.public_to_fit_name(name)
+        except KeyError:
+            raise UsageError(f"unknown parameter {name!r} in {what} for law {law.name} "
+                             f"(known: {', '.join(law.public_names)})") from None
+        if f in law.exp_params and not value > 0:
+            raise UsageError(f"{what} {name}={value}: must be positive")
+        out[f] = law.public_value_to_fit(f, value)
+    return out
+
+
+def _parse_tie(law: Law, tie) -> list[tuple[str, str]]:
+    pairs = []
+    for item in tie or []:
+        a, sep, b = str(item).partition("=")
+        if not sep:
+            raise UsageError(f"malformed --tie {item!r} (expected e.g. alpha=beta)")
+        try:
+            pairs.append((law.public_to_fit_name(a.strip()), law.public_to_fit_name(b.strip())))
+        except KeyError as exc:
+            raise UsageError(f"unknown parameter {exc.args[0]!r} in --tie for law {law.name}") from None
+    return pairs
+
+
+def fit_stage(law: Law, data: LawData, loss, *, fixed=None, tie=None, start=None, weights=None,
+              want_profiles=True):
+    """One optimisation: global multi-start over the law's grid, or local from ``start``."""
+    fixed = dict(fixed or {})
+    problem = make_problem(law, data, loss, fixed, tie or [], weights)
+    if not problem.free:
+        raise UsageError("nothing to fit: every parameter is fixed")
+    if len(loss) < len(problem.free):
+        raise UsageError(f"{len(loss)} point(s) for {len(problem.free)} free parameter(s): "
+                         f"need at least as many points as free parameters")
+    if start is not None:
+        theta0 = np.array([start.get(n, fixed.get(n, law.default_start[n])) for n in law.fit_names])
+        starts = problem.z_of(theta0)[None, :]
+    else:
+        starts = problem.start_grid()
+    z, f, candidates = solve(problem, starts)
+    warnings, diag = diagnose(problem, z, f, candidates, want_profiles)
+    return problem, z, f, warnings, diag, len(starts)
+
+
+def _r2(loss, pred):
+    ss_res = float(np.sum((loss - pred) ** 2))
+    ss_tot = float(np.sum((loss - loss.mean()) ** 2))
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else None
+
+
+def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base: FitResult | None = None,
+        exclude_top: int = 0, start=None, bootstrap: int = 0, seed: int = 0, source: str = "data",
+        want_profiles: bool = True) -> FitResult:
+    """Fit a law to a run table. ``fix``/``start``: {public name: value}; ``tie``: ["alpha=beta"]."""
+    t0 = time.perf_counter()
+    law_name, fd = prepare(table, law, exclude_top, source)
+    the_law = get_law(law_name)
+    fixed = _to_fit_names(the_law, dict(fix or {}), "--fix")
+    start_fit = _to_fit_names(the_law, dict(start), "--start") if start else None
+    tie_pairs = _parse_tie(the_law, tie)
+    held = set(fixed)          # fit-space names the user holds (--fix, --base); stage-1 ones are not
+    settings = {"delta": DELTA, "objective": "sum of Huber(delta) of log-loss residuals",
+                "fixed": {}, "tie": list(tie or []), "exclude_top": exclude_top,
+                "start": dict(start or {}), "notes": fd.notes}
+    warnings = list(fd.notes)
+    stage1 = None
+    if base is not None:
+        base_fixed = {n: base.params[n] for n in BASE_NAMES if n in base.params}
+        if not base_fixed:
+            raise UsageError("the --base fit has none of E, A, B, alpha, beta")
+        fixed = {**_to_fit_names(the_law, base_fixed, "--base"), **fixed}
+        held |= set(fixed)
+        settings["base"] = {"law": base.law, "params": base_fixed}
+        procedure = "two-stage (base given)"
+    elif law_name == "data-constrained" and not all(n in fixed for n in ("a", "b", "e", "alpha", "beta")):
+        # the paper's procedure: Chinchilla on single-epoch runs, then R_D*, R_N* on all runs
+        single = fd.data.tokens <= fd.data.unique_tokens * (1 + 1e-9)
+        chin = get_law("chinchilla")
+        if single.sum() >= 5 + 1:
+            fixed1 = {k: v for k, v in fixed.items() if k in chin.fit_names}
+            tie1 = [p for p in tie_pairs if p[0] in chin.fit_names and p[1] in chin.fit_names]
+            s1 = fd.data.take(single)
+            problem1, z1, f1, w1, _, _ = fit_stage(chin, s1, fd.loss[single], fixed=fixed1, tie=tie1,
+                                                  want_profiles=False)
+            stage1 = {"problem": problem1, "z": z1, "mask": single}
+            p1 = chin.to_public(problem1.theta(z1)[0])
+            fixed = {**fixed, **_to_fit_names(the_law, p1, "stage 1")}
+            settings["stage1"] = {"law": "chinchilla", "n_points": int(single.sum()), "params": p1,
+                                  "objective": f1}
+            warnings += [f"stage 1: {w}" for w in w1]
+            procedure = "two-stage"
+        else:
+            warnings.append(f"only {int(single.sum())} single-epoch run(s): fitting all parameters jointly "
+                            f"instead of the paper's two-stage procedure")
+            procedure = "joint"
+    else:
+        procedure = "local" if start_fit is not None else "multi-start"
+    problem, z, f, w, diag, n_starts = fit_stage(the_law, fd.data, fd.loss, fixed=fixed, tie=tie_pairs,
+                                                 start=start_fit, want_profiles=want_profiles)
+    warnings += w
+    theta = problem.theta(z)[0]
+    params = the_law.to_public(theta)
+    settings["fixed"] = {n: params[n] for n in the_law.public_names if the_law.public_to_fit_name(n) in held}
+    settings["procedure"] = procedure if start_fit is None else f"{procedure}; local from --start"
+    settings["starts"] = int(n_starts)
+    pred_log = the_law.log_predict(theta[None, :], fd.data)[0]
+    resid = pred_log - np.log(fd.loss)
+    settings["diagnostics"] = {"residuals": {"mean": float(resid.mean()), "std": float(resid.std()),
+                                             "median_abs": float(np.median(np.abs(resid))),
+                                             "max_abs": float(np.abs(resid).max())}, **diag}
+    ci = {}
+    if bootstrap:
+        draws = bootstrap_draws(the_law, problem, z, fd, stage1, bootstrap, seed)
+        names = list(the_law.public_names)
+        good = np.isfinite(draws).all(axis=1)
+        lo, hi = np.percentile(draws[good], [2.5, 97.5], axis=0)
+        ci = {n: [float(a), float(b)] for n, a, b in zip(names, lo, hi)
+              if n not in settings["fixed"] or stage1 is not None}
+        settings["bootstrap"] = {"n": int(bootstrap), "seed": int(seed), "names": names,
+                                 "failed": int((~good).sum()), "draws": draws[good].tolist()}
+    settings["seconds"] = round(time.perf_counter() - t0, 3)
+    return FitResult(law=law_name, params=params, objective=float(f), n_points=len(fd.loss),
+                     r2=_r2(fd.loss, np.exp(pred_log)), ci=ci, warnings=warnings, settings=settings,
+                     data_sha256=data_sha256(fd), version=scaling.__version__)
+
+
+def bootstrap_draws(law: Law, problem: Problem, z, fd: FitData, stage1, n: int, seed: int) -> np.ndarray:
+    """Refit on ``n`` resamples of the points (with replacement), all at once, warm-started at the
+    estimate; in a two-stage fit both stages are refitted on each resample. Returns [n, k] public."""
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(len(fd.loss), np.full(len(fd.loss), 1.0 / len(fd.loss)), size=n).astype(float)
+    base = np.repeat(problem.base[None, :], n, axis=0)
+    if stage1 is not None:
+        p1, mask = stage1["problem"], stage1["mask"]
+        b1 = Problem(p1.law, p1.data, p1.y, p1.base, p1.M, p1.free, counts[:, mask])
+        z1, _ = local_batch(b1, np.repeat(stage1["z"][None, :], n, axis=0))
+        theta1 = b1.theta(z1)                                   # [n, 5] chinchilla fit space
+        index = [law.fit_names.index(name) for name in p1.law.fit_names]
+        base[:, index] = theta1
+    bp = Problem(law, problem.data, problem.y, base, problem.M, problem.free, counts)
+    zb, fb = local_batch(bp, np.repeat(z[None, :], n, axis=0))
+    theta = bp.theta(zb, np.arange(n))
+    out = np.array([list(law.to_public(t).values()) for t in theta])
+    out[~np.isfinite(fb)] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="python -m scaling.fit",
+        description="Fit a scaling law (Huber on log-loss, global multi-start) to runs in a store, CSV or Parquet.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python -m scaling.fit results/\n"
+               "  python -m scaling.fit chinchilla_svg_extracted.csv --column params='Model Size' "
+               "--column flops='Training FLOP' --exclude-top 5 --bootstrap 1000 --out fit.json\n"
+               "  python -m scaling.fit runs.parquet --law data-constrained --base fits/muennighoff2023_c4.json "
+               "--start rd_star=13.3 rn_star=6.67")
+    p.add_argument("source", help="store directory, CSV or Parquet file")
+    p.add_argument("--law", choices=["chinchilla", "data-constrained"], default=None,
+                   help="default: data-constrained when unique_tokens varies and some run repeats data")
+    p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS",
+                   help="map a column, e.g. --column params='Model Size'")
+    p.add_argument("--exclude-top", type=int, default=0, metavar="K", help="drop the K highest losses")
+    p.add_argument("--fix", nargs="+", action="extend", default=[], metavar="NAME=VALUE")
+    p.add_argument("--tie", action="append", default=[], metavar="alpha=beta")
+    p.add_argument("--base", metavar="FIT.json", help="hold E, A, B, alpha, beta at this fit's values")
+    p.add_argument("--start", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
+                   help="one local optimisation from this point instead of the multi-start search")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for 95%% CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-profiles", action="store_true", help="skip the identifiability profiles")
+    p.add_argument("--out", metavar="FIT.json", help="write the fit here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.bootstrap < 0:
+        raise UsageError("--bootstrap must be >= 0")
+    table = cols.read_table(args.source)
+    table = cols.canonicalise(table, cols.parse_mapping(args.column))
+    base = FitResult.load(args.base) if args.base else None
+    result = fit(table, args.law, fix=_parse_assignments(args.fix, "--fix"), tie=args.tie, base=base,
+                 exclude_top=args.exclude_top, start=_parse_assignments(args.start, "--start") or None,
+                 bootstrap=args.bootstrap, seed=args.seed, source=args.source,
+                 want_profiles=not args.no_profiles)
+    if args.out:
+        result.save(args.out)
+    print(result.to_json() if args.json else result.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

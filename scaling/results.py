@@ -1,0 +1,108 @@
+"""``FitResult``: a fit as a value (statsmodels-style Results) that round-trips through JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scaling.cli import UsageError
+
+FIT_KEYS = ("law", "params", "objective", "n_points", "r2", "ci", "warnings", "settings",
+            "data_sha256", "version")
+
+
+@dataclass
+class FitResult:
+    law: str
+    params: dict[str, float]
+    objective: float | None
+    n_points: int
+    r2: float | None
+    ci: dict[str, list[float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    data_sha256: str | None = None
+    version: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: _plain(v) for k, v in asdict(self).items()}
+
+    def to_json(self, indent=1) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path) -> None:
+        """Write atomically: a fit file is never half-written."""
+        from scaling.store import _atomic_write_bytes
+        text = self.to_json()
+        _atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitResult":
+        missing = [k for k in ("law", "params") if k not in d]
+        if missing:
+            raise UsageError(f"fit file lacks key(s) {', '.join(missing)}")
+        return cls(**{k: d.get(k, default) for k, default in
+                      (("law", None), ("params", None), ("objective", None), ("n_points", 0), ("r2", None),
+                       ("ci", {}), ("warnings", []), ("settings", {}), ("data_sha256", None), ("version", ""))})
+
+    @classmethod
+    def load(cls, path) -> "FitResult":
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such fit file") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"cannot read fit file {path}: {exc}") from None
+        if not isinstance(d, dict):
+            raise UsageError(f"{path}: not a fit file (expected a JSON object)")
+        return cls.from_dict(d)
+
+    @property
+    def bootstrap_draws(self) -> np.ndarray | None:
+        """[B, k] bootstrap draws of ``params`` (in ``settings.bootstrap.names`` order), if stored."""
+        boot = self.settings.get("bootstrap") or {}
+        draws = boot.get("draws")
+        return None if not draws else np.asarray(draws, dtype=float)
+
+    def summary(self) -> str:
+        """The table the CLI prints."""
+        lines = [f"law: {self.law}    points: {self.n_points}    objective: {_fmt(self.objective)}"
+                 f"    R^2 (loss): {_fmt(self.r2)}"]
+        fixed = set((self.settings.get("fixed") or {}).keys())
+        stage1 = set(((self.settings.get("stage1") or {}).get("params") or {}).keys())
+        lines.append(f"{'parameter':<10} {'estimate':>14} {'95% CI':>32}  note")
+        for name, value in self.params.items():
+            ci = self.ci.get(name)
+            ci_text = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+            note = "fixed" if name in fixed else "stage 1" if name in stage1 else ""
+            lines.append(f"{name:<10} {_fmt(value):>14} {ci_text:>32}  {note}")
+        resid = (self.settings.get("diagnostics") or {}).get("residuals")
+        if resid:
+            lines.append("residuals (log-loss): " + ", ".join(f"{k} {_fmt(v)}" for k, v in resid.items()))
+        for w in self.warnings:
+            lines.append(f"warning: {w}")
+        return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    v = float(v)
+    return f"{v:.6g}" if 1e-3 <= abs(v) < 1e5 or v == 0 else f"{v:.6e}"
+
+
+def _plain(v):
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _plain(v.tolist())
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
