@@ -34,8 +34,8 @@ from scaling.optimize import batched_lbfgs, polish
 from scaling.results import FitResult
 
 DELTA = 1e-3
-#: a parameter is flagged as not identifiable when moving it x1/3 ... x3 (others re-optimised)
-#: changes the objective by less than this fraction
+#: a parameter is flagged as not identifiable when moving it down to x1/3 or up to x3 of its estimate
+#: (others re-optimised) changes the objective by less than this fraction
 FLAT_PROFILE = 0.01
 PROFILE_FACTORS = (1 / 3, 1 / 2, 2.0, 3.0)
 #: distinct optima whose objective is within this fraction of the best are reported
@@ -234,12 +234,16 @@ def diagnose(problem: Problem, z_best, f_best, candidates, want_profiles=True):
                     + "): these parameters are ill-determined by the data")
     prof = profiles(problem, z_best, f_best) if want_profiles else {}
     for name, entry in prof.items():
-        rise = entry["relative_increase"]
-        if len(rise) == len(PROFILE_FACTORS) and max(rise) < FLAT_PROFILE:
+        flat = [side for side, pick in (("down to x1/3", lambda fct: fct < 1), ("up to x3", lambda fct: fct > 1))
+                if (rises := [r for fct, r in zip(entry["factors"], entry["relative_increase"]) if pick(fct)])
+                and len(rises) == 2 and max(rises) < FLAT_PROFILE]
+        if flat:
+            rise = max(r for fct, r in zip(entry["factors"], entry["relative_increase"])
+                       if (fct > 1) == (flat[-1] == "up to x3"))
             warnings.append(
-                f"parameter {_public_free_name(law, name)} is not identifiable from these data: the objective "
-                f"changes by at most {100 * max(rise):.3g}% while it moves from x1/3 to x3 of its estimate "
-                f"(others re-optimised); report its bootstrap interval, not the point")
+                f"parameter {_public_free_name(law, name)} is not identifiable from these data: moving it "
+                f"{' or '.join(flat)} of its estimate (others re-optimised) changes the objective by only "
+                f"{100 * rise:.2g}%; report its bootstrap interval, not the point")
     return warnings, {"profiles": {_public_free_name(law, k): v for k, v in prof.items()}, "optima": optima}
 
 
