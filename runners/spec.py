@@ -28,6 +28,7 @@ class RunSpec:
     filter: str = "none"       #: none | ppl25 | ppl50 | ppl25-75 | dedup
     seed: int = 0
     data: str = "embedded"     #: corpus: embedded | path to jsonl/parquet | hf:NAME
+    text_column: str = "text"  #: column holding the documents in --data files
     tokenizer: str = "byte"    #: byte | bpe:VOCAB | a HF tokenizer name or path
     grid: str = "isoflop"      #: which plan produced it (isoflop | isounique)
     budget: str = ""           #: budget name, for grouping

@@ -1,0 +1,165 @@
+"""Plots from a store and a fit (matplotlib, Agg; nothing is shown, files are written atomically).
+
+    python -m scaling.plot isoflop results/ --fit fit.json --out isoflop.png
+    python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png
+    python -m scaling.plot residuals results/ --fit fit.json --out residuals.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from scaling import columns as cols
+from scaling.cli import UsageError, run_cli
+from scaling.laws import get_law
+from scaling.results import FitResult
+
+KINDS = ("isoflop", "return-on-repetition", "residuals")
+
+
+def _figure():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, out) -> None:
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError(f"--out must end in .png, .svg or .pdf, got {out.name!r}")
+    from scaling.store import _atomic_write_bytes
+    fig.tight_layout()
+    _atomic_write_bytes(out, lambda tmp: fig.savefig(tmp, format=out.suffix[1:], dpi=130))
+
+
+def _ok_runs(source):
+    table = cols.canonicalise(cols.read_table(source))
+    if "status" in table.columns:
+        table = table[table["status"].astype(str) == "ok"]
+    table, _ = cols.numeric_columns(table, ["params", "tokens", "loss"], str(source))
+    if "flops" not in table.columns or table["flops"].isna().any():
+        from scaling.accounting import flops
+        table["flops"] = flops(table["params"].values, table["tokens"].values)
+    return table
+
+
+def budget_groups(flops, gap_decades: float = 0.1) -> np.ndarray:
+    """Group runs into compute budgets: sorted log10 C split wherever the gap exceeds ``gap_decades``
+    (read-off data such as Chinchilla's Fig. 4 scatters around each nominal budget)."""
+    logc = np.log10(np.asarray(flops, float))
+    order = np.argsort(logc)
+    ids = np.zeros(len(logc), int)
+    ids[order] = np.concatenate([[0], np.cumsum(np.diff(logc[order]) > gap_decades)])
+    return ids
+
+
+def isoflop(source, fit: FitResult | None, out) -> None:
+    """Loss against parameters for each compute budget (Hoffmann et al. 2022, Fig. 3), with the
+    fitted law along each budget (D = C / 6N) and its minimum marked."""
+    plt = _figure()
+    runs = _ok_runs(source)
+    full = runs[runs["tokens"] <= runs.get("unique_tokens", runs["tokens"]) * (1 + 1e-9)] \
+        if "unique_tokens" in runs.columns else runs
+    group = budget_groups(full["flops"].values)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(group.max() + 1, 1)))
+    for g, color in enumerate(colors):
+        sel = full[group == g]
+        if len(sel) < 2:
+            continue
+        ax.scatter(sel["params"], sel["loss"], color=color, zorder=3,
+                   label=f"C = {np.median(sel['flops']):.1e} FLOPs")
+        if fit is not None:
+            law = get_law("chinchilla")
+            p = {k: fit.params[k] for k in law.public_names}
+            c = float(np.median(sel["flops"]))
+            n = np.geomspace(sel["params"].min() / 2, sel["params"].max() * 2, 200)
+            curve = law.predict(p, n, c / (6 * n))
+            ax.plot(n, curve, color=color, lw=1.2)
+            ax.scatter([n[np.argmin(curve)]], [curve.min()], marker="*", s=140, color=color,
+                       edgecolor="black", zorder=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("validation loss")
+    ax.set_title("isoFLOP curves" + (f" ({fit.law} fit, stars: fitted optima)" if fit else ""))
+    ax.legend(fontsize=7, ncol=2 if group.max() > 6 else 1)
+    _save(fig, out)
+
+
+def return_on_repetition(fit: FitResult, out, unique=(1e8, 4e8, 1.5e9), max_epochs=100.0) -> None:
+    """Effective data D' against epochs for several U_D, beside the line unique data would give
+    (Muennighoff et al. 2023, Fig. 3)."""
+    if fit.law != "data-constrained":
+        raise UsageError(f"return-on-repetition needs a data-constrained fit, got {fit.law!r}")
+    from scaling.laws.data_constrained import effective_data
+    plt = _figure()
+    epochs = np.geomspace(1, max_epochs, 200)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for u in unique:
+        ax.plot(epochs, effective_data(u * epochs, u, fit.params["rd_star"]) / u, label=f"U_D = {u:.2g} tokens")
+    ax.plot(epochs, epochs, ls="--", color="gray", label="unique data (D' = D)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("epochs (D / U_D)")
+    ax.set_ylabel("effective data D' / U_D")
+    ax.set_title(f"Return on repetition (R_D* = {fit.params['rd_star']:.3g})")
+    ax.legend(fontsize=8)
+    _save(fig, out)
+
+
+def residuals(source, fit: FitResult, out) -> None:
+    """Relative residual of each run against its predicted loss, by compute."""
+    plt = _figure()
+    runs = _ok_runs(source)
+    law = get_law(fit.law)
+    u = runs["unique_tokens"].values if "unique_tokens" in law.required else None
+    pred = law.predict(fit.params, runs["params"].values, runs["tokens"].values, u)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(runs["flops"], runs["loss"] / pred - 1, c=np.log10(runs["params"]), cmap="viridis")
+    ax.axhline(0, color="gray", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("observed / predicted loss - 1")
+    ax.set_title(f"Residuals of the {fit.law} fit (colour: log10 N)")
+    _save(fig, out)
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="python -m scaling.plot", description="Plots of runs and fits.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  python -m scaling.plot isoflop results/ --fit fit.json --out isoflop.png\n"
+               "  python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png")
+    p.add_argument("kind", help=f"one of {', '.join(KINDS)}")
+    p.add_argument("source", nargs="?", help="store directory, CSV or Parquet (isoflop, residuals)")
+    p.add_argument("--fit", help="fit file (JSON)")
+    p.add_argument("--out", required=True, help="output .png/.svg/.pdf")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.kind not in KINDS:
+        raise UsageError(f"unknown plot kind {args.kind!r} (known: {', '.join(KINDS)})")
+    fit = FitResult.load(args.fit) if args.fit else None
+    if args.kind in ("isoflop", "residuals") and not args.source:
+        raise UsageError(f"{args.kind} needs a SOURCE (store directory, CSV or Parquet)")
+    if args.kind in ("return-on-repetition", "residuals") and fit is None:
+        raise UsageError(f"{args.kind} needs --fit FIT.json")
+    if args.kind == "isoflop":
+        isoflop(args.source, fit, args.out)
+    elif args.kind == "return-on-repetition":
+        return_on_repetition(fit, args.out)
+    else:
+        residuals(args.source, fit, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
