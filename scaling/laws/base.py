@@ -39,11 +39,25 @@ class LawData:
 
 
 def log_sum_exp3(z1, z2, z3):
-    """log(exp z1 + exp z2 + exp z3) and the softmax weights, stable for any magnitudes."""
-    m = np.maximum(np.maximum(z1, z2), z3)
-    x1, x2, x3 = np.exp(z1 - m), np.exp(z2 - m), np.exp(z3 - m)
-    s = x1 + x2 + x3
-    return m + np.log(s), x1 / s, x2 / s, x3 / s
+    """log(exp z1 + exp z2 + exp z3) and the softmax weights, stable for any magnitudes.
+
+    Works in place on fresh temporaries (this is the fitter's inner loop); inputs are not modified.
+    """
+    m = np.maximum(z1, z2)
+    np.maximum(m, z3, out=m)
+    x1, x2, x3 = np.subtract(z1, m), np.subtract(z2, m), np.subtract(z3, m)
+    np.exp(x1, out=x1)
+    np.exp(x2, out=x2)
+    np.exp(x3, out=x3)
+    s = x1 + x2
+    s += x3
+    inv = np.reciprocal(s)
+    np.log(s, out=s)
+    s += m
+    x1 *= inv
+    x2 *= inv
+    x3 *= inv
+    return s, x1, x2, x3
 
 
 class Law:

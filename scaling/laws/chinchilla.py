@@ -39,8 +39,7 @@ class Chinchilla(Law):
     def log_predict(self, theta, data: LawData, grad=False):
         theta = np.atleast_2d(theta)
         a, b, e, alpha, beta = (theta[:, i:i + 1] for i in range(5))
-        pred, wa, wb, we = log_sum_exp3(a - alpha * data.log_params, b - beta * data.log_tokens,
-                                        np.broadcast_to(e, (theta.shape[0], len(data))))
+        pred, wa, wb, we = log_sum_exp3(a - alpha * data.log_params, b - beta * data.log_tokens, e)
         if not grad:
             return pred
         return pred, [wa, wb, we, -wa * data.log_params, -wb * data.log_tokens]

@@ -59,8 +59,7 @@ class DataConstrained(Law):
         N_eff = U_N * (1.0 + rn * (1.0 - p))
         logN_eff = np.log(N_eff)
 
-        pred, wa, wb, we = log_sum_exp3(a - alpha * logN_eff, b - beta * logD_eff,
-                                        np.broadcast_to(e, logN_eff.shape))
+        pred, wa, wb, we = log_sum_exp3(a - alpha * logN_eff, b - beta * logD_eff, e)
         if not grad:
             return pred
 
