@@ -6,7 +6,8 @@
 
 With alpha = beta, N_opt(C_U) = G^2 U_D. In general, inverting D_opt(C) = (C/6)^(alpha/(alpha+beta)) / G
 (Hoffmann et al. 2022) gives log N_opt(C_U) = (1 + beta/alpha) log G + (beta/alpha) log U_D.
-R_D*, R_N* are fitted on a linear scale, as in the paper's code.
+R_D*, R_N* are fitted on a linear scale, as in the paper's code. U_D is the unique data *seen*,
+min(unique tokens available, D).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ R_STAR_GRID = np.unique(np.concatenate([[6.67, 13.3, 20.0], np.geomspace(0.3, 30
 
 def effective_data(tokens, unique_tokens, rd_star):
     """D' (Muennighoff et al. 2023, eq. 5): repeated tokens decay in value with e-folding R_D*."""
+    unique_tokens = np.minimum(unique_tokens, tokens)
     repeats = np.maximum(np.asarray(tokens, float) / unique_tokens - 1.0, 0.0)
     return unique_tokens + unique_tokens * rd_star * (1.0 - np.exp(-repeats / rd_star))
 
@@ -39,7 +41,8 @@ class DataConstrained(Law):
     def log_predict(self, theta, data: LawData, grad=False):
         theta = np.atleast_2d(theta)
         a, b, e, alpha, beta, rd, rn = (theta[:, i:i + 1] for i in range(7))
-        N, logN, U = data.params, data.log_params, data.unique_tokens
+        # U_D counts unique tokens *seen*: a run shorter than its unique pool sees only D of them
+        N, logN, U = data.params, data.log_params, np.minimum(data.unique_tokens, data.tokens)
         logU = np.log(U)
 
         # effective data D'

@@ -1,0 +1,219 @@
+"""Predictions from a fit: compute-optimal and data-constrained allocations, losses, and the return
+on repeated data, with 95% intervals when the fit carries bootstrap draws.
+
+    python -m scaling.predict allocate --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9
+    python -m scaling.predict loss --fit fit.json --params 6.34e9 --tokens 242e9 --unique-tokens 25e9
+    python -m scaling.predict repetition --fit fits/muennighoff2023_c4.json --unique-tokens 25e9 --epochs 1,2,4,16,40
+
+Every argument takes a comma list, so sweeps and contours are one call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from scaling.accounting import chinchilla_optimal, parse_size
+from scaling.cli import UsageError, run_cli
+from scaling.laws import get_law
+from scaling.laws.data_constrained import effective_data
+from scaling.results import FitResult
+
+BASE = ("A", "B", "E", "alpha", "beta")
+#: search range for the data-constrained optimum (parameters)
+N_RANGE = (1e3, 1e15)
+
+
+def _base(params: dict) -> dict:
+    return {k: params[k] for k in BASE}
+
+
+def chinchilla_allocation(params: dict, flops) -> dict:
+    """Hoffmann et al. 2022 closed form: N_opt, D_opt and the loss there."""
+    n, d = chinchilla_optimal(flops, params["E"], params["A"], params["B"], params["alpha"], params["beta"])
+    loss = get_law("chinchilla").predict(_base(params), n, d)
+    return {"params": n, "tokens": d, "loss": loss}
+
+
+def data_constrained_allocation(params: dict, flops: float, unique_tokens: float) -> dict:
+    """Loss-minimising N for a budget C when only U_D unique tokens exist (Muennighoff et al. 2023):
+    minimise L(N, D = C/6N, U_D) over log N."""
+    law = get_law("data-constrained")
+
+    def loss_at(log_n):
+        n = np.exp(log_n)
+        return float(law.predict(params, n, flops / (6.0 * n), unique_tokens))
+
+    grid = np.linspace(np.log(N_RANGE[0]), np.log(N_RANGE[1]), 400)
+    losses = np.array([loss_at(x) for x in grid])
+    i = int(np.nanargmin(losses))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    res = minimize_scalar(loss_at, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
+    n = float(np.exp(res.x))
+    d = flops / (6.0 * n)
+    return {"params": n, "tokens": d, "epochs": d / unique_tokens, "loss": float(res.fun)}
+
+
+def _draw_params(fit: FitResult) -> list[dict]:
+    draws = fit.bootstrap_draws
+    if draws is None:
+        return []
+    names = fit.settings["bootstrap"]["names"]
+    return [dict(zip(names, row)) for row in draws]
+
+
+def _interval(values) -> list[float]:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [None, None]
+
+
+def allocate(fit: FitResult, flops: float, unique_tokens: float | None = None) -> dict:
+    if not flops > 0:
+        raise UsageError(f"--flops must be positive, got {flops:g}")
+    chin = {k: float(v) for k, v in chinchilla_allocation(fit.params, flops).items()}
+    if unique_tokens is None:
+        out = {**chin, "epochs": 1.0}
+        one = lambda p: chinchilla_allocation(p, flops)            # noqa: E731
+    else:
+        _need_law(fit, "data-constrained", "--unique-tokens")
+        if not unique_tokens > 0:
+            raise UsageError(f"--unique-tokens must be positive, got {unique_tokens:g}")
+        out = data_constrained_allocation(fit.params, flops, unique_tokens)
+        one = lambda p: data_constrained_allocation(p, flops, unique_tokens)   # noqa: E731
+        if chin["tokens"] <= unique_tokens:
+            out["note"] = ("the unique data covers the compute-optimal token count: the data-constrained "
+                           "optimum is the Chinchilla one up to excess-parameter effects")
+    out["flops"] = float(flops)
+    out["chinchilla"] = chin
+    draws = _draw_params(fit)
+    if draws:
+        results = [one(p) for p in draws]
+        out["ci"] = {k: _interval([r[k] for r in results]) for k in ("params", "tokens", "loss")}
+        if unique_tokens is not None:
+            out["ci"]["epochs"] = _interval([r["epochs"] for r in results])
+    return out
+
+
+def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
+    law = get_law(fit.law)
+    n, d = np.asarray(params, float), np.asarray(tokens, float)
+    if (n <= 0).any() or (d <= 0).any():
+        raise UsageError("--params and --tokens must be positive")
+    if fit.law == "data-constrained":
+        u = d if unique_tokens is None else np.asarray(unique_tokens, float)
+        if (u <= 0).any():
+            raise UsageError("--unique-tokens must be positive")
+        loss = law.predict(fit.params, n, d, u)
+        draws = [law.predict(p, n, d, u) for p in _draw_params(fit)]
+    else:
+        if unique_tokens is not None:
+            raise UsageError("--unique-tokens needs a data-constrained fit; this fit's law is chinchilla")
+        loss = law.predict(fit.params, n, d)
+        draws = [law.predict(p, n, d) for p in _draw_params(fit)]
+    out = {"loss": loss.tolist()}
+    if draws:
+        stack = np.array(draws)
+        out["ci"] = {"loss": np.stack([np.percentile(stack, 2.5, axis=0),
+                                       np.percentile(stack, 97.5, axis=0)], axis=-1).tolist()}
+    return out
+
+
+def repetition(fit: FitResult, unique_tokens: float, epochs, params: float | None = None) -> dict:
+    """Effective data D' (Muennighoff et al. 2023, eq. 5), the loss, and what a repeated token is
+    worth relative to a fresh one: marginally, dD'/dD = exp(-R_D / R_D*), and on average over the
+    repeats, (D' - U_D) / (D - U_D). ``params`` defaults to the size compute-optimal for U_D."""
+    _need_law(fit, "data-constrained", "repetition")
+    epochs = np.asarray(epochs, float)
+    if (epochs < 1).any():
+        raise UsageError("--epochs must be >= 1")
+    if not unique_tokens > 0:
+        raise UsageError("--unique-tokens must be positive")
+    p = fit.params
+    if params is None:
+        g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
+        params = float(g * (unique_tokens * g) ** (p["beta"] / p["alpha"]))
+    tokens = unique_tokens * epochs
+    d_eff = effective_data(tokens, unique_tokens, p["rd_star"])
+    repeats = epochs - 1.0
+    marginal = np.exp(-repeats / p["rd_star"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        average = np.where(repeats > 0, (d_eff - unique_tokens) / (tokens - unique_tokens), 1.0)
+    law = get_law("data-constrained")
+    return {"unique_tokens": float(unique_tokens), "params": float(params), "epochs": epochs.tolist(),
+            "tokens": tokens.tolist(), "effective_tokens": d_eff.tolist(),
+            "loss": law.predict(p, params, tokens, unique_tokens).tolist(),
+            "loss_if_unique": law.predict(p, params, tokens, tokens).tolist(),
+            "marginal_value": marginal.tolist(), "average_value": average.tolist()}
+
+
+def _need_law(fit: FitResult, law: str, what: str) -> None:
+    if fit.law != law:
+        raise UsageError(f"{what} needs a {law} fit; this fit's law is {fit.law}")
+    missing = [n for n in get_law(law).public_names if n not in fit.params]
+    if missing:
+        raise UsageError(f"fit file lacks parameter(s) {', '.join(missing)}")
+
+
+def _sizes(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [parse_size(t) for t in str(text).split(",") if t.strip()]
+    except UsageError:
+        raise
+    except Exception:
+        raise UsageError(f"malformed list {text!r}") from None
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m scaling.predict", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n" + "\n".join(__doc__.split("\n")[4:7]))
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("allocate", help="loss-minimising params/tokens for a budget")
+    a.add_argument("--flops", required=True)
+    a.add_argument("--unique-tokens")
+    lo = sub.add_parser("loss", help="predicted loss")
+    lo.add_argument("--params", required=True)
+    lo.add_argument("--tokens", required=True)
+    lo.add_argument("--unique-tokens")
+    r = sub.add_parser("repetition", help="effective data and the value of repeated tokens")
+    r.add_argument("--unique-tokens", required=True)
+    r.add_argument("--epochs", default="1,2,4,8,16,40,100")
+    r.add_argument("--params")
+    for s in (a, lo, r):
+        s.add_argument("--fit", required=True)
+        s.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    fit = FitResult.load(args.fit)
+    if args.command == "allocate":
+        uniques = _sizes(args.unique_tokens) or [None]
+        out = [allocate(fit, c, u) for c in _sizes(args.flops) for u in uniques]
+    elif args.command == "loss":
+        n, d = _sizes(args.params), _sizes(args.tokens)
+        u = _sizes(args.unique_tokens)
+        try:
+            n, d, *rest = np.broadcast_arrays(n, d, *([u] if u else []))
+        except ValueError:
+            raise UsageError("--params, --tokens and --unique-tokens lists must have equal lengths (or one value)") from None
+        out = predict_loss(fit, n, d, rest[0] if rest else None)
+    else:
+        n = _sizes(args.params)
+        out = [repetition(fit, u, _sizes(args.epochs), n[0] if n else None) for u in _sizes(args.unique_tokens)]
+    if isinstance(out, list) and len(out) == 1:
+        out = out[0]
+    print(json.dumps(out, indent=None if args.json else 1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

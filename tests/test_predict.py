@@ -1,0 +1,83 @@
+"""Predictions reproduce the datablations paper and agree with closed forms."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scaling import predict as P
+from scaling.laws import get_law
+from scaling.results import FitResult
+
+FITS = Path(__file__).resolve().parents[1] / "fits"
+C4 = FitResult.load(FITS / "muennighoff2023_c4.json")
+HOFFMANN = FitResult.load(FITS / "hoffmann2022.json")
+
+
+def test_c4_allocation_is_the_papers():
+    """Muennighoff et al. 2023: C = 1e22, U_D = 25e9 -> N ~ 7.03e9, D ~ 2.372e11, 9.49 epochs."""
+    out = P.allocate(C4, 1e22, 25e9)
+    assert out["params"] == pytest.approx(7.03e9, rel=0.01)
+    assert out["tokens"] == pytest.approx(2.372e11, rel=0.01)
+    assert out["epochs"] == pytest.approx(9.49, rel=0.01)
+    # with less data than Chinchilla wants, the constrained optimum is smaller and worse
+    assert out["params"] < out["chinchilla"]["params"] and out["loss"] > out["chinchilla"]["loss"]
+
+
+def test_c4_loss_is_the_papers():
+    assert P.predict_loss(C4, [6.34e9], [242e9], [25e9])["loss"][0] == pytest.approx(2.22564, abs=2e-5)
+
+
+def test_closed_form_matches_numeric_optimum_on_chinchilla():
+    """With unlimited unique data the data-constrained optimum is Chinchilla's closed form."""
+    law = get_law("chinchilla")
+    base = {k: C4.params[k] for k in P.BASE}
+    for c in (1e20, 1e22, 1e24):
+        closed = P.chinchilla_allocation(base, c)
+        n = np.geomspace(closed["params"] / 10, closed["params"] * 10, 20001)
+        numeric = n[np.argmin(law.predict(base, n, c / (6 * n)))]
+        assert numeric == pytest.approx(closed["params"], rel=1e-3)
+        unconstrained = P.data_constrained_allocation(C4.params, c, 1e30)
+        assert unconstrained["params"] == pytest.approx(closed["params"], rel=1e-4)
+
+
+def test_repeated_tokens_lose_value_as_the_paper_says():
+    """Up to ~4 epochs repeated data is almost as good as unique; by ~40 it is worth little."""
+    out = P.repetition(C4, 25e9, [1, 4, 40])
+    assert out["marginal_value"][0] == 1.0
+    assert out["average_value"][1] > 0.9
+    assert out["marginal_value"][2] < 0.1
+    assert out["effective_tokens"][1] < out["tokens"][1]
+    assert out["loss"][1] == pytest.approx(out["loss_if_unique"][1], rel=0.005)
+
+
+def test_bootstrap_draws_give_intervals(tmp_path):
+    fit = FitResult.from_dict({**HOFFMANN.to_dict(), "settings": {"bootstrap": {
+        "names": ["A", "B", "E", "alpha", "beta"],
+        "draws": [[406.4 * f, 410.7, 1.69, 0.34 * f ** 0.01, 0.28] for f in np.linspace(0.9, 1.1, 50)]}}})
+    out = P.allocate(fit, 1e22)
+    lo, hi = out["ci"]["params"]
+    assert lo < out["params"] < hi
+
+
+@pytest.mark.parametrize("argv", [
+    ["allocate", "--fit", str(FITS / "hoffmann2022.json"), "--flops", "1e22", "--unique-tokens", "25e9"],
+    ["allocate", "--fit", str(FITS / "hoffmann2022.json"), "--flops", "-1"],
+    ["loss", "--fit", "missing.json", "--params", "1e9", "--tokens", "2e10"],
+    ["repetition", "--fit", str(FITS / "hoffmann2022.json"), "--unique-tokens", "1e9"],
+    ["loss", "--fit", str(FITS / "muennighoff2023_c4.json"), "--params", "1e9,2e9", "--tokens", "1e10,2e10,3e10"],
+])
+def test_bad_input_is_one_error_line(argv):
+    proc = subprocess.run([sys.executable, "-m", "scaling.predict", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+def test_cli_lists_are_vectorised():
+    proc = subprocess.run([sys.executable, "-m", "scaling.predict", "allocate", "--fit", str(FITS / "muennighoff2023_c4.json"),
+                           "--flops", "1e21,1e22", "--unique-tokens", "25e9", "--json"], capture_output=True, text=True)
+    out = json.loads(proc.stdout)
+    assert len(out) == 2 and out[1]["params"] == pytest.approx(7.03e9, rel=0.01)
