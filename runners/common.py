@@ -15,16 +15,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from scaling import accounting
-from scaling.cli import UsageError
+from scaling.cli import ArgumentParser as Parser, UsageError
 from runners import plan
 from runners.spec import RunSpec
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse whose errors are ``UsageError``s, so ``run_cli`` prints one ``error:`` line."""
-
-    def error(self, message):
-        raise UsageError(message)
 
 
 def make_parser(prog: str, description: str, example: str) -> Parser:

@@ -15,7 +15,6 @@ single-epoch runs, then R_D*, R_N* on all runs with the base held fixed (or ``--
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import sys
@@ -27,7 +26,7 @@ import pandas as pd
 
 import scaling
 from scaling import columns as cols
-from scaling.cli import UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.optimize import batched_lbfgs, polish
@@ -105,9 +104,14 @@ def make_problem(law: Law, data: LawData, loss, fixed: dict[str, float], tie: li
     """``fixed``: fit-space name -> fit-space value; ``tie``: pairs of fit-space names."""
     k = len(law.fit_names)
     index = {n: i for i, n in enumerate(law.fit_names)}
+    fixed = dict(fixed)
     groups: list[list[str]] = []
     tied = {}
     for a, b in tie:
+        if a in fixed or b in fixed:        # tied to a held parameter: hold both at that value
+            value = fixed.get(a, fixed.get(b))
+            fixed[a] = fixed[b] = value
+            continue
         tied[b] = a
     for name in law.fit_names:
         if name in fixed or name in tied:
@@ -474,10 +478,9 @@ def bootstrap_draws(law: Law, problem: Problem, z, fd: FitData, stage1, n: int, 
 # CLI
 # --------------------------------------------------------------------------------------------
 def _parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m scaling.fit",
         description="Fit a scaling law (Huber on log-loss, global multi-start) to runs in a store, CSV or Parquet.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  python -m scaling.fit results/\n"
                "  python -m scaling.fit chinchilla_svg_extracted.csv --column params='Model Size' "

@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from scaling import columns as cols
-from scaling.cli import UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
 from scaling.results import FitResult
 
@@ -130,9 +129,8 @@ def residuals(source, fit: FitResult, out) -> None:
 
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m scaling.plot", description="Plots of runs and fits.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  python -m scaling.plot isoflop results/ --fit fit.json --out isoflop.png\n"
                "  python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png")
     p.add_argument("kind", help=f"one of {', '.join(KINDS)}")

@@ -10,7 +10,6 @@ Every argument takes a comma list, so sweeps and contours are one call.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -18,7 +17,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from scaling.accounting import chinchilla_optimal, parse_size
-from scaling.cli import UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
 from scaling.laws.data_constrained import effective_data
 from scaling.results import FitResult
@@ -171,9 +170,8 @@ def _sizes(text: str | None) -> list[float] | None:
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m scaling.predict", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="examples:\n" + "\n".join(__doc__.split("\n")[4:7]))
+    p = ArgumentParser(prog="python -m scaling.predict", description=__doc__.split("\n")[0],
+                                epilog="examples:\n" + "\n".join(l for l in __doc__.splitlines() if "python -m" in l))
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("allocate", help="loss-minimising params/tokens for a budget")
     a.add_argument("--flops", required=True)

@@ -15,7 +15,6 @@ CLI::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -27,11 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from scaling.cli import UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling import columns as cols
 
 CANONICAL = ("run_id", "params", "tokens", "unique_tokens", "flops", "loss", "status", "created_at")
+#: stored as float64 whatever the caller passes, so that every file agrees on their type
+FLOAT_COLUMNS = ("params", "tokens", "unique_tokens", "flops", "loss")
 STATUSES = ("ok", "failed", "running", "diverged")
 
 
@@ -66,8 +69,44 @@ def _clean(value):
     return value
 
 
+def run_files(store) -> list[Path]:
+    """The store's run files; hidden temporaries (``.tmp-*``) and side folders are not runs."""
+    path = _as_dir(store)
+    if not path.is_dir():
+        return []
+    return sorted(f for f in path.glob("*.parquet") if not f.name.startswith((".", "_")))
+
+
+def _unified_schema(schemas) -> pa.Schema | None:
+    try:
+        return pa.unify_schemas(list(schemas), promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns, in its order: missing ones null, types cast."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(len(table), type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    _atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp))
+
+
 def write_run(store, row: dict) -> Path:
-    """Write (or replace) one run atomically. ``row`` needs ``run_id``; ``status`` defaults to ok."""
+    """Write (or replace) one run atomically. ``row`` needs ``run_id``; ``status`` defaults to ok.
+
+    Every run file of a store carries one schema (the union of all columns, nulls where a run has
+    none), so ``pandas.read_parquet(DIR)`` returns every column, including ones added later to a
+    single run (``eval.<task>.<metric>``): a write that brings a new column re-writes the others
+    (each atomically) with that column empty.
+    """
     if not row.get("run_id"):
         raise UsageError("a store row needs a run_id")
     row = {k: _clean(v) for k, v in row.items()}
@@ -76,9 +115,22 @@ def write_run(store, row: dict) -> Path:
     if row.get("flops") is None and row.get("params") and row.get("tokens"):
         from scaling.accounting import flops
         row["flops"] = flops(row["params"], row["tokens"])
-    frame = pd.DataFrame([row])
+    for key in FLOAT_COLUMNS:
+        if row.get(key) is not None:
+            row[key] = float(row[key])
     path = run_path(store, str(row["run_id"]))
-    _atomic_write_bytes(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    table = pa.Table.from_pylist([row])
+    others = [f for f in run_files(store) if f != path]
+    old = _unified_schema(pq.read_schema(f) for f in others) if others else None
+    schema = _unified_schema([old, table.schema]) if old is not None else None
+    if schema is None:          # first run, or types that cannot be reconciled: write as it is
+        _write_table(path, table)
+        return path
+    _write_table(path, _conform(table, schema))
+    if not schema.equals(old):
+        for f in others:
+            if not pq.read_schema(f).equals(schema):
+                _write_table(f, _conform(pq.read_table(f), schema))
     return path
 
 
@@ -100,8 +152,7 @@ def update_run(store, run_id: str, **columns) -> Path:
 
 def read_runs(store) -> pd.DataFrame:
     """All runs of a store as one DataFrame (empty with the canonical columns if none)."""
-    path = _as_dir(store)
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else []
+    files = run_files(store)
     if not files:
         return pd.DataFrame(columns=list(CANONICAL))
     frames = [pd.read_parquet(f) for f in files]
@@ -167,10 +218,9 @@ def summarise(runs: pd.DataFrame) -> dict:
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="python -m scaling.store", description="Import into and inspect a results store.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  python -m scaling.store import runs.csv --store results/ "
                "--column params='Model Size' --column flops='Training FLOP'\n"
                "  python -m scaling.store show results/ --json")
