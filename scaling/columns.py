@@ -104,3 +104,11 @@ def numeric_columns(table: pd.DataFrame, names, source="table") -> tuple[pd.Data
         out[n] = vals.astype(float)
     keep = out[list(names)].notna().all(axis=1)
     return out[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def ok_runs(table: pd.DataFrame, names=("params", "tokens", "loss"), source="data") -> pd.DataFrame:
+    """Canonical columns, only ``status == ok`` runs, ``names`` numeric (NaN rows dropped)."""
+    table = canonicalise(table)
+    if "status" in table.columns:
+        table = table[table["status"].astype(str) == "ok"]
+    return numeric_columns(table, list(names), source)[0]

@@ -501,6 +501,8 @@ def _parser():
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for 95%% CIs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-profiles", action="store_true", help="skip the identifiability profiles")
+    p.add_argument("--approach", type=int, choices=[2, 3], default=3,
+                   help="3: the parametric law (default); 2: isoFLOP parabolas, shown beside Approach 3")
     p.add_argument("--out", metavar="FIT.json", help="write the fit here")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     return p
@@ -519,8 +521,39 @@ def main(argv=None) -> int:
                  want_profiles=not args.no_profiles)
     if args.out:
         result.save(args.out)
+    if args.approach == 2:
+        print_approach2(table, result, args.json)
+        return 0
     print(result.to_json() if args.json else result.summary())
     return 0
+
+
+def print_approach2(table: pd.DataFrame, result: FitResult, as_json: bool) -> None:
+    """Approach 2 beside Approach 3: N_opt exponents and N_opt at each budget from both."""
+    import json
+    from scaling.approach2 import approach2
+    from scaling.predict import chinchilla_allocation
+    a2 = approach2(cols.ok_runs(table))
+    p = result.params
+    a3_exponent = p["beta"] / (p["alpha"] + p["beta"])
+    rows = [{"flops": b.flops, "approach2_params": b.params_opt,
+             "approach3_params": float(chinchilla_allocation(p, b.flops)["params"])} for b in a2.budgets]
+    out = {"approach2": a2.to_dict(), "approach3": result.to_dict(),
+           "comparison": {"params_exponent_approach2": a2.params_exponent,
+                          "params_exponent_approach3": a3_exponent,
+                          "difference": a2.params_exponent - a3_exponent, "budgets": rows}}
+    if as_json:
+        print(json.dumps(out, indent=1))
+        return
+    print(a2.summary())
+    print()
+    print(result.summary())
+    print()
+    print(f"N_opt exponent: Approach 2 {a2.params_exponent:.4f} (se {a2.params_exponent_se:.3g}) vs "
+          f"Approach 3 beta/(alpha+beta) = {a3_exponent:.4f}")
+    for r in rows:
+        print(f"  C={r['flops']:.3g}: N_opt {r['approach2_params']:.4g} (Approach 2) vs "
+              f"{r['approach3_params']:.4g} (Approach 3)")
 
 
 if __name__ == "__main__":

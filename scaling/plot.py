@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import columns as cols
+from scaling.approach2 import budget_groups
 from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
 from scaling.results import FitResult
@@ -37,24 +38,11 @@ def _save(fig, out) -> None:
 
 
 def _ok_runs(source):
-    table = cols.canonicalise(cols.read_table(source))
-    if "status" in table.columns:
-        table = table[table["status"].astype(str) == "ok"]
-    table, _ = cols.numeric_columns(table, ["params", "tokens", "loss"], str(source))
+    table = cols.ok_runs(cols.read_table(source), source=str(source))
     if "flops" not in table.columns or table["flops"].isna().any():
         from scaling.accounting import flops
         table["flops"] = flops(table["params"].values, table["tokens"].values)
     return table
-
-
-def budget_groups(flops, gap_decades: float = 0.1) -> np.ndarray:
-    """Group runs into compute budgets: sorted log10 C split wherever the gap exceeds ``gap_decades``
-    (read-off data such as Chinchilla's Fig. 4 scatters around each nominal budget)."""
-    logc = np.log10(np.asarray(flops, float))
-    order = np.argsort(logc)
-    ids = np.zeros(len(logc), int)
-    ids[order] = np.concatenate([[0], np.cumsum(np.diff(logc[order]) > gap_decades)])
-    return ids
 
 
 def isoflop(source, fit: FitResult | None, out) -> None:

@@ -11,7 +11,7 @@ import pytest
 from scaling import fit as F
 from scaling import store
 from scaling.laws import get_law
-from scaling.plot import budget_groups, main
+from scaling.plot import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUTH = dict(A=482.01, B=2085.43, E=1.82, alpha=0.3478, beta=0.3658)
@@ -44,10 +44,6 @@ def test_each_plot_kind_writes_an_image(store_and_fit, argv):
     out = Path(argv[-1])
     assert out.stat().st_size > 5000
 
-
-def test_budgets_are_grouped_by_gaps_in_compute():
-    ids = budget_groups([1e18, 1.05e18, 1e19, 0.98e19, 1e20])
-    assert list(ids) == [0, 0, 1, 1, 2]
 
 
 @pytest.mark.parametrize("argv", [
