@@ -1,0 +1,118 @@
+"""Backtest a law: fit without the largest-compute runs, predict them, and score the predictions.
+
+    python -m scaling.backtest results/ [--law chinchilla] [--holdout largest-compute | K] [--bootstrap 200]
+
+The predictive interval of a held-out run combines the fit's uncertainty (bootstrap draws of the
+parameters) with the scatter of runs around the law (a training residual drawn per draw, in log
+space), so "inside the interval" asks whether the run is as close as the fitted runs were.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+
+from scaling import columns as cols
+from scaling.approach2 import budget_groups
+from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.fit import fit, prepare
+from scaling.laws import get_law
+
+
+def split_holdout(table: pd.DataFrame, holdout: str) -> np.ndarray:
+    """Boolean mask of held-out runs: the largest compute budget, or the K largest-compute runs."""
+    flops = 6.0 * table["params"].values * table["tokens"].values
+    if holdout == "largest-compute":
+        groups = budget_groups(flops)
+        return groups == groups.max()
+    try:
+        k = int(holdout)
+    except ValueError:
+        raise UsageError(f"--holdout must be 'largest-compute' or a number of runs, got {holdout!r}") from None
+    if not 0 < k < len(table):
+        raise UsageError(f"--holdout {k}: must be between 1 and {len(table) - 1} (have {len(table)} runs)")
+    mask = np.zeros(len(table), bool)
+    mask[np.argsort(flops)[-k:]] = True
+    return mask
+
+
+def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "largest-compute",
+             bootstrap: int = 200, seed: int = 0, **fit_options) -> dict:
+    law_name, fd = prepare(table, law)
+    runs = fd.frame
+    held = split_holdout(runs, holdout)
+    if (~held).sum() < 3:
+        raise UsageError("too few runs would remain to fit after holding out the largest compute")
+    result = fit(runs[~held], law_name, bootstrap=bootstrap, seed=seed, want_profiles=False, **fit_options)
+    the_law = get_law(law_name)
+    test = runs[held]
+    u = test["unique_tokens"].values if "unique_tokens" in the_law.required else None
+    args = (test["params"].values, test["tokens"].values) + ((u,) if u is not None else ())
+    pred = the_law.predict(result.params, *args)
+    train = runs[~held]
+    train_args = (train["params"].values, train["tokens"].values) + (
+        (train["unique_tokens"].values,) if u is not None else ())
+    resid = np.log(train["loss"].values) - np.log(the_law.predict(result.params, *train_args))
+    rng = np.random.default_rng(seed)
+    draws = result.bootstrap_draws
+    names = (result.settings.get("bootstrap") or {}).get("names", [])
+    intervals = None
+    if draws is not None and len(draws):
+        logp = np.log(np.array([the_law.predict(dict(zip(names, d)), *args) for d in draws]))
+        logp += rng.choice(resid, size=logp.shape)
+        intervals = np.exp(np.percentile(logp, [2.5, 97.5], axis=0)).T
+    rows = []
+    for i, (_, r) in enumerate(test.iterrows()):
+        row = {"params": float(r["params"]), "tokens": float(r["tokens"]), "loss": float(r["loss"]),
+               "predicted": float(pred[i]), "error": float(pred[i] - r["loss"]),
+               "percentage_error": float(100 * (pred[i] - r["loss"]) / r["loss"])}
+        if u is not None:
+            row["unique_tokens"] = float(r["unique_tokens"])
+        if intervals is not None:
+            row["interval"] = [float(intervals[i, 0]), float(intervals[i, 1])]
+            row["inside"] = bool(intervals[i, 0] <= r["loss"] <= intervals[i, 1])
+        rows.append(row)
+    out = {"law": law_name, "holdout": holdout, "n_train": int((~held).sum()), "n_test": int(held.sum()),
+           "mape": float(np.mean([abs(r["percentage_error"]) for r in rows])), "runs": rows,
+           "fit": result.to_dict()}
+    if intervals is not None:
+        out["coverage"] = float(np.mean([r["inside"] for r in rows]))
+    out["fit"]["settings"].pop("bootstrap", None)      # draws are bulky; the intervals say it
+    return out
+
+
+def _parser():
+    p = ArgumentParser(prog="python -m scaling.backtest", description="Fit without the largest-compute runs and predict them.",
+                       epilog="example:\n  python -m scaling.backtest results/ --holdout largest-compute --bootstrap 200")
+    p.add_argument("source", help="store directory, CSV or Parquet file")
+    p.add_argument("--law", choices=["chinchilla", "data-constrained"])
+    p.add_argument("--holdout", default="largest-compute", help="largest-compute (default) or K runs")
+    p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS")
+    p.add_argument("--bootstrap", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    table = cols.canonicalise(cols.read_table(args.source), cols.parse_mapping(args.column))
+    out = backtest(table, args.law, args.holdout, args.bootstrap, args.seed)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"{out['law']} fitted on {out['n_train']} runs, predicting {out['n_test']} held-out runs "
+          f"({out['holdout']}): MAPE {out['mape']:.3g}%"
+          + (f", {100 * out['coverage']:.0f}% inside the 95% predictive interval" if "coverage" in out else ""))
+    for r in out["runs"]:
+        band = f"  [{r['interval'][0]:.4g}, {r['interval'][1]:.4g}]{'' if r['inside'] else '  outside'}" if "interval" in r else ""
+        print(f"  N={r['params']:.3g} D={r['tokens']:.3g}: loss {r['loss']:.4g}, predicted {r['predicted']:.4g} "
+              f"({r['percentage_error']:+.2f}%){band}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
