@@ -1,0 +1,416 @@
+"""Train one ``RunSpec`` and write its row to the results store: the function every launcher calls.
+
+``train_run(spec, store)`` loads the unique data (``runners.data``), trains the GPT of
+``runners.model`` for ``ceil(tokens / (batch * seq_len))`` steps with AdamW, linear warmup and
+cosine decay, evaluates validation loss per domain and writes one row (``scaling.store.write_run``)
+plus its loss curve. It checkpoints every ``checkpoint_every_s`` seconds and resumes from the
+checkpoint when rerun, so a killed grid loses at most that much work; batches are a pure function
+of the step (``EpochBatches``), so a resumed run sees the same data as an uninterrupted one.
+A run whose loss turns non-finite is recorded as ``failed`` with a ``failure_reason``, not raised.
+
+Hyper-parameters are functions of N written once, in ``hparams``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from runners import data as rdata
+from runners.model import GPT, GPTConfig, fused_adamw_available
+from scaling import store as rstore
+from scaling.cli import UsageError
+
+log = logging.getLogger(__name__)
+
+#: Validation tokens evaluated per domain (fixed non-overlapping windows); enough for a loss
+#: whose standard error is well below the differences a grid resolves, and quick on a CPU.
+EVAL_TOKENS_PER_DOMAIN = 65_536
+
+#: Short runs still get this many optimiser steps when ``hparams`` is told the token count.
+MIN_STEPS = 100
+
+DTYPES = ("fp32", "bf16")
+
+
+# --------------------------------------------------------------------------------------------
+# Hyper-parameters as functions of N
+
+
+@dataclass(frozen=True)
+class Hparams:
+    lr: float                    #: peak learning rate
+    batch_size: int              #: sequences per optimiser step
+    warmup_fraction: float       #: share of the run's steps spent in linear warmup
+    min_lr_ratio: float          #: cosine decays to min_lr_ratio * lr
+    weight_decay: float          #: AdamW decoupled weight decay (matrices only)
+    grad_clip: float             #: max global gradient norm
+    beta1: float = 0.9
+    beta2: float = 0.95
+
+
+def hparams(params: int, seq_len: int, tokens: int | None = None) -> Hparams:
+    """Hyper-parameters of a model of ``params`` parameters, written once for every run.
+
+    * Batch ``160 * (N / 108e6) ** (2/3)`` sequences of 2048 tokens: the OLMo-core model ladder's
+      rule (from Porian et al. 2024, "Resolving Discrepancies in Compute-Optimal Scaling of
+      Language Models"), kept in tokens so it does not depend on ``seq_len``, rounded to a power of
+      two sequences, at least 4. With ``tokens`` given, also at most ``tokens / (MIN_STEPS *
+      seq_len)``, so the tiny CPU budgets (10^10 - 10^12 FLOPs, a few hundred thousand tokens)
+      take ~100 optimiser steps instead of a handful.
+    * Peak LR ``min(0.0047 * (N / 108e6) ** (-1/3), max(0.01 * (N / 4e4) ** (-0.45), 1e-3))``:
+      the ladder's rule (same source), capped by a fit to LR sweeps of the tiny shapes on the
+      embedded corpus at ~100-step runs (best LR ~1e-2 at t32, 5e-3 at t64, 1.3-2.5e-3 at t128,
+      <=1.3e-3 at t256; the ladder's extrapolation, 0.01-0.07 there, ends 0.3-0.5 nats worse or
+      diverges). Single-seed sweeps: at t64 two seeds of a 150-step run differ by up to 0.3 nats,
+      so the fit is rough; re-sweep with seeds before trusting optima. The 1e-3 floor keeps the cap from reaching into the ladder's regime; it binds
+      from ~5M parameters until the ladder's rule falls below it (~10B).
+    * Cosine to 10% of the peak (Hoffmann et al. 2022), 5% linear warmup, AdamW with
+      beta2 0.95, weight decay 0.1 and clipping at 1.0 (GPT-3 / Chinchilla / OLMo settings).
+    """
+    n = float(params)
+    ladder = 0.0047 * (n / 108e6) ** (-1.0 / 3.0)
+    tiny_cap = max(0.01 * (n / 4e4) ** (-0.45), 1e-3)
+    lr = float(min(ladder, tiny_cap))
+    batch_tokens = 160 * 2048 * (n / 108e6) ** (2.0 / 3.0)
+    if tokens is not None:
+        batch_tokens = min(batch_tokens, tokens / MIN_STEPS)
+    sequences = max(batch_tokens / seq_len, 4.0)
+    batch_size = max(4, int(2 ** round(math.log2(sequences))))
+    return Hparams(lr=lr, batch_size=batch_size, warmup_fraction=0.05, min_lr_ratio=0.1,
+                   weight_decay=0.1, grad_clip=1.0)
+
+
+def lr_at(step: int, steps: int, hp: Hparams) -> float:
+    """Linear warmup then cosine decay to ``min_lr_ratio * lr`` over the run's own ``steps``."""
+    warmup = max(1, math.ceil(hp.warmup_fraction * steps))
+    if step < warmup:
+        return hp.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    min_lr = hp.min_lr_ratio * hp.lr
+    return min_lr + 0.5 * (hp.lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------------------------
+# Execution settings shared with benchmarks/train_speed.py
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where and how a step runs. Defaults measured by ``benchmarks/train_speed.py``: on CUDA bf16
+    autocast + ``torch.compile``; on CPU plain fp32 eager (compile time dominates tiny runs and was
+    no faster per step; CPUs without native bf16 run bf16 matmuls hundreds of times slower)."""
+
+    device: str
+    dtype: str
+    compile: bool
+    fused_adamw: bool
+
+
+def resolve_settings(device: str | None = None, dtype: str | None = None,
+                     compile: bool | None = None) -> Settings:
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device_type = torch.device(device).type
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available")
+    dtype = dtype or ("bf16" if device_type == "cuda" else "fp32")
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    if compile is None:
+        compile = device_type == "cuda"
+    return Settings(device=device, dtype=dtype, compile=bool(compile),
+                    fused_adamw=fused_adamw_available(device_type))
+
+
+def autocast(settings: Settings):
+    if settings.dtype == "bf16":
+        return torch.autocast(torch.device(settings.device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build(cfg: GPTConfig, hp: Hparams, settings: Settings):
+    """(model, compiled-or-same model, optimizer) on the settings' device."""
+    model = GPT(cfg).to(settings.device)
+    optimizer = model.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2),
+                                          torch.device(settings.device).type, fused=settings.fused_adamw)
+    if settings.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    forward = torch.compile(model) if settings.compile else model
+    return model, forward, optimizer
+
+
+def train_step(forward, optimizer, x, y, lr: float, grad_clip: float, settings: Settings):
+    """One optimiser step; returns (loss, grad_norm) as tensors (no host sync here)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(settings):
+        _, loss = forward(x, y)
+    loss.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), grad_norm
+
+
+def to_device(array: np.ndarray, device: str) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+    if device.startswith("cuda"):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(model: GPT, tokens: np.ndarray, tokenizer, settings: Settings, batch_size: int = 32) -> dict:
+    """Loss (nats/token), accuracy and bytes per token on fixed non-overlapping windows."""
+    T = model.config.seq_len
+    n_windows = (len(tokens) - 1) // T
+    if n_windows < 1:
+        raise UsageError(f"only {len(tokens)} validation tokens; need more than the context of {T}")
+    stream = np.asarray(tokens[: n_windows * T + 1], dtype=np.int64)
+    x_all, y_all = stream[:-1].reshape(n_windows, T), stream[1:].reshape(n_windows, T)
+    was_training = model.training
+    model.eval()
+    nats, correct = 0.0, 0
+    for i in range(0, n_windows, batch_size):
+        x, y = to_device(x_all[i:i + batch_size], settings.device), to_device(y_all[i:i + batch_size], settings.device)
+        with autocast(settings):
+            logits, _ = model(x)
+        logits = logits.float()
+        nats += torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1),
+                                                  reduction="sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+    model.train(was_training)
+    n = n_windows * T
+    if getattr(tokenizer, "name", None) == "byte":
+        n_bytes = n  # one byte per token (the eot separator counts as the byte it is)
+    else:
+        n_bytes = len(tokenizer.decode(stream[1:]).encode("utf-8"))
+    return {"loss": nats / n, "acc": correct / n, "bytes_per_token": n_bytes / n, "tokens": n}
+
+
+def mix_weights(domains: list[str], code_fraction: float) -> dict[str, float]:
+    """Weights of the run's own mix: ``code`` gets code_fraction, other domains share the rest."""
+    other = [d for d in domains if d != "code"]
+    if "code" not in domains or not other:
+        return {d: 1.0 / len(domains) for d in domains}
+    return {"code": code_fraction, **{d: (1.0 - code_fraction) / len(other) for d in other}}
+
+
+def validation_metrics(model: GPT, corpus, tokenizer, code_fraction: float, settings: Settings,
+                       cache_dir=None, max_tokens: int = EVAL_TOKENS_PER_DOMAIN) -> dict:
+    """``loss.<domain>``, ``acc.<domain>``, ``bpb.<domain>`` and the mix-weighted ``loss``, ``acc``,
+    ``bpb`` (the validation loss of a held-out set drawn in the run's own mix)."""
+    domains = [d for d in corpus.domains if corpus.validation.get(d)]
+    out, per = {}, {}
+    for d in domains:
+        toks = rdata.validation_tokens(corpus, tokenizer, d, max_tokens=max_tokens, cache_dir=cache_dir)
+        m = evaluate(model, toks, tokenizer, settings)
+        per[d] = m
+        out[f"loss.{d}"] = m["loss"]
+        out[f"acc.{d}"] = m["acc"]
+        out[f"bpb.{d}"] = m["loss"] / math.log(2) / m["bytes_per_token"]
+    w = {d: v for d, v in mix_weights(domains, code_fraction).items() if v > 0}
+    out["loss"] = sum(w[d] * per[d]["loss"] for d in w)
+    out["acc"] = sum(w[d] * per[d]["acc"] for d in w)
+    out["bpb"] = out["loss"] / math.log(2) / sum(w[d] * per[d]["bytes_per_token"] for d in w)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def checkpoint_path(store, run_id: str) -> Path:
+    return rstore.side_path(store, "checkpoints", run_id, ".pt")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: a temporary file in the same directory, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: Path, run_id: str, steps: int, batch_size: int) -> dict | None:
+    """The checkpoint of this very run, or None (missing, unreadable, or from other settings)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a torn or foreign file: start over rather than fail the grid
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
+        return None
+    if (state.get("run_id"), state.get("steps"), state.get("batch_size")) != (run_id, steps, batch_size):
+        log.warning("ignoring checkpoint %s: it was written with other settings", path)
+        return None
+    return state
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def train_run(spec, store, *, device: str | None = None, progress: bool = True, log_every: int = 50,
+              checkpoint_every_s: float = 30.0, compile: bool | None = None, dtype: str | None = None,
+              max_steps: int | None = None, cache_dir=None) -> dict:
+    """Train ``spec``, write its row and loss curve to ``store``, return the row.
+
+    ``max_steps`` stops after that many steps of the run (counted from step 0), leaving a
+    checkpoint and writing no row (returns ``status: "running"``); the next call resumes.
+    """
+    settings = resolve_settings(device, dtype, compile)
+    corpus = rdata.load_corpus(spec.data, cache_dir=cache_dir)
+    tokenizer = rdata.get_tokenizer(spec.tokenizer, corpus, cache_dir=cache_dir)
+    if tokenizer.vocab_size > spec.vocab_size:
+        raise UsageError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens but the "
+                         f"run's vocab_size is {spec.vocab_size}")
+    unique = rdata.train_tokens(corpus, tokenizer, spec.unique_tokens, spec.code_fraction, spec.filter,
+                                cache_dir=cache_dir)
+    hp = hparams(spec.params, spec.seq_len, tokens=spec.tokens)
+    batches = rdata.EpochBatches(unique, spec.seq_len, hp.batch_size, spec.seed, total_tokens=spec.tokens)
+    steps = batches.steps
+    tokens_per_step = hp.batch_size * spec.seq_len
+
+    torch.manual_seed(spec.seed)
+    cfg = GPTConfig.from_spec(spec)
+    model, forward, optimizer = build(cfg, hp, settings)
+    if model.num_params() != spec.params:  # the accounting formula and the model must agree
+        raise RuntimeError(f"model has {model.num_params()} parameters, accounting says {spec.params}")
+
+    ckpt_path = checkpoint_path(store, spec.run_id)
+    state = load_checkpoint(ckpt_path, spec.run_id, steps, hp.batch_size)
+    start, curve, ema, elapsed = 0, [], None, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, curve, ema, elapsed = state["step"], state["curve"], state["ema"], state["wall_time_s"]
+        log.info("run %s: resuming at step %d/%d", spec.run_id, start, steps)
+
+    def checkpoint(step):
+        save_checkpoint(ckpt_path, {"run_id": spec.run_id, "steps": steps, "batch_size": hp.batch_size,
+                                    "step": step, "model": model.state_dict(),
+                                    "optimizer": optimizer.state_dict(), "curve": curve, "ema": ema,
+                                    "wall_time_s": elapsed + time.perf_counter() - t0})
+
+    stop = steps if max_steps is None else min(steps, max_steps)
+    bar = _bar(steps, start, progress, f"{spec.shape} {spec.run_id[:8]}")
+    failure = None
+    t0 = last_ckpt = last_log = time.perf_counter()
+    log_tokens, done = 0, start
+    model.train()
+    try:
+        for step in range(start, stop):
+            x, y = batches.batch(step)
+            lr = lr_at(step, steps, hp)
+            loss_t, norm_t = train_step(forward, optimizer, to_device(x, settings.device),
+                                        to_device(y, settings.device), lr, hp.grad_clip, settings)
+            loss, grad_norm = loss_t.item(), norm_t.item()
+            if not math.isfinite(loss) or not math.isfinite(grad_norm):
+                what = "loss" if not math.isfinite(loss) else "gradient norm"
+                failure = f"non-finite {what} at step {step}"
+                break
+            done = step + 1
+            ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+            curve.append((step, (step + 1) * tokens_per_step, loss, lr))
+            log_tokens += tokens_per_step
+            bar.update(1)
+            now = time.perf_counter()
+            if log_every and (step + 1) % log_every == 0:
+                rate = log_tokens / max(now - last_log, 1e-9)
+                bar.set_postfix_str(f"loss {ema:.3f}")
+                log.info("run %s step %d/%d loss %.4f lr %.2e grad %.2f tok/s %.0f epochs %.2f",
+                         spec.run_id, step + 1, steps, ema, lr, grad_norm, rate, batches.epochs_at(step + 1))
+                last_log, log_tokens = now, 0
+            if now - last_ckpt >= checkpoint_every_s and done < stop:
+                checkpoint(done)
+                last_ckpt = time.perf_counter()
+    finally:
+        bar.close()
+    wall = elapsed + time.perf_counter() - t0
+
+    row = {**spec.to_dict(), **_environment(settings, corpus, tokenizer), "hparams": asdict(hp),
+           "lr": hp.lr, "batch_size": hp.batch_size, "steps": done, "total_steps": steps,
+           "tokens_trained": done * tokens_per_step, "epochs_seen": batches.epochs_at(done),
+           "train_loss": ema if ema is not None else float("nan"), "wall_time_s": wall,
+           "tokens_per_s": (done - start) * tokens_per_step / max(time.perf_counter() - t0, 1e-9)}
+    curve_frame = pd.DataFrame(curve, columns=["step", "tokens", "train_loss", "lr"])
+    if failure is not None:
+        log.warning("run %s failed: %s", spec.run_id, failure)
+        row.update(status="failed", failure_reason=failure, loss=float("nan"))
+        rstore.write_curve(store, spec.run_id, curve_frame)
+        rstore.write_run(store, row)
+        ckpt_path.unlink(missing_ok=True)
+        return row
+    if done < steps:
+        checkpoint(done)
+        log.info("run %s: stopped at step %d/%d (max_steps); checkpoint kept", spec.run_id, done, steps)
+        return {**row, "status": "running"}
+
+    row.update(validation_metrics(model, corpus, tokenizer, spec.code_fraction, settings, cache_dir))
+    row["status"] = "ok"
+    rstore.write_curve(store, spec.run_id, curve_frame)
+    rstore.write_run(store, row)
+    ckpt_path.unlink(missing_ok=True)
+    log.info("run %s done: loss %.4f bpb %.3f in %.1fs (%.0f tok/s)", spec.run_id, row["loss"],
+             row["bpb"], wall, row["tokens_per_s"])
+    return row
+
+
+def _environment(settings: Settings, corpus, tokenizer) -> dict:
+    return {"device": settings.device, "dtype": settings.dtype, "compile": settings.compile,
+            "corpus_fingerprint": corpus.fingerprint, "tokenizer_name": tokenizer.name,
+            "torch_version": torch.__version__, "git_commit": _git_commit()}
+
+
+def _bar(total: int, initial: int, enabled: bool, desc: str):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        enabled = False
+    if not enabled:
+        return _NoBar()
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix_str(self, s):
+        pass
+
+    def close(self):
+        pass
