@@ -56,6 +56,8 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     r.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train at most N of the missing runs this time")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
+                   help="checkpoint each run this often, so a killed grid resumes (default 30)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +108,8 @@ def axes(args) -> dict:
     return dict(code_fractions=parse_list(args.code_fraction, float, "code fraction"),
                 filters=parse_list(args.filter, str, "filter"),
                 seeds=parse_list(args.seeds, _seed, "seed"),
-                data=check_data_arg(args.data), tokenizer=args.tokenizer)
+                data=check_data_arg(args.data), tokenizer=args.tokenizer,
+                text_column=args.text_column or "text")
 
 
 def check_data_arg(data: str) -> str:
@@ -211,7 +214,7 @@ def render_table(specs: Sequence[RunSpec], store) -> str:
 CODE_DOMAIN = "code"
 
 
-def check_corpus(specs: Sequence[RunSpec], text_column: str | None = None) -> None:
+def check_corpus(specs: Sequence[RunSpec]) -> None:
     """Before training anything: every run's unique data (after its filter and code mix) must fit
     in its corpus. Raises ``UsageError`` (``DataError``) saying how much there is.
 
@@ -223,14 +226,14 @@ def check_corpus(specs: Sequence[RunSpec], text_column: str | None = None) -> No
 
     largest: dict[tuple, RunSpec] = {}
     for s in specs:
-        key = (s.data, s.tokenizer, s.code_fraction, s.filter)
+        key = (s.data, s.text_column, s.tokenizer, s.code_fraction, s.filter)
         if key not in largest or s.unique_tokens > largest[key].unique_tokens:
             largest[key] = s
     corpora, tokenizers = {}, {}
-    for (data, tok_name, cf, filt), s in largest.items():
-        if data not in corpora:
-            corpora[data] = load_corpus(data, text_column=text_column) if text_column else load_corpus(data)
-        corpus = corpora[data]
+    for (data, text_column, tok_name, cf, filt), s in largest.items():
+        if (data, text_column) not in corpora:
+            corpora[data, text_column] = load_corpus(data, text_column=text_column)
+        corpus = corpora[data, text_column]
         if (data, tok_name) not in tokenizers:
             tokenizers[data, tok_name] = get_tokenizer(tok_name, corpus)
         tok = tokenizers[data, tok_name]
@@ -276,8 +279,10 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
 
     pending = todo(specs, store)
     if pending:
-        check_corpus(pending, text_column=args.text_column)
+        check_corpus(pending)
+    if not args.checkpoint_every > 0:
+        raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every:g}")
     summary = launch(specs, store, launcher=args.launcher, device=args.device, limit=args.limit,
-                     progress=not args.quiet)
+                     progress=not args.quiet, checkpoint_every_s=args.checkpoint_every)
     print(summary.to_json() if args.json else summary.summary(), file=out)
     return 0 if summary.ok else 1

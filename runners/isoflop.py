@@ -25,8 +25,8 @@ def build_parser():
     p.add_argument("--budget", required=True,
                    help="named budget (1b1, 2b8, 4b2, 8b7), FLOP count (3e13), CPU preset "
                         "(smoke, tiny) or a comma list of them")
-    p.add_argument("--n-sizes", type=int, default=5,
-                   help="model sizes along the budget at full data (default 5)")
+    p.add_argument("--n-sizes", type=int, default=None,
+                   help="model sizes along the budget at full data (default 5; the CPU presets set their own)")
     common.add_common_args(p, unique_help="unique-data levels in tokens, replacing the budget's "
                                           "(e.g. 55B,4B,1.25B)")
     return p

@@ -33,10 +33,11 @@ PAPER_SCALE_UNIQUE = 1e8
 #: Rough throughput model of this machine (a 2-core CPU, float32, the tiny shapes at 128 tokens of
 #: context): seconds per token = PER_TOKEN_S + 6 N / CPU_FLOPS_PER_S. The constant term is the
 #: per-token work the 6 N count ignores at tiny sizes (attention, norms, optimizer, Python); it
-#: dominates below ~100K parameters. Timed by hand on the development machine (t24 ~7K tok/s,
-#: t128 ~1.5K tok/s); override with ``SCALING_FLOPS_PER_S`` / ``SCALING_PER_TOKEN_S``.
-CPU_FLOPS_PER_S = 1e10
-PER_TOKEN_S = 1e-4
+#: dominates below ~100K parameters. Fitted to train_run's measured throughput (t32 ~100K tok/s,
+#: t64 ~35K, t128 ~13K, t256 ~3K; docs/benchmarks.md); override with ``SCALING_FLOPS_PER_S`` /
+#: ``SCALING_PER_TOKEN_S``.
+CPU_FLOPS_PER_S = 6e10
+PER_TOKEN_S = 1e-5
 #: Fixed cost per run (model build, data loading, final evaluation, store write), in seconds.
 RUN_OVERHEAD_S = 3.0
 
@@ -80,14 +81,16 @@ def _shapes_by_name(names: Iterable[str]) -> list[Shape]:
 
 
 def _spec(shape: Shape, *, vocab: int, seq_len: int, tokens: float, unique: float, grid: str,
-          budget: str, code_fraction: float, filter: str, seed: int, data: str, tokenizer: str) -> RunSpec:
+          budget: str, code_fraction: float, filter: str, seed: int, data: str, tokenizer: str,
+          text_column: str = "text") -> RunSpec:
     tokens = int(round(tokens))
     # unique data beyond the tokens trained on is never seen: cap at one epoch
     unique = max(1, min(int(round(unique)), tokens))
     return RunSpec(shape=shape.name, d_model=shape.d_model, ffw_size=shape.ffw_size,
                    n_heads=shape.attention_heads, n_layers=shape.n_layers, vocab_size=vocab,
                    seq_len=seq_len, tokens=tokens, unique_tokens=unique, code_fraction=code_fraction,
-                   filter=filter, seed=seed, data=data, tokenizer=tokenizer, grid=grid, budget=budget)
+                   filter=filter, seed=seed, data=data, tokenizer=tokenizer, grid=grid, budget=budget,
+                   text_column=text_column)
 
 
 def default_tokenizer(cpu: bool) -> str:
@@ -135,8 +138,8 @@ def optimal_shape(budget: Budget) -> Shape:
 
 def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
                  epochs: Sequence[float] | None = None, code_fractions=(0.0,), filters=("none",),
-                 seeds=(0,), n_sizes: int = 5, data: str = "embedded",
-                 tokenizer: str | None = None) -> list[RunSpec]:
+                 seeds=(0,), n_sizes: int | None = None, data: str = "embedded",
+                 tokenizer: str | None = None, text_column: str = "text") -> list[RunSpec]:
     """All runs of one budget's isoFLOP grid; every run has FLOPs = budget.flops (up to rounding
     the token count to an integer).
 
@@ -153,6 +156,7 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
     ``byte`` for CPU budgets and ``gpt2`` otherwise (the vocabulary the budget's shapes assume).
     """
     cfs, fs, ss = _validate_axes(code_fractions, filters, seeds)
+    n_sizes = budget.n_sizes if n_sizes is None else n_sizes
     if unique is not None and epochs is not None:
         raise AccountingError("give unique-data levels or epochs, not both")
     if isinstance(n_sizes, bool) or not isinstance(n_sizes, int) or n_sizes < 1:
@@ -169,18 +173,19 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
     elif budget.unique_levels:
         levels = tuple(budget.unique_levels)
     else:
-        levels = tuple(r * d_best for r in accounting.UNIQUE_RATIOS)
+        levels = tuple(r * d_best for r in (budget.unique_ratios or accounting.UNIQUE_RATIOS))
 
     # (shape, tokens, unique) points, then the cross product with the other axes
     points: list[tuple[Shape, float, float]] = [(best, d_best, u) for u in levels]
     best_at_full = any(d_best / min(u, d_best) <= 1.01 for u in levels)
-    for s in spread_shapes(best.params(V, S), pool, V, S, n_sizes):
+    for s in spread_shapes(best.params(V, S), pool, V, S, n_sizes, budget.size_factor):
         if s == best and best_at_full:
             continue
         d = accounting.tokens_for(budget.flops, s.params(V, S))
         points.append((s, d, d))
     specs = [_spec(s, vocab=V, seq_len=S, tokens=d, unique=u, grid="isoflop", budget=budget.name,
-                   code_fraction=c, filter=f, seed=seed, data=data, tokenizer=tokenizer)
+                   code_fraction=c, filter=f, seed=seed, data=data, tokenizer=tokenizer,
+                   text_column=text_column)
              for (s, d, u) in points for c in cfs for f in fs for seed in ss]
     return _dedupe(specs)
 
@@ -215,7 +220,7 @@ def default_isounique_shapes(unique_tokens: float, cpu: bool, max_epochs: float 
 def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
                    epochs: Sequence[float] = ISOUNIQUE_EPOCHS, cpu: bool | None = None,
                    code_fractions=(0.0,), filters=("none",), seeds=(0,), data: str = "embedded",
-                   tokenizer: str | None = None) -> list[RunSpec]:
+                   tokenizer: str | None = None, text_column: str = "text") -> list[RunSpec]:
     """Fixed unique data, model sizes x epochs (tokens = unique x epochs).
 
     ``cpu=None`` decides by scale: unique data below 1e8 tokens uses the tiny shapes, byte vocab
@@ -232,7 +237,7 @@ def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
     name = "u" + _short(unique_tokens)
     specs = [_spec(s, vocab=V, seq_len=S, tokens=unique_tokens * e, unique=unique_tokens,
                    grid="isounique", budget=name, code_fraction=c, filter=f, seed=seed, data=data,
-                   tokenizer=tokenizer)
+                   tokenizer=tokenizer, text_column=text_column)
              for s in chosen for e in eps for c in cfs for f in fs for seed in ss]
     return _dedupe(specs)
 

@@ -292,7 +292,7 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
     checkpoint and writing no row (returns ``status: "running"``); the next call resumes.
     """
     settings = resolve_settings(device, dtype, compile)
-    corpus = rdata.load_corpus(spec.data, cache_dir=cache_dir)
+    corpus = rdata.load_corpus(spec.data, text_column=spec.text_column, cache_dir=cache_dir)
     tokenizer = rdata.get_tokenizer(spec.tokenizer, corpus, cache_dir=cache_dir)
     if tokenizer.vocab_size > spec.vocab_size:
         raise UsageError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens but the "

@@ -147,6 +147,11 @@ class Budget:
     #: vocabulary and context the budget's models use
     vocab: int = PAPER_VOCAB
     seq_len: int = PAPER_SEQ_LEN
+    #: unique-data levels as fractions of D_opt (None: the paper's UNIQUE_RATIOS)
+    unique_ratios: tuple[float, ...] | None = None
+    #: model sizes at full data along the budget, and the factor between neighbours
+    n_sizes: int = 5
+    size_factor: float = 4.0
 
     @property
     def optimal_params(self) -> float:
@@ -176,11 +181,24 @@ NAMED_BUDGETS: dict[str, Budget] = {
     "8b7": _named("8b7", 8.67e9, 178e9, (178, 88, 58, 44, 35, 25, 13)),
 }
 
-#: CPU presets: lists of budgets (FLOPs) on tiny shapes with the byte tokenizer.
-#: ``smoke`` fits in a minute on 2 cores; ``tiny`` is the README demo (a few minutes).
-CPU_PRESETS: dict[str, tuple[float, ...]] = {
-    "smoke": (2e10,),
-    "tiny": (3e10, 1e11, 3e11),
+@dataclass(frozen=True)
+class CpuPreset:
+    """A CPU grid: budgets (FLOPs) on tiny shapes with the byte tokenizer, sized to this machine
+    (~2e10-1e11 FLOP/s on 2 cores for 20K-5M parameter models, see docs/benchmarks.md) and to the
+    embedded corpus (2.0M unique text tokens: the smallest model at the largest budget must fit)."""
+
+    budgets: tuple[float, ...]
+    n_sizes: int
+    size_factor: float
+    unique_ratios: tuple[float, ...]
+
+
+CPU_PRESETS: dict[str, CpuPreset] = {
+    # one budget: 5 sizes at full data + the optimum at 4 epochs (6 runs); ~20 s on 2 cores
+    "smoke": CpuPreset((2e10,), 5, 2.0, (1.0, 0.25)),
+    # the README demo, a ladder over a decade of compute: 5 sizes per budget at full data plus the
+    # optimum at 4, 10 and 25 epochs, so that both laws can be fitted; a few minutes on 2 cores
+    "tiny": CpuPreset((1e11, 3e11, 1e12), 5, 2.0, (1.0, 0.25, 0.1, 0.04)),
 }
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
@@ -198,9 +216,11 @@ def parse_size(text: str) -> float:
     return value
 
 
-def _cpu_budget(flops_value: float, name: str | None = None) -> Budget:
+def _cpu_budget(flops_value: float, name: str | None = None, preset: CpuPreset | None = None) -> Budget:
+    extra = {} if preset is None else dict(unique_ratios=preset.unique_ratios, n_sizes=preset.n_sizes,
+                                           size_factor=preset.size_factor)
     return Budget(name or f"{flops_value:.0e}".replace("+", ""), flops_value,
-                  vocab=CPU_VOCAB, seq_len=CPU_SEQ_LEN)
+                  vocab=CPU_VOCAB, seq_len=CPU_SEQ_LEN, **extra)
 
 
 def parse_budgets(text: str, cpu: bool | None = None) -> list[Budget]:
@@ -215,7 +235,8 @@ def parse_budgets(text: str, cpu: bool | None = None) -> list[Budget]:
         if key in NAMED_BUDGETS:
             budgets.append(NAMED_BUDGETS[key])
         elif key in CPU_PRESETS:
-            budgets.extend(_cpu_budget(f, f"{key}-{f:.0e}".replace("+", "")) for f in CPU_PRESETS[key])
+            preset = CPU_PRESETS[key]
+            budgets.extend(_cpu_budget(f, f"{key}-{f:.0e}".replace("+", ""), preset) for f in preset.budgets)
         else:
             try:
                 value = float(part)
