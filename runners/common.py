@@ -32,8 +32,8 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     g.add_argument("--unique", required=unique_required, metavar="LIST",
                    help=unique_help or "unique-data levels in tokens, e.g. 55B,4B,1.25B")
     g.add_argument("--epochs", metavar="LIST", help="epoch counts, e.g. 1,4,16")
-    g.add_argument("--code-fraction", default="0", metavar="LIST",
-                   help="share of code in the unique data, each in [0, 1] (default 0)")
+    g.add_argument("--code-fraction", default=None, metavar="LIST",
+                   help="share of code in the unique data, each in [0, 1] (default 0; the tiny preset: 1)")
     g.add_argument("--filter", default="none", metavar="LIST",
                    help=f"data filters: {', '.join(plan.VALID_FILTERS)} (default none)")
     g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default 0)")
@@ -105,7 +105,7 @@ def parse_epochs(text):
 
 def axes(args) -> dict:
     """Keyword arguments for the plan functions from the shared flags."""
-    return dict(code_fractions=parse_list(args.code_fraction, float, "code fraction"),
+    return dict(code_fractions=None if args.code_fraction is None else parse_list(args.code_fraction, float, "code fraction"),
                 filters=parse_list(args.filter, str, "filter"),
                 seeds=parse_list(args.seeds, _seed, "seed"),
                 data=check_data_arg(args.data), tokenizer=args.tokenizer,

@@ -137,7 +137,7 @@ def optimal_shape(budget: Budget) -> Shape:
 
 
 def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
-                 epochs: Sequence[float] | None = None, code_fractions=(0.0,), filters=("none",),
+                 epochs: Sequence[float] | None = None, code_fractions=None, filters=("none",),
                  seeds=(0,), n_sizes: int | None = None, data: str = "embedded",
                  tokenizer: str | None = None, text_column: str = "text") -> list[RunSpec]:
     """All runs of one budget's isoFLOP grid; every run has FLOPs = budget.flops (up to rounding
@@ -152,9 +152,12 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
         when (a) already trains it within 1% of one epoch.
 
     Levels above D are capped at D (unseen unique data changes nothing). Crossed with
-    ``code_fractions`` x ``filters`` x ``seeds``; duplicates removed. ``tokenizer=None`` means
+    ``code_fractions`` (default: the budget's own, 0 but for the ``tiny`` preset) x ``filters`` x
+    ``seeds``; duplicates removed. ``tokenizer=None`` means
     ``byte`` for CPU budgets and ``gpt2`` otherwise (the vocabulary the budget's shapes assume).
     """
+    if code_fractions is None:
+        code_fractions = (budget.code_fraction,)
     cfs, fs, ss = _validate_axes(code_fractions, filters, seeds)
     n_sizes = budget.n_sizes if n_sizes is None else n_sizes
     if unique is not None and epochs is not None:
@@ -219,7 +222,7 @@ def default_isounique_shapes(unique_tokens: float, cpu: bool, max_epochs: float 
 
 def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
                    epochs: Sequence[float] = ISOUNIQUE_EPOCHS, cpu: bool | None = None,
-                   code_fractions=(0.0,), filters=("none",), seeds=(0,), data: str = "embedded",
+                   code_fractions=None, filters=("none",), seeds=(0,), data: str = "embedded",
                    tokenizer: str | None = None, text_column: str = "text") -> list[RunSpec]:
     """Fixed unique data, model sizes x epochs (tokens = unique x epochs).
 
@@ -229,7 +232,7 @@ def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
     """
     (unique_tokens,) = _positive([unique_tokens], "unique tokens")
     eps = _positive(epochs, "epochs")
-    cfs, fs, ss = _validate_axes(code_fractions, filters, seeds)
+    cfs, fs, ss = _validate_axes((0.0,) if code_fractions is None else code_fractions, filters, seeds)
     cpu = unique_tokens < PAPER_SCALE_UNIQUE if cpu is None else bool(cpu)
     V, S = (accounting.CPU_VOCAB, accounting.CPU_SEQ_LEN) if cpu else (accounting.PAPER_VOCAB, accounting.PAPER_SEQ_LEN)
     tokenizer = tokenizer or default_tokenizer(cpu)

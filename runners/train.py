@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 EVAL_TOKENS_PER_DOMAIN = 65_536
 
 #: Short runs still get this many optimiser steps when ``hparams`` is told the token count.
-MIN_STEPS = 100
+MIN_STEPS = 1000
 
 DTYPES = ("fp32", "bf16")
 
@@ -67,8 +67,10 @@ def hparams(params: int, seq_len: int, tokens: int | None = None) -> Hparams:
       rule (from Porian et al. 2024, "Resolving Discrepancies in Compute-Optimal Scaling of
       Language Models"), kept in tokens so it does not depend on ``seq_len``, rounded to a power of
       two sequences, at least 4. With ``tokens`` given, also at most ``tokens / (MIN_STEPS *
-      seq_len)``, so the tiny CPU budgets (10^10 - 10^12 FLOPs, a few hundred thousand tokens)
-      take ~100 optimiser steps instead of a handful.
+      seq_len)``: on the tiny CPU budgets (10^10 - 10^12 FLOPs, 10^5 - 10^7 tokens) the number of
+      optimiser steps, not the batch, limits the loss (at 3e11 FLOPs on the embedded code, t40 ends
+      at 2.37 / 2.25 / 2.16 nats with batches of 16 / 8 / 4 sequences of 128), so those runs take
+      the smallest batch (4-8 sequences) and several hundred to a few thousand steps.
     * Peak LR ``min(0.0047 * (N / 108e6) ** (-1/3), max(0.01 * (N / 4e4) ** (-0.45), 1e-3))``:
       the ladder's rule (same source), capped by a fit to LR sweeps of the tiny shapes on the
       embedded corpus at ~100-step runs (best LR ~1e-2 at t32, 5e-3 at t64, 1.3-2.5e-3 at t128,
@@ -365,6 +367,7 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
            "lr": hp.lr, "batch_size": hp.batch_size, "steps": done, "total_steps": steps,
            "tokens_trained": done * tokens_per_step, "epochs_seen": batches.epochs_at(done),
            "train_loss": ema if ema is not None else float("nan"), "wall_time_s": wall,
+           "resumed_from_step": start,
            "tokens_per_s": (done - start) * tokens_per_step / max(time.perf_counter() - t0, 1e-9)}
     curve_frame = pd.DataFrame(curve, columns=["step", "tokens", "train_loss", "lr"])
     if failure is not None:

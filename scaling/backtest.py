@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling import columns as cols
+from scaling.store import read_table
 from scaling.approach2 import budget_groups
 from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.fit import fit, prepare
@@ -99,7 +100,7 @@ def _parser():
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    table = cols.canonicalise(cols.read_table(args.source), cols.parse_mapping(args.column))
+    table = cols.canonicalise(read_table(args.source), cols.parse_mapping(args.column))
     out = backtest(table, args.law, args.holdout, args.bootstrap, args.seed)
     if args.json:
         print(json.dumps(out, indent=1))

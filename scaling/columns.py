@@ -7,8 +7,6 @@ other name. When ``tokens`` is absent and ``flops`` present, tokens = flops / (6
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -33,28 +31,6 @@ def parse_mapping(items) -> dict[str, str]:
             raise UsageError(f"malformed --column {item!r} (expected CANON=THEIRS, e.g. params='Model Size')")
         mapping[canon] = theirs
     return mapping
-
-
-def read_table(source) -> pd.DataFrame:
-    """A store directory, a CSV or a Parquet file as a DataFrame."""
-    path = Path(source)
-    if not path.exists():
-        raise UsageError(f"{source}: no such file or directory")
-    try:
-        if path.is_dir():
-            from scaling.store import read_runs
-            table = read_runs(path)
-        elif path.suffix.lower() in (".parquet", ".pq"):
-            table = pd.read_parquet(path)
-        else:
-            table = pd.read_csv(path)
-    except UsageError:
-        raise
-    except Exception as exc:  # unreadable / malformed file: one line for the user
-        raise UsageError(f"cannot read {source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if table.empty:
-        raise UsageError(f"{source}: no rows")
-    return table
 
 
 def canonicalise(table: pd.DataFrame, mapping: dict[str, str] | None = None) -> pd.DataFrame:

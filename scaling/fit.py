@@ -26,6 +26,7 @@ import pandas as pd
 
 import scaling
 from scaling import columns as cols
+from scaling.store import read_table
 from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
@@ -512,7 +513,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.bootstrap < 0:
         raise UsageError("--bootstrap must be >= 0")
-    table = cols.read_table(args.source)
+    table = read_table(args.source)
     table = cols.canonicalise(table, cols.parse_mapping(args.column))
     base = FitResult.load(args.base) if args.base else None
     result = fit(table, args.law, fix=_parse_assignments(args.fix, "--fix"), tie=args.tie, base=base,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import columns as cols
+from scaling.store import read_table
 from scaling.approach2 import budget_groups
 from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
@@ -38,7 +39,7 @@ def _save(fig, out) -> None:
 
 
 def _ok_runs(source):
-    table = cols.ok_runs(cols.read_table(source), source=str(source))
+    table = cols.ok_runs(read_table(source), source=str(source))
     if "flops" not in table.columns or table["flops"].isna().any():
         from scaling.accounting import flops
         table["flops"] = flops(table["params"].values, table["tokens"].values)

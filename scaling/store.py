@@ -181,6 +181,27 @@ def read_curve(store, run_id: str) -> pd.DataFrame:
     return pd.read_parquet(side_path(store, "curves", run_id, ".parquet"))
 
 
+def read_table(source) -> pd.DataFrame:
+    """A store directory, a CSV or a Parquet file as a DataFrame."""
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"{source}: no such file or directory")
+    try:
+        if path.is_dir():
+            table = read_runs(path)
+        elif path.suffix.lower() in (".parquet", ".pq"):
+            table = pd.read_parquet(path)
+        else:
+            table = pd.read_csv(path)
+    except UsageError:
+        raise
+    except Exception as exc:  # unreadable / malformed file: one line for the user
+        raise UsageError(f"cannot read {source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if table.empty:
+        raise UsageError(f"{source}: no rows")
+    return table
+
+
 def row_id(row: dict) -> str:
     """Deterministic id of an imported row: a hash of its values, so re-imports add nothing."""
     payload = json.dumps({k: _clean(v) for k, v in sorted(row.items())}, default=str, sort_keys=True)
@@ -189,7 +210,7 @@ def row_id(row: dict) -> str:
 
 def import_table(path, store, mapping: dict[str, str] | None = None) -> int:
     """Import a CSV/Parquet table into a store, one run per row; returns rows written."""
-    table = cols.read_table(path)
+    table = read_table(path)
     table = cols.canonicalise(table, mapping or {})
     written = 0
     for raw in table.to_dict("records"):

@@ -64,9 +64,11 @@ def test_learning_rate_falls_and_batch_grows_with_model_size():
 
 
 def test_short_runs_still_take_about_min_steps():
-    hp = train.hparams(800_000, 128, tokens=200_000)
-    steps = math.ceil(200_000 / (hp.batch_size * 128))
+    hp = train.hparams(800_000, 128, tokens=1_000_000)
+    steps = math.ceil(1_000_000 / (hp.batch_size * 128))
     assert train.MIN_STEPS / 2 <= steps <= 2 * train.MIN_STEPS
+    # shorter still: the smallest batch (4 sequences), as many steps as the tokens allow
+    assert train.hparams(800_000, 128, tokens=100_000).batch_size == 4
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():

@@ -1,0 +1,59 @@
+"""Kill -9 in the middle of a grid, rerun: finished runs are skipped, the interrupted one resumes
+from its checkpoint, and the store has each run exactly once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from scaling.accounting import parse_budgets  # noqa: E402
+from runners.plan import isoflop_grid  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_killed_grid_resumes_and_stores_each_run_once(tmp_path):
+    store = tmp_path / "store"
+    env = {**os.environ, "SCALING_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "runners.isoflop", "--budget", "smoke", "--store", str(store),
+           "--quiet", "--checkpoint-every", "0.2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpts = store / "_checkpoints"
+    deadline = time.time() + 300
+    # wait until one run is finished and another has left a checkpoint mid-way
+    while time.time() < deadline:
+        done = list(store.glob("*.parquet"))
+        if done and ckpts.is_dir() and any(ckpts.iterdir()):
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"grid ended before it could be killed: {proc.stderr.read().decode()[-500:]}")
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("no finished run and checkpoint appeared in time")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = {p.stem for p in store.glob("*.parquet")}
+    created_before = pd.read_parquet(store).set_index("run_id")["created_at"]
+    interrupted = {p.name.split(".")[0] for p in ckpts.iterdir() if not p.name.startswith(".")}
+    assert interrupted and not (interrupted & finished_before)
+
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    runs = pd.read_parquet(store)
+    grid = isoflop_grid(parse_budgets("smoke")[0])
+    assert sorted(runs["run_id"]) == sorted(s.run_id for s in grid)       # each run exactly once
+    assert (runs["status"] == "ok").all()
+    by_id = runs.set_index("run_id")
+    for run_id in finished_before:                     # skipped, not retrained
+        assert by_id.loc[run_id, "created_at"] == created_before[run_id]
+    resumed = [r for r in interrupted if by_id.loc[r, "resumed_from_step"] > 0]
+    assert resumed, "the interrupted run started again from scratch"
+    assert not any(ckpts.iterdir())                    # checkpoints are removed once a run is stored
