@@ -279,6 +279,12 @@ def prepare(table: pd.DataFrame, law_name: str | None, exclude_top: int = 0, sou
     table, dropped = cols.numeric_columns(table, [*law.required, "loss"], source)
     if dropped:
         notes.append(f"dropped {dropped} row(s) with missing values")
+    if law_name == "chinchilla" and "unique_tokens" in table.columns:
+        repeats = table["tokens"] > pd.to_numeric(table["unique_tokens"], errors="coerce") * (1 + 1e-9)
+        if repeats.any():   # the Chinchilla law's D is unique data (Hoffmann et al. 2022)
+            notes.append(f"excluded {int(repeats.sum())} run(s) that repeat data: the Chinchilla law assumes "
+                         f"unique tokens (fit them with --law data-constrained)")
+            table = table[~repeats].reset_index(drop=True)
     if exclude_top < 0:
         raise UsageError("--exclude-top must be >= 0")
     if exclude_top:

@@ -30,7 +30,7 @@ def fake_trainer(monkeypatch):
     calls, fail = [], set()
 
     def train_run(spec, store, *, device=None, progress=True, compile=None, dtype=None,
-                  max_steps=None, cache_dir=None):
+                  max_steps=None, cache_dir=None, checkpoint_every_s=30.0):
         calls.append(spec.run_id)
         row = {**spec.to_dict(), "status": "failed" if spec.run_id in fail else "ok", "loss": 1.0}
         write_run(store, row)
@@ -157,3 +157,10 @@ def test_smoke_grid_trains_for_real_and_reruns_skip_everything(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     again = json.loads(second.stdout.strip().splitlines()[-1])
     assert again["trained"] == [] and sorted(again["skipped"]) == sorted(summary["trained"])
+    # ... and the store is fitted: the 5 single-epoch runs, alpha tied to beta (4 free parameters)
+    fit = subprocess.run([sys.executable, "-m", "scaling.fit", str(store), "--law", "chinchilla",
+                          "--tie", "alpha=beta", "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    result = json.loads(fit.stdout)
+    assert result["n_points"] == 5 and result["params"]["alpha"] == result["params"]["beta"]
+    assert any("repeat data" in w for w in result["warnings"])
