@@ -2,6 +2,7 @@
 
     python -m scaling.plot isoflop results/ --fit fit.json --out isoflop.png
     python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png
+    python -m scaling.plot contour --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9 --out contour.png
     python -m scaling.plot residuals results/ --fit fit.json --out residuals.png
 """
 
@@ -19,7 +20,7 @@ from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
 from scaling.results import FitResult
 
-KINDS = ("isoflop", "return-on-repetition", "residuals")
+KINDS = ("isoflop", "return-on-repetition", "contour", "residuals")
 
 
 def _figure():
@@ -100,6 +101,40 @@ def return_on_repetition(fit: FitResult, out, unique=(1e8, 4e8, 1.5e9), max_epoc
     _save(fig, out)
 
 
+def contour(fit: FitResult, flops: float, unique_tokens: float, out) -> None:
+    """Loss over (epochs, parameters) for U_D unique tokens, the isoFLOP line of the budget, and the
+    data-constrained and Chinchilla optima on it (Muennighoff et al. 2023, Fig. 1 right)."""
+    if fit.law != "data-constrained":
+        raise UsageError(f"contour needs a data-constrained fit, got {fit.law!r}")
+    from scaling.predict import allocate
+    plt = _figure()
+    best = allocate(fit, flops, unique_tokens)
+    chin = best["chinchilla"]
+    n_mid = best["params"]
+    n = np.geomspace(n_mid / 30, n_mid * 30, 160)
+    epochs = np.geomspace(0.3, max(300.0, 3 * best["epochs"]), 160)
+    N, EP = np.meshgrid(n, epochs)
+    loss = get_law("data-constrained").predict(fit.params, N, EP * unique_tokens, unique_tokens)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    levels = np.quantile(loss, np.linspace(0.0, 0.9, 14))
+    cs = ax.contourf(EP, N, loss, levels=np.unique(levels), cmap="viridis_r", extend="max")
+    fig.colorbar(cs, ax=ax, label="predicted loss")
+    ax.plot(flops / (6 * n * unique_tokens), n, color="white", lw=1.5, label=f"C = {flops:.2g} FLOPs")
+    ax.scatter([best["epochs"]], [best["params"]], marker="*", s=220, color="red", edgecolor="black", zorder=5,
+               label=f"data-constrained optimum: N={best['params']:.3g}, {best['epochs']:.3g} epochs")
+    ax.scatter([chin["tokens"] / unique_tokens], [chin["params"]], marker="o", s=90, color="orange",
+               edgecolor="black", zorder=5, label=f"Chinchilla optimum: N={chin['params']:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(epochs[0], epochs[-1])
+    ax.set_ylim(n[0], n[-1])
+    ax.set_xlabel(f"epochs over U_D = {unique_tokens:.3g} unique tokens")
+    ax.set_ylabel("parameters N")
+    ax.set_title("Allocation under data constraints")
+    ax.legend(fontsize=7, loc="lower left")
+    _save(fig, out)
+
+
 def residuals(source, fit: FitResult, out) -> None:
     """Relative residual of each run against its predicted loss, by compute."""
     plt = _figure()
@@ -121,10 +156,13 @@ def _parser():
     p = ArgumentParser(
         prog="python -m scaling.plot", description="Plots of runs and fits.",
         epilog="examples:\n  python -m scaling.plot isoflop results/ --fit fit.json --out isoflop.png\n"
-               "  python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png")
+               "  python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png\n"
+               "  python -m scaling.plot contour --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9 --out c.png")
     p.add_argument("kind", help=f"one of {', '.join(KINDS)}")
     p.add_argument("source", nargs="?", help="store directory, CSV or Parquet (isoflop, residuals)")
     p.add_argument("--fit", help="fit file (JSON)")
+    p.add_argument("--flops", type=float, help="contour: the compute budget")
+    p.add_argument("--unique-tokens", type=float, help="contour: unique tokens available")
     p.add_argument("--out", required=True, help="output .png/.svg/.pdf")
     return p
 
@@ -136,12 +174,16 @@ def main(argv=None) -> int:
     fit = FitResult.load(args.fit) if args.fit else None
     if args.kind in ("isoflop", "residuals") and not args.source:
         raise UsageError(f"{args.kind} needs a SOURCE (store directory, CSV or Parquet)")
-    if args.kind in ("return-on-repetition", "residuals") and fit is None:
+    if args.kind in ("return-on-repetition", "contour", "residuals") and fit is None:
         raise UsageError(f"{args.kind} needs --fit FIT.json")
     if args.kind == "isoflop":
         isoflop(args.source, fit, args.out)
     elif args.kind == "return-on-repetition":
         return_on_repetition(fit, args.out)
+    elif args.kind == "contour":
+        if not (args.flops and args.flops > 0 and args.unique_tokens and args.unique_tokens > 0):
+            raise UsageError("contour needs positive --flops and --unique-tokens")
+        contour(fit, args.flops, args.unique_tokens, args.out)
     else:
         residuals(args.source, fit, args.out)
     print(f"wrote {args.out}")

@@ -37,6 +37,8 @@ def store_and_fit(tmp_path_factory):
     ["isoflop", "{d}/store", "--out", "{d}/iso_nofit.svg"],
     ["residuals", "{d}/store", "--fit", "{d}/fit.json", "--out", "{d}/res.png"],
     ["return-on-repetition", "--fit", str(ROOT / "fits/muennighoff2023_c4.json"), "--out", "{d}/ror.png"],
+    ["contour", "--fit", str(ROOT / "fits/muennighoff2023_c4.json"), "--flops", "1e22", "--unique-tokens", "25e9",
+     "--out", "{d}/contour.png"],
 ])
 def test_each_plot_kind_writes_an_image(store_and_fit, argv):
     argv = [a.format(d=store_and_fit) for a in argv]
@@ -51,6 +53,8 @@ def test_each_plot_kind_writes_an_image(store_and_fit, argv):
     ["return-on-repetition", "--fit", str(ROOT / "fits/hoffmann2022.json"), "--out", "x.png"],
     ["isoflop", "missing-dir", "--out", "x.png"],
     ["residuals", "missing-dir", "--out", "x.png"],
+    ["contour", "--fit", str(ROOT / "fits/muennighoff2023_c4.json"), "--flops", "-1", "--unique-tokens", "1e9",
+     "--out", "x.png"],
 ])
 def test_bad_input_is_one_error_line_and_no_file(tmp_path, argv):
     proc = subprocess.run([sys.executable, "-m", "scaling.plot", *argv], cwd=tmp_path,
