@@ -56,6 +56,14 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     r.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train at most N of the missing runs this time")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    sl = p.add_argument_group("slurm (--launcher slurm, through submitit: one array job, a task per run)")
+    sl.add_argument("--partition", default=None)
+    sl.add_argument("--nodes", type=int, default=None)
+    sl.add_argument("--gpus-per-node", type=int, default=None)
+    sl.add_argument("--time", default=None, metavar="HH:MM:SS", help="time limit per run (default 04:00:00)")
+    sl.add_argument("--wait", action="store_true", help="wait for the jobs and report their outcome")
+    sl.add_argument("--submitit-cluster", default=None, choices=("slurm", "local", "debug"),
+                    help="submitit backend (default: Slurm when sbatch exists); local runs the same path here")
     r.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                    help="checkpoint each run this often, so a killed grid resumes (default 30)")
 
@@ -254,6 +262,30 @@ def check_corpus(specs: Sequence[RunSpec]) -> None:
             raise DataError(f"{what}: {exc}") from None
 
 
+def slurm_options(args):
+    """``SlurmOptions`` for ``--launcher slurm`` (None otherwise); Slurm flags without it, or
+    without submitit installed, are usage errors."""
+    given = {k: getattr(args, k) for k in ("partition", "nodes", "gpus_per_node", "time", "submitit_cluster")
+             if getattr(args, k) is not None}
+    if args.launcher != "slurm":
+        if given or args.wait:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given) or "--wait"
+            raise UsageError(f"{flags} only apply with --launcher slurm")
+        return None
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise UsageError("--launcher slurm needs submitit: pip install -e '.[slurm]'") from None
+    from runners.launch import SlurmOptions, parse_time
+    for key in ("nodes", "gpus_per_node"):
+        if key in given and given[key] < (1 if key == "nodes" else 0):
+            raise UsageError(f"--{key.replace('_', '-')} must be {'>= 1' if key == 'nodes' else '>= 0'}")
+    if "time" in given:
+        parse_time(given["time"])
+    cluster = given.pop("submitit_cluster", None)
+    return SlurmOptions(**given, cluster=cluster, wait=args.wait)
+
+
 def execute(specs: Sequence[RunSpec], args, out=None) -> int:
     """``--dry-run``: print the plan; otherwise check the data and launch. Returns the exit code."""
     out = out or sys.stdout
@@ -262,10 +294,14 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
         raise UsageError("the plan is empty")
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit must be >= 0, got {args.limit}")
-    if args.launcher != "local":  # fail early for launchers that cannot run yet
+    slurm = slurm_options(args)
+    if args.launcher == "deepspeed":  # fail early for launchers that cannot run yet
         from runners.launch import launch
         launch([], store, launcher=args.launcher)
     if args.dry_run:
+        if slurm is not None and not args.json:
+            from runners.launch import todo
+            print(slurm.describe(len(todo(specs, store))), file=out)
         if args.json:
             print(json.dumps(plan_records(specs, store), indent=1), file=out)
         else:
@@ -282,7 +318,8 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
         check_corpus(pending)
     if not args.checkpoint_every > 0:
         raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every:g}")
+    extra = {"slurm": slurm} if slurm is not None else {}
     summary = launch(specs, store, launcher=args.launcher, device=args.device, limit=args.limit,
-                     progress=not args.quiet, checkpoint_every_s=args.checkpoint_every)
+                     progress=not args.quiet, checkpoint_every_s=args.checkpoint_every, **extra)
     print(summary.to_json() if args.json else summary.summary(), file=out)
     return 0 if summary.ok else 1
