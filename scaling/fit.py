@@ -386,8 +386,10 @@ def _r2(loss, pred):
 
 def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base: FitResult | None = None,
         exclude_top: int = 0, start=None, bootstrap: int = 0, seed: int = 0, source: str = "data",
-        want_profiles: bool = True) -> FitResult:
-    """Fit a law to a run table. ``fix``/``start``: {public name: value}; ``tie``: ["alpha=beta"]."""
+        want_profiles: bool = True, paper_tie: bool = True) -> FitResult:
+    """Fit a law to a run table. ``fix``/``start``: {public name: value}; ``tie``: ["alpha=beta"].
+    ``paper_tie``: in the two-stage data-constrained procedure, tie alpha = beta in stage 1 as
+    Muennighoff et al. 2023 do (unless ``tie`` or ``fix`` says otherwise)."""
     t0 = time.perf_counter()
     law_name, fd = prepare(table, law, exclude_top, source)
     the_law = get_law(law_name)
@@ -415,6 +417,10 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
         if single.sum() >= 5 + 1:
             fixed1 = {k: v for k, v in fixed.items() if k in chin.fit_names}
             tie1 = [p for p in tie_pairs if p[0] in chin.fit_names and p[1] in chin.fit_names]
+            if paper_tie and not tie1 and not ({"alpha", "beta"} & set(fixed1)):
+                # the paper's stage 1 ties alpha = beta; untied, beta/alpha can run off and make
+                # N_opt(C_U) = G^(1+beta/alpha) U^(beta/alpha) meaningless in stage 2
+                tie1 = [("alpha", "beta")]
             s1 = fd.data.take(single)
             problem1, z1, f1, w1, _, _ = fit_stage(chin, s1, fd.loss[single], fixed=fixed1, tie=tie1,
                                                   want_profiles=False)
@@ -422,7 +428,7 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
             p1 = chin.to_public(problem1.theta(z1)[0])
             fixed = {**fixed, **_to_fit_names(the_law, p1, "stage 1")}
             settings["stage1"] = {"law": "chinchilla", "n_points": int(single.sum()), "params": p1,
-                                  "objective": f1}
+                                  "objective": f1, "tie": ["=".join(t) for t in tie1]}
             warnings += [f"stage 1: {w}" for w in w1]
             procedure = "two-stage"
         else:
@@ -508,6 +514,9 @@ def _parser():
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for 95%% CIs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-profiles", action="store_true", help="skip the identifiability profiles")
+    p.add_argument("--untie", action="store_true",
+                   help="two-stage data-constrained fits: fit alpha and beta separately in stage 1 "
+                        "(the paper ties them)")
     p.add_argument("--approach", type=int, choices=[2, 3], default=3,
                    help="3: the parametric law (default); 2: isoFLOP parabolas, shown beside Approach 3")
     p.add_argument("--out", metavar="FIT.json", help="write the fit here")
@@ -525,7 +534,7 @@ def main(argv=None) -> int:
     result = fit(table, args.law, fix=_parse_assignments(args.fix, "--fix"), tie=args.tie, base=base,
                  exclude_top=args.exclude_top, start=_parse_assignments(args.start, "--start") or None,
                  bootstrap=args.bootstrap, seed=args.seed, source=args.source,
-                 want_profiles=not args.no_profiles)
+                 want_profiles=not args.no_profiles, paper_tie=not args.untie)
     if args.out:
         result.save(args.out)
     if args.approach == 2:

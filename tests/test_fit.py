@@ -142,6 +142,7 @@ def test_rd_star_is_flagged_when_runs_barely_repeat_data():
     """Runs of at most 2 epochs say little about how repeated data decays: the profile of R_D* is
     flat upwards, and the fit must say so by name. Rich repetition (up to 400 epochs) must not warn."""
     weak = F.fit(data_constrained_table((1.25, 1.5, 2), 0.01))
+    assert weak.settings["stage1"]["tie"] == ["alpha=beta"]       # the paper's stage 1
     assert any("rd_star" in w and "not identifiable" in w for w in weak.warnings), weak.warnings
     strong = F.fit(data_constrained_table((2, 4, 8, 16, 40, 100, 400), 0.01))
     assert not any("not identifiable" in w for w in strong.warnings), strong.warnings
