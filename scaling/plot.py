@@ -15,6 +15,7 @@ import numpy as np
 
 from scaling import columns as cols
 from scaling.store import read_table
+from scaling.accounting import chinchilla_optimal
 from scaling.approach2 import budget_groups
 from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
@@ -67,10 +68,11 @@ def isoflop(source, fit: FitResult | None, out) -> None:
             law = get_law("chinchilla")
             p = {k: fit.params[k] for k in law.public_names}
             c = float(np.median(sel["flops"]))
-            n = np.geomspace(sel["params"].min() / 2, sel["params"].max() * 2, 200)
-            curve = law.predict(p, n, c / (6 * n))
-            ax.plot(n, curve, color=color, lw=1.2)
-            ax.scatter([n[np.argmin(curve)]], [curve.min()], marker="*", s=140, color=color,
+            n_opt = float(chinchilla_optimal(c, p["E"], p["A"], p["B"], p["alpha"], p["beta"])[0])
+            lo, hi = sel["params"].min() / 2, sel["params"].max() * 2
+            n = np.geomspace(min(lo, n_opt / 1.5), max(hi, n_opt * 1.5), 200)
+            ax.plot(n, law.predict(p, n, c / (6 * n)), color=color, lw=1.2)
+            ax.scatter([n_opt], [law.predict(p, n_opt, c / (6 * n_opt))], marker="*", s=140, color=color,
                        edgecolor="black", zorder=4)
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
