@@ -61,11 +61,9 @@ def todo(specs: Sequence[RunSpec], store) -> list[RunSpec]:
     return [s for s in specs if s.run_id not in done]
 
 
-def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limit: int | None = None,
-                 **train_opts) -> LaunchSummary:
-    """Train the missing runs one after another in this process (``runners.train.train_run``)."""
-    from runners.train import train_run  # lazy: torch is needed only when something is trained
-
+def _pending(specs: Sequence[RunSpec], store, limit: int | None) -> tuple[LaunchSummary, list[RunSpec]]:
+    """A summary with the already-``ok`` runs skipped and the ones beyond ``limit`` deferred, and
+    the specs left to run."""
     summary = LaunchSummary()
     done = completed_run_ids(store)
     summary.skipped = [s.run_id for s in specs if s.run_id in done]
@@ -73,6 +71,15 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
     if limit is not None:
         summary.deferred = [s.run_id for s in pending[limit:]]
         pending = pending[:limit]
+    return summary, pending
+
+
+def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limit: int | None = None,
+                 **train_opts) -> LaunchSummary:
+    """Train the missing runs one after another in this process (``runners.train.train_run``)."""
+    from runners.train import train_run  # lazy: torch is needed only when something is trained
+
+    summary, pending = _pending(specs, store, limit)
     bar = _progress(pending, progress)
     for spec in bar:
         if hasattr(bar, "set_postfix_str"):
@@ -155,13 +162,7 @@ def launch_slurm(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
         raise UsageError("--launcher slurm needs submitit: pip install -e '.[slurm]'") from None
     from pathlib import Path
     slurm = slurm or SlurmOptions()
-    summary = LaunchSummary()
-    done = completed_run_ids(store)
-    summary.skipped = [s.run_id for s in specs if s.run_id in done]
-    pending = [s for s in specs if s.run_id not in done]
-    if limit is not None:
-        summary.deferred = [s.run_id for s in pending[limit:]]
-        pending = pending[:limit]
+    summary, pending = _pending(specs, store, limit)
     if not pending:
         return summary
     folder = Path(store) / "_slurm" / "%j"
