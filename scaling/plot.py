@@ -4,6 +4,7 @@
     python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png
     python -m scaling.plot contour --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9 --out contour.png
     python -m scaling.plot residuals results/ --fit fit.json --out residuals.png
+    python -m scaling.plot backtest results/ --holdout largest-compute --out backtest.png
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
 from scaling.results import FitResult
 
-KINDS = ("isoflop", "return-on-repetition", "contour", "residuals")
+KINDS = ("isoflop", "return-on-repetition", "contour", "residuals", "backtest")
 
 
 def _figure():
@@ -154,6 +155,32 @@ def residuals(source, fit: FitResult, out) -> None:
     _save(fig, out)
 
 
+def backtest_plot(source, out, law: str | None = None, holdout: str = "largest-compute") -> None:
+    """Held-out runs: observed against predicted loss, with 95% predictive intervals, beside the
+    fitted runs' own residual band (``scaling.backtest``)."""
+    from scaling.backtest import backtest
+    plt = _figure()
+    result = backtest(cols.canonicalise(read_table(source)), law, holdout, bootstrap=200)
+    runs = result["runs"]
+    obs = np.array([r["loss"] for r in runs])
+    pred = np.array([r["predicted"] for r in runs])
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if all("interval" in r for r in runs):
+        lo = np.array([r["interval"][0] for r in runs])
+        hi = np.array([r["interval"][1] for r in runs])
+        ax.errorbar(pred, obs, xerr=[pred - lo, hi - pred], fmt="o", capsize=3, label="held-out run (95% interval)")
+    else:
+        ax.scatter(pred, obs, label="held-out run")
+    span = [min(obs.min(), pred.min()) * 0.98, max(obs.max(), pred.max()) * 1.02]
+    ax.plot(span, span, color="gray", ls="--", label="prediction = observation")
+    ax.set_xlabel("predicted loss (fit without the held-out runs)")
+    ax.set_ylabel("observed loss")
+    cover = f", {100 * result['coverage']:.0f}% inside" if "coverage" in result else ""
+    ax.set_title(f"Backtest of the {result['law']} law: MAPE {result['mape']:.2g}%{cover}")
+    ax.legend(fontsize=8)
+    _save(fig, out)
+
+
 def _parser():
     p = ArgumentParser(
         prog="python -m scaling.plot", description="Plots of runs and fits.",
@@ -165,6 +192,8 @@ def _parser():
     p.add_argument("--fit", help="fit file (JSON)")
     p.add_argument("--flops", type=float, help="contour: the compute budget")
     p.add_argument("--unique-tokens", type=float, help="contour: unique tokens available")
+    p.add_argument("--law", choices=["chinchilla", "data-constrained"], help="backtest: the law (default: by the data)")
+    p.add_argument("--holdout", default="largest-compute", help="backtest: largest-compute or K runs")
     p.add_argument("--out", required=True, help="output .png/.svg/.pdf")
     return p
 
@@ -174,7 +203,7 @@ def main(argv=None) -> int:
     if args.kind not in KINDS:
         raise UsageError(f"unknown plot kind {args.kind!r} (known: {', '.join(KINDS)})")
     fit = FitResult.load(args.fit) if args.fit else None
-    if args.kind in ("isoflop", "residuals") and not args.source:
+    if args.kind in ("isoflop", "residuals", "backtest") and not args.source:
         raise UsageError(f"{args.kind} needs a SOURCE (store directory, CSV or Parquet)")
     if args.kind in ("return-on-repetition", "contour", "residuals") and fit is None:
         raise UsageError(f"{args.kind} needs --fit FIT.json")
@@ -186,6 +215,8 @@ def main(argv=None) -> int:
         if not (args.flops and args.flops > 0 and args.unique_tokens and args.unique_tokens > 0):
             raise UsageError("contour needs positive --flops and --unique-tokens")
         contour(fit, args.flops, args.unique_tokens, args.out)
+    elif args.kind == "backtest":
+        backtest_plot(args.source, args.out, args.law, args.holdout)
     else:
         residuals(args.source, fit, args.out)
     print(f"wrote {args.out}")

@@ -39,6 +39,7 @@ def store_and_fit(tmp_path_factory):
     ["return-on-repetition", "--fit", str(ROOT / "fits/muennighoff2023_c4.json"), "--out", "{d}/ror.png"],
     ["contour", "--fit", str(ROOT / "fits/muennighoff2023_c4.json"), "--flops", "1e22", "--unique-tokens", "25e9",
      "--out", "{d}/contour.png"],
+    ["backtest", "{d}/store", "--out", "{d}/backtest.png"],
 ])
 def test_each_plot_kind_writes_an_image(store_and_fit, argv):
     argv = [a.format(d=store_and_fit) for a in argv]
@@ -53,6 +54,7 @@ def test_each_plot_kind_writes_an_image(store_and_fit, argv):
     ["return-on-repetition", "--fit", str(ROOT / "fits/hoffmann2022.json"), "--out", "x.png"],
     ["isoflop", "missing-dir", "--out", "x.png"],
     ["residuals", "missing-dir", "--out", "x.png"],
+    ["backtest", "missing-dir", "--out", "x.png"],
     ["contour", "--fit", str(ROOT / "fits/muennighoff2023_c4.json"), "--flops", "-1", "--unique-tokens", "1e9",
      "--out", "x.png"],
 ])
