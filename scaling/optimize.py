@@ -54,7 +54,6 @@ def batched_lbfgs(fun_grad, x0, lo, hi, *, max_iter=400, memory=8, ftol=1e-13, g
     S = np.zeros((P, memory, k))
     Y = np.zeros((P, memory, k))
     rho = np.zeros((P, memory))
-    step0 = np.full(P, np.nan)
     active = ok.copy()
     it = 0
     for it in range(1, max_iter + 1):

@@ -35,7 +35,6 @@ from scaling import columns as cols
 CANONICAL = ("run_id", "params", "tokens", "unique_tokens", "flops", "loss", "status", "created_at")
 #: stored as float64 whatever the caller passes, so that every file agrees on their type
 FLOAT_COLUMNS = ("params", "tokens", "unique_tokens", "flops", "loss")
-STATUSES = ("ok", "failed", "running", "diverged")
 
 
 def _as_dir(store) -> Path:

@@ -11,7 +11,6 @@ import itertools
 
 import numpy as np
 
-from scaling.accounting import chinchilla_optimal
 from scaling.laws.base import Law, LawData, log_sum_exp3
 
 #: The replication's 4,500-point initialisation grid (Besiroglu et al. 2024):
@@ -46,8 +45,3 @@ class Chinchilla(Law):
 
     def start_values(self) -> dict[str, np.ndarray]:
         return dict(EPOCH_GRID)
-
-    @staticmethod
-    def optimal_allocation(params: dict[str, float], flops):
-        """Compute-optimal (N, D) in closed form (Hoffmann et al. 2022, Approach 3)."""
-        return chinchilla_optimal(flops, params["E"], params["A"], params["B"], params["alpha"], params["beta"])
