@@ -51,19 +51,37 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     r.add_argument("--json", action="store_true",
                    help="with --dry-run: the plan as a JSON list; otherwise the launch summary")
     r.add_argument("--launcher", default="local", choices=("local", "deepspeed", "slurm"),
-                   help="how to run (default local; deepspeed and slurm are not implemented yet)")
+                   help="how to run: local (this process), deepspeed (each run as a DeepSpeed job of "
+                        "--nproc-per-node processes) or slurm (default local)")
     r.add_argument("--device", default=None, help="torch device for local training (default: auto)")
     r.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train at most N of the missing runs this time")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     sl = p.add_argument_group("slurm (--launcher slurm, through submitit: one array job, a task per run)")
     sl.add_argument("--partition", default=None)
-    sl.add_argument("--nodes", type=int, default=None)
+    sl.add_argument("--nodes", type=int, default=None,
+                    help="nodes per run, for --launcher slurm or deepspeed (default 1)")
     sl.add_argument("--gpus-per-node", type=int, default=None)
     sl.add_argument("--time", default=None, metavar="HH:MM:SS", help="time limit per run (default 04:00:00)")
     sl.add_argument("--wait", action="store_true", help="wait for the jobs and report their outcome")
     sl.add_argument("--submitit-cluster", default=None, choices=("slurm", "local", "debug"),
                     help="submitit backend (default: Slurm when sbatch exists); local runs the same path here")
+    ds = p.add_argument_group("deepspeed (--launcher deepspeed: each run through the deepspeed launcher; "
+                              "--nodes also applies)")
+    ds.add_argument("--nproc-per-node", type=int, default=None, metavar="K",
+                    help="processes (GPUs, or CPU ranks) per node and run (default 1)")
+    ds.add_argument("--zero", type=int, default=None, choices=(0, 1, 2, 3),
+                    help="ZeRO stage (default 0)")
+    ds.add_argument("--micro-batch", type=int, default=None, metavar="N",
+                    help="sequences per forward pass and rank; the rest of a rank's share of the batch "
+                         "is gradient accumulation (default: the whole share)")
+    ds.add_argument("--hostfile", default=None,
+                    help="DeepSpeed hostfile ('host slots=K' lines), needed for --nodes > 1")
+    r.add_argument("--eval", default=None, metavar="TASKS",
+                   help="after training, score each new run with these lm-eval tasks, e.g. "
+                        "corpus_cloze,code_cloze (see python -m runners.evaluate --help)")
+    r.add_argument("--eval-limit", type=int, default=None, metavar="N",
+                   help="with --eval: at most N examples per task")
     r.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                    help="checkpoint each run this often, so a killed grid resumes (default 30)")
 
@@ -265,12 +283,14 @@ def check_corpus(specs: Sequence[RunSpec]) -> None:
 def slurm_options(args):
     """``SlurmOptions`` for ``--launcher slurm`` (None otherwise); Slurm flags without it, or
     without submitit installed, are usage errors."""
+    shared = ("nodes",) if args.launcher == "deepspeed" else ()   # --nodes serves deepspeed too
     given = {k: getattr(args, k) for k in ("partition", "nodes", "gpus_per_node", "time", "submitit_cluster")
-             if getattr(args, k) is not None}
+             if getattr(args, k) is not None and k not in shared}
     if args.launcher != "slurm":
         if given or args.wait:
             flags = ", ".join("--" + k.replace("_", "-") for k in given) or "--wait"
-            raise UsageError(f"{flags} only apply with --launcher slurm")
+            where = "slurm or deepspeed" if list(given) == ["nodes"] else "slurm"
+            raise UsageError(f"{flags} only apply with --launcher {where}")
         return None
     try:
         import submitit  # noqa: F401
@@ -286,6 +306,26 @@ def slurm_options(args):
     return SlurmOptions(**given, cluster=cluster, wait=args.wait)
 
 
+def deepspeed_options(args):
+    """``DeepSpeedOptions`` for ``--launcher deepspeed`` (None otherwise); its flags without it,
+    or the launcher without deepspeed installed, are usage errors."""
+    from runners.distributed import INSTALL_HINT, DeepSpeedOptions, deepspeed_installed
+
+    given = {k: getattr(args, k) for k in ("nproc_per_node", "zero", "micro_batch", "hostfile")
+             if getattr(args, k) is not None}
+    if args.launcher != "deepspeed":
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"{flags} only apply with --launcher deepspeed")
+        return None
+    if not deepspeed_installed():
+        raise UsageError(f"--launcher deepspeed needs deepspeed, which is not installed: {INSTALL_HINT}")
+    return DeepSpeedOptions(nproc_per_node=1 if args.nproc_per_node is None else args.nproc_per_node,
+                            nodes=1 if args.nodes is None else args.nodes,
+                            zero_stage=0 if args.zero is None else args.zero,
+                            micro_batch=args.micro_batch, hostfile=args.hostfile)
+
+
 def execute(specs: Sequence[RunSpec], args, out=None) -> int:
     """``--dry-run``: print the plan; otherwise check the data and launch. Returns the exit code."""
     out = out or sys.stdout
@@ -295,15 +335,39 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit must be >= 0, got {args.limit}")
     slurm = slurm_options(args)
-    if args.launcher == "deepspeed":  # fail early for launchers that cannot run yet
-        from runners.launch import launch
-        launch([], store, launcher=args.launcher)
+    eval_tasks = None
+    if args.eval is not None:
+        from runners.evaluate import check_tasks
+        eval_tasks = check_tasks(args.eval)
+    elif args.eval_limit is not None:
+        raise UsageError("--eval-limit needs --eval")
+    ds = deepspeed_options(args)
+    if ds is not None:
+        from runners.distributed import check_batches
+        from runners.launch import todo
+        ds_todo = todo(specs, store)[:args.limit] if args.limit is not None else todo(specs, store)
+        check_batches(ds_todo, ds)
     if args.dry_run:
+        if ds is not None and not args.json:
+            from runners.distributed import format_command, launch_command
+            print(ds.describe(len(ds_todo)) + " (each run's --spec file is written just before its launch, "
+                  "with a free --master_port):", file=out)
+            for s in ds_todo:
+                print("  " + format_command(launch_command(s, store, ds, device=args.device, progress=not args.quiet,
+                                                           checkpoint_every_s=args.checkpoint_every)), file=out)
         if slurm is not None and not args.json:
             from runners.launch import todo
             print(slurm.describe(len(todo(specs, store))), file=out)
         if args.json:
-            print(json.dumps(plan_records(specs, store), indent=1), file=out)
+            records = plan_records(specs, store)
+            if ds is not None:
+                from runners.distributed import launch_command
+                commands = {s.run_id: launch_command(s, store, ds, device=args.device, progress=not args.quiet,
+                                                     checkpoint_every_s=args.checkpoint_every) for s in ds_todo}
+                for r in records:
+                    if r["run_id"] in commands:
+                        r["launch_command"] = commands[r["run_id"]]
+            print(json.dumps(records, indent=1), file=out)
         else:
             print(render_table(specs, store), file=out)
             fps, per_token = plan.throughput_here()
@@ -318,8 +382,13 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
         check_corpus(pending)
     if not args.checkpoint_every > 0:
         raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every:g}")
-    extra = {"slurm": slurm} if slurm is not None else {}
+    extra = {"slurm": slurm} if slurm is not None else {"deepspeed": ds} if ds is not None else {}
     summary = launch(specs, store, launcher=args.launcher, device=args.device, limit=args.limit,
                      progress=not args.quiet, checkpoint_every_s=args.checkpoint_every, **extra)
     print(summary.to_json() if args.json else summary.summary(), file=out)
+    if eval_tasks and not summary.submitted:  # slurm jobs evaluate nothing here: they may still run
+        from runners.evaluate import evaluate_store
+        scored = evaluate_store(store, eval_tasks, limit=args.eval_limit, device=args.device,
+                                progress=not args.quiet)
+        print(f"evaluated {len(scored)} run(s) on {','.join(eval_tasks)}", file=out if not args.json else sys.stderr)
     return 0 if summary.ok else 1

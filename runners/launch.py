@@ -4,8 +4,8 @@ The launcher knows specs and a store, nothing about grids: any plan can be launc
 the same command trains only what is missing (runs whose store row is not ``ok``; ``train_run``
 resumes from a run's checkpoint when one exists).
 
-Launchers are looked up by name in ``LAUNCHERS``; to add one (``deepspeed``, ``slurm``), write a
-function ``(specs, store, *, progress, **opts) -> LaunchSummary`` and register it there.
+Launchers are looked up by name in ``LAUNCHERS`` (``local``, ``deepspeed``, ``slurm``); to add one,
+write a function ``(specs, store, *, progress, **opts) -> LaunchSummary`` and register it there.
 """
 
 from __future__ import annotations
@@ -99,13 +99,6 @@ def _progress(items, enabled: bool):
     return tqdm(items, desc="grid", unit="run", position=0, leave=True)
 
 
-def _not_implemented(name: str) -> Callable[..., LaunchSummary]:
-    def launcher(specs, store, **opts) -> LaunchSummary:
-        raise UsageError(f"launcher {name} is not implemented yet (use --launcher local)")
-    launcher.__name__ = f"launch_{name}"
-    return launcher
-
-
 def parse_time(text: str) -> int:
     """``HH:MM:SS`` (or ``MM:SS``, or minutes) -> whole minutes, at least 1."""
     try:
@@ -183,10 +176,60 @@ def launch_slurm(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
     return summary
 
 
-#: name -> launcher; ``deepspeed`` is a placeholder to be filled in.
+def launch_deepspeed(specs: Sequence[RunSpec], store, *, progress: bool = True, limit: int | None = None,
+                     deepspeed=None, device: str | None = None, checkpoint_every_s: float = 30.0,
+                     max_steps: int | None = None, **ignored) -> LaunchSummary:
+    """Train the missing runs one after another, each as its own DeepSpeed job started through
+    the ``deepspeed`` launcher (``runners.distributed``): ``deepspeed.nproc_per_node`` processes
+    on each of ``deepspeed.nodes`` nodes. A run is ``trained`` when its store row says ``ok``."""
+    import subprocess
+    import sys
+
+    from runners import distributed
+    from scaling.store import completed_run_ids
+
+    opts = deepspeed or distributed.DeepSpeedOptions()
+    if device is not None and not device.startswith(("cpu", "cuda")):
+        raise UsageError(f"--launcher deepspeed runs on cpu or cuda, not {device!r}")
+    summary, pending = _pending(specs, store, limit)
+    if not pending:
+        return summary
+    distributed.require_deepspeed()                   # before any process is started
+    distributed.check_batches(pending, opts)
+    if device is not None and device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {device!r} requested but CUDA is not available")
+    env = distributed.worker_env(device)
+    bar = _progress(pending, progress)
+    for spec in bar:
+        if hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(f"{spec.shape} {spec.epochs:.3g} ep {spec.run_id}")
+        distributed.write_spec(spec, store)
+        cmd = distributed.launch_command(
+            spec, store, opts, master_port=distributed.free_port() if opts.nodes == 1 else None, device=device,
+            checkpoint_every_s=checkpoint_every_s, max_steps=max_steps, progress=progress)
+        # the workers' output goes to stderr: stdout keeps only the summary (--json)
+        subprocess.run(cmd, env=env, stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None)
+        ok = spec.run_id in completed_run_ids(store)
+        (summary.trained if ok else summary.failed).append(spec.run_id)
+        if ok:
+            distributed.spec_path(store, spec.run_id).unlink(missing_ok=True)
+    return summary
+
+
+def _has_fileno(stream) -> bool:
+    try:
+        stream.fileno()
+        return True
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+#: name -> launcher
 LAUNCHERS: dict[str, Callable[..., LaunchSummary]] = {
     "local": launch_local,
-    "deepspeed": _not_implemented("deepspeed"),
+    "deepspeed": launch_deepspeed,
     "slurm": launch_slurm,
 }
 

@@ -217,8 +217,10 @@ def mix_weights(domains: list[str], code_fraction: float) -> dict[str, float]:
 
 def validation_metrics(model: GPT, corpus, tokenizer, code_fraction: float, settings: Settings,
                        cache_dir=None, max_tokens: int = EVAL_TOKENS_PER_DOMAIN) -> dict:
-    """``loss.<domain>``, ``acc.<domain>``, ``bpb.<domain>`` and the mix-weighted ``loss``, ``acc``,
-    ``bpb`` (the validation loss of a held-out set drawn in the run's own mix)."""
+    """``loss.<domain>``, ``acc.<domain>``, ``bpb.<domain>``, the mix-weighted ``loss``, ``acc``,
+    ``bpb`` (the validation loss of a held-out set drawn in the run's own mix) and the mix itself
+    as ``mix.<domain>`` proportions summing to 1 (``--code-fraction x``: ``mix.code = x``,
+    ``mix.text = 1 - x``), the columns ``scaling.mixture`` fits."""
     domains = [d for d in corpus.domains if corpus.validation.get(d)]
     out, per = {}, {}
     for d in domains:
@@ -228,7 +230,9 @@ def validation_metrics(model: GPT, corpus, tokenizer, code_fraction: float, sett
         out[f"loss.{d}"] = m["loss"]
         out[f"acc.{d}"] = m["acc"]
         out[f"bpb.{d}"] = m["loss"] / math.log(2) / m["bytes_per_token"]
-    w = {d: v for d, v in mix_weights(domains, code_fraction).items() if v > 0}
+    weights = mix_weights(domains, code_fraction)
+    out.update({f"mix.{d}": float(v) for d, v in weights.items()})
+    w = {d: v for d, v in weights.items() if v > 0}
     out["loss"] = sum(w[d] * per[d]["loss"] for d in w)
     out["acc"] = sum(w[d] * per[d]["acc"] for d in w)
     out["bpb"] = out["loss"] / math.log(2) / sum(w[d] * per[d]["bytes_per_token"] for d in w)
@@ -383,12 +387,22 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
         return {**row, "status": "running"}
 
     row.update(validation_metrics(model, corpus, tokenizer, spec.code_fraction, settings, cache_dir))
-    row["status"] = "ok"
-    rstore.write_curve(store, spec.run_id, curve_frame)
-    rstore.write_run(store, row)
+    store_finished_run(store, spec, model, row, curve_frame)
     ckpt_path.unlink(missing_ok=True)
     log.info("run %s done: loss %.4f bpb %.3f in %.1fs (%.0f tok/s)", spec.run_id, row["loss"],
              row["bpb"], wall, row["tokens_per_s"])
+    return row
+
+
+def store_finished_run(store, spec, model: GPT, row: dict, curve_frame: pd.DataFrame) -> dict:
+    """Weights (``runners.export``), then the loss curve, then the ``ok`` row: a row that says
+    ``ok`` always has its weights and curve beside it. Every launcher finishes a run here."""
+    from runners.export import model_dir, save_model
+
+    save_model(model, spec, model_dir(store, spec.run_id))
+    row["status"] = "ok"
+    rstore.write_curve(store, spec.run_id, curve_frame)
+    rstore.write_run(store, row)
     return row
 
 

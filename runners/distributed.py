@@ -1,0 +1,505 @@
+"""Train one ``RunSpec`` across processes with DeepSpeed: what ``--launcher deepspeed`` starts.
+
+``runners.launch.launch_deepspeed`` runs, for each missing run, the real DeepSpeed launcher (the
+``deepspeed`` command, as ``python -m deepspeed.launcher.runner`` of this interpreter)::
+
+    python -m deepspeed.launcher.runner --num_nodes M --num_gpus K --master_port P --no_local_rank \\
+        --module runners.distributed --spec STORE/_deepspeed/RUN_ID.json --store STORE --zero Z
+
+which starts K processes per node (on a CPU-only machine ``--num_gpus K`` is taken as K slots of
+DeepSpeed's CPU accelerator); each runs ``main`` here, i.e. ``train_distributed``:
+
+* ``deepspeed.initialize`` with a config dict built from ``runners.train.hparams``: the global
+  batch is ``hparams(N).batch_size`` sequences, each rank takes rows ``rank::world`` of
+  ``EpochBatches.batch(step)`` (split into micro-batches with gradient accumulation when
+  ``micro_batch`` asks for it), so the data of every step is the local run's; AdamW from
+  ``GPT.configure_optimizer`` as DeepSpeed's client optimizer, the learning rate of
+  ``runners.train.lr_at`` set each step, ``gradient_clipping`` = ``hp.grad_clip``, ZeRO stage
+  0-3, bf16 on CUDA (NCCL), fp32 on CPU (gloo).
+* ``engine.save_checkpoint`` into ``_checkpoints/RUN_ID/`` every ``checkpoint_every_s`` seconds
+  (rank 0's clock decides; the decision rides on the per-step loss all-reduce), with a small
+  ``run.json`` naming the tag and the settings, so a rerun resumes only a checkpoint of this very
+  run, world size and ZeRO stage (``runners.train`` semantics).
+* At the end the full fp32 weights are gathered (``deepspeed.utils.safe_get_full_fp32_param``:
+  works for every ZeRO stage, including partitioned ZeRO-3 parameters) into a plain ``GPT`` on
+  rank 0, which computes ``validation_metrics`` and writes the run through
+  ``runners.train.store_finished_run``, exactly as the local launcher does: one row per run.
+
+Nothing at module level imports torch or deepspeed, so the launcher and dry-runs stay light.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shlex
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from scaling import store as rstore
+from scaling.cli import ArgumentParser, UsageError, run_cli
+from runners.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+ZERO_STAGES = (0, 1, 2, 3)
+INSTALL_HINT = "pip install -e '.[distributed]' (deepspeed==0.19.8; DS_BUILD_OPS=0 needs no compiler)"
+
+#: deepspeed_config's bookkeeping keys: which settings a checkpoint must share to be resumed.
+_CHECKPOINT_KEYS = ("run_id", "steps", "batch_size", "world_size", "zero_stage", "micro_batch_size")
+
+
+@dataclass(frozen=True)
+class DeepSpeedOptions:
+    """What a ``--launcher deepspeed`` launch asks for: processes and ZeRO stage of every run."""
+
+    nproc_per_node: int = 1
+    nodes: int = 1
+    zero_stage: int = 0
+    #: sequences per forward pass on one rank; None: the rank's whole share of the global batch
+    micro_batch: int | None = None
+    #: DeepSpeed hostfile ("host slots=K" lines) for nodes > 1
+    hostfile: str | None = None
+
+    def __post_init__(self):
+        if self.nproc_per_node < 1:
+            raise UsageError(f"--nproc-per-node must be >= 1, got {self.nproc_per_node}")
+        if self.nodes < 1:
+            raise UsageError(f"--nodes must be >= 1, got {self.nodes}")
+        if self.zero_stage not in ZERO_STAGES:
+            raise UsageError(f"--zero must be one of {', '.join(map(str, ZERO_STAGES))}, got {self.zero_stage}")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise UsageError(f"--micro-batch must be >= 1, got {self.micro_batch}")
+        if self.nodes > 1 and not (self.hostfile and Path(self.hostfile).is_file()):
+            raise UsageError(f"--nodes {self.nodes} needs --hostfile FILE listing the hosts "
+                             "('host slots=K' lines, DeepSpeed's format)"
+                             + (f"; {self.hostfile!r} is not a file" if self.hostfile else ""))
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nodes
+
+    def describe(self, n_runs: int) -> str:
+        return (f"would launch {n_runs} run(s) one after another through deepspeed: {self.nodes} node(s) x "
+                f"{self.nproc_per_node} process(es), ZeRO stage {self.zero_stage}")
+
+
+def require_deepspeed() -> None:
+    """Import deepspeed or raise a ``UsageError`` that says how to install it."""
+    try:
+        import deepspeed  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install failing at import
+        raise UsageError(f"--launcher deepspeed needs deepspeed ({type(exc).__name__}: {exc}); "
+                         f"{INSTALL_HINT}") from None
+
+
+def deepspeed_installed() -> bool:
+    """Cheap check (no import) for CLIs and dry-runs."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec("deepspeed") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["deepspeed"] is None
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# the batch split and the DeepSpeed config
+
+
+def batch_split(batch_size: int, world_size: int, micro_batch: int | None = None) -> tuple[int, int]:
+    """(micro batch per rank, gradient accumulation steps) so that ``micro * accumulation *
+    world_size == batch_size``: the global batch is ``hparams``' whatever the world size."""
+    per_rank, rest = divmod(batch_size, world_size)
+    if rest or per_rank == 0:
+        raise UsageError(f"a batch of {batch_size} sequences does not split evenly over {world_size} "
+                         f"processes; use a world size that divides it")
+    micro = per_rank if micro_batch is None else min(micro_batch, per_rank)
+    if per_rank % micro:
+        raise UsageError(f"--micro-batch {micro_batch} does not divide the {per_rank} sequences each of "
+                         f"{world_size} processes takes from a batch of {batch_size}")
+    return micro, per_rank // micro
+
+
+def deepspeed_config(hp, world_size: int, zero_stage: int, device_type: str,
+                     micro_batch: int | None = None) -> dict:
+    """The ``deepspeed.initialize`` config of a run with hyper-parameters ``hp``."""
+    micro, accumulation = batch_split(hp.batch_size, world_size, micro_batch)
+    return {
+        "train_batch_size": hp.batch_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accumulation,
+        "gradient_clipping": hp.grad_clip,
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": device_type == "cuda"},
+        "steps_per_print": 2 ** 31 - 1,     # the runner logs; DeepSpeed's own step log stays off
+        "wall_clock_breakdown": False,
+    }
+
+
+def check_batches(specs, opts: DeepSpeedOptions) -> None:
+    """Every run's batch splits over the world size (before any process is started)."""
+    if not specs:
+        return
+    from runners.train import hparams
+    for s in specs:
+        try:
+            batch_split(hparams(s.params, s.seq_len, tokens=s.tokens).batch_size, opts.world_size, opts.micro_batch)
+        except UsageError as exc:
+            raise UsageError(f"run {s.run_id} ({s.shape}): {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# the launch command
+
+
+def spec_path(store, run_id: str) -> Path:
+    """Where the launcher leaves a run's spec for its workers (shared by every node)."""
+    return rstore.side_path(store, "deepspeed", run_id, ".json")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(spec: RunSpec, store, opts: DeepSpeedOptions, *, master_port: int | None = None,
+                   device: str | None = None, checkpoint_every_s: float = 30.0, max_steps: int | None = None,
+                   progress: bool = True) -> list[str]:
+    """The ``deepspeed`` command line that trains ``spec`` (the launcher's CLI, run by this
+    interpreter so that the workers share its environment)."""
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_nodes", str(opts.nodes),
+           "--num_gpus", str(opts.nproc_per_node)]
+    if opts.hostfile:
+        cmd += ["--hostfile", str(opts.hostfile)]
+    if master_port is not None:
+        cmd += ["--master_port", str(master_port)]
+    if not progress:
+        cmd += ["--log_level", "warning"]
+    cmd += ["--no_local_rank", "--module", "runners.distributed",
+            "--spec", str(spec_path(store, spec.run_id)), "--store", str(store), "--zero", str(opts.zero_stage),
+            "--checkpoint-every", f"{checkpoint_every_s:g}"]
+    if opts.micro_batch is not None:
+        cmd += ["--micro-batch", str(opts.micro_batch)]
+    if device is not None:
+        cmd += ["--device", device]
+    if max_steps is not None:
+        cmd += ["--max-steps", str(max_steps)]
+    if not progress:
+        cmd += ["--quiet"]
+    return cmd
+
+
+def format_command(cmd: list[str]) -> str:
+    return shlex.join(cmd)
+
+
+def write_spec(spec: RunSpec, store) -> Path:
+    path = spec_path(store, spec.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(spec.to_dict(), fh, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def worker_env(device: str | None) -> dict:
+    """The launcher's environment: this interpreter's import path, and DeepSpeed's CPU
+    accelerator when ``--device cpu`` asks for it on a machine with GPUs."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    if device is not None and device.startswith("cpu"):
+        env["DS_ACCELERATOR"] = "cpu"
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# the worker
+
+
+def checkpoint_dir(store, run_id: str) -> Path:
+    return rstore.side_path(store, "checkpoints", run_id)
+
+
+def _read_checkpoint_meta(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_checkpoint_meta(directory: Path, meta: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(meta, fh)
+    os.replace(tmp, directory / "run.json")
+
+
+def _full_fp32_state(engine, rank: int) -> dict | None:
+    """Every parameter's full fp32 value (collective: all ranks call it), as a state dict on rank
+    0. Stage 0 in fp32 has no master copy: the module's own parameters are the weights."""
+    import torch
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    state = {}
+    for name, p in engine.module.named_parameters():
+        full = safe_get_full_fp32_param(p)
+        if full is None:
+            full = p.detach()
+        if rank == 0:
+            state[name] = full.detach().to("cpu", torch.float32).clone()
+    if rank == 0:
+        for name, b in engine.module.named_buffers():
+            state[name] = b.detach().cpu().clone()
+    return state if rank == 0 else None
+
+
+def _skip_shm_comm_build() -> None:
+    """On CPU, ``deepspeed.init_distributed`` JIT-compiles DeepSpeed's shared-memory all-reduce
+    kernel (``deepspeed_shm_comm``: about 2 minutes on 2 cores the first time on a machine, and a
+    C++ compiler and ninja) whenever the op is marked compatible. It serves only
+    ``inference_all_reduce`` (tensor-parallel inference); training reduces through
+    torch.distributed (gloo), so the run does not need it: mark it unavailable."""
+    import deepspeed.ops
+    compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(compatible, dict):
+        compatible["deepspeed_shm_comm"] = False
+
+
+def _grad_norm(engine) -> float | None:
+    norm = engine.get_global_grad_norm()
+    if norm is None:
+        return None
+    return float(norm.item() if hasattr(norm, "item") else norm)
+
+
+def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str | None = None,
+                      progress: bool = True, log_every: int = 50, checkpoint_every_s: float = 30.0,
+                      max_steps: int | None = None, micro_batch: int | None = None, cache_dir=None) -> dict:
+    """Train ``spec`` on this rank of a DeepSpeed job; rank 0 writes the row and the loss curve.
+
+    ``max_steps`` stops after that many steps (counted from step 0) leaving a checkpoint and no
+    row (``status: "running"``), as ``runners.train.train_run`` does.
+    """
+    import deepspeed
+    import pandas as pd
+    import torch
+    import torch.distributed as dist
+    from datetime import timedelta
+
+    from runners import data as rdata
+    from runners import train as rtrain
+    from runners.model import GPT, GPTConfig
+
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and not (device or "").startswith("cpu")
+    if cuda:
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    else:
+        device = "cpu"
+        # K processes share the node's cores; without this each would start one thread per core
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_SIZE", "1"))))
+        _skip_shm_comm_build()
+    # long enough for rank 0's final evaluation while the others wait at the last barrier
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(hours=2))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    settings = rtrain.Settings(device=device, dtype="bf16" if cuda else "fp32", compile=False, fused_adamw=False)
+
+    corpus = rdata.load_corpus(spec.data, text_column=spec.text_column, cache_dir=cache_dir)
+    tokenizer = rdata.get_tokenizer(spec.tokenizer, corpus, cache_dir=cache_dir)
+    if tokenizer.vocab_size > spec.vocab_size:
+        raise UsageError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens but the "
+                         f"run's vocab_size is {spec.vocab_size}")
+    unique = rdata.train_tokens(corpus, tokenizer, spec.unique_tokens, spec.code_fraction, spec.filter,
+                                cache_dir=cache_dir)
+    hp = rtrain.hparams(spec.params, spec.seq_len, tokens=spec.tokens)
+    batches = rdata.EpochBatches(unique, spec.seq_len, hp.batch_size, spec.seed, total_tokens=spec.tokens)
+    steps = batches.steps
+    tokens_per_step = hp.batch_size * spec.seq_len
+    config = deepspeed_config(hp, world, zero_stage, "cuda" if cuda else "cpu", micro_batch)
+    micro, accumulation = config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]
+
+    torch.manual_seed(spec.seed)         # the same initial weights on every rank (and as a local run)
+    cfg = GPTConfig.from_spec(spec)
+    model = GPT(cfg)
+    if model.num_params() != spec.params:
+        raise RuntimeError(f"model has {model.num_params()} parameters, accounting says {spec.params}")
+    optimizer = model.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2),
+                                          "cuda" if cuda else "cpu", fused=False)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+
+    ckpt_dir = checkpoint_dir(store, spec.run_id)
+    expected = {"run_id": spec.run_id, "steps": steps, "batch_size": hp.batch_size, "world_size": world,
+                "zero_stage": zero_stage, "micro_batch_size": micro}
+    start, curve, ema, elapsed = 0, [], None, 0.0
+    meta = _read_checkpoint_meta(ckpt_dir)
+    if meta is not None and {k: meta.get(k) for k in _CHECKPOINT_KEYS} == expected:
+        _, client = engine.load_checkpoint(str(ckpt_dir), tag=meta["tag"], load_optimizer_states=True,
+                                           load_lr_scheduler_states=False)
+        start, curve, ema, elapsed = client["step"], [tuple(c) for c in client["curve"]], client["ema"], client["wall_time_s"]
+        if rank == 0:
+            log.info("run %s: resuming at step %d/%d", spec.run_id, start, steps)
+    elif ckpt_dir.exists():
+        if rank == 0:
+            log.warning("ignoring checkpoint %s: it was written with other settings", ckpt_dir)
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        dist.barrier()
+
+    def checkpoint(step: int) -> None:
+        """Collective. The tag is saved, then ``run.json`` names it, then older tags go: a kill at
+        any point leaves ``run.json`` pointing at a complete checkpoint."""
+        tag = f"step{step}"
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={
+            **expected, "step": step, "curve": curve, "ema": ema,
+            "wall_time_s": elapsed + time.perf_counter() - t0})
+        dist.barrier()
+        if rank == 0:
+            _write_checkpoint_meta(ckpt_dir, {**expected, "tag": tag})
+            for old in ckpt_dir.iterdir():
+                if old.is_dir() and old.name != tag:
+                    shutil.rmtree(old, ignore_errors=True)
+
+    def to_device(a):
+        return rtrain.to_device(a, device)
+
+    # DeepSpeed records the global gradient norm of ZeRO and mixed-precision steps only; stage 0
+    # in fp32 clips with torch's clip_grad_norm_ and drops the norm, so take it here
+    own_grad_norm = zero_stage == 0 and not cuda
+    stop = steps if max_steps is None else min(steps, max_steps)
+    bar = rtrain._bar(steps, start, progress and rank == 0, f"{spec.shape} {spec.run_id[:8]} x{world}")
+    failure, done, log_tokens = None, start, 0
+    t0 = last_ckpt = last_log = time.perf_counter()
+    engine.train()
+    try:
+        for step in range(start, stop):
+            x, y = batches.batch(step)
+            x, y = x[rank::world], y[rank::world]        # this rank's share of the global batch
+            lr = rtrain.lr_at(step, steps, hp)
+            for group in engine.optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum, own_norm = torch.zeros((), device=device), None
+            for m in range(accumulation):
+                rows = slice(m * micro, (m + 1) * micro)
+                _, loss = engine(to_device(x[rows]), to_device(y[rows]))
+                engine.backward(loss)
+                if own_grad_norm and m == accumulation - 1:   # reduced, not yet clipped
+                    own_norm = torch.linalg.vector_norm(torch.stack(
+                        [torch.linalg.vector_norm(p.grad) for p in engine.module.parameters() if p.grad is not None]))
+                engine.step()
+                loss_sum += loss.detach().float()
+            grad_norm = _grad_norm(engine) if own_norm is None else float(own_norm)
+            now = time.perf_counter()
+            want_ckpt = rank == 0 and now - last_ckpt >= checkpoint_every_s and step + 1 < stop
+            # one collective per step: the global batch's mean loss, and rank 0's checkpoint call
+            stats = torch.stack([loss_sum / accumulation, torch.tensor(float(want_ckpt), device=device)])
+            dist.all_reduce(stats)
+            loss = stats[0].item() / world
+            if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
+                what = "loss" if not math.isfinite(loss) else "gradient norm"
+                failure = f"non-finite {what} at step {step}"
+                break
+            done = step + 1
+            ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+            curve.append((step, (step + 1) * tokens_per_step, loss, lr))
+            log_tokens += tokens_per_step
+            bar.update(1)
+            if rank == 0 and log_every and (step + 1) % log_every == 0:
+                bar.set_postfix_str(f"loss {ema:.3f}")
+                log.info("run %s step %d/%d loss %.4f lr %.2e grad %s tok/s %.0f epochs %.2f", spec.run_id,
+                         step + 1, steps, ema, lr, "?" if grad_norm is None else f"{grad_norm:.2f}",
+                         log_tokens / max(now - last_log, 1e-9), batches.epochs_at(step + 1))
+                last_log, log_tokens = now, 0
+            if stats[1].item() > 0:
+                checkpoint(done)
+                last_ckpt = time.perf_counter()
+    finally:
+        bar.close()
+    wall = elapsed + time.perf_counter() - t0
+
+    row = {**spec.to_dict(), **rtrain._environment(settings, corpus, tokenizer), "hparams": asdict(hp),
+           "lr": hp.lr, "batch_size": hp.batch_size, "steps": done, "total_steps": steps,
+           "tokens_trained": done * tokens_per_step, "epochs_seen": batches.epochs_at(done),
+           "train_loss": ema if ema is not None else float("nan"), "wall_time_s": wall,
+           "resumed_from_step": start,
+           "tokens_per_s": (done - start) * tokens_per_step / max(time.perf_counter() - t0, 1e-9),
+           "launcher": "deepspeed", "world_size": world, "zero_stage": zero_stage,
+           "micro_batch_size": micro, "gradient_accumulation_steps": accumulation,
+           "deepspeed_version": deepspeed.__version__}
+    curve_frame = pd.DataFrame(curve, columns=["step", "tokens", "train_loss", "lr"])
+    if failure is not None:
+        if rank == 0:
+            log.warning("run %s failed: %s", spec.run_id, failure)
+            row.update(status="failed", failure_reason=failure, loss=float("nan"))
+            rstore.write_curve(store, spec.run_id, curve_frame)
+            rstore.write_run(store, row)
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        dist.barrier()
+        return row
+    if done < steps:
+        checkpoint(done)
+        if rank == 0:
+            log.info("run %s: stopped at step %d/%d (max_steps); checkpoint kept", spec.run_id, done, steps)
+        return {**row, "status": "running"}
+
+    state = _full_fp32_state(engine, rank)
+    if rank == 0:
+        final = GPT(cfg).to(device)
+        missing, unexpected = final.load_state_dict(state, strict=False)
+        tied = {"lm_head.weight"}               # the tied matrix appears once among parameters
+        if unexpected or set(missing) - tied:
+            raise RuntimeError(f"gathered weights do not fit the model: missing {missing}, unexpected {unexpected}")
+        row.update(rtrain.validation_metrics(final, corpus, tokenizer, spec.code_fraction, settings, cache_dir))
+        rtrain.store_finished_run(store, spec, final, row, curve_frame)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        log.info("run %s done: loss %.4f bpb %.3f in %.1fs on %d processes", spec.run_id, row["loss"],
+                 row["bpb"], wall, world)
+    dist.barrier()
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# the worker's command line (what the deepspeed launcher runs on every rank)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m runners.distributed",
+                       description="One rank of a DeepSpeed run; started by --launcher deepspeed.",
+                       epilog="example (what runners.isoflop --launcher deepspeed --nproc-per-node 2 runs):\n"
+                              "  python -m deepspeed.launcher.runner --num_gpus 2 --no_local_rank --module "
+                              "runners.distributed --spec results/_deepspeed/RUN.json --store results --zero 1")
+    p.add_argument("--spec", required=True, help="RunSpec JSON file (written by the launcher)")
+    p.add_argument("--store", required=True)
+    p.add_argument("--zero", type=int, default=0, choices=ZERO_STAGES)
+    p.add_argument("--device", default=None, help="cpu forces CPU training on a GPU machine")
+    p.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--micro-batch", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = RunSpec.from_dict(json.loads(Path(args.spec).read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"cannot read --spec {args.spec!r}: {exc}") from None
+    row = train_distributed(spec, args.store, zero_stage=args.zero, device=args.device, progress=not args.quiet,
+                            checkpoint_every_s=args.checkpoint_every, max_steps=args.max_steps,
+                            micro_batch=args.micro_batch)
+    return 0 if row.get("status", "ok") in ("ok", "running") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

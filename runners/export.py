@@ -1,0 +1,158 @@
+"""A finished run's weights: kept beside the store, loaded back for evaluation, exported elsewhere.
+
+Every ``ok`` run leaves ``<store>/_models/<run_id>/`` holding ``model.safetensors`` (the tied
+embedding stored once) and ``config.json`` (the ``GPTConfig``, the run's spec and its tokenizer),
+the layout Hugging Face uses, so the weights are readable without this package. The directory is
+written under a temporary name and renamed into place: a reader sees all of it or none of it.
+
+    python -m runners.export RUN_ID --store results --out exported/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model as _load_safetensors
+from safetensors.torch import save_model as _save_safetensors
+
+from runners.model import GPT, GPTConfig
+from runners.spec import RunSpec
+from scaling import store as rstore
+from scaling.cli import ArgumentParser, UsageError, run_cli
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "scaling-toolkit/gpt-1"
+
+
+def model_dir(store, run_id: str) -> Path:
+    return rstore.side_path(store, "models", run_id)
+
+
+def save_model(model: GPT, spec: RunSpec, directory) -> Path:
+    """Write weights and config to ``directory`` atomically (replacing an older copy)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+    try:
+        _save_safetensors(model, str(tmp / MODEL_FILE))
+        config = {"format": FORMAT, "model": asdict(model.config), "run": spec.to_dict(),
+                  "tokenizer": spec.tokenizer, "params": model.num_params()}
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1, default=str))
+        old = None
+        if directory.exists():
+            old = directory.parent / f".old-{directory.name}-{os.getpid()}"
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_model(directory, device: str = "cpu") -> tuple[GPT, dict]:
+    """(model in eval mode, config dict) from a directory written by ``save_model``."""
+    directory = Path(directory)
+    cfg_path, weights = directory / CONFIG_FILE, directory / MODEL_FILE
+    if not cfg_path.exists() or not weights.exists():
+        raise UsageError(f"{directory} holds no saved model ({CONFIG_FILE} + {MODEL_FILE})")
+    config = json.loads(cfg_path.read_text())
+    if config.get("format") != FORMAT:
+        raise UsageError(f"{cfg_path} is not a {FORMAT} config")
+    model = GPT(GPTConfig(**config["model"]))
+    _load_safetensors(model, str(weights), device="cpu")
+    return model.to(device).eval(), config
+
+
+def resolve_run_id(store, run_id: str) -> str:
+    """The full run id for ``run_id`` or a unique prefix of it; a clear error otherwise."""
+    if not Path(store).is_dir():
+        raise UsageError(f"store {store} does not exist")
+    ids = [p.stem for p in rstore.run_files(store)]
+    matches = [i for i in ids if i.startswith(run_id)] if run_id else []
+    if run_id in ids:
+        return run_id
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UsageError(f"run {run_id!r} is not in store {store}")
+    raise UsageError(f"run id prefix {run_id!r} matches {len(matches)} runs in {store}; give more characters")
+
+
+def load_run_model(store, run_id: str, device: str = "cpu") -> tuple[GPT, dict]:
+    """The saved model of an ``ok`` run of ``store`` (``run_id`` may be a unique prefix)."""
+    run_id = resolve_run_id(store, run_id)
+    row = rstore.read_run(store, run_id)
+    if row.get("status") != "ok":
+        raise UsageError(f"run {run_id} has status {row.get('status')!r}, not ok: nothing to load")
+    directory = model_dir(store, run_id)
+    if not (directory / MODEL_FILE).exists():
+        raise UsageError(f"run {run_id} has no saved weights in {directory} (trained before weights were kept?)")
+    return load_model(directory, device)
+
+
+def tokenizer_for(config: dict, cache_dir=None):
+    """The tokenizer a saved model was trained with (a locally trained BPE needs its corpus)."""
+    from runners import data as rdata
+
+    spec = config["tokenizer"]
+    corpus = None
+    if spec.startswith("bpe:"):
+        run = config["run"]
+        corpus = rdata.load_corpus(run.get("data", "embedded"), text_column=run.get("text_column", "text"),
+                                   cache_dir=cache_dir)
+    return rdata.get_tokenizer(spec, corpus, cache_dir=cache_dir)
+
+
+def export(store, run_id: str, out) -> Path:
+    """Copy a run's weights and config to ``out`` (a new or empty directory), atomically."""
+    run_id = resolve_run_id(store, run_id)
+    model, _ = load_run_model(store, run_id)  # validates the files before anything is written
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} exists and is not an empty directory")
+    if out.exists():
+        out.rmdir()
+    src = model_dir(store, run_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    try:
+        for name in (MODEL_FILE, CONFIG_FILE):
+            shutil.copy2(src / name, tmp / name)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="python -m runners.export",
+                       description="Export a finished run's weights (safetensors) and config (JSON).",
+                       epilog="example: python -m runners.export 3f2a9c01 --store results --out exported/3f2a9c01",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_id", help="run id (or a unique prefix) in the store")
+    p.add_argument("--store", default="results", help="results store directory (default results)")
+    p.add_argument("--out", required=True, help="new directory to write model.safetensors + config.json into")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    out = export(args.store, args.run_id, args.out)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

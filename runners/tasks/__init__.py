@@ -1,0 +1,1 @@
+"""Offline lm-eval tasks (YAML + the document builders they name), read by ``runners.evaluate``."""
