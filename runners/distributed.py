@@ -25,6 +25,8 @@ DeepSpeed's CPU accelerator); each runs ``main`` here, i.e. ``train_distributed`
   rank 0, which computes ``validation_metrics`` and writes the run through
   ``runners.train.store_finished_run``, exactly as the local launcher does: one row per run.
 
+A DeepSpeed checkpoint (a directory) and a local one (``_checkpoints/RUN_ID.pt``) do not stand
+in for each other: a run started by one launcher and resumed by the other starts over.
 Nothing at module level imports torch or deepspeed, so the launcher and dry-runs stay light.
 """
 
@@ -50,9 +52,9 @@ from runners.spec import RunSpec
 log = logging.getLogger(__name__)
 
 ZERO_STAGES = (0, 1, 2, 3)
-INSTALL_HINT = "pip install -e '.[distributed]' (deepspeed==0.19.8; DS_BUILD_OPS=0 needs no compiler)"
+INSTALL_HINT = "pip install -e '.[distributed]' (deepspeed==0.19.8)"
 
-#: deepspeed_config's bookkeeping keys: which settings a checkpoint must share to be resumed.
+#: what a checkpoint must share with the run to be resumed (ZeRO shards depend on the last three)
 _CHECKPOINT_KEYS = ("run_id", "steps", "batch_size", "world_size", "zero_stage", "micro_batch_size")
 
 
