@@ -219,7 +219,7 @@ def train_model(run: CompareRun, data: div.Sources, sets: list[EvalSet], held_ou
     model, forward, optimizer = train.build(GPTConfig.from_spec(spec), hp, settings)
     if model.num_params() != spec.params:
         raise RuntimeError(f"model has {model.num_params()} parameters, accounting says {spec.params}")
-    bar = _bar(steps, progress, f"{run.dataset.name} @{run.tokens_per_param:g}x", "step")
+    bar = train.progress_bar(steps, f"{run.dataset.name} @{run.tokens_per_param:g}x", enabled=progress)
     curve, ema, failure, done = [], None, None, 0
     t0 = time.perf_counter()
     model.train()
@@ -320,7 +320,7 @@ def compare(sources: list[div.DataSource], ratios: list[float], *, shape: str = 
                                 probe=probe or div.ProbeSpec(seed=seed), seed=seed, progress=progress)
 
     rows = []
-    outer = _bar(len(runs), progress and len(runs) > 1, "compare", "model")
+    outer = train.progress_bar(len(runs), "compare", enabled=progress and len(runs) > 1, unit="model")
     try:
         for run in runs:
             row = _stored_row(store, run, sets, eval_tokens)
@@ -381,27 +381,6 @@ def _metrics(row: dict, eval_set: str) -> dict:
 
     ce = get("loss")
     return {"cross_entropy": ce, "perplexity": math.exp(ce), "bpb": get("bpb"), "token_accuracy": get("acc")}
-
-
-def _bar(total: int, enabled: bool, desc: str, unit: str):
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-            return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
-        except ImportError:
-            pass
-    return _NoBar()
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def set_postfix_str(self, s):
-        pass
-
-    def close(self):
-        pass
 
 
 # --------------------------------------------------------------------------------------------

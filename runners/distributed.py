@@ -379,7 +379,8 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
     # in fp32 clips with torch's clip_grad_norm_ and drops the norm, so take it here
     own_grad_norm = zero_stage == 0 and not cuda
     stop = steps if max_steps is None else min(steps, max_steps)
-    bar = rtrain._bar(steps, start, progress and rank == 0, f"{spec.shape} {spec.run_id[:8]} x{world}")
+    bar = rtrain.progress_bar(steps, f"{spec.shape} {spec.run_id[:8]} x{world}", enabled=progress and rank == 0,
+                             initial=start)
     failure, done, log_tokens = None, start, 0
     t0 = last_ckpt = last_log = time.perf_counter()
     engine.train()

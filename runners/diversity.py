@@ -409,7 +409,9 @@ def diversity_coefficient(tokens: np.ndarray, *, name: str = "", batches: int = 
     probe = probe or ProbeSpec()
     model = Probe(probe, vocab_size)
     generator = torch.Generator().manual_seed(seed)
-    bar = _bar(batches, progress, f"diversity {name}")
+    from runners.train import progress_bar
+
+    bar = progress_bar(batches, f"diversity {name}", enabled=progress, unit="batch")
     embeddings = []
     # one sequence at a time through a tiny probe: more threads only add contention (measured:
     # 60-90 ms per batch of 16 on one thread, 0.5-5 s on two busy cores)
@@ -450,24 +452,6 @@ def render(results: list[DiversityResult]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
 # --------------------------------------------------------------------------------------------

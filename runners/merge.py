@@ -406,7 +406,7 @@ def _train(model: GPT, optimizer, forward, tokens: np.ndarray, training: dict, s
                                  total_tokens=steps * hp.batch_size * training["seq_len"])
     losses = []
     model.train()
-    bar = _bar(steps, progress, desc)
+    bar = train.progress_bar(steps, desc, enabled=progress)
     try:
         for step in range(steps):
             x, y = batches.batch(step)
@@ -906,16 +906,6 @@ def _cached(models: Path | None, name: str, progress: bool, make, expected: dict
 def _say(enabled: bool, message: str) -> None:
     if enabled:
         print(message, file=sys.stderr, flush=True)
-
-
-def _bar(total: int, enabled: bool, desc: str):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        enabled = False
-    if not enabled:
-        return train._NoBar()
-    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
 
 
 def parse_experts(text: str) -> dict[str, SavedModel]:

@@ -332,7 +332,7 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
                                     "wall_time_s": elapsed + time.perf_counter() - t0})
 
     stop = steps if max_steps is None else min(steps, max_steps)
-    bar = _bar(steps, start, progress, f"{spec.shape} {spec.run_id[:8]}")
+    bar = progress_bar(steps, f"{spec.shape} {spec.run_id[:8]}", enabled=progress, initial=start)
     failure = None
     t0 = last_ckpt = last_log = time.perf_counter()
     log_tokens, done = 0, start
@@ -412,14 +412,15 @@ def _environment(settings: Settings, corpus, tokenizer) -> dict:
             "torch_version": torch.__version__, "git_commit": _git_commit()}
 
 
-def _bar(total: int, initial: int, enabled: bool, desc: str):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        enabled = False
-    if not enabled:
-        return _NoBar()
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+def progress_bar(total: int, desc: str, *, enabled: bool = True, initial: int = 0, unit: str = "step"):
+    """A tqdm bar, or a silent stand-in when disabled or tqdm is missing: every runner's progress."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+            return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+        except ImportError:
+            pass
+    return _NoBar()
 
 
 class _NoBar:
