@@ -390,9 +390,9 @@ def _metrics(row: dict, eval_set: str) -> dict:
 def plot(result: CompareResult, out) -> None:
     """Own-set cross-entropy against tokens per parameter (per dataset) and against the diversity
     coefficient (per ratio, with its 95% interval), and the cross-entropy matrix model x eval set."""
-    from scaling.plot import _figure, _save
+    from scaling.plot import new_figure, save_figure
 
-    plt = _figure()
+    plt = new_figure()
     models = result.models
     has_div = bool(np.isfinite(models["diversity"]).any())
     panels = 3 if has_div else 2
@@ -436,22 +436,22 @@ def plot(result: CompareResult, out) -> None:
     ax.set_xlabel("evaluation set")
     ax.set_title("cross-entropy, model x eval set")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def write_outputs(result: CompareResult, out_dir) -> dict[str, Path]:
     """``compare.csv`` and ``compare.parquet`` (the long table), ``compare.json`` (everything) and
     ``compare.png``, each written atomically."""
-    from scaling.store import _atomic_write_bytes
+    from scaling.store import atomic_write_bytes
 
     out_dir = Path(out_dir)
     table = result.table()
     paths = {"csv": out_dir / "compare.csv", "parquet": out_dir / "compare.parquet",
              "json": out_dir / "compare.json", "png": out_dir / "compare.png"}
-    _atomic_write_bytes(paths["csv"], lambda tmp: table.to_csv(tmp, index=False))
-    _atomic_write_bytes(paths["parquet"], lambda tmp: table.to_parquet(tmp, index=False))
+    atomic_write_bytes(paths["csv"], lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write_bytes(paths["parquet"], lambda tmp: table.to_parquet(tmp, index=False))
     text = json.dumps(result.to_dict(), indent=1)
-    _atomic_write_bytes(paths["json"], lambda tmp: Path(tmp).write_text(text))
+    atomic_write_bytes(paths["json"], lambda tmp: Path(tmp).write_text(text))
     plot(result, paths["png"])
     return paths
 

@@ -632,7 +632,7 @@ class ProxyReport:
                            "proxy": self.proxy.to_dict("records"),
                            "trained": None if self.trained is None else self.trained.to_dict("records"),
                            "agreement": self.agreement, "timings": self.timings, "citation": self.citation},
-                          indent=1, default=_plain)
+                          indent=1, default=plain)
 
     @classmethod
     def from_json(cls, text: str) -> "ProxyReport":
@@ -678,7 +678,7 @@ class ProxyReport:
         _write_atomic(out / "report.json", self.to_json())
 
 
-def _plain(value):
+def plain(value):
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, Path):

@@ -41,8 +41,8 @@ from scaling.fit import DELTA, Problem, fit_stage, local_batch, solve
 from scaling.laws.base import LawData
 from scaling.laws.chinchilla import Chinchilla
 from scaling.laws.mixture import ComputeLaw, MixingLaw, Proportions, effective_mixture, simplex_grid
-from scaling.results import _fmt, _plain
-from scaling.store import _atomic_write_bytes, read_table
+from scaling.results import format_number, plain
+from scaling.store import atomic_write_bytes, read_table
 
 #: R_D* of the C4 fit (Muennighoff et al. 2023; fits/muennighoff2023_c4.json)
 RD_STAR = 15.387756
@@ -181,14 +181,14 @@ class MixtureFit:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        return {"law": d.pop("law"), **{k: _plain(v) for k, v in d.items()}}
+        return {"law": d.pop("law"), **{k: plain(v) for k, v in d.items()}}
 
     def to_json(self, indent=1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
     def save(self, path) -> None:
         text = self.to_json()
-        _atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
+        atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
 
     @classmethod
     def load(cls, path) -> "MixtureFit":
@@ -221,17 +221,17 @@ class MixtureFit:
         ref = self.settings.get("reference")
         if ref:
             lines.append(f"mixing law shown at the largest run's scale: "
-                         f"N={_fmt(ref['params'])}, D={_fmt(ref['tokens'])}")
+                         f"N={format_number(ref['params'])}, D={format_number(ref['tokens'])}")
         tn = [f"t.{d}" for d in self.domains]
         lines.append(f"{'domain':<10} {'c':>10} {'k':>10} " + " ".join(f"{n:>10}" for n in tn) + f" {'R^2':>8}")
         for d in self.loss_domains:
             p = self.params[d]
-            lines.append(f"{d:<10} {_fmt(p['c']):>10} {_fmt(p['k']):>10} "
-                         + " ".join(f"{_fmt(v):>10}" for v in p["t"]) + f" {_fmt(self.r2.get(d)):>8}")
+            lines.append(f"{d:<10} {format_number(p['c']):>10} {format_number(p['k']):>10} "
+                         + " ".join(f"{format_number(v):>10}" for v in p["t"]) + f" {format_number(self.r2.get(d)):>8}")
             ci = self.ci.get(d)
             if ci:
                 cells = zip(("c", "k", *tn), (ci["c"], ci["k"], *ci["t"]))
-                lines.append("  95% CI: " + ", ".join(f"{n} [{_fmt(a)}, {_fmt(b)}]" for n, (a, b) in cells))
+                lines.append("  95% CI: " + ", ".join(f"{n} [{format_number(a)}, {format_number(b)}]" for n, (a, b) in cells))
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -840,7 +840,7 @@ def _parser():
 
 
 def _print_optimum(out: dict) -> None:
-    print(f"optimal mixture at N={_fmt(out['params'])}, D={_fmt(out['tokens'])} ({out['kind']} fit): "
+    print(f"optimal mixture at N={format_number(out['params'])}, D={format_number(out['tokens'])} ({out['kind']} fit): "
           f"loss {out['loss']:.5g}")
     ci = out.get("ci") or {}
     for d, r in out["mixture"].items():
@@ -854,7 +854,7 @@ def _print_optimum(out: dict) -> None:
 
 
 def _print_transfer(out: dict) -> None:
-    print(f"{out['n_mixtures']} mixtures at N~{_fmt(out['small_params'])} and N~{_fmt(out['large_params'])}")
+    print(f"{out['n_mixtures']} mixtures at N~{format_number(out['small_params'])} and N~{format_number(out['large_params'])}")
     print(f"{'metric':<12} {'spearman':>20} {'kendall':>20} {'decision acc.':>20}")
     rows = [(f"loss.{d}", s) for d, s in out["domains"].items()]
     rows += [("loss", out["overall"])] if out["overall"] else []
@@ -885,14 +885,14 @@ def main(argv=None) -> int:
         for w in out["warnings"]:
             print(f"warning: {w}", file=sys.stderr)
         if args.json:
-            print(json.dumps(_plain(out), indent=1))
+            print(json.dumps(plain(out), indent=1))
         else:
             _print_optimum(out)
         return 0
     out = transfer(read_table(args.source), parse_size(args.small_params), parse_size(args.large_params),
                    bootstrap=args.bootstrap, seed=args.seed, source=args.source)
     if args.json:
-        print(json.dumps(_plain(out), indent=1))
+        print(json.dumps(plain(out), indent=1))
     else:
         _print_transfer(out)
     return 0

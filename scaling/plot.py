@@ -25,20 +25,22 @@ from scaling.results import FitResult
 KINDS = ("isoflop", "return-on-repetition", "contour", "residuals", "backtest")
 
 
-def _figure():
+def new_figure():
+    """pyplot on the file-only Agg backend: plots are written to files, never shown."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, out) -> None:
+def save_figure(fig, out) -> None:
+    """Write ``fig`` to ``out`` (.png, .svg or .pdf) atomically."""
     out = Path(out)
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"--out must end in .png, .svg or .pdf, got {out.name!r}")
-    from scaling.store import _atomic_write_bytes
+    from scaling.store import atomic_write_bytes
     fig.tight_layout()
-    _atomic_write_bytes(out, lambda tmp: fig.savefig(tmp, format=out.suffix[1:], dpi=130))
+    atomic_write_bytes(out, lambda tmp: fig.savefig(tmp, format=out.suffix[1:], dpi=130))
 
 
 def _ok_runs(source):
@@ -52,7 +54,7 @@ def _ok_runs(source):
 def isoflop(source, fit: FitResult | None, out) -> None:
     """Loss against parameters for each compute budget (Hoffmann et al. 2022, Fig. 3), with the
     fitted law along each budget (D = C / 6N) and its minimum marked."""
-    plt = _figure()
+    plt = new_figure()
     runs = _ok_runs(source)
     full = runs[runs["tokens"] <= runs.get("unique_tokens", runs["tokens"]) * (1 + 1e-9)] \
         if "unique_tokens" in runs.columns else runs
@@ -80,7 +82,7 @@ def isoflop(source, fit: FitResult | None, out) -> None:
     ax.set_ylabel("validation loss")
     ax.set_title("isoFLOP curves" + (f" ({fit.law} fit, stars: fitted optima)" if fit else ""))
     ax.legend(fontsize=7, ncol=2 if group.max() > 6 else 1)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def return_on_repetition(fit: FitResult, out, unique=(1e8, 4e8, 1.5e9), max_epochs=100.0) -> None:
@@ -89,7 +91,7 @@ def return_on_repetition(fit: FitResult, out, unique=(1e8, 4e8, 1.5e9), max_epoc
     if fit.law != "data-constrained":
         raise UsageError(f"return-on-repetition needs a data-constrained fit, got {fit.law!r}")
     from scaling.laws.data_constrained import effective_data
-    plt = _figure()
+    plt = new_figure()
     epochs = np.geomspace(1, max_epochs, 200)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for u in unique:
@@ -101,7 +103,7 @@ def return_on_repetition(fit: FitResult, out, unique=(1e8, 4e8, 1.5e9), max_epoc
     ax.set_ylabel("effective data D' / U_D")
     ax.set_title(f"Return on repetition (R_D* = {fit.params['rd_star']:.3g})")
     ax.legend(fontsize=8)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def contour(fit: FitResult, flops: float, unique_tokens: float, out) -> None:
@@ -110,7 +112,7 @@ def contour(fit: FitResult, flops: float, unique_tokens: float, out) -> None:
     if fit.law != "data-constrained":
         raise UsageError(f"contour needs a data-constrained fit, got {fit.law!r}")
     from scaling.predict import allocate
-    plt = _figure()
+    plt = new_figure()
     best = allocate(fit, flops, unique_tokens)
     chin = best["chinchilla"]
     n_mid = best["params"]
@@ -135,12 +137,12 @@ def contour(fit: FitResult, flops: float, unique_tokens: float, out) -> None:
     ax.set_ylabel("parameters N")
     ax.set_title("Allocation under data constraints")
     ax.legend(fontsize=7, loc="lower left")
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def residuals(source, fit: FitResult, out) -> None:
     """Relative residual of each run against its predicted loss, by compute."""
-    plt = _figure()
+    plt = new_figure()
     runs = _ok_runs(source)
     law = get_law(fit.law)
     u = runs["unique_tokens"].values if "unique_tokens" in law.required else None
@@ -152,14 +154,14 @@ def residuals(source, fit: FitResult, out) -> None:
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("observed / predicted loss - 1")
     ax.set_title(f"Residuals of the {fit.law} fit (colour: log10 N)")
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def backtest_plot(source, out, law: str | None = None, holdout: str = "largest-compute") -> None:
     """Held-out runs: observed against predicted loss, with 95% predictive intervals, beside the
     fitted runs' own residual band (``scaling.backtest``)."""
     from scaling.backtest import backtest
-    plt = _figure()
+    plt = new_figure()
     result = backtest(cols.canonicalise(read_table(source)), law, holdout, bootstrap=200)
     runs = result["runs"]
     obs = np.array([r["loss"] for r in runs])
@@ -178,7 +180,7 @@ def backtest_plot(source, out, law: str | None = None, holdout: str = "largest-c
     cover = f", {100 * result['coverage']:.0f}% inside" if "coverage" in result else ""
     ax.set_title(f"Backtest of the {result['law']} law: MAPE {result['mape']:.2g}%{cover}")
     ax.legend(fontsize=8)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def _parser():

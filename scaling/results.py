@@ -28,16 +28,16 @@ class FitResult:
     version: str = ""
 
     def to_dict(self) -> dict:
-        return {k: _plain(v) for k, v in asdict(self).items()}
+        return {k: plain(v) for k, v in asdict(self).items()}
 
     def to_json(self, indent=1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
     def save(self, path) -> None:
         """Write atomically: a fit file is never half-written."""
-        from scaling.store import _atomic_write_bytes
+        from scaling.store import atomic_write_bytes
         text = self.to_json()
-        _atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
+        atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
 
     @classmethod
     def from_dict(cls, d: dict) -> "FitResult":
@@ -69,38 +69,40 @@ class FitResult:
 
     def summary(self) -> str:
         """The table the CLI prints."""
-        lines = [f"law: {self.law}    points: {self.n_points}    objective: {_fmt(self.objective)}"
-                 f"    R^2 (loss): {_fmt(self.r2)}"]
+        lines = [f"law: {self.law}    points: {self.n_points}    objective: {format_number(self.objective)}"
+                 f"    R^2 (loss): {format_number(self.r2)}"]
         fixed = set((self.settings.get("fixed") or {}).keys())
         stage1 = set(((self.settings.get("stage1") or {}).get("params") or {}).keys())
         lines.append(f"{'parameter':<10} {'estimate':>14} {'95% CI':>32}  note")
         for name, value in self.params.items():
             ci = self.ci.get(name)
-            ci_text = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+            ci_text = f"[{format_number(ci[0])}, {format_number(ci[1])}]" if ci else ""
             note = "fixed" if name in fixed else "stage 1" if name in stage1 else ""
-            lines.append(f"{name:<10} {_fmt(value):>14} {ci_text:>32}  {note}")
+            lines.append(f"{name:<10} {format_number(value):>14} {ci_text:>32}  {note}")
         resid = (self.settings.get("diagnostics") or {}).get("residuals")
         if resid:
-            lines.append("residuals (log-loss): " + ", ".join(f"{k} {_fmt(v)}" for k, v in resid.items()))
+            lines.append("residuals (log-loss): " + ", ".join(f"{k} {format_number(v)}" for k, v in resid.items()))
         for w in self.warnings:
             lines.append(f"warning: {w}")
         return "\n".join(lines)
 
 
-def _fmt(v) -> str:
+def format_number(v) -> str:
+    """Six significant digits, scientific outside [1e-3, 1e5): how fit tables print numbers."""
     if v is None:
         return "-"
     v = float(v)
     return f"{v:.6g}" if 1e-3 <= abs(v) < 1e5 or v == 0 else f"{v:.6e}"
 
 
-def _plain(v):
+def plain(v):
+    """NumPy scalars and arrays, and non-finite floats, as JSON-safe Python values."""
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
+        return {str(k): plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     if isinstance(v, np.ndarray):
-        return _plain(v.tolist())
+        return plain(v.tolist())
     if isinstance(v, np.generic):
         return v.item()
     if isinstance(v, float) and not np.isfinite(v):

@@ -45,7 +45,9 @@ def run_path(store, run_id: str) -> Path:
     return _as_dir(store) / f"{run_id}.parquet"
 
 
-def _atomic_write_bytes(path: Path, writer) -> None:
+def atomic_write_bytes(path: Path, writer) -> None:
+    """``writer(tmp)`` fills a temporary file beside ``path``, then ``os.replace``: readers see
+    the old file or the new one, never a torn one. Every file this package writes goes through here."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
@@ -95,7 +97,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _write_table(path: Path, table: pa.Table) -> None:
-    _atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def write_run(store, row: dict) -> Path:
@@ -172,7 +174,7 @@ def side_path(store, kind: str, run_id: str, suffix: str = "") -> Path:
 
 def write_curve(store, run_id: str, curve: pd.DataFrame) -> Path:
     path = side_path(store, "curves", run_id, ".parquet")
-    _atomic_write_bytes(path, lambda tmp: curve.to_parquet(tmp, index=False))
+    atomic_write_bytes(path, lambda tmp: curve.to_parquet(tmp, index=False))
     return path
 
 
