@@ -47,7 +47,7 @@ def run_path(store, run_id: str) -> Path:
 
 def atomic_write_bytes(path: Path, writer) -> None:
     """``writer(tmp)`` fills a temporary file beside ``path``, then ``os.replace``: readers see
-    the old file or the new one, never a torn one. Every file this package writes goes through here."""
+    the old file or the new one, never a torn one. Run files, curves, fit files and plots use it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
