@@ -5,6 +5,7 @@
     python -m scaling.plot contour --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9 --out contour.png
     python -m scaling.plot residuals results/ --fit fit.json --out residuals.png
     python -m scaling.plot backtest results/ --holdout largest-compute --out backtest.png
+    python -m scaling.plot mixture results-mix --fit mix.json --params 1.7e6 --tokens 3e6 --out mixture.png
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import numpy as np
 
 from scaling import columns as cols
 from scaling.store import read_table
-from scaling.accounting import chinchilla_optimal
+from scaling.accounting import chinchilla_optimal, parse_size
 from scaling.approach2 import budget_groups
 from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
 from scaling.results import FitResult
 
-KINDS = ("isoflop", "return-on-repetition", "contour", "residuals", "backtest")
+KINDS = ("isoflop", "return-on-repetition", "contour", "residuals", "backtest", "mixture")
 
 
 def new_figure():
@@ -183,6 +184,41 @@ def backtest_plot(source, out, law: str | None = None, holdout: str = "largest-c
     save_figure(fig, out)
 
 
+def mixture_plot(fit, params: float, tokens: float, out, source=None) -> None:
+    """A two-component mixture fit (``scaling.mixture``) at (N, D): predicted loss per domain and
+    their equal-weight mean against the second component's share, the optimum and its 95%
+    interval marked; with ``source``, the runs trained at that scale (within 5%) as points."""
+    from scaling.mixture import optimize_mixture, predict_losses
+
+    if len(fit.domains) != 2:
+        raise UsageError(f"mixture plots draw two-component fits; this one has {len(fit.domains)} "
+                         f"({', '.join(fit.domains)})")
+    first, second = fit.domains
+    share = np.linspace(0.0, 1.0, 201)
+    pred = predict_losses(fit, params, tokens, np.stack([1 - share, share], axis=1))
+    opt = optimize_mixture(fit, params, tokens)
+    plt = new_figure()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for d, y in pred.items():
+        line, = ax.plot(share, y, label=f"loss.{d} (predicted)")
+        if source is not None:
+            runs = cols.ok_runs(read_table(source), source=str(source))
+            near = runs[(abs(runs["params"] / params - 1) <= 0.05) & (abs(runs["tokens"] / tokens - 1) <= 0.05)]
+            if f"mix.{second}" in near and f"loss.{d}" in near:
+                ax.scatter(near[f"mix.{second}"], near[f"loss.{d}"], color=line.get_color(), zorder=3)
+    ax.plot(share, np.mean(list(pred.values()), axis=0), "k--", label="mean of the domains")
+    best = opt["mixture"][second]
+    ax.axvline(best, color="gray", lw=1, label=f"optimum {second} share {best:.2f}")
+    ci = (opt.get("ci") or {}).get("mixture", {}).get(second)
+    if ci:
+        ax.axvspan(ci[0], ci[1], color="gray", alpha=0.15, label="95% interval")
+    ax.set_xlabel(f"share of {second} (mix.{second}; the rest {first})")
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"Mixing law at N={params:.3g}, D={tokens:.3g}")
+    ax.legend(fontsize=8)
+    save_figure(fig, out)
+
+
 def _parser():
     p = ArgumentParser(
         prog="python -m scaling.plot", description="Plots of runs and fits.",
@@ -196,6 +232,8 @@ def _parser():
     p.add_argument("--unique-tokens", type=float, help="contour: unique tokens available")
     p.add_argument("--law", choices=["chinchilla", "data-constrained"], help="backtest: the law (default: by the data)")
     p.add_argument("--holdout", default="largest-compute", help="backtest: largest-compute or K runs")
+    p.add_argument("--params", help="mixture: model size N of the target, e.g. 174K or 1.7e6")
+    p.add_argument("--tokens", help="mixture: training tokens D of the target, e.g. 300K")
     p.add_argument("--out", required=True, help="output .png/.svg/.pdf")
     return p
 
@@ -204,6 +242,16 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.kind not in KINDS:
         raise UsageError(f"unknown plot kind {args.kind!r} (known: {', '.join(KINDS)})")
+    if args.kind == "mixture":
+        from scaling.mixture import MixtureFit
+        if not args.fit:
+            raise UsageError("mixture needs --fit MIX.json (from python -m scaling.mixture fit)")
+        if not (args.params and args.tokens):
+            raise UsageError("mixture needs positive --params and --tokens")
+        mixture_plot(MixtureFit.load(args.fit), parse_size(args.params), parse_size(args.tokens), args.out,
+                     args.source)
+        print(f"wrote {args.out}")
+        return 0
     fit = FitResult.load(args.fit) if args.fit else None
     if args.kind in ("isoflop", "residuals", "backtest") and not args.source:
         raise UsageError(f"{args.kind} needs a SOURCE (store directory, CSV or Parquet)")

@@ -339,3 +339,16 @@ def test_module_entry_point_gives_no_tracebacks(tmp_path):
                          text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
     assert "no runs within 5%" in bad.stderr
+
+
+def test_mixture_plot_kind_draws_a_two_component_fit(nested_fit, tmp_path):
+    from scaling.plot import main as plot_main
+    path = tmp_path / "mix.json"
+    nested_fit.save(path)
+    out = tmp_path / "mixture.png"
+    assert plot_main(["mixture", "--fit", str(path), "--params", "1e8", "--tokens", "2e9", "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+    from scaling.cli import UsageError
+    with pytest.raises(UsageError, match="--params and --tokens"):
+        plot_main(["mixture", "--fit", str(path), "--out", str(tmp_path / "x.png")])
+    assert not (tmp_path / "x.png").exists()
