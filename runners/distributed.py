@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shlex
 import shutil
@@ -293,7 +292,6 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
     row (``status: "running"``), as ``runners.train.train_run`` does.
     """
     import deepspeed
-    import pandas as pd
     import torch
     import torch.distributed as dist
     from datetime import timedelta
@@ -344,14 +342,15 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
     ckpt_dir = checkpoint_dir(store, spec.run_id)
     expected = {"run_id": spec.run_id, "steps": steps, "batch_size": hp.batch_size, "world_size": world,
                 "zero_stage": zero_stage, "micro_batch_size": micro}
-    start, curve, ema, elapsed = 0, [], None, 0.0
+    resumed = {}
     meta = _read_checkpoint_meta(ckpt_dir)
     if meta is not None and {k: meta.get(k) for k in _CHECKPOINT_KEYS} == expected:
         _, client = engine.load_checkpoint(str(ckpt_dir), tag=meta["tag"], load_optimizer_states=True,
                                            load_lr_scheduler_states=False)
-        start, curve, ema, elapsed = client["step"], [tuple(c) for c in client["curve"]], client["ema"], client["wall_time_s"]
+        resumed = {"start": client["step"], "curve": [tuple(c) for c in client["curve"]], "ema": client["ema"],
+                   "elapsed": client["wall_time_s"]}
         if rank == 0:
-            log.info("run %s: resuming at step %d/%d", spec.run_id, start, steps)
+            log.info("run %s: resuming at step %d/%d", spec.run_id, client["step"], steps)
     elif ckpt_dir.exists():
         if rank == 0:
             log.warning("ignoring checkpoint %s: it was written with other settings", ckpt_dir)
@@ -363,8 +362,7 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
         any point leaves ``run.json`` pointing at a complete checkpoint."""
         tag = f"step{step}"
         engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={
-            **expected, "step": step, "curve": curve, "ema": ema,
-            "wall_time_s": elapsed + time.perf_counter() - t0})
+            **expected, "step": step, "curve": tl.curve, "ema": tl.ema, "wall_time_s": tl.wall()})
         dist.barrier()
         if rank == 0:
             _write_checkpoint_meta(ckpt_dir, {**expected, "tag": tag})
@@ -379,13 +377,13 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
     # in fp32 clips with torch's clip_grad_norm_ and drops the norm, so take it here
     own_grad_norm = zero_stage == 0 and not cuda
     stop = steps if max_steps is None else min(steps, max_steps)
-    bar = rtrain.progress_bar(steps, f"{spec.shape} {spec.run_id[:8]} x{world}", enabled=progress and rank == 0,
-                             initial=start)
-    failure, done, log_tokens = None, start, 0
-    t0 = last_ckpt = last_log = time.perf_counter()
+    tl = rtrain.TrainingLog(spec, batches, tokens_per_step, progress=progress and rank == 0,
+                            log_every=log_every if rank == 0 else 0, desc=f"{spec.shape} {spec.run_id[:8]} x{world}",
+                            **resumed)
+    last_ckpt = time.perf_counter()
     engine.train()
     try:
-        for step in range(start, stop):
+        for step in range(tl.start, stop):
             x, y = batches.batch(step)
             x, y = x[rank::world], y[rank::world]        # this rank's share of the global batch
             lr = rtrain.lr_at(step, steps, hp)
@@ -407,45 +405,24 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
             # one collective per step: the global batch's mean loss, and rank 0's checkpoint call
             stats = torch.stack([loss_sum / accumulation, torch.tensor(float(want_ckpt), device=device)])
             dist.all_reduce(stats)
-            loss = stats[0].item() / world
-            if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
-                what = "loss" if not math.isfinite(loss) else "gradient norm"
-                failure = f"non-finite {what} at step {step}"
+            if not tl.record(step, stats[0].item() / world, grad_norm, lr):
                 break
-            done = step + 1
-            ema = loss if ema is None else 0.95 * ema + 0.05 * loss
-            curve.append((step, (step + 1) * tokens_per_step, loss, lr))
-            log_tokens += tokens_per_step
-            bar.update(1)
-            if rank == 0 and log_every and (step + 1) % log_every == 0:
-                bar.set_postfix_str(f"loss {ema:.3f}")
-                log.info("run %s step %d/%d loss %.4f lr %.2e grad %s tok/s %.0f epochs %.2f", spec.run_id,
-                         step + 1, steps, ema, lr, "?" if grad_norm is None else f"{grad_norm:.2f}",
-                         log_tokens / max(now - last_log, 1e-9), batches.epochs_at(step + 1))
-                last_log, log_tokens = now, 0
             if stats[1].item() > 0:
-                checkpoint(done)
+                checkpoint(tl.done)
                 last_ckpt = time.perf_counter()
     finally:
-        bar.close()
-    wall = elapsed + time.perf_counter() - t0
+        tl.close()
+    done, wall = tl.done, tl.wall()
 
     row = {**spec.to_dict(), **rtrain._environment(settings, corpus, tokenizer), "hparams": asdict(hp),
-           "lr": hp.lr, "batch_size": hp.batch_size, "steps": done, "total_steps": steps,
-           "tokens_trained": done * tokens_per_step, "epochs_seen": batches.epochs_at(done),
-           "train_loss": ema if ema is not None else float("nan"), "wall_time_s": wall,
-           "resumed_from_step": start,
-           "tokens_per_s": (done - start) * tokens_per_step / max(time.perf_counter() - t0, 1e-9),
+           "lr": hp.lr, "batch_size": hp.batch_size, **tl.row(),
            "launcher": "deepspeed", "world_size": world, "zero_stage": zero_stage,
            "micro_batch_size": micro, "gradient_accumulation_steps": accumulation,
            "deepspeed_version": deepspeed.__version__}
-    curve_frame = pd.DataFrame(curve, columns=["step", "tokens", "train_loss", "lr"])
-    if failure is not None:
+    curve_frame = tl.curve_frame()
+    if tl.failure is not None:
         if rank == 0:
-            log.warning("run %s failed: %s", spec.run_id, failure)
-            row.update(status="failed", failure_reason=failure, loss=float("nan"))
-            rstore.write_curve(store, spec.run_id, curve_frame)
-            rstore.write_run(store, row)
+            rtrain.store_failed_run(store, row, curve_frame, tl.failure)
             shutil.rmtree(ckpt_dir, ignore_errors=True)
         dist.barrier()
         return row

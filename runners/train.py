@@ -285,6 +285,72 @@ def _git_commit() -> str:
         return ""
 
 
+class TrainingLog:
+    """What every training loop records per step: the loss EMA, the curve, the progress bar and log
+    lines, the first non-finite step; and the row fields they give. Shared by this module's loop
+    and ``runners.distributed``'s; a resumed run passes back ``start``, ``curve``, ``ema``, ``elapsed``."""
+
+    def __init__(self, spec, batches, tokens_per_step: int, *, start: int = 0, curve=None, ema=None,
+                 elapsed: float = 0.0, progress: bool = True, log_every: int = 50, desc: str | None = None):
+        self.run_id, self.batches, self.tokens_per_step = spec.run_id, batches, tokens_per_step
+        self.steps = batches.steps
+        self.start = self.done = start
+        self.curve, self.ema, self.elapsed = list(curve or []), ema, elapsed
+        self.failure: str | None = None
+        self.log_every = log_every
+        self.bar = progress_bar(self.steps, desc or f"{spec.shape} {spec.run_id[:8]}", enabled=progress,
+                                initial=start)
+        self.t0 = self._last_log = time.perf_counter()
+        self._log_tokens = 0
+
+    def record(self, step: int, loss: float, grad_norm: float | None, lr: float) -> bool:
+        """Book one finished step; False (and ``failure`` set) if its loss or gradient norm is not finite."""
+        for what, value in (("loss", loss), ("gradient norm", grad_norm)):
+            if value is not None and not math.isfinite(value):
+                self.failure = f"non-finite {what} at step {step}"
+                return False
+        self.done = step + 1
+        self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
+        self.curve.append((step, (step + 1) * self.tokens_per_step, loss, lr))
+        self._log_tokens += self.tokens_per_step
+        self.bar.update(1)
+        if self.log_every and (step + 1) % self.log_every == 0:
+            now = time.perf_counter()
+            self.bar.set_postfix_str(f"loss {self.ema:.3f}")
+            log.info("run %s step %d/%d loss %.4f lr %.2e grad %s tok/s %.0f epochs %.2f", self.run_id,
+                     step + 1, self.steps, self.ema, lr, "?" if grad_norm is None else f"{grad_norm:.2f}",
+                     self._log_tokens / max(now - self._last_log, 1e-9), self.batches.epochs_at(step + 1))
+            self._last_log, self._log_tokens = now, 0
+        return True
+
+    def wall(self) -> float:
+        """Seconds of training so far, earlier (resumed-from) sessions included."""
+        return self.elapsed + time.perf_counter() - self.t0
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def row(self) -> dict:
+        return {"steps": self.done, "total_steps": self.steps, "tokens_trained": self.done * self.tokens_per_step,
+                "epochs_seen": self.batches.epochs_at(self.done),
+                "train_loss": self.ema if self.ema is not None else float("nan"), "wall_time_s": self.wall(),
+                "resumed_from_step": self.start,
+                "tokens_per_s": (self.done - self.start) * self.tokens_per_step
+                / max(time.perf_counter() - self.t0, 1e-9)}
+
+    def curve_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.curve, columns=["step", "tokens", "train_loss", "lr"])
+
+
+def store_failed_run(store, row: dict, curve_frame: pd.DataFrame, failure: str) -> dict:
+    """A run that diverged: kept as ``failed`` with its reason and curve, not raised."""
+    log.warning("run %s failed: %s", row["run_id"], failure)
+    row.update(status="failed", failure_reason=failure, loss=float("nan"))
+    rstore.write_curve(store, row["run_id"], curve_frame)
+    rstore.write_run(store, row)
+    return row
+
+
 # --------------------------------------------------------------------------------------------
 # The run
 
@@ -318,67 +384,43 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
 
     ckpt_path = checkpoint_path(store, spec.run_id)
     state = load_checkpoint(ckpt_path, spec.run_id, steps, hp.batch_size)
-    start, curve, ema, elapsed = 0, [], None, 0.0
+    resumed = {}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start, curve, ema, elapsed = state["step"], state["curve"], state["ema"], state["wall_time_s"]
-        log.info("run %s: resuming at step %d/%d", spec.run_id, start, steps)
+        resumed = {"start": state["step"], "curve": state["curve"], "ema": state["ema"], "elapsed": state["wall_time_s"]}
+        log.info("run %s: resuming at step %d/%d", spec.run_id, state["step"], steps)
+    tl = TrainingLog(spec, batches, tokens_per_step, progress=progress, log_every=log_every, **resumed)
 
     def checkpoint(step):
         save_checkpoint(ckpt_path, {"run_id": spec.run_id, "steps": steps, "batch_size": hp.batch_size,
                                     "step": step, "model": model.state_dict(),
-                                    "optimizer": optimizer.state_dict(), "curve": curve, "ema": ema,
-                                    "wall_time_s": elapsed + time.perf_counter() - t0})
+                                    "optimizer": optimizer.state_dict(), "curve": tl.curve, "ema": tl.ema,
+                                    "wall_time_s": tl.wall()})
 
     stop = steps if max_steps is None else min(steps, max_steps)
-    bar = progress_bar(steps, f"{spec.shape} {spec.run_id[:8]}", enabled=progress, initial=start)
-    failure = None
-    t0 = last_ckpt = last_log = time.perf_counter()
-    log_tokens, done = 0, start
+    last_ckpt = time.perf_counter()
     model.train()
     try:
-        for step in range(start, stop):
+        for step in range(tl.start, stop):
             x, y = batches.batch(step)
             lr = lr_at(step, steps, hp)
             loss_t, norm_t = train_step(forward, optimizer, to_device(x, settings.device),
                                         to_device(y, settings.device), lr, hp.grad_clip, settings)
-            loss, grad_norm = loss_t.item(), norm_t.item()
-            if not math.isfinite(loss) or not math.isfinite(grad_norm):
-                what = "loss" if not math.isfinite(loss) else "gradient norm"
-                failure = f"non-finite {what} at step {step}"
+            if not tl.record(step, loss_t.item(), norm_t.item(), lr):
                 break
-            done = step + 1
-            ema = loss if ema is None else 0.95 * ema + 0.05 * loss
-            curve.append((step, (step + 1) * tokens_per_step, loss, lr))
-            log_tokens += tokens_per_step
-            bar.update(1)
-            now = time.perf_counter()
-            if log_every and (step + 1) % log_every == 0:
-                rate = log_tokens / max(now - last_log, 1e-9)
-                bar.set_postfix_str(f"loss {ema:.3f}")
-                log.info("run %s step %d/%d loss %.4f lr %.2e grad %.2f tok/s %.0f epochs %.2f",
-                         spec.run_id, step + 1, steps, ema, lr, grad_norm, rate, batches.epochs_at(step + 1))
-                last_log, log_tokens = now, 0
-            if now - last_ckpt >= checkpoint_every_s and done < stop:
-                checkpoint(done)
+            if time.perf_counter() - last_ckpt >= checkpoint_every_s and tl.done < stop:
+                checkpoint(tl.done)
                 last_ckpt = time.perf_counter()
     finally:
-        bar.close()
-    wall = elapsed + time.perf_counter() - t0
+        tl.close()
+    done, wall = tl.done, tl.wall()
 
     row = {**spec.to_dict(), **_environment(settings, corpus, tokenizer), "hparams": asdict(hp),
-           "lr": hp.lr, "batch_size": hp.batch_size, "steps": done, "total_steps": steps,
-           "tokens_trained": done * tokens_per_step, "epochs_seen": batches.epochs_at(done),
-           "train_loss": ema if ema is not None else float("nan"), "wall_time_s": wall,
-           "resumed_from_step": start,
-           "tokens_per_s": (done - start) * tokens_per_step / max(time.perf_counter() - t0, 1e-9)}
-    curve_frame = pd.DataFrame(curve, columns=["step", "tokens", "train_loss", "lr"])
-    if failure is not None:
-        log.warning("run %s failed: %s", spec.run_id, failure)
-        row.update(status="failed", failure_reason=failure, loss=float("nan"))
-        rstore.write_curve(store, spec.run_id, curve_frame)
-        rstore.write_run(store, row)
+           "lr": hp.lr, "batch_size": hp.batch_size, **tl.row()}
+    curve_frame = tl.curve_frame()
+    if tl.failure is not None:
+        store_failed_run(store, row, curve_frame, tl.failure)
         ckpt_path.unlink(missing_ok=True)
         return row
     if done < steps:
