@@ -288,14 +288,26 @@ def test_unreadable_data_is_a_data_error(tmp_path):
         data.load_corpus(str(tmp_path / "docs.csv"))
 
 
-def test_hf_data_without_the_datasets_package_is_a_data_error():
+def test_hf_data_goes_through_datasets_load_dataset(tmp_path):
+    """``hf:NAME`` is ``datasets.load_dataset(NAME, split="train")``: checked on a local dataset
+    folder (no network); without the package it is a DataError naming it."""
     try:
         import datasets  # noqa: F401
     except ImportError:
         with pytest.raises(DataError, match="datasets"):
             data.load_corpus("hf:allenai/c4")
-    else:
-        pytest.skip("datasets is installed; loading would need the network")
+        return
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    docs = [f"document {i}: " + "the quick brown fox jumps over the lazy dog. " * (5 + i % 7) for i in range(60)]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps({"body": d, "lang": "en"}) for d in docs) + "\n")
+    corpus = data.load_corpus(f"hf:{folder}", text_column="body")
+    loaded = [d for split in (corpus.train, corpus.validation, corpus.reference) for v in split.values() for d in v]
+    assert sorted(loaded) == sorted(docs)
+    with pytest.raises(DataError, match="no column 'text'"):
+        data.load_corpus(f"hf:{folder}")
+    with pytest.raises(DataError, match="cannot load"):
+        data.load_corpus(f"hf:{tmp_path / 'missing'}")
 
 
 # --- epochs ----------------------------------------------------------------------------------
