@@ -15,6 +15,7 @@ pytest.importorskip("torch")
 
 from scaling.accounting import parse_budgets  # noqa: E402
 from runners.plan import isoflop_grid  # noqa: E402
+from scaling.store import run_files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +30,10 @@ def test_killed_grid_resumes_and_stores_each_run_once(tmp_path):
     deadline = time.time() + 300
     # wait until one run is finished and another has left a checkpoint mid-way
     while time.time() < deadline:
-        done = list(store.glob("*.parquet"))
-        if done and ckpts.is_dir() and any(ckpts.iterdir()):
+        # finished runs, and checkpoints of unfinished ones; .tmp-* files are writes in flight
+        done = {p.stem for p in run_files(store)}
+        mid_way = {p.name.split(".")[0] for p in ckpts.iterdir() if not p.name.startswith(".")} if ckpts.is_dir() else set()
+        if done and mid_way - done:
             break
         if proc.poll() is not None:
             pytest.fail(f"grid ended before it could be killed: {proc.stderr.read().decode()[-500:]}")
@@ -40,7 +43,7 @@ def test_killed_grid_resumes_and_stores_each_run_once(tmp_path):
         pytest.fail("no finished run and checkpoint appeared in time")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished_before = {p.stem for p in store.glob("*.parquet")}
+    finished_before = {p.stem for p in run_files(store)}
     created_before = pd.read_parquet(store).set_index("run_id")["created_at"]
     interrupted = {p.name.split(".")[0] for p in ckpts.iterdir() if not p.name.startswith(".")}
     assert interrupted and not (interrupted & finished_before)
