@@ -296,7 +296,6 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
     import torch.distributed as dist
     from datetime import timedelta
 
-    from runners import data as rdata
     from runners import train as rtrain
     from runners.model import GPT, GPTConfig
 
@@ -316,15 +315,7 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
     rank, world = dist.get_rank(), dist.get_world_size()
     settings = rtrain.Settings(device=device, dtype="bf16" if cuda else "fp32", compile=False, fused_adamw=False)
 
-    corpus = rdata.load_corpus(spec.data, text_column=spec.text_column, cache_dir=cache_dir)
-    tokenizer = rdata.get_tokenizer(spec.tokenizer, corpus, cache_dir=cache_dir)
-    if tokenizer.vocab_size > spec.vocab_size:
-        raise UsageError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens but the "
-                         f"run's vocab_size is {spec.vocab_size}")
-    unique = rdata.train_tokens(corpus, tokenizer, spec.unique_tokens, spec.code_fraction, spec.filter,
-                                cache_dir=cache_dir)
-    hp = rtrain.hparams(spec.params, spec.seq_len, tokens=spec.tokens)
-    batches = rdata.EpochBatches(unique, spec.seq_len, hp.batch_size, spec.seed, total_tokens=spec.tokens)
+    corpus, tokenizer, hp, batches = rtrain.prepare_data(spec, cache_dir)
     steps = batches.steps
     tokens_per_step = hp.batch_size * spec.seq_len
     config = deepspeed_config(hp, world, zero_stage, "cuda" if cuda else "cpu", micro_batch)

@@ -355,15 +355,8 @@ def store_failed_run(store, row: dict, curve_frame: pd.DataFrame, failure: str) 
 # The run
 
 
-def train_run(spec, store, *, device: str | None = None, progress: bool = True, log_every: int = 50,
-              checkpoint_every_s: float = 30.0, compile: bool | None = None, dtype: str | None = None,
-              max_steps: int | None = None, cache_dir=None) -> dict:
-    """Train ``spec``, write its row and loss curve to ``store``, return the row.
-
-    ``max_steps`` stops after that many steps of the run (counted from step 0), leaving a
-    checkpoint and writing no row (returns ``status: "running"``); the next call resumes.
-    """
-    settings = resolve_settings(device, dtype, compile)
+def prepare_data(spec, cache_dir=None):
+    """(corpus, tokenizer, hparams, batches) of a run: what every launcher's loop starts from."""
     corpus = rdata.load_corpus(spec.data, text_column=spec.text_column, cache_dir=cache_dir)
     tokenizer = rdata.get_tokenizer(spec.tokenizer, corpus, cache_dir=cache_dir)
     if tokenizer.vocab_size > spec.vocab_size:
@@ -373,6 +366,19 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
                                 cache_dir=cache_dir)
     hp = hparams(spec.params, spec.seq_len, tokens=spec.tokens)
     batches = rdata.EpochBatches(unique, spec.seq_len, hp.batch_size, spec.seed, total_tokens=spec.tokens)
+    return corpus, tokenizer, hp, batches
+
+
+def train_run(spec, store, *, device: str | None = None, progress: bool = True, log_every: int = 50,
+              checkpoint_every_s: float = 30.0, compile: bool | None = None, dtype: str | None = None,
+              max_steps: int | None = None, cache_dir=None) -> dict:
+    """Train ``spec``, write its row and loss curve to ``store``, return the row.
+
+    ``max_steps`` stops after that many steps of the run (counted from step 0), leaving a
+    checkpoint and writing no row (returns ``status: "running"``); the next call resumes.
+    """
+    settings = resolve_settings(device, dtype, compile)
+    corpus, tokenizer, hp, batches = prepare_data(spec, cache_dir)
     steps = batches.steps
     tokens_per_step = hp.batch_size * spec.seq_len
 
