@@ -41,8 +41,8 @@ from scaling.fit import DELTA, Problem, fit_stage, local_batch, solve
 from scaling.laws.base import LawData
 from scaling.laws.chinchilla import Chinchilla
 from scaling.laws.mixture import ComputeLaw, MixingLaw, Proportions, effective_mixture, simplex_grid
-from scaling.results import format_number, plain
-from scaling.store import atomic_write_bytes, read_table
+from scaling.results import JsonFile, format_number, plain
+from scaling.store import read_table
 
 #: R_D* of the C4 fit (Muennighoff et al. 2023; fits/muennighoff2023_c4.json)
 RD_STAR = 15.387756
@@ -156,7 +156,7 @@ def read_mixtures(table: pd.DataFrame, loss_domains=None, need_scale=True, sourc
 # The fit as a value
 # --------------------------------------------------------------------------------------------
 @dataclass
-class MixtureFit:
+class MixtureFit(JsonFile):
     """A mixing-law fit (own object; ``scaling.results.FitResult`` describes one scaling law).
     ``params``: {loss domain: {c, k, t}} with t in ``domains`` order (sum 0); for a nested fit they
     are the law at ``settings.reference`` (the largest run's scale), refitted at each target."""
@@ -182,13 +182,6 @@ class MixtureFit:
     def to_dict(self) -> dict:
         d = asdict(self)
         return {"law": d.pop("law"), **{k: plain(v) for k, v in d.items()}}
-
-    def to_json(self, indent=1) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def save(self, path) -> None:
-        text = self.to_json()
-        atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
 
     @classmethod
     def load(cls, path) -> "MixtureFit":

@@ -14,8 +14,21 @@ FIT_KEYS = ("law", "params", "objective", "n_points", "r2", "ci", "warnings", "s
             "data_sha256", "version")
 
 
+class JsonFile:
+    """``to_json`` and an atomic ``save`` for a result object that has ``to_dict``."""
+
+    def to_json(self, indent=1) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path) -> None:
+        """Write atomically: a fit file is never half-written."""
+        from scaling.store import atomic_write_bytes
+        text = self.to_json()
+        atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
 @dataclass
-class FitResult:
+class FitResult(JsonFile):
     law: str
     params: dict[str, float]
     objective: float | None
@@ -29,15 +42,6 @@ class FitResult:
 
     def to_dict(self) -> dict:
         return {k: plain(v) for k, v in asdict(self).items()}
-
-    def to_json(self, indent=1) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def save(self, path) -> None:
-        """Write atomically: a fit file is never half-written."""
-        from scaling.store import atomic_write_bytes
-        text = self.to_json()
-        atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
 
     @classmethod
     def from_dict(cls, d: dict) -> "FitResult":
