@@ -1,6 +1,6 @@
 """Fit speed: our Chinchilla fit against the replication's own procedure, timed in the same run.
 
-Reference (Besiroglu et al. 2024, "Chinchilla Scaling: A replication attempt"; /work/shared/reference.md
+Reference (Besiroglu et al. 2024, "Chinchilla Scaling: A replication attempt"; the project's reference notes
 section 1): on the 245 extracted Chinchilla points with the 5 highest losses dropped (240 points),
 for each of the 4,500 starts of the grid alpha, beta in {0, 0.5, ..., 2}, e in {-1, ..., 1},
 a, b in {0, 5, ..., 25}, run ``scipy.optimize.minimize(obj, x0, method="L-BFGS-B")`` with numerical
@@ -11,7 +11,7 @@ starts). The published anchor: 129 s for the full procedure on a 2-core machine.
 also timed with the log-sum-exp in plain numpy (same objective, much cheaper per call), so the ratio
 is reported against the faster of two faithful references as well.
 
-Ours: ``scaling.fit.fit(table, "chinchilla", exclude_top=5, want_profiles=False)`` from all 4,500
+Ours: ``scaling.fit.fit(table, "chinchilla", exclude_top=5, want_profiles=False, variant="free")`` from all 4,500
 starts (median of ``--repeats`` runs), and the same fit with a 1,000-resample bootstrap.
 
     python benchmarks/fit_speed.py            # a table
@@ -35,7 +35,7 @@ from scaling import columns as cols
 from scaling.fit import fit
 from scaling.laws.chinchilla import EPOCH_GRID, grid_product
 
-DATA = Path("/work/shared/data/chinchilla_svg_extracted.csv")
+DATA = Path(__file__).resolve().parents[1] / "scaling" / "datasets" / "data" / "epoch_chinchilla.csv.gz"
 GRID_ORDER = ("a", "b", "e", "alpha", "beta")
 HUBER_DELTA = 1e-3
 EXCLUDE_TOP = 5
@@ -91,14 +91,15 @@ def run_ours(table: pd.DataFrame, repeats: int):
     times, result = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        result = fit(table, "chinchilla", exclude_top=EXCLUDE_TOP, want_profiles=False)
+        result = fit(table, "chinchilla", exclude_top=EXCLUDE_TOP, want_profiles=False, variant="free")
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times, result
 
 
 def run_bootstrap(table: pd.DataFrame, n: int = 1000):
     t0 = time.perf_counter()
-    result = fit(table, "chinchilla", exclude_top=EXCLUDE_TOP, want_profiles=False, bootstrap=n)
+    result = fit(table, "chinchilla", exclude_top=EXCLUDE_TOP, want_profiles=False, bootstrap=n,
+                 variant="free")
     return time.perf_counter() - t0, result
 
 

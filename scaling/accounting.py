@@ -2,7 +2,9 @@
 
 Conventions follow the papers this toolkit reproduces:
 
-* FLOPs = 6 * params * tokens (Kaplan et al. 2020; Hoffmann et al. 2022; Muennighoff et al. 2023).
+* FLOPs = 6 * params * tokens by default (Hoffmann et al. 2022; Muennighoff et al. 2023); the other
+  conventions of the literature (non-embedding, last layer, attention) are ``FLOP_CONVENTIONS``,
+  computed by ``flops_per_token`` (see its docstring for the derivation).
 * Parameter count of a GPT-2 style decoder with learned positions (Muennighoff et al. 2023,
   "Scaling Data-Constrained Language Models", appendix; shapes from Hoffmann et al. 2022 Table A9):
   per layer ``4d^2 + 4d`` (attention) ``+ 2*ffw*d + ffw + d`` (MLP) ``+ 2d`` (norms);
@@ -52,6 +54,88 @@ def param_count(d_model: int, ffw_size: int, n_layers: int, vocab: int, seq_len:
     d = d_model
     per_layer = 4 * d * d + 4 * d + 2 * ffw_size * d + ffw_size + d + 2 * d
     return n_layers * per_layer + vocab * d + vocab + seq_len * d
+
+
+def nonembedding_param_count(d_model: int, ffw_size: int, n_layers: int, vocab: int, seq_len: int) -> int:
+    """Parameters without the token and position embedding tables (Kaplan et al. 2020's N):
+    ``param_count - V*d - S*d``. The output bias (V) stays: it is a weight of the last layer."""
+    return param_count(d_model, ffw_size, n_layers, vocab, seq_len) - vocab * d_model - seq_len * d_model
+
+
+#: FLOP conventions, training FLOPs per token (see ``flops_per_token``). ``6N`` is the default.
+FLOP_CONVENTIONS = ("6N", "6N_ne", "6N_ne+head", "6N_ne+head+attn")
+DEFAULT_CONVENTION = "6N"
+
+
+def check_convention(convention: str) -> str:
+    if convention not in FLOP_CONVENTIONS:
+        raise AccountingError(f"unknown FLOP convention {convention!r} (known: {', '.join(FLOP_CONVENTIONS)})")
+    return convention
+
+
+def flops_per_token(convention: str, *, d_model, ffw_size, n_layers, vocab, seq_len):
+    """Training FLOPs per token of a GPT-2 style decoder under one of the literature's conventions.
+
+    Derivation (Kaplan et al. 2020, Table 1; Hoffmann et al. 2022, App. F; Porian et al. 2024,
+    Table 1): a weight matrix of m parameters costs 2m forward FLOPs per token (a multiply and an
+    add) and twice that backward, so training costs 6 FLOPs per weight per token (training = 3x
+    forward). What differs is *which* weights and products are counted:
+
+    * ``6N``: 6 x all parameters, embeddings included (Hoffmann et al. 2022's C = 6ND as used by
+      the data-constrained paper). An embedding lookup is not a matrix multiply, so this over-counts
+      small models, whose parameters are mostly embeddings.
+    * ``6N_ne``: 6 x non-embedding parameters (Kaplan et al. 2020's C = 6N with N = 12 L d^2 for
+      ffw = 4d, their eq. 2.2 without the attention term): ignores the output layer and attention.
+    * ``6N_ne+head``: adds the output layer (the un-embedding, a real d x V matrix multiply),
+      6 V d: Porian et al. 2024's "last layer" correction, which moves Kaplan's exponent towards
+      Chinchilla's.
+    * ``6N_ne+head+attn``: adds attention's two token-mixing products, the logits Q K^T and the
+      weighted sum of values, each 2 T d forward FLOPs per token per layer (Hoffmann et al. 2022,
+      App. F counts both; Kaplan et al. 2020 count 2 L T d for one), so 4 L T d forward and
+      12 L T d for training. Counted over the full context, without causal halving, as both papers do.
+
+    Vectorised over numpy arrays of shapes.
+    """
+    check_convention(convention)
+    d, f, L = (np.asarray(x, dtype=float) for x in (d_model, ffw_size, n_layers))
+    V, S = np.asarray(vocab, dtype=float), np.asarray(seq_len, dtype=float)
+    per_layer = 4 * d * d + 4 * d + 2 * f * d + f + d + 2 * d
+    n_all = L * per_layer + V * d + V + S * d
+    n_ne = n_all - V * d - S * d
+    if convention == "6N":
+        out = 6.0 * n_all
+    elif convention == "6N_ne":
+        out = 6.0 * n_ne
+    elif convention == "6N_ne+head":
+        out = 6.0 * (n_ne + V * d)
+    else:
+        out = 6.0 * (n_ne + V * d) + 12.0 * L * S * d
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def training_flops(convention: str, tokens, **shape):
+    """Training FLOPs of ``tokens`` tokens under ``convention`` (``shape``: as ``flops_per_token``)."""
+    return flops_per_token(convention, **shape) * np.asarray(tokens, dtype=float) if np.ndim(tokens) else (
+        flops_per_token(convention, **shape) * float(tokens))
+
+
+def shape_kwargs(table) -> dict:
+    """``flops_per_token`` keyword arguments from a run table (or a row/dict) that has the
+    store's shape columns ``d_model``, ``ffw_size``, ``n_layers``, ``vocab_size``, ``seq_len``."""
+    return {"d_model": table["d_model"], "ffw_size": table["ffw_size"], "n_layers": table["n_layers"],
+            "vocab": table["vocab_size"], "seq_len": table["seq_len"]}
+
+
+def convention_columns(shape: dict, tokens) -> dict:
+    """Store columns of one run: ``params_nonembedding`` and ``flops.<convention>`` for every
+    convention (``shape``: ``d_model, ffw_size, n_layers, vocab_size, seq_len``)."""
+    kw = {"d_model": shape["d_model"], "ffw_size": shape["ffw_size"], "n_layers": shape["n_layers"],
+          "vocab": shape["vocab_size"], "seq_len": shape["seq_len"]}
+    out = {"params_nonembedding": nonembedding_param_count(kw["d_model"], kw["ffw_size"], kw["n_layers"],
+                                                          kw["vocab"], kw["seq_len"])}
+    for c in FLOP_CONVENTIONS:
+        out[f"flops.{c}"] = float(flops_per_token(c, **kw) * float(tokens))
+    return out
 
 
 @dataclass(frozen=True)

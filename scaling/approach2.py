@@ -1,9 +1,33 @@
-"""Approach 2 of Hoffmann et al. 2022: isoFLOP parabolas.
+"""Approach 2 of Hoffmann et al. 2022: the minimum of each isoFLOP curve, then N_opt(C) = k C^a.
 
-For each compute budget, fit loss as a quadratic in log N (statsmodels OLS, with standard errors),
-take its minimum N*(C) (standard error by the delta method), then fit N_opt(C) = k C^a by least
-squares in log space. Tokens follow from D_opt = C / (6 N_opt). Compared with Approach 3 (the
-parametric law, whose exponent is beta / (alpha + beta)) so that disagreement is visible.
+Three estimators of a budget's minimum, all in (log N, log loss):
+
+* ``local-parabola`` (default): a parabola through the points within ``WINDOW_DECADES`` (one
+  decade, a factor of 10 in N) either side of the lowest measured loss, widened to the
+  ``MIN_WINDOW_POINTS`` nearest points when the window holds fewer. Near its minimum any smooth
+  curve is a parabola, so the window removes the bias that a skewed curve gives a global parabola,
+  and averaging over several points keeps the noise down. On the synthetic sweeps of
+  ``tests/test_approach2.py`` (sizes over three decades placed differently at each budget, 0.2-1%
+  loss noise) its exponent error was 2-3x smaller than ``interpolate``'s and 5-10x smaller than
+  ``parabola``'s; ``docs/benchmarks.md`` has the table.
+* ``interpolate``: Porian et al. 2024 ("Resolving Discrepancies in Compute-Optimal Scaling of
+  Language Models"): an Akima spline (scipy) through the curve, its argmin on a fine grid. Unbiased
+  and model-free, but it passes through every noisy point, so with noisy sweeps its minima jump.
+* ``parabola``: one parabola through every point of the budget (Hoffmann et al. 2022 as first
+  published). Biased when the sizes sit asymmetrically around the minimum of a skewed curve.
+
+Only interior minima count: a budget whose minimum lies at its smallest or largest size (or, for a
+parabola, outside the sizes trained) is left out with a warning, as Porian et al. do. Each
+budget's minimum gets a bootstrap interval (points resampled with replacement, plus Gaussian noise
+on log-loss at the level ``noise_sigma`` estimated from the sweeps' second differences); the
+exponent comes from a weighted least-squares fit of log N_opt on log C (Porian et al. 2024), with
+a standard error and a bootstrap percentile interval. The weights are 1 / (bootstrap variance +
+tau^2), where tau^2 is the scatter of the minima about the line beyond what their bootstrap errors
+explain (the DerSimonian-Laird moment estimator of meta-regression): with tau = 0 this is Porian et
+al.'s inverse-variance fit; when the minima scatter more than their intervals say (digitised points,
+budgets of 6 runs whose resamples barely bracket a minimum), no single budget dominates the slope.
+On the Llama 3 isoFLOP points, pure inverse-variance weights give D_opt ~ C^0.51, these weights
+C^0.528 and the report's C^0.53. D_opt(C) is fitted the same way from the tokens at each minimum.
 """
 
 from __future__ import annotations
@@ -12,49 +36,84 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.interpolate import Akima1DInterpolator
 
 from scaling.cli import UsageError
+from scaling.results import JsonFile, plain
+
+ESTIMATORS = ("local-parabola", "interpolate", "parabola")
+DEFAULT_ESTIMATOR = "local-parabola"
+#: half-width of the local parabola's window, in decades of N, around the lowest measured loss
+WINDOW_DECADES = 1.0
+MIN_WINDOW_POINTS = 5
+#: points of the fine grid on which the Akima spline's argmin is taken
+GRID_POINTS = 2001
+#: floor on the bootstrap variance of log N_opt used as a WLS weight (no budget weighs infinitely)
+MIN_LOG_VAR = 1e-6
 
 
 @dataclass
-class Parabola:
+class BudgetMinimum:
     flops: float
     n_points: int
     params_opt: float
-    log_params_opt_se: float
+    tokens_opt: float
     loss_opt: float
-    curvature: float
+    params_opt_ci: list[float] | None = None
+    tokens_opt_ci: list[float] | None = None
+    log_params_opt_se: float | None = None     #: bootstrap sd of log N_opt
 
 
 @dataclass
-class Approach2Result:
-    budgets: list[Parabola]
+class Approach2Result(JsonFile):
+    budgets: list[BudgetMinimum]
+    estimator: str
     params_exponent: float          #: a in N_opt = k C^a
     params_exponent_se: float
     params_coefficient: float       #: k
-    tokens_exponent: float          #: 1 - a
+    tokens_exponent: float          #: b in D_opt = k' C^b
+    tokens_exponent_se: float
+    tokens_coefficient: float
+    params_exponent_ci: list[float] | None = None
+    tokens_exponent_ci: list[float] | None = None
+    noise_sigma: float | None = None   #: estimated per-point noise of log-loss
+    between_budget_sd: float | None = None   #: tau: scatter of log N_opt about the line beyond its errors
+    n_bootstrap: int = 0
+    excluded: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = plain(asdict(self))
         d["approach"] = 2
         return d
 
     def optimal_params(self, flops):
         return self.params_coefficient * np.asarray(flops, float) ** self.params_exponent
 
+    def optimal_tokens(self, flops):
+        return self.tokens_coefficient * np.asarray(flops, float) ** self.tokens_exponent
+
     def summary(self) -> str:
-        lines = ["Approach 2 (isoFLOP parabolas, Hoffmann et al. 2022)",
-                 f"{'FLOPs':>10} {'runs':>5} {'N_opt':>12} {'se(log N)':>10} {'loss at N_opt':>14}"]
+        lines = [f"Approach 2 (isoFLOP minima, estimator {self.estimator}; Hoffmann et al. 2022, Porian et al. 2024)",
+                 f"{'FLOPs':>10} {'runs':>5} {'N_opt':>11} {'95% CI':>25} {'D_opt':>11} {'loss':>9}"]
         for b in self.budgets:
-            lines.append(f"{b.flops:>10.3g} {b.n_points:>5} {b.params_opt:>12.4g} {b.log_params_opt_se:>10.3g} "
-                         f"{b.loss_opt:>14.5g}")
+            ci = f"[{b.params_opt_ci[0]:.4g}, {b.params_opt_ci[1]:.4g}]" if b.params_opt_ci else ""
+            lines.append(f"{b.flops:>10.3g} {b.n_points:>5} {b.params_opt:>11.4g} {ci:>25} {b.tokens_opt:>11.4g} "
+                         f"{b.loss_opt:>9.5g}")
+
+        def ci_text(ci):
+            return f", 95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
         lines.append(f"N_opt = {self.params_coefficient:.4g} * C^{self.params_exponent:.4f} "
-                     f"(se {self.params_exponent_se:.3g});  D_opt ~ C^{self.tokens_exponent:.4f}")
+                     f"(se {self.params_exponent_se:.3g}{ci_text(self.params_exponent_ci)})")
+        lines.append(f"D_opt = {self.tokens_coefficient:.4g} * C^{self.tokens_exponent:.4f} "
+                     f"(se {self.tokens_exponent_se:.3g}{ci_text(self.tokens_exponent_ci)})")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------
+# budgets
+# --------------------------------------------------------------------------------------------
 def budget_groups(flops, gap_decades: float = 0.1) -> np.ndarray:
     """Group runs into compute budgets: sorted log10 C split wherever the gap exceeds ``gap_decades``."""
     logc = np.log10(np.asarray(flops, float))
@@ -64,54 +123,236 @@ def budget_groups(flops, gap_decades: float = 0.1) -> np.ndarray:
     return ids
 
 
-def fit_parabola(log_n, loss):
-    """loss = c0 + c1 x + c2 x^2 in x = log N; minimum at x* = -c1 / (2 c2)."""
+def run_flops(table: pd.DataFrame) -> np.ndarray:
+    """Each run's FLOPs: the ``flops`` column when the table has one (it may be in any
+    convention, see ``scaling.columns.with_convention``), else 6 N D."""
+    if "flops" in table.columns:
+        f = pd.to_numeric(table["flops"], errors="coerce").values.astype(float)
+        if np.isfinite(f).all() and (f > 0).all():
+            return f
+    from scaling.accounting import flops
+    return flops(table["params"].values, table["tokens"].values)
+
+
+def budgets_of(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(group id per run, budget FLOPs per group). A numeric ``budget`` column (the nominal budget
+    of a sweep, e.g. Marin's or Llama 3's isoFLOP tables) groups exactly; otherwise FLOPs within
+    0.1 decade of each other form one budget, valued at their median."""
+    if "budget" in table.columns:
+        b = pd.to_numeric(table["budget"], errors="coerce").values.astype(float)
+        if np.isfinite(b).all() and (b > 0).all():
+            values, ids = np.unique(b, return_inverse=True)
+            return ids, values
+    f = run_flops(table)
+    ids = budget_groups(f)
+    return ids, np.array([float(np.median(f[ids == g])) for g in range(ids.max() + 1)])
+
+
+# --------------------------------------------------------------------------------------------
+# one curve's minimum
+# --------------------------------------------------------------------------------------------
+def _distinct(x, y):
+    """Sorted distinct x with the mean y of repeated x (seeds, bootstrap duplicates)."""
+    ux, inv = np.unique(np.round(x, 9), return_inverse=True)
+    return ux, np.bincount(inv, y) / np.bincount(inv)
+
+
+def _vertex(x, y):
+    c2, c1, _ = np.polyfit(x, y, 2)
+    return -c1 / (2 * c2) if c2 > 0 else None
+
+
+def curve_minimum(log_n, log_loss, estimator: str = DEFAULT_ESTIMATOR):
+    """x* = log N at the curve's minimum, or (None, reason) when the curve does not bracket one."""
+    x, y = _distinct(np.asarray(log_n, float), np.asarray(log_loss, float))
+    if len(x) < 3:
+        return None, f"only {len(x)} distinct sizes"
+    if estimator == "interpolate":
+        grid = np.linspace(x[0], x[-1], GRID_POINTS)
+        i = int(np.argmin(Akima1DInterpolator(x, y)(grid)))
+        if i in (0, GRID_POINTS - 1):
+            return None, "the interpolated minimum is at an end of the sizes trained"
+        return float(grid[i]), None
+    if estimator == "parabola":
+        v = _vertex(x - x.mean(), y)
+        if v is None:
+            return None, "the parabola opens downwards"
+        v += x.mean()
+        if not x[0] < v < x[-1]:
+            return None, "the parabola's minimum lies outside the sizes trained"
+        return float(v), None
+    if estimator != "local-parabola":
+        raise UsageError(f"unknown estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
+    i = int(np.argmin(y))
+    if i in (0, len(x) - 1):
+        return None, "the lowest loss is at the smallest or largest size"
+    dist = np.abs(x - x[i]) / np.log(10)
+    sel = dist <= WINDOW_DECADES
+    if sel.sum() < MIN_WINDOW_POINTS:
+        sel = np.zeros(len(x), bool)
+        sel[np.argsort(dist, kind="stable")[:MIN_WINDOW_POINTS]] = True
+    xs, ys = x[sel], y[sel]
+    v = _vertex(xs - x[i], ys)
+    if v is None or not xs[0] <= v + x[i] <= xs[-1]:
+        return float(x[i]), None          # a flat or odd window: the lowest point itself
+    return float(v + x[i]), None
+
+
+def noise_sigma(curves) -> float:
+    """Per-point noise of log-loss from second differences along each curve (Rice 1984):
+    for noise of sd s on a smooth curve sampled densely, var(y[i-1] - 2 y[i] + y[i+1]) = 6 s^2.
+    Pooled over budgets; curvature inflates it slightly, which errs on the side of wider intervals."""
+    d2 = []
+    for x, y in curves:
+        if len(x) >= 3:
+            d2.append(y[:-2] - 2 * y[1:-1] + y[2:])
+    if not d2:
+        return 0.0
+    d2 = np.concatenate(d2)
+    return float(np.sqrt(np.mean(d2 ** 2) / 6.0))
+
+
+def between_variance(logc, logy, var) -> float:
+    """tau^2: variance of the minima about the line beyond their own (bootstrap) variances, by the
+    DerSimonian-Laird moment estimator for a meta-regression, (Q - (k - 2)) / tr(P), floored at 0."""
+    k = len(logc)
+    if k <= 2:
+        return 0.0
+    w = 1.0 / np.maximum(var, MIN_LOG_VAR)
+    X = np.column_stack([np.ones(k), logc])
+    XtW = X.T * w
+    beta = np.linalg.solve(XtW @ X, XtW @ logy)
+    q = float(np.sum(w * (logy - X @ beta) ** 2))
+    P = np.diag(w) - XtW.T @ np.linalg.solve(XtW @ X, XtW)
+    return max(0.0, (q - (k - 2)) / float(np.trace(P)))
+
+
+def _wls(logc, logy, var):
+    """Weighted least squares of logy on logc: (slope, intercept, se of slope)."""
     import statsmodels.api as sm
-    X = np.column_stack([np.ones_like(log_n), log_n, log_n ** 2])
-    res = sm.OLS(loss, X).fit()
-    c0, c1, c2 = res.params
-    x_star = -c1 / (2 * c2)
-    # delta method: grad of x* w.r.t. (c1, c2)
-    grad = np.array([0.0, -1 / (2 * c2), c1 / (2 * c2 ** 2)])
-    cov = res.cov_params() if len(loss) > 3 else np.zeros((3, 3))
-    se = float(np.sqrt(max(grad @ np.asarray(cov) @ grad, 0.0)))
-    return x_star, se, c0 + c1 * x_star + c2 * x_star ** 2, c2
+    res = sm.WLS(logy, sm.add_constant(logc), weights=1.0 / np.maximum(var, MIN_LOG_VAR)).fit()
+    se = float(res.bse[1]) if len(logc) > 2 else float("nan")
+    return float(res.params[1]), float(res.params[0]), se
 
 
-def approach2(table: pd.DataFrame, min_points: int = 3) -> Approach2Result:
-    """``table`` has canonical ``params``, ``tokens``, ``loss`` (and optionally ``flops``,
-    ``unique_tokens``); only single-epoch runs enter (repetition would bias the parabolas)."""
-    t = table.copy()
+# --------------------------------------------------------------------------------------------
+# Approach 2
+# --------------------------------------------------------------------------------------------
+def approach2(table: pd.DataFrame, estimator: str = DEFAULT_ESTIMATOR, bootstrap: int = 200,
+              seed: int = 0, min_points: int = 3) -> Approach2Result:
+    """``table`` has canonical ``params``, ``tokens``, ``loss`` and optionally ``flops`` (any
+    convention), ``budget`` and ``unique_tokens``; only single-epoch runs enter (repetition would
+    shift the minima)."""
+    if estimator not in ESTIMATORS:
+        raise UsageError(f"unknown estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
+    if bootstrap < 0:
+        raise UsageError("--bootstrap must be >= 0")
+    t = table.reset_index(drop=True)
     if "unique_tokens" in t.columns:
-        t = t[~(t["tokens"] > t["unique_tokens"] * (1 + 1e-9))]
-    flops = 6.0 * t["params"].values * t["tokens"].values
-    groups = budget_groups(flops)
-    budgets, warnings = [], []
-    for g in np.unique(groups):
-        sel = groups == g
-        if sel.sum() < min_points:
-            continue
+        u = pd.to_numeric(t["unique_tokens"], errors="coerce")
+        t = t[~(t["tokens"] > u * (1 + 1e-9))].reset_index(drop=True)
+    if t.empty:
+        raise UsageError("Approach 2: no single-epoch runs")
+    ids, values = budgets_of(t)
+    warnings, excluded, curves = [], [], []
+    for g, c in enumerate(values):
+        sel = ids == g
         log_n = np.log(t["params"].values[sel])
-        loss = t["loss"].values[sel]
-        if len(np.unique(np.round(log_n, 6))) < 3:
+        n_distinct = len(np.unique(np.round(log_n, 9)))
+        if sel.sum() < min_points or n_distinct < 3:
+            warnings.append(f"budget {c:.3g}: {n_distinct} distinct size(s), need >= 3; left out")
+            excluded.append({"flops": float(c), "reason": f"{n_distinct} distinct sizes"})
             continue
-        x_star, se, loss_opt, c2 = fit_parabola(log_n - log_n.mean(), loss)
-        x_star += log_n.mean()
-        c = float(np.median(flops[sel]))
-        if c2 <= 0:
-            warnings.append(f"budget {c:.3g}: the parabola opens downwards (no minimum); budget skipped")
+        curves.append((c, log_n, np.log(t["loss"].values[sel]), np.log(t["tokens"].values[sel])))
+    sigma = noise_sigma([_distinct(ln, ll) for _, ln, ll, _ in curves])
+
+    kept = []
+    for c, ln, ll, ld in curves:
+        x, why = curve_minimum(ln, ll, estimator)
+        if x is None:
+            warnings.append(f"budget {c:.3g}: no interior minimum ({why}); left out")
+            excluded.append({"flops": float(c), "reason": why})
             continue
-        if not (log_n.min() <= x_star <= log_n.max()):
-            warnings.append(f"budget {c:.3g}: the minimum N={np.exp(x_star):.3g} lies outside the sizes trained "
-                            f"({np.exp(log_n.min()):.3g} to {np.exp(log_n.max()):.3g}); it is an extrapolation")
-        budgets.append(Parabola(c, int(sel.sum()), float(np.exp(x_star)), se, float(loss_opt), float(c2)))
-    if len(budgets) < 2:
-        raise UsageError(f"Approach 2 needs at least 2 budgets with >= {min_points} single-epoch runs of "
-                         f">= 3 distinct sizes; found {len(budgets)}")
-    import statsmodels.api as sm
-    logc = np.log([b.flops for b in budgets])
-    logn = np.log([b.params_opt for b in budgets])
-    res = sm.OLS(logn, sm.add_constant(logc)).fit()
-    a = float(res.params[1])
-    se = float(res.bse[1]) if len(budgets) > 2 else float("nan")
-    return Approach2Result(budgets, a, se, float(np.exp(res.params[0])), 1.0 - a, warnings)
+        kept.append((c, ln, ll, ld, x))
+    if not kept:
+        raise UsageError(f"Approach 2: no budget brackets its minimum with the {estimator} estimator "
+                         f"(every isoFLOP curve's minimum is at an end of its sizes); train sizes on both "
+                         f"sides of the optimum")
+    if len(kept) < 2:
+        raise UsageError(f"Approach 2 needs at least 2 budgets with an interior minimum; found {len(kept)}")
+
+    rng = np.random.default_rng(seed)
+    boot = np.full((bootstrap, len(kept)), np.nan)
+    boot_d = np.full((bootstrap, len(kept)), np.nan)
+    for j, (c, ln, ll, ld, _) in enumerate(kept):
+        for r in range(bootstrap):
+            pick = rng.integers(0, len(ln), len(ln))
+            y = ll[pick] + rng.normal(0.0, sigma, len(ln))
+            x, _ = curve_minimum(ln[pick], y, estimator)
+            if x is not None:
+                boot[r, j] = x
+                boot_d[r, j] = _tokens_at(ln, ld, x)
+    budgets, logc, logn, logd, var_n, var_d = [], [], [], [], [], []
+    for j, (c, ln, ll, ld, x) in enumerate(kept):
+        xd = _tokens_at(ln, ld, x)
+        loss_opt = float(np.exp(np.interp(x, *_distinct(ln, ll))))
+        b = BudgetMinimum(float(c), len(ln), float(np.exp(x)), float(np.exp(xd)), loss_opt)
+        col, cold = boot[:, j], boot_d[:, j]
+        good = np.isfinite(col)
+        if good.sum() >= 10:
+            b.params_opt_ci = [float(v) for v in np.exp(np.percentile(col[good], [2.5, 97.5]))]
+            b.tokens_opt_ci = [float(v) for v in np.exp(np.percentile(cold[good], [2.5, 97.5]))]
+            b.log_params_opt_se = float(np.std(col[good], ddof=1))
+            if good.mean() < 0.8:
+                warnings.append(f"budget {c:.3g}: {100 * (1 - good.mean()):.0f}% of bootstrap resamples have no "
+                                f"interior minimum; its interval is optimistic")
+        budgets.append(b)
+        logc.append(np.log(c))
+        logn.append(x)
+        logd.append(xd)
+        var_n.append(np.var(col[good], ddof=1) if good.sum() >= 10 else np.nan)
+        var_d.append(np.var(cold[good], ddof=1) if good.sum() >= 10 else np.nan)
+    logc, logn, logd = map(np.asarray, (logc, logn, logd))
+    var_n, var_d = _fill(np.asarray(var_n)), _fill(np.asarray(var_d))
+    tau2_n, tau2_d = between_variance(logc, logn, var_n), between_variance(logc, logd, var_d)
+    var_n, var_d = var_n + tau2_n, var_d + tau2_d
+    a, ka, se_a = _wls(logc, logn, var_n)
+    bexp, kb, se_b = _wls(logc, logd, var_d)
+    ci_a = _boot_slope_ci(logc, boot, var_n)
+    ci_b = _boot_slope_ci(logc, boot_d, var_d)
+    if len(budgets) == 2:
+        warnings.append("only 2 budgets: the exponent has no standard error")
+    return Approach2Result(budgets, estimator, a, se_a, float(np.exp(ka)), bexp, se_b, float(np.exp(kb)),
+                           ci_a, ci_b, sigma, float(np.sqrt(tau2_n)), int(bootstrap), excluded, warnings)
+
+
+def _tokens_at(log_n, log_d, x) -> float:
+    """log D at log N = x along the budget's runs (exactly C/6N when the table's tokens are)."""
+    xs, ys = _distinct(log_n, log_d)
+    return float(np.interp(x, xs, ys)) if len(xs) > 1 else float(ys[0])
+
+
+def _fill(var):
+    """Budgets without a bootstrap variance get the median of the others (or equal weights)."""
+    good = np.isfinite(var)
+    if not good.any():
+        return np.ones_like(var)
+    return np.where(good, var, np.median(var[good]))
+
+
+def _boot_slope_ci(logc, boot, var):
+    """95% percentile interval of the WLS slope over bootstrap replicates (budgets missing from a
+    replicate are left out of it)."""
+    slopes = []
+    for row in boot:
+        ok = np.isfinite(row)
+        if ok.sum() >= 2:
+            w = 1.0 / np.maximum(var[ok], MIN_LOG_VAR)
+            x, y = logc[ok], row[ok]
+            xm, ym = np.average(x, weights=w), np.average(y, weights=w)
+            sxx = np.sum(w * (x - xm) ** 2)
+            if sxx > 0:
+                slopes.append(np.sum(w * (x - xm) * (y - ym)) / sxx)
+    if len(slopes) < 10:
+        return None
+    return [float(v) for v in np.percentile(slopes, [2.5, 97.5])]

@@ -32,6 +32,7 @@ from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.optimize import batched_lbfgs, polish
 from scaling.results import FitResult
+from scaling.variants import VARIANTS, choose, variant_bounds
 
 DELTA = 1e-3
 #: a parameter is flagged as not identifiable when moving it down to x1/3 or up to x3 of its estimate
@@ -41,6 +42,10 @@ PROFILE_FACTORS = (1 / 3, 1 / 2, 2.0, 3.0)
 #: distinct optima whose objective is within this fraction of the best are reported
 HAIR = 1e-3
 MAX_STARTS = 20000
+#: above 2x this many points the start grid is screened on a subsample of this size, and the
+#: ``SCREEN_KEEP`` best distinct endpoints continue on all points
+SCREEN_POINTS = 256
+SCREEN_KEEP = 48
 BASE_NAMES = ("E", "A", "B", "alpha", "beta")
 
 
@@ -61,6 +66,7 @@ class Problem:
     free: list[str]                 #: free coordinate names (fit space; tied ones as "alpha=beta")
     weights: np.ndarray | None = None   #: per-start point weights [P, n] (bootstrap)
     delta: float = DELTA
+    bound_overrides: dict | None = None   #: fit-space name -> (lo, hi), replacing the law's bounds
 
     def theta(self, z, rows=None):
         base = self.base if self.base.ndim == 1 or rows is None else self.base[rows]
@@ -83,6 +89,9 @@ class Problem:
 
     def bounds(self):
         lo, hi = self.law.bounds_array()
+        for name, (a, b) in (self.bound_overrides or {}).items():
+            i = self.law.fit_names.index(name)
+            lo[i], hi[i] = max(lo[i], a), min(hi[i], b)
         col = self.M.astype(bool)
         return (np.array([lo[c].max() for c in col.T]), np.array([hi[c].min() for c in col.T]))
 
@@ -101,7 +110,7 @@ class Problem:
 
 
 def make_problem(law: Law, data: LawData, loss, fixed: dict[str, float], tie: list[tuple[str, str]],
-                 weights=None) -> Problem:
+                 weights=None, bounds: dict | None = None) -> Problem:
     """``fixed``: fit-space name -> fit-space value; ``tie``: pairs of fit-space names."""
     k = len(law.fit_names)
     index = {n: i for i, n in enumerate(law.fit_names)}
@@ -125,7 +134,8 @@ def make_problem(law: Law, data: LawData, loss, fixed: dict[str, float], tie: li
     base = np.zeros(k)
     for name, value in fixed.items():
         base[index[name]] = value
-    return Problem(law, data, np.log(np.asarray(loss, float)), base, M, ["=".join(g) for g in groups], weights)
+    return Problem(law, data, np.log(np.asarray(loss, float)), base, M, ["=".join(g) for g in groups], weights,
+                   DELTA, bounds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,8 +147,24 @@ def solve(problem: Problem, starts: np.ndarray, n_polish: int = 5):
     if len(starts) == 1:
         z, f = polish(problem.fun_grad_1d, np.clip(starts[0], lo, hi), lo, hi)
         return z, f, [(f, z)]
-    res = batched_lbfgs(problem.fun_grad, starts, lo, hi, max_iter=100, ftol=1e-10, gtol=1e-7,
-                        funnel=(5, 0.02, 32))
+    n = len(problem.y)
+    if n > 2 * SCREEN_POINTS and len(starts) > SCREEN_KEEP and problem.weights is None and problem.base.ndim == 1:
+        # screen the start grid on a fixed random subsample of the points, then continue the best
+        # distinct endpoints on all of them: the landscape's basins are the same, the cost per
+        # iteration of thousands of starts is not (2,000 points: 6 s -> ~1.5 s)
+        rows = np.sort(np.random.default_rng(0).choice(n, SCREEN_POINTS, replace=False))
+        sub = Problem(problem.law, problem.data.take(rows), problem.y[rows], problem.base, problem.M,
+                      problem.free, None, problem.delta, problem.bound_overrides)
+        pre = batched_lbfgs(sub.fun_grad, starts, lo, hi, max_iter=100, ftol=1e-10, gtol=1e-7,
+                            funnel=(5, 0.02, 32))
+        order = [i for i in np.argsort(pre.f) if np.isfinite(pre.f[i])]
+        _, first = np.unique(np.round(pre.x[order], 2), axis=0, return_index=True)
+        starts = pre.x[np.asarray(order)[np.sort(first)][:SCREEN_KEEP]]
+        res = batched_lbfgs(problem.fun_grad, starts, lo, hi, max_iter=100, ftol=1e-10, gtol=1e-7,
+                            funnel=None)
+    else:
+        res = batched_lbfgs(problem.fun_grad, starts, lo, hi, max_iter=100, ftol=1e-10, gtol=1e-7,
+                            funnel=(5, 0.02, 32))
     order = [i for i in np.argsort(res.f) if np.isfinite(res.f[i])]
     if not order:
         raise UsageError("the fit failed from every start (non-finite objective); check the data")
@@ -359,10 +385,11 @@ def _parse_tie(law: Law, tie) -> list[tuple[str, str]]:
 
 
 def fit_stage(law: Law, data: LawData, loss, *, fixed=None, tie=None, start=None, weights=None,
-              want_profiles=True):
-    """One optimisation: global multi-start over the law's grid, or local from ``start``."""
+              want_profiles=True, bounds=None):
+    """One optimisation: global multi-start over the law's grid, or local from ``start``.
+    ``bounds``: fit-space name -> (lo, hi) narrowing the law's own bounds."""
     fixed = dict(fixed or {})
-    problem = make_problem(law, data, loss, fixed, tie or [], weights)
+    problem = make_problem(law, data, loss, fixed, tie or [], weights, bounds)
     if not problem.free:
         raise UsageError("nothing to fit: every parameter is fixed")
     if len(loss) < len(problem.free):
@@ -386,22 +413,48 @@ def _r2(loss, pred):
 
 def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base: FitResult | None = None,
         exclude_top: int = 0, start=None, bootstrap: int = 0, seed: int = 0, source: str = "data",
-        want_profiles: bool = True, paper_tie: bool = True) -> FitResult:
+        want_profiles: bool = True, paper_tie: bool = True, variant: str | None = None,
+        select_variant: bool = True) -> FitResult:
     """Fit a law to a run table. ``fix``/``start``: {public name: value}; ``tie``: ["alpha=beta"].
-    ``paper_tie``: in the two-stage data-constrained procedure, tie alpha = beta in stage 1 as
-    Muennighoff et al. 2023 do (unless ``tie`` or ``fix`` says otherwise)."""
+
+    ``variant`` forces one of ``scaling.variants.VARIANTS`` for the Chinchilla law (or the stage-1
+    fit of the data-constrained law); otherwise, when the user constrains nothing (no tie, fix,
+    start or base), ``select_variant`` chooses it by a rolling backtest on these data and the fit
+    file records the choice (``settings.variant``). ``paper_tie=False`` (``--untie``) forces the
+    free variant in stage 1, the paper's own stage 1 is ``variant="tied"``."""
     t0 = time.perf_counter()
     law_name, fd = prepare(table, law, exclude_top, source)
     the_law = get_law(law_name)
     fixed = _to_fit_names(the_law, dict(fix or {}), "--fix")
     start_fit = _to_fit_names(the_law, dict(start), "--start") if start else None
     tie_pairs = _parse_tie(the_law, tie)
+    if variant is not None and variant not in VARIANTS:
+        raise UsageError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+    if variant is not None and (tie or {"alpha", "beta"} & set(fixed)):
+        raise UsageError("--variant cannot be combined with --tie or a --fix of alpha/beta")
     held = set(fixed)          # fit-space names the user holds (--fix, --base); stage-1 ones are not
     settings = {"delta": DELTA, "objective": "sum of Huber(delta) of log-loss residuals",
                 "fixed": {}, "tie": list(tie or []), "exclude_top": exclude_top,
                 "start": dict(start or {}), "notes": fd.notes}
     warnings = list(fd.notes)
     stage1 = None
+    chin = get_law("chinchilla")
+    constrained = bool(tie_pairs) or bool({"alpha", "beta", "e"} & set(fixed)) or start_fit is not None
+    two_stage = base is None and law_name == "data-constrained" and not all(
+        n in fixed for n in ("a", "b", "e", "alpha", "beta"))
+    single = fd.data.tokens <= fd.data.unique_tokens * (1 + 1e-9) if law_name == "data-constrained" else None
+    chosen, record = None, None
+    if base is None and (law_name == "chinchilla" or (two_stage and single.sum() >= 6)):
+        mask = np.ones(len(fd.loss), bool) if law_name == "chinchilla" else single
+        if variant is not None:
+            chosen, record = VARIANTS[variant], {"chosen": variant, "reason": "forced by --variant"}
+        elif law_name == "data-constrained" and not paper_tie:
+            chosen, record = VARIANTS["free"], {"chosen": "free", "reason": "forced by --untie"}
+        elif not constrained and select_variant:
+            record = _choose_variant(chin, fd, mask, {k: v for k, v in fixed.items() if k in chin.fit_names})
+            chosen = VARIANTS[record["chosen"]]
+        if chosen is not None:
+            settings["variant"] = record
     if base is not None:
         base_fixed = {n: base.params[n] for n in BASE_NAMES if n in base.params}
         if not base_fixed:
@@ -410,20 +463,22 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
         held |= set(fixed)
         settings["base"] = {"law": base.law, "params": base_fixed}
         procedure = "two-stage (base given)"
-    elif law_name == "data-constrained" and not all(n in fixed for n in ("a", "b", "e", "alpha", "beta")):
+    elif two_stage:
         # the paper's procedure: Chinchilla on single-epoch runs, then R_D*, R_N* on all runs
-        single = fd.data.tokens <= fd.data.unique_tokens * (1 + 1e-9)
-        chin = get_law("chinchilla")
         if single.sum() >= 5 + 1:
             fixed1 = {k: v for k, v in fixed.items() if k in chin.fit_names}
             tie1 = [p for p in tie_pairs if p[0] in chin.fit_names and p[1] in chin.fit_names]
-            if paper_tie and not tie1 and not ({"alpha", "beta"} & set(fixed1)):
+            bounds1 = None
+            if chosen is not None:
+                tie1 = list(chosen.tie) if not ({"alpha", "beta"} & set(fixed1)) else tie1
+                bounds1 = variant_bounds(chosen, fd.loss[single])
+            elif paper_tie and not tie1 and not ({"alpha", "beta"} & set(fixed1)):
                 # the paper's stage 1 ties alpha = beta; untied, beta/alpha can run off and make
                 # N_opt(C_U) = G^(1+beta/alpha) U^(beta/alpha) meaningless in stage 2
                 tie1 = [("alpha", "beta")]
             s1 = fd.data.take(single)
             problem1, z1, f1, w1, _, _ = fit_stage(chin, s1, fd.loss[single], fixed=fixed1, tie=tie1,
-                                                  want_profiles=False)
+                                                  want_profiles=False, bounds=bounds1)
             stage1 = {"problem": problem1, "z": z1, "mask": single}
             p1 = chin.to_public(problem1.theta(z1)[0])
             fixed = {**fixed, **_to_fit_names(the_law, p1, "stage 1")}
@@ -437,9 +492,15 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
             procedure = "joint"
     else:
         procedure = "local" if start_fit is not None else "multi-start"
+    bounds = None
+    if law_name == "chinchilla" and chosen is not None:
+        tie_pairs = tie_pairs or list(chosen.tie)
+        bounds = variant_bounds(chosen, fd.loss)
     problem, z, f, w, diag, n_starts = fit_stage(the_law, fd.data, fd.loss, fixed=fixed, tie=tie_pairs,
-                                                 start=start_fit, want_profiles=want_profiles)
+                                                 start=start_fit, want_profiles=want_profiles, bounds=bounds)
     warnings += w
+    if record is not None and law_name == "chinchilla":
+        settings["tie"] = ["=".join(t) for t in tie_pairs]
     theta = problem.theta(z)[0]
     params = the_law.to_public(theta)
     settings["fixed"] = {n: params[n] for n in the_law.public_names if the_law.public_to_fit_name(n) in held}
@@ -466,6 +527,22 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
                      data_sha256=data_sha256(fd), version=scaling.__version__)
 
 
+def _choose_variant(chin: Law, fd: FitData, mask: np.ndarray, fixed: dict) -> dict:
+    """Rolling backtest of the Chinchilla variants on the runs of ``mask`` (``scaling.variants``)."""
+    frame = fd.frame[mask].reset_index(drop=True)
+    data, loss = fd.data.take(mask), fd.loss[mask]
+
+    def fit_once(train, v):
+        problem, z, *_ = fit_stage(chin, data.take(train), loss[train], fixed=fixed, tie=list(v.tie),
+                                   want_profiles=False, bounds=variant_bounds(v, loss[train]))
+        return chin.to_public(problem.theta(z)[0])
+
+    def predict(params, test):
+        return chin.predict(params, data.params[test], data.tokens[test])
+
+    return choose(frame, loss, fit_once, predict)
+
+
 def bootstrap_draws(law: Law, problem: Problem, z, fd: FitData, stage1, n: int, seed: int) -> np.ndarray:
     """Refit on ``n`` resamples of the points (with replacement), all at once, warm-started at the
     estimate; in a two-stage fit both stages are refitted on each resample. Returns [n, k] public."""
@@ -474,12 +551,13 @@ def bootstrap_draws(law: Law, problem: Problem, z, fd: FitData, stage1, n: int, 
     base = np.repeat(problem.base[None, :], n, axis=0)
     if stage1 is not None:
         p1, mask = stage1["problem"], stage1["mask"]
-        b1 = Problem(p1.law, p1.data, p1.y, p1.base, p1.M, p1.free, counts[:, mask])
+        b1 = Problem(p1.law, p1.data, p1.y, p1.base, p1.M, p1.free, counts[:, mask], p1.delta, p1.bound_overrides)
         z1, _ = local_batch(b1, np.repeat(stage1["z"][None, :], n, axis=0))
         theta1 = b1.theta(z1)                                   # [n, 5] chinchilla fit space
         index = [law.fit_names.index(name) for name in p1.law.fit_names]
         base[:, index] = theta1
-    bp = Problem(law, problem.data, problem.y, base, problem.M, problem.free, counts)
+    bp = Problem(law, problem.data, problem.y, base, problem.M, problem.free, counts, problem.delta,
+                 problem.bound_overrides)
     zb, fb = local_batch(bp, np.repeat(z[None, :], n, axis=0))
     theta = bp.theta(zb, np.arange(n))
     out = np.array([list(law.to_public(t).values()) for t in theta])

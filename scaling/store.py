@@ -183,7 +183,10 @@ def read_curve(store, run_id: str) -> pd.DataFrame:
 
 
 def read_table(source) -> pd.DataFrame:
-    """A store directory, a CSV or a Parquet file as a DataFrame."""
+    """A store directory, a CSV or a Parquet file, or a shipped ``dataset:NAME``, as a DataFrame."""
+    from scaling import datasets
+    if datasets.is_dataset(source):
+        return datasets.load(source)
     path = Path(source)
     if not path.exists():
         raise UsageError(f"{source}: no such file or directory")

@@ -1,10 +1,10 @@
 """The results store: one Parquet file per run, written atomically, keyed by run_id.
 
 Properties from the store's contract (scaling/store.py, and the pyarrow / Delta Lake habit in
-/work/shared/style.md): ``pandas.read_parquet(DIR)`` sees every run and no side data; a write is
+the project's style notes): ``pandas.read_parquet(DIR)`` sees every run and no side data; a write is
 idempotent by run_id; a writer killed mid-write never leaves a torn ``<run_id>.parquet``. The import
 check uses the Besiroglu et al. 2024 replication data (245 points read off Chinchilla's Fig. 4,
-/work/shared/reference.md section 1), where tokens = FLOP / (6 * model size).
+reference: Besiroglu et al. 2024), where tokens = FLOP / (6 * model size).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pytest
 from scaling.store import read_run, read_runs, update_run, write_curve, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
-CHINCHILLA_CSV = Path("/work/shared/data/chinchilla_svg_extracted.csv")
+CHINCHILLA_CSV = ROOT / "scaling" / "datasets" / "data" / "epoch_chinchilla.csv.gz"   # scaling.datasets
 CHINCHILLA_ROWS = 245     # Besiroglu et al. 2024: 245 points extracted from Hoffmann et al. Fig. 4
 COLUMNS = ["--column", "params=Model Size", "--column", "flops=Training FLOP"]
 
@@ -185,7 +185,7 @@ def test_read_runs_ignores_what_a_killed_writer_left(killed_store):
 def chinchilla_copy(tmp_path_factory):
     d = tmp_path_factory.mktemp("chinchilla-data")
     csv = d / "chinchilla_svg_extracted.csv"
-    shutil.copy(CHINCHILLA_CSV, csv)
+    pd.read_csv(CHINCHILLA_CSV).to_csv(csv, index=False)
     pq_path = d / "chinchilla_svg_extracted.parquet"
     pd.read_csv(csv).to_parquet(pq_path, index=False)
     return csv, pq_path

@@ -1,0 +1,140 @@
+"""Variants of the Approach 3 law, and the rolling backtest that chooses among them.
+
+Whether alpha and beta are tied, or E is kept away from zero, changes extrapolations by percents
+(measured on public ladders; see docs/benchmarks.md), and no variant wins on every data set. So
+the default is chosen on the user's own data, the way OLMo's model ladder validates a law by
+"rollout": fit on the smaller scales, predict the next one up, and keep the variant that predicts
+best. Only the data given to the fit are used: data that the user holds out (``scaling.backtest``)
+never decide it.
+
+Variants (``--variant NAME`` forces one):
+
+* ``free``: E, A, B, alpha, beta all free (Hoffmann et al. 2022, Approach 3).
+* ``tied``: alpha = beta. The stage-1 law of Muennighoff et al. 2023, and the form of Gadre et al.
+  2024 ("Language models scale reliably with over-training and on downstream tasks"), whose
+  L(C, M) = E + (a M^eta + b M^-eta) C^-eta with M = D/N is exactly this law with eta = alpha =
+  beta, so it also covers over-trained runs (large D/N).
+* ``free-efloor`` / ``tied-efloor``: the same with E >= ``E_FLOOR_FRACTION`` x the lowest loss in
+  the data. A free fit can trade E against A and B and run E towards zero (0.12 nats was seen on a
+  public ladder whose lowest loss was near 3): that says the curvature the data show is not enough
+  to locate the irreducible loss, and such fits extrapolate as pure power laws. The floor is a
+  guard rail, not physics: no measured language-model loss has had an irreducible part below half
+  the lowest loss reached.
+
+Rolling backtest: runs are ordered by compute (a ``budget`` column when present, else 6ND). Fold k
+(k = 1 .. ``FOLDS``) fits on the runs below the (1 - k/10) compute quantile and scores the runs
+between that cut and the next one up, by mean absolute percentage error of the loss. The variant
+with the lowest mean over folds wins, unless a simpler one (earlier in ``VARIANTS``: tied, free,
+then the floored ones) is within ``TIE_TOLERANCE`` (5%) of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+E_FLOOR_FRACTION = 0.5
+FOLDS = 3
+FOLD_STEP = 0.1
+#: a fold needs at least this many training runs per free parameter
+MIN_RUNS_PER_PARAM = 3
+#: a variant must beat every simpler one (earlier in ``VARIANTS``) by more than this relative
+#: margin of backtest MAPE to be chosen: parsimony unless the data clearly say otherwise
+TIE_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    tie: tuple[tuple[str, str], ...]     #: fit-space pairs
+    e_floor: bool
+    doc: str
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (      # simplest first: ties go to the earlier
+    Variant("tied", (("alpha", "beta"),), False,
+            "alpha = beta (Muennighoff et al. 2023 stage 1; Gadre et al. 2024's over-training form)"),
+    Variant("free", (), False, "E, A, B, alpha, beta free (Hoffmann et al. 2022)"),
+    Variant("tied-efloor", (("alpha", "beta"),), True, f"alpha = beta, E >= {E_FLOOR_FRACTION} x lowest loss"),
+    Variant("free-efloor", (), True, f"free, E >= {E_FLOOR_FRACTION} x lowest loss"),
+)}
+
+
+def variant_bounds(variant: Variant, loss) -> dict | None:
+    """Fit-space bound overrides of a variant: e = log E >= log(fraction x lowest loss)."""
+    if not variant.e_floor:
+        return None
+    return {"e": (float(np.log(E_FLOOR_FRACTION * np.min(loss))), np.inf)}
+
+
+def scale_of(frame: pd.DataFrame) -> np.ndarray:
+    """Each run's compute, the axis of the rollout: the nominal ``budget`` when the table has one
+    (isoFLOP sweeps), else 6 N D, rounded to 0.02 decade so that one budget is never split."""
+    if "budget" in frame.columns:
+        b = pd.to_numeric(frame["budget"], errors="coerce").values.astype(float)
+        if np.isfinite(b).all() and (b > 0).all():
+            return np.log10(b)
+    c = 6.0 * frame["params"].values.astype(float) * frame["tokens"].values.astype(float)
+    return np.round(np.log10(c) / 0.02) * 0.02
+
+
+def rolling_folds(frame: pd.DataFrame, n_free: int, folds: int = FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train mask, test mask) per fold; folds with too few training runs, or no test run, are
+    dropped."""
+    s = scale_of(frame)
+    out = []
+    upper = np.inf
+    for k in range(1, folds + 1):
+        cut = np.quantile(s, 1.0 - FOLD_STEP * k)
+        train = s < cut
+        test = (s >= cut) & (s < upper)
+        if test.sum() == 0 or train.sum() < MIN_RUNS_PER_PARAM * n_free or len(np.unique(s[train])) < 3:
+            break
+        out.append((train, test))
+        upper = cut
+    return out
+
+
+def choose(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, candidates=None) -> dict:
+    """Rolling backtest of each candidate variant.
+
+    ``fit_once(mask, variant) -> params`` fits the law on the runs of ``mask``; ``predict(params,
+    mask) -> losses``. Returns the record kept in the fit file: ``chosen``, ``criterion``,
+    ``candidates`` (name -> backtest MAPE per fold and their mean), ``folds`` and ``reason``."""
+    names = list(candidates or VARIANTS)
+    folds = rolling_folds(frame, n_free=5)
+    record = {"criterion": f"rolling backtest: fit below the {', '.join(f'{100 * (1 - FOLD_STEP * k):.0f}%' for k in range(1, FOLDS + 1))} "
+                           f"compute quantiles, score the next slice up by MAPE of the loss",
+              "folds": [{"n_train": int(tr.sum()), "n_test": int(te.sum())} for tr, te in folds],
+              "candidates": {}}
+    if len(folds) < 1:
+        record.update(chosen="free", reason="too few runs or compute scales for a rolling backtest "
+                                            "(need 3+ distinct scales and 15+ runs below the top 10%); "
+                                            "the free law is the default")
+        return record
+    unfloored = {}          # (fold, tie) -> params of the variant without the E floor
+    for name in names:
+        v = VARIANTS[name]
+        errs = []
+        for k, (train, test) in enumerate(folds):
+            try:
+                p = unfloored.get((k, v.tie)) if v.e_floor else None
+                if p is None or p["E"] < E_FLOOR_FRACTION * np.min(loss[train]):
+                    p = fit_once(train, v)      # (a free optimum inside the floor is also the floored one)
+                if not v.e_floor:
+                    unfloored[(k, v.tie)] = p
+                pred = predict(p, test)
+                errs.append(float(np.mean(np.abs(pred - loss[test]) / loss[test]) * 100))
+            except Exception as exc:          # a variant that cannot be fitted on a fold loses it
+                errs.append(float("inf"))
+                record.setdefault("errors", {})[name] = str(exc).splitlines()[0][:200]
+        record["candidates"][name] = {"backtest_mape": float(np.mean(errs)), "fold_mape": errs}
+    low = min(record["candidates"][n]["backtest_mape"] for n in names)
+    # scores within 5% of the best go to the simplest variant (a floor that does not bind gives the
+    # same fit; a free exponent that wins by a hair has fitted noise)
+    best = next(n for n in names if record["candidates"][n]["backtest_mape"] <= low * (1 + TIE_TOLERANCE) + 1e-12)
+    scores = ", ".join(f"{n} {record['candidates'][n]['backtest_mape']:.3g}%" for n in names)
+    record.update(chosen=best, reason=f"lowest rolling-backtest MAPE over {len(folds)} fold(s): {scores}")
+    return record
