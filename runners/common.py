@@ -37,6 +37,10 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     g.add_argument("--filter", default="none", metavar="LIST",
                    help=f"data filters: {', '.join(plan.VALID_FILTERS)} (default none)")
     g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default 0)")
+    g.add_argument("--flops-convention", default="6N", choices=accounting.FLOP_CONVENTIONS,
+                   help="how a run's FLOPs are counted, and so how many tokens a budget buys: 6N (all "
+                        "parameters, default), 6N_ne (Kaplan et al. 2020), 6N_ne+head, 6N_ne+head+attn "
+                        "(see scaling.accounting.flops_per_token); every run stores all of them")
     d = p.add_argument_group("data")
     d.add_argument("--data", default="embedded",
                    help="corpus: embedded | path to .jsonl/.parquet | hf:NAME (default embedded)")
@@ -135,7 +139,7 @@ def axes(args) -> dict:
                 filters=parse_list(args.filter, str, "filter"),
                 seeds=parse_list(args.seeds, _seed, "seed"),
                 data=check_data_arg(args.data), tokenizer=args.tokenizer,
-                text_column=args.text_column or "text")
+                text_column=args.text_column or "text", flops_convention=args.flops_convention)
 
 
 def check_data_arg(data: str) -> str:

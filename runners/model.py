@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaling.accounting import flops_per_token
+
 
 @dataclass
 class GPTConfig:
@@ -133,16 +135,13 @@ class GPT(nn.Module):
     # -- accounting ---------------------------------------------------------------------------
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
-        """Training FLOPs per token: ``6 N`` (forward + backward of every weight, Kaplan et al.
-        2020) plus attention's score and value products, ``12 * n_layers * d_model * T``
-        (PaLM appendix B / nanoGPT; counted as if not causal, as the convention does).
-
-        Store columns use ``scaling.accounting.flops`` (6 N D, the papers' convention); this
-        larger number is only for MFU.
-        """
+        """Training FLOPs per token that the hardware really performs, for MFU: every matrix
+        multiply (non-embedding weights and the tied output head) plus attention's score and value
+        products, ``scaling.accounting.flops_per_token("6N_ne+head+attn")`` (PaLM appendix B;
+        counted as if not causal, as the convention does). The embedding lookups are not FLOPs."""
         cfg = self.config
-        T = seq_len or cfg.seq_len
-        return 6.0 * self.num_params() + 12.0 * cfg.n_layers * cfg.d_model * T
+        return flops_per_token("6N_ne+head+attn", d_model=cfg.d_model, ffw_size=cfg.ffw_size,
+                               n_layers=cfg.n_layers, vocab=cfg.vocab_size, seq_len=seq_len or cfg.seq_len)
 
     def estimate_mfu(self, tokens_per_s: float, peak_flops: float, seq_len: int | None = None) -> float:
         """Model FLOPs utilisation: achieved model FLOP/s over the device's peak FLOP/s."""

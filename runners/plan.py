@@ -82,7 +82,7 @@ def _shapes_by_name(names: Iterable[str]) -> list[Shape]:
 
 def _spec(shape: Shape, *, vocab: int, seq_len: int, tokens: float, unique: float, grid: str,
           budget: str, code_fraction: float, filter: str, seed: int, data: str, tokenizer: str,
-          text_column: str = "text") -> RunSpec:
+          text_column: str = "text", flops_convention: str = "6N") -> RunSpec:
     tokens = int(round(tokens))
     # unique data beyond the tokens trained on is never seen: cap at one epoch
     unique = max(1, min(int(round(unique)), tokens))
@@ -90,7 +90,7 @@ def _spec(shape: Shape, *, vocab: int, seq_len: int, tokens: float, unique: floa
                    n_heads=shape.attention_heads, n_layers=shape.n_layers, vocab_size=vocab,
                    seq_len=seq_len, tokens=tokens, unique_tokens=unique, code_fraction=code_fraction,
                    filter=filter, seed=seed, data=data, tokenizer=tokenizer, grid=grid, budget=budget,
-                   text_column=text_column)
+                   text_column=text_column, flops_convention=flops_convention)
 
 
 def default_tokenizer(cpu: bool) -> str:
@@ -139,9 +139,11 @@ def optimal_shape(budget: Budget) -> Shape:
 def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
                  epochs: Sequence[float] | None = None, code_fractions=None, filters=("none",),
                  seeds=(0,), n_sizes: int | None = None, data: str = "embedded",
-                 tokenizer: str | None = None, text_column: str = "text") -> list[RunSpec]:
+                 tokenizer: str | None = None, text_column: str = "text",
+                 flops_convention: str = "6N") -> list[RunSpec]:
     """All runs of one budget's isoFLOP grid; every run has FLOPs = budget.flops (up to rounding
-    the token count to an integer).
+    the token count to an integer), counted in ``flops_convention`` (``scaling.accounting``:
+    D = C / FLOPs-per-token of the shape in that convention).
 
     (a) The compute-optimal shape (nearest to ``budget.optimal_params``) at each unique-data level:
         the paper's levels for named budgets (2b8: 55, 28, 18, 14, 11, 9, 4, 1.25 B tokens),
@@ -168,7 +170,14 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
     pool = accounting.TINY_SHAPES if budget.cpu else accounting.PAPER_SHAPES
     V, S = budget.vocab, budget.seq_len
     best = optimal_shape(budget)
-    d_best = accounting.tokens_for(budget.flops, best.params(V, S))
+    accounting.check_convention(flops_convention)
+
+    def tokens_for(shape: Shape) -> float:
+        return budget.flops / accounting.flops_per_token(
+            flops_convention, d_model=shape.d_model, ffw_size=shape.ffw_size, n_layers=shape.n_layers,
+            vocab=V, seq_len=S)
+
+    d_best = tokens_for(best)
     if unique is not None:
         levels = _positive(unique, "unique-data levels")
     elif epochs is not None:
@@ -184,11 +193,11 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
     for s in spread_shapes(best.params(V, S), pool, V, S, n_sizes, budget.size_factor):
         if s == best and best_at_full:
             continue
-        d = accounting.tokens_for(budget.flops, s.params(V, S))
+        d = tokens_for(s)
         points.append((s, d, d))
     specs = [_spec(s, vocab=V, seq_len=S, tokens=d, unique=u, grid="isoflop", budget=budget.name,
                    code_fraction=c, filter=f, seed=seed, data=data, tokenizer=tokenizer,
-                   text_column=text_column)
+                   text_column=text_column, flops_convention=flops_convention)
              for (s, d, u) in points for c in cfs for f in fs for seed in ss]
     return _dedupe(specs)
 
@@ -223,8 +232,10 @@ def default_isounique_shapes(unique_tokens: float, cpu: bool, max_epochs: float 
 def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
                    epochs: Sequence[float] = ISOUNIQUE_EPOCHS, cpu: bool | None = None,
                    code_fractions=None, filters=("none",), seeds=(0,), data: str = "embedded",
-                   tokenizer: str | None = None, text_column: str = "text") -> list[RunSpec]:
-    """Fixed unique data, model sizes x epochs (tokens = unique x epochs).
+                   tokenizer: str | None = None, text_column: str = "text",
+                   flops_convention: str = "6N") -> list[RunSpec]:
+    """Fixed unique data, model sizes x epochs (tokens = unique x epochs); ``flops_convention``
+    only says how the runs' ``flops`` column counts (there is no budget to spend).
 
     ``cpu=None`` decides by scale: unique data below 1e8 tokens uses the tiny shapes, byte vocab
     and ``CPU_SEQ_LEN``; at or above it (the paper's 100M, 400M, 1.5B) the paper's shapes, GPT-2
@@ -240,7 +251,8 @@ def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
     name = "u" + _short(unique_tokens)
     specs = [_spec(s, vocab=V, seq_len=S, tokens=unique_tokens * e, unique=unique_tokens,
                    grid="isounique", budget=name, code_fraction=c, filter=f, seed=seed, data=data,
-                   tokenizer=tokenizer, text_column=text_column)
+                   tokenizer=tokenizer, text_column=text_column,
+                   flops_convention=accounting.check_convention(flops_convention))
              for s in chosen for e in eps for c in cfs for f in fs for seed in ss]
     return _dedupe(specs)
 
@@ -274,7 +286,7 @@ def estimate_seconds_here(spec: RunSpec, tokens_per_s_fn=None) -> float:
     if tokens_per_s_fn is not None:
         return spec.tokens / float(tokens_per_s_fn(spec)) + RUN_OVERHEAD_S
     flops_per_s, per_token = throughput_here()
-    return spec.tokens * (per_token + 6.0 * spec.params / flops_per_s) + RUN_OVERHEAD_S
+    return spec.tokens * per_token + accounting.flops(spec.params, spec.tokens) / flops_per_s + RUN_OVERHEAD_S
 
 
 def a100_gpu_hours(spec: RunSpec, mfu: float = 0.4) -> float:

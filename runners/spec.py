@@ -32,14 +32,21 @@ class RunSpec:
     tokenizer: str = "byte"    #: byte | bpe:VOCAB | a HF tokenizer name or path
     grid: str = "isoflop"      #: which plan produced it (isoflop | isounique)
     budget: str = ""           #: budget name, for grouping
+    flops_convention: str = "6N"   #: the FLOP convention the run's budget was spent in
 
     @property
     def params(self) -> int:
         return accounting.param_count(self.d_model, self.ffw_size, self.n_layers, self.vocab_size, self.seq_len)
 
     @property
+    def shape_kwargs(self) -> dict:
+        return {"d_model": self.d_model, "ffw_size": self.ffw_size, "n_layers": self.n_layers,
+                "vocab": self.vocab_size, "seq_len": self.seq_len}
+
+    @property
     def flops(self) -> float:
-        return accounting.flops(self.params, self.tokens)
+        """Training FLOPs in the run's own convention (6 N D over all parameters by default)."""
+        return accounting.training_flops(self.flops_convention, self.tokens, **self.shape_kwargs)
 
     @property
     def epochs(self) -> float:
@@ -47,13 +54,17 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        d = dataclasses.asdict(self)
+        if d["flops_convention"] == "6N":      # the default leaves ids of earlier stores unchanged
+            del d["flops_convention"]
+        payload = json.dumps(d, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         """Configuration plus derived canonical columns, as stored and as printed by --dry-run --json."""
         out = dataclasses.asdict(self)
         out.update(run_id=self.run_id, params=self.params, flops=self.flops, epochs=self.epochs)
+        out.update(accounting.convention_columns(out, self.tokens))
         return out
 
     @classmethod

@@ -4,7 +4,9 @@ Every run passes through many compute budgets on its way: at the checkpoint afte
 has spent C_t FLOPs (6 N D_t, or the table's own FLOPs in any convention). At each budget C on a
 log-spaced grid, the run with the lowest loss at C (each curve interpolated linearly in log-log,
 only inside the range it covers) gives N_opt(C), and its tokens at C give D_opt(C). Power laws
-N_opt = k C^a and D_opt = k' C^b are fitted to the envelope by least squares in log space.
+N_opt = k C^a and D_opt = k' C^b are fitted to the envelope by least squares in log space, on the
+budgets where the best run is neither the smallest nor the largest size (elsewhere the optimum may
+lie beyond the sizes trained and the envelope flattens the exponent).
 
 The envelope's points are not independent (neighbouring budgets share a run), so the standard
 error of a regression through them means little; the 95% intervals are a bootstrap over runs
@@ -28,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from scaling.accounting import flops
 from scaling.cli import UsageError
 from scaling.results import JsonFile, plain
 
@@ -111,6 +114,10 @@ def envelope(curves, grid):
     reach = np.isfinite(losses)
     n_sizes = np.array([len(np.unique(sizes[reach[:, j]])) for j in range(len(grid))])
     best[n_sizes < MIN_RUNS_AT_BUDGET] = -1
+    # interior only: where the smallest or the largest size is best, the optimum may lie beyond
+    # the sizes trained, and the envelope would flatten the exponent (as for Approach 2's minima)
+    edge = (sizes[best] <= sizes.min() * (1 + 1e-9)) | (sizes[best] >= sizes.max() * (1 - 1e-9))
+    best[edge] = -1
     cols = np.arange(len(grid))
     return best, losses[best, cols], logd[best, cols]
 
@@ -151,7 +158,7 @@ def approach1(table: pd.DataFrame, bootstrap: int = 200, seed: int = 0, min_prog
             raise UsageError("--min-progress needs portion_steps_elapsed or train_tokens in the checkpoints")
         t = t[prog >= min_progress]
     if "flops" not in t.columns or not np.isfinite(t["flops"]).all() or not (t["flops"] > 0).all():
-        t["flops"] = 6.0 * t["params"] * t["tokens"]
+        t["flops"] = flops(t["params"].values, t["tokens"].values)
     curves = _curves(t)
     if len(curves) < 2 or len({cv[0] for cv in curves}) < 2:
         raise UsageError(f"Approach 1 needs curves of at least 2 model sizes with 2+ checkpoints each; "

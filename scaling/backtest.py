@@ -17,7 +17,7 @@ import pandas as pd
 
 from scaling import columns as cols
 from scaling.store import read_table
-from scaling.approach2 import budget_groups
+from scaling.approach2 import budget_groups, run_flops
 from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.fit import fit, prepare
 from scaling.laws import get_law
@@ -25,7 +25,7 @@ from scaling.laws import get_law
 
 def split_holdout(table: pd.DataFrame, holdout: str) -> np.ndarray:
     """Boolean mask of held-out runs: the largest compute budget, or the K largest-compute runs."""
-    flops = 6.0 * table["params"].values * table["tokens"].values
+    flops = run_flops(table)
     if holdout == "largest-compute":
         groups = budget_groups(flops)
         return groups == groups.max()

@@ -54,8 +54,9 @@ def canonicalise(table: pd.DataFrame, mapping: dict[str, str] | None = None) -> 
                 break
     table = table.rename(columns=rename)
     if "tokens" not in table.columns and {"flops", "params"} <= set(table.columns):
-        table["tokens"] = pd.to_numeric(table["flops"], errors="coerce") / (
-            6.0 * pd.to_numeric(table["params"], errors="coerce"))
+        from scaling.accounting import tokens_for
+        table["tokens"] = tokens_for(pd.to_numeric(table["flops"], errors="coerce"),
+                                     pd.to_numeric(table["params"], errors="coerce"))
     return table
 
 
@@ -88,3 +89,72 @@ def ok_runs(table: pd.DataFrame, names=("params", "tokens", "loss"), source="dat
     if "status" in table.columns:
         table = table[table["status"].astype(str) == "ok"]
     return numeric_columns(table, list(names), source)[0]
+
+
+SHAPE_COLUMNS = ("d_model", "ffw_size", "n_layers", "vocab_size", "seq_len")
+
+
+def convention_flops(table: pd.DataFrame, convention: str) -> np.ndarray:
+    """Each run's training FLOPs in ``convention`` (``scaling.accounting.FLOP_CONVENTIONS``): the
+    run's ``flops.<convention>`` column (what the runners store), else computed from the shape
+    columns (``d_model, ffw_size, n_layers, vocab_size, seq_len``), else, for ``6N``, 6 N D."""
+    from scaling import accounting
+    accounting.check_convention(convention)
+    col = f"flops.{convention}"
+    tokens = pd.to_numeric(table["tokens"], errors="coerce").values.astype(float)
+    if col in table.columns:
+        f = pd.to_numeric(table[col], errors="coerce").values.astype(float)
+        if np.isfinite(f).all():
+            return f
+    if set(SHAPE_COLUMNS) <= set(table.columns):
+        kw = {k: pd.to_numeric(table[k], errors="coerce").values.astype(float) for k in SHAPE_COLUMNS}
+        if all(np.isfinite(v).all() for v in kw.values()):
+            return accounting.flops_per_token(convention, d_model=kw["d_model"], ffw_size=kw["ffw_size"],
+                                              n_layers=kw["n_layers"], vocab=kw["vocab_size"],
+                                              seq_len=kw["seq_len"]) * tokens
+    if convention == "6N":
+        return accounting.flops(pd.to_numeric(table["params"], errors="coerce").values.astype(float), tokens)
+    raise UsageError(f"--flops-convention {convention}: the data have no flops.{convention} column and no shape "
+                     f"columns ({', '.join(SHAPE_COLUMNS)}) to compute it from; map a FLOP column of that "
+                     f"convention with --column flops=THEIRS instead")
+
+
+def with_convention(table: pd.DataFrame, convention: str | None) -> pd.DataFrame:
+    """The table in a FLOP convention: ``flops`` becomes the runs' FLOPs in it, and ``params``
+    the size that convention counts, N = C / (6 D) (non-embedding N for ``6N_ne``, N plus the
+    head for ``6N_ne+head``, ...), so that Approach 1, 2 and 3 all measure size as the convention
+    does (Porian et al. 2024, Table 1). The original count is kept as ``params_all``. ``None``
+    leaves the table as it is (its own ``flops`` column, or 6 N D)."""
+    if convention is None:
+        return table
+    t = table.copy()
+    f = convention_flops(t, convention)
+    t["params_all"] = t["params"]
+    t["flops"] = f
+    from scaling.accounting import tokens_for
+    t["params"] = tokens_for(f, pd.to_numeric(t["tokens"], errors="coerce").values.astype(float))  # N = C / 6D
+    return t
+
+
+def where(table: pd.DataFrame, items) -> pd.DataFrame:
+    """Rows matching every ``COL=VALUE`` of ``items`` (``--where``; values compared as text, so
+    ``--where experiment=llama_3__raw_loss`` and ``--where seed=0`` both work)."""
+    for item in items or []:
+        col, sep, value = str(item).partition("=")
+        col, value = col.strip(), value.strip().strip("'\"")
+        if not sep or not col:
+            raise UsageError(f"malformed --where {item!r} (expected COL=VALUE, e.g. experiment=llama_3__raw_loss)")
+        if col not in table.columns:
+            raise UsageError(f"--where {item}: no column {col!r} (have: {', '.join(map(str, table.columns))})")
+        text = table[col].astype(str)
+        mask = text == value
+        if not mask.any():
+            try:
+                mask = pd.to_numeric(table[col], errors="coerce") == float(value)
+            except ValueError:
+                pass
+        if not mask.any():
+            shown = ", ".join(map(str, text.unique()[:8]))
+            raise UsageError(f"--where {item}: no row has {col} = {value!r} (values: {shown})")
+        table = table[mask]
+    return table.reset_index(drop=True)

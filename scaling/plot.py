@@ -17,7 +17,7 @@ import numpy as np
 
 from scaling import columns as cols
 from scaling.store import read_table
-from scaling.accounting import chinchilla_optimal, parse_size
+from scaling.accounting import chinchilla_optimal, parse_size, tokens_for
 from scaling.approach2 import budget_groups
 from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
@@ -75,8 +75,8 @@ def isoflop(source, fit: FitResult | None, out) -> None:
             n_opt = float(chinchilla_optimal(c, p["E"], p["A"], p["B"], p["alpha"], p["beta"])[0])
             lo, hi = sel["params"].min() / 2, sel["params"].max() * 2
             n = np.geomspace(min(lo, n_opt / 1.5), max(hi, n_opt * 1.5), 200)
-            ax.plot(n, law.predict(p, n, c / (6 * n)), color=color, lw=1.2)
-            ax.scatter([n_opt], [law.predict(p, n_opt, c / (6 * n_opt))], marker="*", s=140, color=color,
+            ax.plot(n, law.predict(p, n, tokens_for(c, n)), color=color, lw=1.2)
+            ax.scatter([n_opt], [law.predict(p, n_opt, tokens_for(c, n_opt))], marker="*", s=140, color=color,
                        edgecolor="black", zorder=4)
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
@@ -125,7 +125,7 @@ def contour(fit: FitResult, flops: float, unique_tokens: float, out) -> None:
     levels = np.quantile(loss, np.linspace(0.0, 0.9, 14))
     cs = ax.contourf(EP, N, loss, levels=np.unique(levels), cmap="viridis_r", extend="max")
     fig.colorbar(cs, ax=ax, label="predicted loss")
-    ax.plot(flops / (6 * n * unique_tokens), n, color="white", lw=1.5, label=f"C = {flops:.2g} FLOPs")
+    ax.plot(tokens_for(flops, n) / unique_tokens, n, color="white", lw=1.5, label=f"C = {flops:.2g} FLOPs")
     ax.scatter([best["epochs"]], [best["params"]], marker="*", s=220, color="red", edgecolor="black", zorder=5,
                label=f"data-constrained optimum: N={best['params']:.3g}, {best['epochs']:.3g} epochs")
     ax.scatter([chin["tokens"] / unique_tokens], [chin["params"]], marker="o", s=90, color="orange",

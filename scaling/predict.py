@@ -16,7 +16,7 @@ import sys
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from scaling.accounting import chinchilla_optimal, parse_size
+from scaling.accounting import chinchilla_optimal, parse_size, tokens_for
 from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
 from scaling.laws.data_constrained import effective_data
@@ -45,7 +45,7 @@ def data_constrained_allocation(params: dict, flops: float, unique_tokens: float
 
     def loss_at(log_n):
         n = np.exp(log_n)
-        return float(law.predict(params, n, flops / (6.0 * n), unique_tokens))
+        return float(law.predict(params, n, tokens_for(flops, n), unique_tokens))
 
     grid = np.linspace(np.log(N_RANGE[0]), np.log(N_RANGE[1]), 400)
     losses = np.array([loss_at(x) for x in grid])
@@ -53,7 +53,7 @@ def data_constrained_allocation(params: dict, flops: float, unique_tokens: float
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     res = minimize_scalar(loss_at, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
     n = float(np.exp(res.x))
-    d = flops / (6.0 * n)
+    d = tokens_for(flops, n)
     return {"params": n, "tokens": d, "epochs": d / unique_tokens, "loss": float(res.fun)}
 
 
@@ -119,7 +119,34 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
         stack = np.array(draws)
         out["ci"] = {"loss": np.stack([np.percentile(stack, 2.5, axis=0),
                                        np.percentile(stack, 97.5, axis=0)], axis=-1).tolist()}
+    scatter = residual_sd(fit)
+    if scatter is not None:
+        out["prediction_interval"] = {"loss": prediction_interval(loss, np.array(draws) if draws else None,
+                                                                  scatter).tolist(),
+                                      "residual_sd": scatter,
+                                      "from": "bootstrap draws and residual scatter" if draws else
+                                              "residual scatter only (fit without --bootstrap)"}
     return out
+
+
+def residual_sd(fit: FitResult) -> float | None:
+    """Scatter of the fitted runs about the law, in log-loss (``settings.diagnostics.residuals``)."""
+    r = ((fit.settings.get("diagnostics") or {}).get("residuals") or {})
+    sd = r.get("std")
+    return float(sd) if sd is not None and np.isfinite(sd) else None
+
+
+def prediction_interval(loss, draws, scatter: float, seed: int = 0, level: float = 95.0):
+    """95% predictive interval of a new run's loss: parameter uncertainty (one bootstrap draw of
+    the law per sample) times the scatter of runs about the law (a log-normal residual of the
+    fit's residual sd). Without draws, the residual scatter alone. Shape [..., 2]."""
+    loss = np.asarray(loss, float)
+    rng = np.random.default_rng(seed)
+    base = np.log(draws) if draws is not None and len(draws) else np.log(loss)[None, ...]
+    reps = max(1, 4000 // len(base))
+    logp = np.repeat(base, reps, axis=0) + rng.normal(0.0, scatter, (len(base) * reps,) + loss.shape)
+    tail = (100.0 - level) / 2
+    return np.exp(np.stack([np.percentile(logp, tail, axis=0), np.percentile(logp, 100 - tail, axis=0)], axis=-1))
 
 
 def repetition(fit: FitResult, unique_tokens: float, epochs, params: float | None = None) -> dict:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from scaling.accounting import flops
+
 E_FLOOR_FRACTION = 0.5
 FOLDS = 3
 FOLD_STEP = 0.1
@@ -76,7 +78,7 @@ def scale_of(frame: pd.DataFrame) -> np.ndarray:
         b = pd.to_numeric(frame["budget"], errors="coerce").values.astype(float)
         if np.isfinite(b).all() and (b > 0).all():
             return np.log10(b)
-    c = 6.0 * frame["params"].values.astype(float) * frame["tokens"].values.astype(float)
+    c = flops(frame["params"].values.astype(float), frame["tokens"].values.astype(float))
     return np.round(np.log10(c) / 0.02) * 0.02
 
 

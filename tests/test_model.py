@@ -80,12 +80,14 @@ def test_residual_projections_are_scaled_down_with_depth():
     assert fc.std().item() == pytest.approx(0.02, rel=0.05)
 
 
-def test_flops_per_token_is_6n_plus_attention():
+def test_flops_per_token_counts_matmuls_and_attention():
+    """MFU counts what the hardware multiplies: every weight but the position table (the tied
+    token table is the output head's matrix), plus attention's two products, 12 L T d."""
     cfg = config_of("117M", PAPER_VOCAB, 1024)
     with torch.device("meta"):
         model = GPT(cfg)
     n = model.num_params()
-    assert model.estimate_flops_per_token() == 6 * n + 12 * cfg.n_layers * cfg.d_model * 1024
+    assert model.estimate_flops_per_token() == 6 * (n - 1024 * cfg.d_model) + 12 * cfg.n_layers * cfg.d_model * 1024
     # nanoGPT's GPT-2 small at 1024 context: 6 * ~124M + 12 * 12 * 768 * 1024 ~= 0.86 GFLOP/token
     assert 0.84e9 < model.estimate_flops_per_token() < 0.87e9
     tokens_per_s = 100_000.0
