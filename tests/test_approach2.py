@@ -234,3 +234,21 @@ def test_approach1_cli_on_a_shipped_dataset():
     assert proc.returncode == 0, proc.stderr
     a1 = json.loads(proc.stdout)["approach1"]
     assert a1["params_exponent"] == pytest.approx(0.48, abs=0.01) and a1["n_runs"] >= 200
+
+
+def test_approach1_reads_a_stores_curves(tmp_path):
+    """A store's _curves/ (train loss per step) are checkpoints: the CLI finds the envelope there."""
+    from scaling.store import write_curve, write_run
+    t = synthetic_curves(sizes=np.geomspace(1e7, 1e9, 10), noise=0.002)
+    for run, g in t.groupby("run"):
+        n = float(g["params"].iloc[0])
+        write_run(tmp_path, {"run_id": run, "params": n, "tokens": float(g["tokens"].max()),
+                             "loss": float(g["loss"].iloc[-1]), "status": "ok"})
+        write_curve(tmp_path, run, pd.DataFrame({"step": np.arange(len(g)), "tokens": g["tokens"].values,
+                                                 "train_loss": g["loss"].values, "lr": 1e-3}))
+    proc = subprocess.run([sys.executable, "-m", "scaling.fit", str(tmp_path), "--approach", "1", "--bootstrap", "20",
+                           "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    a1 = json.loads(proc.stdout)["approach1"]
+    assert a1["n_runs"] == 10
+    assert a1["params_exponent"] == pytest.approx(TRUTH["beta"] / (TRUTH["alpha"] + TRUTH["beta"]), abs=0.03)
