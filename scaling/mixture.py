@@ -43,13 +43,25 @@ from scaling.laws.chinchilla import Chinchilla
 from scaling.laws.mixture import ComputeLaw, MixingLaw, Proportions, effective_mixture, simplex_grid
 from scaling.results import JsonFile, format_number, plain
 from scaling.store import read_table
+from scaling import mixture_models as mm
 
 #: R_D* of the C4 fit (Muennighoff et al. 2023; fits/muennighoff2023_c4.json)
 RD_STAR = 15.387756
-#: proportions must sum to 1 within this
+#: proportions must sum to 1 within this ...
 SUM_TOL = 1e-6
+#: ... or within this, and are then renormalised with a warning (weights published to 3 decimals)
+RENORM_TOL = 1e-2
 #: token counts at which the nested mixing law is refitted to price repeated data (interpolated in log D)
 TOKEN_GRID = 24
+#: optimum search: Dirichlet candidates for smooth predictors (then SLSQP) and for trees (RegMix:
+#: mean of the TOP_K best)
+SMOOTH_SAMPLES = 20000
+TREE_SAMPLES = 100000
+TOP_K = 100
+#: distinct mixtures below which --model auto does not cross-validate (the law alone), and the
+#: fewest a tree model is fitted on
+MIN_CV_MIXTURES = 6
+MIN_TREE_MIXTURES = 10
 #: params within this relative distance of --small-params / --large-params are that size
 SIZE_TOL = 0.05
 SCALING_FORMS = {"chinchilla": (Chinchilla(), {}), "compute": (ComputeLaw(), {}),
@@ -113,11 +125,17 @@ def read_mixtures(table: pd.DataFrame, loss_domains=None, need_scale=True, sourc
         i = int(np.flatnonzero((values < 0).any(axis=1) | ~np.isfinite(values).all(axis=1))[0])
         raise UsageError(f"{source}: {_row_name(table, i)} has a negative or non-finite mixture proportion")
     sums = values.sum(axis=1)
-    off = np.abs(sums - 1.0) > SUM_TOL
-    if off.any():
-        i = int(np.flatnonzero(off)[0])
+    far = np.abs(sums - 1.0) > RENORM_TOL
+    if far.any():
+        i = int(np.flatnonzero(far)[0])
         raise UsageError(f"{source}: {_row_name(table, i)}: mixture proportions sum to {sums[i]:.9g}, "
-                         f"not 1 (tolerance {SUM_TOL:g})")
+                         f"not 1 (rows within {RENORM_TOL:g} of 1 are renormalised)")
+    off = np.abs(sums - 1.0) > SUM_TOL
+    if off.any():       # published weights rounded to a few decimals: renormalise, say so once
+        notes.append(f"renormalised the mixture proportions of {int(off.sum())} row(s) whose sum was off 1 "
+                     f"by up to {np.abs(sums - 1.0).max():.3g} (rounded weights)")
+        mix = mix.div(sums, axis=0)
+        values = mix.to_numpy(float)
     names = [str(c)[4:] for c in mix.columns]
     used = values.max(axis=0) > 0
     if not used.all():
@@ -178,9 +196,16 @@ class MixtureFit(JsonFile):
     data_sha256: str | None = None
     version: str = ""
     law: str = "mixture"
+    #: per loss domain: the predictor used (``scaling.mixture_models``), its stored state, and every
+    #: candidate's cross-validated scores
+    model: dict = field(default_factory=dict)
+    predictors: dict = field(default_factory=dict)
+    cv: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        from scaling.mixture_models import public
         d = asdict(self)
+        d["predictors"] = public(self.predictors)
         return {"law": d.pop("law"), **{k: plain(v) for k, v in d.items()}}
 
     @classmethod
@@ -225,6 +250,21 @@ class MixtureFit(JsonFile):
             if ci:
                 cells = zip(("c", "k", *tn), (ci["c"], ci["k"], *ci["t"]))
                 lines.append("  95% CI: " + ", ".join(f"{n} [{format_number(a)}, {format_number(b)}]" for n, (a, b) in cells))
+        if self.cv:
+            names = sorted({n for c in self.cv.values() for n in c}, key=lambda n: list(self.cv[next(iter(self.cv))]).index(n)
+                           if n in self.cv[next(iter(self.cv))] else 99)
+            lines.append(f"predictors by {self.settings.get('cv_folds', '?')}-fold cross-validation over mixtures "
+                         f"(Spearman / MAE of out-of-fold predictions; * = used):")
+            lines.append(f"{'domain':<12} " + " ".join(f"{n:>20}" for n in names))
+            lines[-1] = lines[-1].rstrip()
+            for d in self.loss_domains:
+                cells = []
+                for n in names:
+                    c = self.cv.get(d, {}).get(n)
+                    mark = "*" if self.model.get(d) == n else " "
+                    cells.append(f"{c['spearman']:.3f}/{c['mae']:.3g}{mark}" if c and c["spearman"] is not None
+                                 and np.isfinite(c["spearman"]) else "-")
+                lines.append(f"{d:<12} " + " ".join(f"{c:>20}" for c in cells))
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -258,7 +298,7 @@ def _mixing_problem(law: MixingLaw, r, y, weights=None, cls=Problem) -> Problem:
 def fit_mixing(law: MixingLaw, r, loss, start=None):
     """Global multi-start fit of L_i(r) (or a local one from fit-space ``start``): theta, objective."""
     problem = _mixing_problem(law, r, np.log(loss))
-    starts = law.start_grid(loss) if start is None else problem.z_of(start)[None, :]
+    starts = law.start_grid(loss, r) if start is None else problem.z_of(start)[None, :]
     z, f, _ = solve(problem, starts)
     return problem.theta(z)[0], float(f)
 
@@ -338,9 +378,17 @@ def _scaling_log_predict(form, thetas, params, tokens) -> np.ndarray:
 # fit
 # --------------------------------------------------------------------------------------------
 def fit_mixture(table: pd.DataFrame, domains=None, *, kind="auto", scaling_law="auto", bootstrap=0,
-                seed=0, source="data") -> MixtureFit:
-    """Fit the mixing law per loss domain, directly or nested over per-mixture scaling laws."""
+                seed=0, source="data", model: str = "auto", cv_folds: int = mm.CV_FOLDS) -> MixtureFit:
+    """Fit the mixing law per loss domain, directly or nested over per-mixture scaling laws; for
+    direct fits, also the predictors of ``scaling.mixture_models`` (``model``: one of
+    ``mm.CANDIDATES``, or ``auto`` = the best cross-validated per domain)."""
     t0 = time.perf_counter()
+    if model != "auto" and model not in mm.CANDIDATES:
+        raise UsageError(f"unknown model {model!r} (known: auto, {', '.join(mm.CANDIDATES)})")
+    if model != "auto" and mm.needs_lightgbm(model):
+        mm.lightgbm()
+    if cv_folds < 2:
+        raise UsageError("--cv-folds must be >= 2")
     if kind not in ("auto", "nested", "direct"):
         raise UsageError(f"unknown kind {kind!r} (auto, nested, direct)")
     if scaling_law not in ("auto", *SCALING_FORMS):
@@ -356,7 +404,12 @@ def fit_mixture(table: pd.DataFrame, domains=None, *, kind="auto", scaling_law="
     settings = {"delta": DELTA, "objective": "sum of Huber(delta) of log-loss residuals",
                 "normalisation": "sum_j t_ij = 0 (k_i is the reducible loss at the uniform mixture)",
                 "reference_paper": "Ye et al. 2024, Data Mixing Laws", "notes": runs.notes}
+    if kind == "nested" and model not in ("auto", "law"):
+        raise UsageError(f"--model {model}: a nested fit (runs at several scales) uses the mixing law, nested "
+                         f"over per-mixture scaling laws; fit one scale with --kind direct for other predictors")
     out = (_fit_nested if kind == "nested" else _fit_direct)(runs, law, scaling_law, bootstrap, rng, settings)
+    if kind == "direct":
+        out.update(_fit_predictors(runs, law, out, model, cv_folds, seed, settings))
     frame = runs.frame
     fitted = {"mix": {d: [float(v.min()), float(v.max())] for d, v in zip(runs.domains, runs.r.T)}}
     for c in ("params", "tokens"):
@@ -365,6 +418,7 @@ def fit_mixture(table: pd.DataFrame, domains=None, *, kind="auto", scaling_law="
             fitted[c] = [float(v.min()), float(v.max())]
     used = [c for c in ("params", "tokens", *(f"loss.{d}" for d in runs.loss_domains)) if c in frame.columns]
     payload = pd.concat([frame[used], pd.DataFrame(runs.r, columns=runs.domains)], axis=1)
+    settings["mean_mixture"] = dict(zip(runs.domains, runs.mixtures.mean(axis=0).tolist()))
     sha = hashlib.sha256(payload.to_csv(index=False, float_format="%.17g").encode()).hexdigest()
     if bootstrap:
         settings["bootstrap"]["seed"] = int(seed)
@@ -403,6 +457,52 @@ def _fit_direct(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -
         settings["bootstrap"] = {"n": int(bootstrap), "resample": "runs", "names": list(law.public_names),
                                  "draws": draws}
     return {"params": params, "objective": objective, "r2": r2, "ci": ci, "warnings": []}
+
+
+def _fit_predictors(runs: MixtureRuns, law, out: dict, model: str, folds: int, seed: int, settings) -> dict:
+    """Cross-validate the candidate predictors per domain (``scaling.mixture_models``), keep the
+    chosen one (``auto``: best CV Spearman) fitted on every run, with its CV residual interval."""
+    n_mix = len(runs.mixtures)
+    warnings = []
+    if model == "auto":
+        names = list(mm.CANDIDATES)
+        if not mm.have_lightgbm():
+            names = [n for n in names if not mm.needs_lightgbm(n)]
+            warnings.append("LightGBM is not installed: trees and their ensembles are left out of --model auto "
+                            "(pip install 'scaling-toolkit[mixtures]')")
+        if n_mix < MIN_CV_MIXTURES:
+            names = ["law"]
+            warnings.append(f"{n_mix} mixtures: too few to cross-validate predictors (need {MIN_CV_MIXTURES}); "
+                            f"the mixing law is used")
+    else:
+        names = [model]
+        need = {"law": len(runs.domains) + 1, "log-linear": len(runs.domains)}.get(model, MIN_TREE_MIXTURES)
+        if any(mm.needs_lightgbm(n) for n in names):
+            need = max(need, MIN_TREE_MIXTURES)
+        if n_mix < need:
+            raise UsageError(f"--model {model} needs at least {need} distinct mixtures; have {n_mix}")
+    k = min(folds, n_mix)
+    chosen, predictors, cv = {}, {}, {}
+    for d in runs.loss_domains:
+        y = runs.loss(d)
+        law_theta = law.from_record(out["params"][d])
+        if n_mix >= 2 and k >= 2:
+            res = mm.cross_validate(runs.r, y, runs.mixture, names, law, k=k, seed=seed, law_start=law_theta)
+        else:
+            res = {n: {"spearman": float("nan"), "pearson": float("nan"), "mae": float("nan"), "n": 0,
+                       "oof": np.full(len(y), np.nan)} for n in names}
+        pick = mm.choose(res) if model == "auto" else model
+        bases = {m: (out["params"][d] if m == "law" else mm.fit_base(m, runs.r, y, law)) for m in mm.members(pick)}
+        cand = mm.combine(pick, bases, runs.r, y, law)
+        cand["interval"] = mm.residual_interval(y, res[pick]["oof"])
+        chosen[d], predictors[d] = pick, cand
+        cv[d] = {n: {key: res[n][key] for key in ("spearman", "pearson", "mae", "n")} for n in names}
+    settings["cv_folds"] = int(k)
+    settings["predictors"] = {"candidates": names, "selection": "highest cross-validated Spearman per domain "
+                              "(folds by mixture; MAE breaks ties)" if model == "auto" else f"forced: {model}",
+                              "interval": "prediction + 2.5/97.5 percentiles of out-of-fold residuals"}
+    out["warnings"] = out.get("warnings", []) + warnings
+    return {"model": chosen, "predictors": predictors, "cv": cv}
 
 
 def _fit_nested(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -> dict:
@@ -526,6 +626,119 @@ def predict_losses(fit: MixtureFit, params: float, tokens: float, proportions) -
     return _losses(MixingLaw(fit.domains), at.thetas, np.log(at.tokens), r, np.full(len(r), np.log(tokens)))
 
 
+def predict_table(fit: MixtureFit, proportions, params: float | None = None, tokens: float | None = None) -> dict:
+    """Per loss domain: (prediction, 95% low, 95% high) at each row of ``proportions`` [C, M].
+
+    Direct fits use their chosen predictor and its cross-validation residual interval; nested fits
+    the mixing law refitted at (``params``, ``tokens``), with intervals from the bootstrap draws
+    when the fit has them, else from the law's log-residual scatter over the mixtures there."""
+    r = np.atleast_2d(np.asarray(proportions, float))
+    law = MixingLaw(fit.domains)
+    out = {}
+    if fit.kind == "direct":
+        for d in fit.loss_domains:
+            cand = fit.predictors.get(d)
+            if cand is not None:
+                pred = mm.predict(cand, r, law)
+                lo, hi = cand.get("interval", [np.nan, np.nan])
+                out[d] = (pred, pred + lo, pred + hi)
+            else:                                       # a fit file from before predictors
+                pred = law.loss(fit.params[d], r)
+                draws = (fit.boot or {}).get("draws", {}).get(d)
+                if draws:
+                    stack = np.array([law.loss({"c": x[0], "k": x[1], "t": x[2:]}, r) for x in draws])
+                    out[d] = (pred, *np.percentile(stack, [2.5, 97.5], axis=0))
+                else:
+                    out[d] = (pred, np.full(len(r), np.nan), np.full(len(r), np.nan))
+        return out
+    if params is None or tokens is None:
+        raise UsageError("this is a nested fit (runs at several scales): give --params and --tokens")
+    at = _mixing_at(fit, params, [tokens])
+    preds = _losses(law, at.thetas, np.log(at.tokens), r, np.full(len(r), np.log(tokens)))
+    draws = _mixing_draws(fit, at, params) if fit.boot else None
+    for d in fit.loss_domains:
+        pred = preds[d]
+        if draws is not None:
+            th = draws[d][:, 0]
+            th = th[np.isfinite(th).all(axis=1)]
+            stack = np.exp(law.log_predict(th, Proportions(r)))
+            out[d] = (pred, *np.percentile(stack, [2.5, 97.5], axis=0))
+        else:
+            resid = at.log_loss[d][0] - law.log_predict(at.thetas[d][:1], Proportions(at.r))[0]
+            sd = float(np.std(resid))
+            out[d] = (pred, pred * np.exp(-1.96 * sd), pred * np.exp(1.96 * sd))
+    return out
+
+
+def proportions_for(table: pd.DataFrame, fit: MixtureFit, source="mixtures") -> np.ndarray:
+    """The ``mix.<domain>`` columns of ``table`` as rows over ``fit.domains`` [n, M]: absent
+    domains are 0, a share of a domain the fit does not know is an error, sums within 1e-2 of 1
+    are renormalised (rows off by more are an error)."""
+    mix_cols = [c for c in table.columns if str(c).startswith("mix.")]
+    if not mix_cols:
+        if "code_fraction" in table.columns and set(fit.domains) <= {"text", "code"}:
+            cf = pd.to_numeric(table["code_fraction"], errors="coerce")
+            table = table.assign(**{"mix.text": 1 - cf, "mix.code": cf})
+            mix_cols = ["mix.text", "mix.code"]
+        else:
+            raise UsageError(f"{source}: no mix.<domain> columns (the fit's domains: {', '.join(fit.domains)})")
+    mix = table[mix_cols].apply(pd.to_numeric, errors="coerce").fillna(0.0)
+    unknown = [str(c)[4:] for c in mix_cols if str(c)[4:] not in fit.domains and (mix[c] > 0).any()]
+    if unknown:
+        raise UsageError(f"{source}: unknown domain(s) {', '.join(unknown)} (the fit's domains: {', '.join(fit.domains)})")
+    r = np.column_stack([mix[f"mix.{d}"].to_numpy(float) if f"mix.{d}" in mix.columns else np.zeros(len(mix))
+                         for d in fit.domains])
+    if (r < 0).any() or not np.isfinite(r).all():
+        i = int(np.flatnonzero((r < 0).any(axis=1) | ~np.isfinite(r).all(axis=1))[0])
+        raise UsageError(f"{source}: row {i + 1} has a negative or non-finite proportion")
+    sums = r.sum(axis=1)
+    if (np.abs(sums - 1) > RENORM_TOL).any():
+        i = int(np.flatnonzero(np.abs(sums - 1) > RENORM_TOL)[0])
+        raise UsageError(f"{source}: row {i + 1}: proportions over the fit's domains sum to {sums[i]:.6g}, not 1")
+    return r / sums[:, None]
+
+
+def predict_frame(fit: MixtureFit, table: pd.DataFrame, params=None, tokens=None, source="mixtures") -> pd.DataFrame:
+    """``run_id`` (when present) and the ``mix.*`` columns of ``table``, in its row order, with
+    ``pred.<d>``, ``pred.<d>.lo`` and ``pred.<d>.hi`` for every modelled domain."""
+    r = proportions_for(table, fit, source)
+    keep = [c for c in table.columns if c == "run_id" or str(c).startswith("mix.")]
+    out = table[keep].reset_index(drop=True).copy()
+    for d, (p, lo, hi) in predict_table(fit, r, params, tokens).items():
+        out[f"pred.{d}"], out[f"pred.{d}.lo"], out[f"pred.{d}.hi"] = p, lo, hi
+    return out
+
+
+def evaluate_fit(fit: MixtureFit, table: pd.DataFrame, source="data") -> dict:
+    """Spearman, Pearson, MAE and n per domain of the fit's predictions against the ``loss.<d>``
+    of runs it never saw (nested fits: each run predicted at its own (N, D))."""
+    table = cols.canonicalise(table).reset_index(drop=True)
+    if "status" in table.columns:
+        table = table[table["status"].astype(str) == "ok"].reset_index(drop=True)
+    domains = [d for d in fit.loss_domains if f"loss.{d}" in table.columns]
+    if not domains:
+        raise UsageError(f"{source}: no loss.<domain> column of the fit's domains ({', '.join(fit.loss_domains)})")
+    r = proportions_for(table, fit, source)
+    preds = {d: np.full(len(table), np.nan) for d in domains}
+    if fit.kind == "direct":
+        for d, (p, _, _) in predict_table(fit, r).items():
+            if d in preds:
+                preds[d] = p
+    else:
+        scale = table[["params", "tokens"]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        for n, dd in np.unique(scale, axis=0):
+            sel = (scale[:, 0] == n) & (scale[:, 1] == dd)
+            for d, (p, _, _) in predict_table(fit, r[sel], n, dd).items():
+                if d in preds:
+                    preds[d][sel] = p
+    out = {}
+    for d in domains:
+        y = pd.to_numeric(table[f"loss.{d}"], errors="coerce").to_numpy(float)
+        ok = np.isfinite(y)
+        out[d] = mm.scores(y[ok], preds[d][ok])
+    return {"domains": out, "n_runs": int(len(table)), "model": dict(fit.model)}
+
+
 def _mixing_draws(fit: MixtureFit, at: _At, params: float) -> dict:
     """Bootstrap draws of the mixing law at ``at``'s scales: domain -> [B, G, k]."""
     boot = fit.boot
@@ -570,26 +783,82 @@ def _losses(law, thetas: dict, log_tokens, eff, log_total) -> dict:
     return out
 
 
-def _argmin_simplex(objective, grid) -> np.ndarray:
-    """Grid search over the simplex, then a local refinement (bounded scalar for two components)."""
-    vals = objective(grid)
-    i = int(np.nanargmin(vals))
-    best, f_best = grid[i], vals[i]
-    m = grid.shape[1]
-    if m == 2:
-        h = float(np.min(np.diff(np.unique(grid[:, 0])))) * 2
-        x0 = best[0]
-        res = minimize_scalar(lambda x: objective(np.array([[x, 1 - x]]))[0],
-                              bounds=(max(0.0, x0 - h), min(1.0, x0 + h)), method="bounded",
-                              options={"xatol": 1e-7})
-        cand = np.array([res.x, 1 - res.x])
-    else:
-        res = minimize(lambda r: objective(np.clip(r, 0, 1)[None])[0], best, method="SLSQP",
-                       bounds=[(0.0, 1.0)] * m, constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1.0}],
-                       options={"ftol": 1e-12, "maxiter": 200})
-        cand = np.clip(res.x, 0, 1)
-        cand /= cand.sum()
-    return cand if objective(cand[None])[0] <= f_best else best
+@dataclass
+class Constraints:
+    """Where an optimum may lie: per-domain bounds and a KL ball around the prior (Olmix)."""
+
+    prior: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    kl_max: float | None = None
+
+    def kl(self, R) -> np.ndarray:
+        R = np.atleast_2d(R)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(R > 0, R * np.log(R / self.prior), 0.0)
+        return terms.sum(axis=1)
+
+    def feasible(self, R, tol=1e-9) -> np.ndarray:
+        R = np.atleast_2d(R)
+        ok = ((R >= self.lo - tol) & (R <= self.hi + tol)).all(axis=1)
+        if self.kl_max is not None:
+            ok &= self.kl(R) <= self.kl_max + tol
+        return ok
+
+    def binding(self, r, tol=1e-4) -> list[str]:
+        out = [f"min of {i}" for i in np.flatnonzero((self.lo > 0) & (r <= self.lo + tol))]
+        out += [f"max of {i}" for i in np.flatnonzero((self.hi < 1) & (r >= self.hi - tol))]
+        if self.kl_max is not None and self.kl(r)[0] >= self.kl_max - tol * max(1.0, self.kl_max):
+            out.append("kl")
+        return out
+
+
+def dirichlet_samples(prior, n: int, rng) -> np.ndarray:
+    """RegMix's candidate mixtures: Dirichlet draws around the prior, alpha = prior x M x f with
+    the concentration factor f log-uniform in [0.1, 5] (sparse mixtures to near-prior ones)."""
+    m = len(prior)
+    f = np.exp(rng.uniform(np.log(0.1), np.log(5.0), n))[:, None]
+    alpha = np.maximum(np.asarray(prior, float)[None, :] * m * f, 1e-3)
+    g = rng.gamma(alpha)
+    g_sum = g.sum(axis=1, keepdims=True)
+    bad = g_sum[:, 0] <= 0
+    g[bad] = np.asarray(prior, float)
+    return g / np.where(bad[:, None], 1.0, g_sum)
+
+
+def search_simplex(objective, cons: Constraints, smooth: bool, rng, n_samples: int | None = None,
+                   top_k: int = TOP_K) -> tuple[np.ndarray, str]:
+    """Minimise ``objective`` ([C, M] -> [C]) over feasible mixtures. Candidates: the prior, the
+    simplex grid (small M) and Dirichlet draws around the prior. Smooth objectives: the best
+    feasible candidate refined by SLSQP under the constraints; trees and ensembles: RegMix's mean
+    of the ``top_k`` best candidates (a mean of feasible points is feasible: the box and the KL
+    ball are convex). Returns (mixture, method)."""
+    m = len(cons.prior)
+    n_samples = n_samples or (SMOOTH_SAMPLES if smooth else TREE_SAMPLES)
+    cands = [cons.prior[None, :], dirichlet_samples(cons.prior, n_samples, rng)]
+    if m <= 6:
+        cands.append(simplex_grid(m))
+    R = np.vstack(cands)
+    R = R[cons.feasible(R)]
+    if not len(R):
+        raise UsageError("no mixture satisfies the constraints (--min/--max/--kl-max): loosen them")
+    vals = np.concatenate([objective(R[i:i + 20000]) for i in range(0, len(R), 20000)])
+    order = np.argsort(vals)
+    if not smooth:
+        top = R[order[:min(top_k, len(R))]]
+        return top.mean(axis=0), f"mean of the {len(top)} best of {len(R)} feasible Dirichlet samples (RegMix)"
+    best = R[order[0]]
+    constraints = [{"type": "eq", "fun": lambda r: r.sum() - 1.0}]
+    if cons.kl_max is not None:
+        constraints.append({"type": "ineq", "fun": lambda r: cons.kl_max - cons.kl(np.clip(r, 1e-12, 1))[0]})
+    res = minimize(lambda r: float(objective(np.clip(r, 0, 1)[None])[0]), best, method="SLSQP",
+                   bounds=list(zip(cons.lo, cons.hi)), constraints=constraints,
+                   options={"ftol": 1e-12, "maxiter": 300})
+    cand = np.clip(res.x, 0, 1)
+    cand /= cand.sum()
+    if cons.feasible(cand[None], tol=1e-6)[0] and objective(cand[None])[0] <= vals[order[0]]:
+        return cand, f"best of {len(R)} feasible candidates, refined by SLSQP"
+    return best, f"best of {len(R)} feasible candidates"
 
 
 def _parse_domain_values(items, what, known, positive=True) -> dict[str, float]:
@@ -611,17 +880,70 @@ def _parse_domain_values(items, what, known, positive=True) -> dict[str, float]:
     return out
 
 
+def make_constraints(fit: MixtureFit, prior="tokens", minimum=None, maximum=None, kl_max=None) -> Constraints:
+    """``prior``: ``tokens`` (the mean mixture of the fitted runs: RegMix samples its proxies around
+    the token distribution, so their mean is it), ``uniform``, a dict, or a JSON/CSV file of
+    domain weights; ``minimum``/``maximum``: {domain: share}; ``kl_max``: KL(r || prior) bound."""
+    m = len(fit.domains)
+    if isinstance(prior, dict):
+        given = prior
+    elif prior == "uniform":
+        given = {d: 1.0 / m for d in fit.domains}
+    elif prior == "tokens":
+        mean = fit.settings.get("mean_mixture") or {}
+        given = mean if mean else {d: float(np.mean([mx["mix"][d] for mx in fit.mixtures])) for d in fit.domains} \
+            if fit.mixtures else {d: 1.0 / m for d in fit.domains}
+    else:
+        given = _read_prior(prior)
+    unknown = [d for d in given if d not in fit.domains]
+    if unknown:
+        raise UsageError(f"unknown domain(s) {', '.join(unknown)} in --prior (fit has: {', '.join(fit.domains)})")
+    p = np.array([float(given.get(d, 0.0)) for d in fit.domains])
+    if (p < 0).any() or not np.isfinite(p).all() or abs(p.sum() - 1.0) > 1e-3:
+        raise UsageError(f"--prior must be non-negative weights over the fit's domains summing to 1 (sum {p.sum():.6g})")
+    p = np.maximum(p / p.sum(), 1e-12)
+    lo = np.array([float((minimum or {}).get(d, 0.0)) for d in fit.domains])
+    hi = np.array([float((maximum or {}).get(d, 1.0)) for d in fit.domains])
+    if (lo < 0).any() or (hi > 1).any() or (lo > hi).any() or lo.sum() > 1 + 1e-9 or hi.sum() < 1 - 1e-9:
+        raise UsageError("--min/--max must be shares in [0, 1] with min <= max, sum of mins <= 1 <= sum of maxes")
+    if kl_max is not None and not (kl_max >= 0 and np.isfinite(kl_max)):
+        raise UsageError("--kl-max must be a non-negative number")
+    return Constraints(p, lo, hi, kl_max)
+
+
+def _read_prior(path) -> dict:
+    f = Path(str(path))
+    if not f.exists():
+        raise UsageError(f"--prior {path}: not tokens, uniform or an existing file")
+    try:
+        if f.suffix.lower() == ".json":
+            d = json.loads(f.read_text())
+            d = d.get("train_domain_weights", d) if isinstance(d, dict) else d
+        else:
+            t = pd.read_csv(f)
+            d = dict(zip(t.iloc[:, 0].astype(str), pd.to_numeric(t.iloc[:, 1], errors="coerce")))
+        return {str(k): float(v) for k, v in d.items()}
+    except (OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read --prior {path}: {exc}") from None
+
+
 def optimize_mixture(fit: MixtureFit, params: float, tokens: float, weights: dict | None = None,
-                     unique_tokens: dict | None = None, rd_star: float = RD_STAR) -> dict:
+                     unique_tokens: dict | None = None, rd_star: float = RD_STAR,
+                     constraints: Constraints | None = None, seed: int = 0) -> dict:
     """Loss-minimising mixture at (N, D) for weights over loss domains (a weighted mean of L_i).
 
-    With unique-token limits U_j, domain j's r_j D tokens are repeated when r_j D > U_j and count
-    as D'_j (Muennighoff et al. 2023); the run then behaves like one on the effective mixture
-    r'_j = D'_j / sum D' with sum D' tokens, so L_i is evaluated at r' and at that token count
-    (nested fits are refitted over a token grid down to the smallest sum D' on the simplex).
-    ``mixture`` is the nominal share of training tokens. A moderate limit can *raise* the nominal
-    share of the scarce domain (oversampling makes up for repeats being worth less); a tight one
-    lowers it, since repeats beyond a few R_D* are worth almost nothing and cost unique data.
+    Direct fits optimise their chosen predictors (``scaling.mixture_models``): smooth ones (law,
+    log-linear) by SLSQP from the best of 20k Dirichlet candidates, trees and ensembles by RegMix's
+    search (mean of the 100 best of 100k Dirichlet draws around the prior). ``constraints``: the
+    prior, per-domain bounds and a KL-to-prior bound (Olmix).
+
+    With unique-token limits U_j (nested fits), domain j's r_j D tokens are repeated when
+    r_j D > U_j and count as D'_j (Muennighoff et al. 2023); the run then behaves like one on the
+    effective mixture r'_j = D'_j / sum D' with sum D' tokens, so L_i is evaluated at r' and at that
+    token count (nested fits are refitted over a token grid down to the smallest sum D' of the
+    candidates). ``mixture`` is the nominal share of training tokens. A moderate limit can *raise*
+    the nominal share of the scarce domain (oversampling makes up for repeats being worth less); a
+    tight one lowers it, since repeats beyond a few R_D* are worth almost nothing.
     """
     if not (params > 0 and tokens > 0):
         raise UsageError("--params and --tokens must be positive")
@@ -640,50 +962,75 @@ def optimize_mixture(fit: MixtureFit, params: float, tokens: float, weights: dic
     if unique_tokens and fit.kind == "direct":
         raise UsageError("--unique-tokens needs a nested fit: a direct fit has no token dimension to price "
                          "repeated data (fit runs at two or more scales)")
+    cons = constraints or make_constraints(fit)
+    rng = np.random.default_rng(seed)
     total_w = sum(weights.values())
     w = {d: weights.get(d, 0.0) / total_w for d in fit.loss_domains}
     warnings = _range_warnings(fit, params, tokens)
     law = MixingLaw(fit.domains)
     limits = np.array([(unique_tokens or {}).get(d, np.inf) for d in fit.domains])
-    grid = simplex_grid(len(fit.domains))
-    lowest = effective_mixture(grid, tokens, limits, rd_star).total.min()
+    used = [d for d in fit.loss_domains if w[d] > 0]
+    # the law's own path (and its bootstrap intervals) unless some used domain chose another predictor
+    predictors = fit.kind == "direct" and bool(fit.predictors) and any(
+        fit.predictors[d]["model"] != "law" for d in used)
+    smooth = not predictors or all(fit.predictors[d]["model"] in ("law", "log-linear") for d in used)
+    if fit.kind == "nested" and unique_tokens:
+        probe = np.vstack([cons.prior[None], dirichlet_samples(cons.prior, 2000, np.random.default_rng(seed))])
+        lowest = effective_mixture(probe, tokens, limits, rd_star).total.min()
+    else:
+        lowest = tokens
     token_grid = np.geomspace(lowest, tokens, TOKEN_GRID) if lowest < tokens * (1 - 1e-9) else np.array([tokens])
     at = _mixing_at(fit, params, token_grid)
 
-    def solve_for(thetas):
-        log_t = np.log(at.tokens)
+    def per_domain(thetas, R):
+        if predictors:
+            return {d: mm.predict(fit.predictors[d], R, law) for d in fit.loss_domains}
+        eff = effective_mixture(R, tokens, limits, rd_star)
+        return _losses(law, thetas, np.log(at.tokens), eff.proportions, np.log(eff.total))
 
+    def solve_for(thetas, rng_):
         def objective(R):
-            eff = effective_mixture(R, tokens, limits, rd_star)
-            per = _losses(law, thetas, log_t, eff.proportions, np.log(eff.total))
-            return sum(w[d] * per[d] for d in per)
+            per = per_domain(thetas, R)
+            return sum(w[d] * per[d] for d in used)
+        r, method = search_simplex(objective, cons, smooth, rng_)
+        per = {d: float(v[0]) for d, v in per_domain(thetas, r[None]).items()}
+        return r, float(sum(w[d] * per[d] for d in used)), per, method
 
-        r = _argmin_simplex(objective, grid)
-        eff = effective_mixture(r[None], tokens, limits, rd_star)
-        per = {d: float(v[0]) for d, v in _losses(law, thetas, log_t, eff.proportions, np.log(eff.total)).items()}
-        return r, float(sum(w[d] * per[d] for d in per)), per, eff
-
-    r, loss, per, eff = solve_for(at.thetas)
+    r, loss, per, method = solve_for(at.thetas, rng)
+    eff = effective_mixture(r[None], tokens, limits, rd_star)
     out = {"kind": fit.kind, "params": float(params), "tokens": float(tokens), "weights": w,
            "mixture": dict(zip(fit.domains, r.tolist())), "loss": loss, "losses": per,
+           "model": {d: (fit.predictors[d]["model"] if fit.predictors else "law") for d in fit.loss_domains},
+           "search": method, "prior": dict(zip(fit.domains, cons.prior.tolist())),
+           "kl_to_prior": float(cons.kl(r)[0]),
            "epochs": dict(zip(fit.domains, eff.epochs[0].tolist())),
            "domain_tokens": dict(zip(fit.domains, eff.tokens[0].tolist())),
            "effective_tokens": dict(zip(fit.domains, eff.effective_tokens[0].tolist())),
            "effective_mixture": dict(zip(fit.domains, eff.proportions[0].tolist())),
            "unique_tokens": {d: float(v) for d, v in (unique_tokens or {}).items()},
            "rd_star": float(rd_star), "ci": None}
+    if fit.kind == "direct" and fit.predictors:
+        iv = {d: fit.predictors[d].get("interval", [np.nan, np.nan]) for d in fit.loss_domains}
+        out["losses_interval"] = {d: [per[d] + iv[d][0], per[d] + iv[d][1]] for d in fit.loss_domains}
+    for b in cons.binding(r):
+        if b == "kl":
+            warnings.append(f"the optimum lies on the --kl-max constraint (KL to the prior {out['kl_to_prior']:.3g})")
+        else:
+            kind_, j = b.split(" of ")
+            d = fit.domains[int(j)]
+            warnings.append(f"the optimum lies on the --{kind_} constraint of {d} ({r[int(j)]:.3g})")
     lo_hi = fit.range.get("mix", {})
     for d, v in out["effective_mixture"].items():
         if d in lo_hi and not lo_hi[d][0] - 1e-9 <= v <= lo_hi[d][1] + 1e-9:
             warnings.append(f"the optimal proportion of {d} ({v:.3g}) lies outside the trained range "
-                            f"[{lo_hi[d][0]:.3g}, {lo_hi[d][1]:.3g}]: the mixing law extrapolates")
-    if fit.boot:
+                            f"[{lo_hi[d][0]:.3g}, {lo_hi[d][1]:.3g}]: the predictor extrapolates")
+    if fit.boot and not predictors:
         draws = _mixing_draws(fit, at, params)
         results = []
         for b in range(len(next(iter(draws.values())))):
             th = {d: draws[d][b] for d in fit.loss_domains}
             if all(np.isfinite(t).all() for t in th.values()):
-                results.append(solve_for(th)[:3])
+                results.append(solve_for(th, np.random.default_rng(seed + 1 + b))[:3])
         if results:
             out["ci"] = {"mixture": {d: _interval([x[0][j] for x in results]) for j, d in enumerate(fit.domains)},
                          "loss": _interval([x[1] for x in results]),
