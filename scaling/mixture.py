@@ -1150,10 +1150,29 @@ def _parser():
                    help="auto: nested when the runs span more than one (N, D)")
     f.add_argument("--scaling-law", choices=["auto", *SCALING_FORMS], default="auto",
                    help="per-mixture law of a nested fit (auto: the richest every mixture supports)")
+    f.add_argument("--model", choices=["auto", *mm.CANDIDATES], default="auto",
+                   help="predictor per domain (direct fits): auto = the best k-fold cross-validated Spearman "
+                        "among law, log-linear, gbdt and their ensembles (default)")
+    f.add_argument("--cv-folds", type=int, default=mm.CV_FOLDS, metavar="K",
+                   help=f"folds (by mixture) of the cross-validation (default {mm.CV_FOLDS})")
     f.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap resamples for intervals")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", metavar="FIT.json")
     f.add_argument("--json", action="store_true")
+    pr = sub.add_parser("predict", help="predicted per-domain losses (with 95%% intervals) of any mixtures",
+                        epilog="example:\n  python -m scaling.mixture predict --fit mix.json --mixtures candidates.csv "
+                               "--out pred.csv")
+    pr.add_argument("--fit", required=True, metavar="FIT.json")
+    pr.add_argument("--mixtures", required=True, metavar="SOURCE", help="any table with mix.<domain> columns")
+    pr.add_argument("--params", help="target size (nested fits)")
+    pr.add_argument("--tokens", help="target tokens (nested fits)")
+    pr.add_argument("--out", metavar="PRED.csv|PRED.parquet")
+    pr.add_argument("--json", action="store_true")
+    ev = sub.add_parser("evaluate", help="Spearman, Pearson, MAE per domain on runs the fit never saw",
+                        epilog="example:\n  python -m scaling.mixture evaluate --fit mix.json heldout.csv --json")
+    ev.add_argument("--fit", required=True, metavar="FIT.json")
+    ev.add_argument("source", help="runs with mix.<domain> and loss.<domain> columns")
+    ev.add_argument("--json", action="store_true")
     o = sub.add_parser("optimize", help="loss-minimising mixture at a target scale",
                        epilog="example:\n  python -m scaling.mixture optimize --fit mix.json --params 1e8 "
                               "--tokens 2e9 --weights text=1,code=1 --unique-tokens code=20M --json")
@@ -1166,6 +1185,13 @@ def _parser():
                    help="unique tokens available in a domain; beyond them its tokens are repeated")
     o.add_argument("--rd-star", type=float, default=RD_STAR,
                    help=f"R_D* of the data-constrained law (default {RD_STAR}, Muennighoff et al. 2023 on C4)")
+    o.add_argument("--prior", default="tokens", metavar="tokens|uniform|FILE",
+                   help="centre of the search and of --kl-max: tokens (the fitted runs' mean mixture, default), "
+                        "uniform, or a JSON/CSV of domain weights")
+    o.add_argument("--min", nargs="+", action="extend", default=[], metavar="DOMAIN=SHARE")
+    o.add_argument("--max", nargs="+", action="extend", default=[], metavar="DOMAIN=SHARE")
+    o.add_argument("--kl-max", type=float, default=None, metavar="X", help="KL(mixture || prior) <= X (Olmix)")
+    o.add_argument("--seed", type=int, default=0)
     o.add_argument("--json", action="store_true")
     t = sub.add_parser("transfer", help="do small runs rank mixtures as large runs do?",
                        epilog="example:\n  python -m scaling.mixture transfer results/ --small-params 1M "
@@ -1179,15 +1205,32 @@ def _parser():
     return p
 
 
+def _write_frame(frame: pd.DataFrame, path) -> None:
+    from scaling.store import atomic_write_bytes
+    out = Path(path)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory")
+    try:
+        if out.suffix.lower() in (".parquet", ".pq"):
+            atomic_write_bytes(out, lambda tmp: frame.to_parquet(tmp, index=False))
+        else:
+            atomic_write_bytes(out, lambda tmp: frame.to_csv(tmp, index=False))
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
 def _print_optimum(out: dict) -> None:
     print(f"optimal mixture at N={format_number(out['params'])}, D={format_number(out['tokens'])} ({out['kind']} fit): "
-          f"loss {out['loss']:.5g}")
+          f"loss {out['loss']:.5g}; KL to the prior {out['kl_to_prior']:.3g}; {out['search']}")
     ci = out.get("ci") or {}
     for d, r in out["mixture"].items():
         iv = (ci.get("mixture") or {}).get(d)
         line = f"  {d:<10} {r:.4f}" + (f"  [{iv[0]:.4f}, {iv[1]:.4f}]" if iv else "")
         if d in out["losses"]:
             line += f"   loss {out['losses'][d]:.5g}"
+            iv = (out.get("losses_interval") or {}).get(d)
+            if iv:
+                line += f" [{iv[0]:.4g}, {iv[1]:.4g}]"
         if out["unique_tokens"]:
             line += f"   epochs {out['epochs'][d]:.3g}, effective share {out['effective_mixture'][d]:.4f}"
         print(line)
@@ -1210,8 +1253,11 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "fit":
         domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
+        if domains is not None and (not domains or len(domains) != len(args.domains.split(","))):
+            raise UsageError(f"malformed --domains {args.domains!r} (expected e.g. text,code)")
         result = fit_mixture(read_table(args.source), domains, kind=args.kind, scaling_law=args.scaling_law,
-                             bootstrap=args.bootstrap, seed=args.seed, source=args.source)
+                             bootstrap=args.bootstrap, seed=args.seed, source=args.source, model=args.model,
+                             cv_folds=args.cv_folds)
         if args.out:
             result.save(args.out)
         print(result.to_json() if args.json else result.summary())
@@ -1220,14 +1266,44 @@ def main(argv=None) -> int:
         fit = MixtureFit.load(args.fit)
         weights = _parse_domain_values(args.weights, "--weights", fit.loss_domains, positive=False) or None
         unique = _parse_domain_values(args.unique_tokens, "--unique-tokens", fit.domains) or None
+        cons = make_constraints(fit, args.prior,
+                                _parse_domain_values(args.min, "--min", fit.domains, positive=False),
+                                _parse_domain_values(args.max, "--max", fit.domains, positive=False), args.kl_max)
         out = optimize_mixture(fit, parse_size(args.params), parse_size(args.tokens), weights, unique,
-                               args.rd_star)
+                               args.rd_star, constraints=cons, seed=args.seed)
         for w in out["warnings"]:
             print(f"warning: {w}", file=sys.stderr)
         if args.json:
             print(json.dumps(plain(out), indent=1))
         else:
             _print_optimum(out)
+        return 0
+    if args.command == "predict":
+        fit = MixtureFit.load(args.fit)
+        n = parse_size(args.params) if args.params else None
+        d = parse_size(args.tokens) if args.tokens else None
+        if (n is None) != (d is None):
+            raise UsageError("--params and --tokens go together")
+        frame = predict_frame(fit, read_table(args.mixtures), n, d, source=args.mixtures)
+        if args.out:
+            _write_frame(frame, args.out)
+        if args.json:
+            print(frame.to_json(orient="records"))
+        elif not args.out:
+            print(frame.to_string(index=False))
+        else:
+            print(f"wrote {len(frame)} predictions to {args.out}")
+        return 0
+    if args.command == "evaluate":
+        fit = MixtureFit.load(args.fit)
+        out = evaluate_fit(fit, read_table(args.source), source=args.source)
+        if args.json:
+            print(json.dumps(plain(out), indent=1))
+        else:
+            print(f"{out['n_runs']} runs; per domain: model, Spearman, Pearson, MAE, n")
+            for dom, sc in out["domains"].items():
+                print(f"  {dom:<16} {out['model'].get(dom, 'law'):<20} {sc['spearman']:.3f} {sc['pearson']:.3f} "
+                      f"{sc['mae']:.4g} {sc['n']}")
         return 0
     out = transfer(read_table(args.source), parse_size(args.small_params), parse_size(args.large_params),
                    bootstrap=args.bootstrap, seed=args.seed, source=args.source)

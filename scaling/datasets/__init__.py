@@ -69,12 +69,65 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             "github.com/yegcjs/mixinglaws @ 8ad3e12", _UNSTATED,
             "experiment, model, nonembed_params, run_id, w_<domain> (proportions), step, tokens_if_1M_tok_batch, "
             "valid_domain (22 Pile subsets), loss"),
+    Dataset("mixing-laws-5domain", "mixing_laws_losses.csv.gz",
+            "the 5-domain experiment of mixing-laws as one row per (run, checkpoint): mix.<group> proportions, "
+            "loss.<group> and loss.overall (validation-weighted means over the 22 Pile subsets, as the paper's code)",
+            "Ye et al. 2024 (arXiv:2403.16952); validation weights from the authors' pipeline/valid_weight.json",
+            "github.com/yegcjs/mixinglaws @ 8ad3e12", _UNSTATED,
+            "run_id, model, params (non-embedding), step, tokens (step x 2^20), mix.academic|prose|dialogue|symbolic|"
+            "internet, loss.<group>, loss.overall"),
     Dataset("doremi-weights", "doremi_domain_weights.json",
             "domain weights for the Pile and RedPajama: baseline, uniform and DoReMi-optimised",
             "Xie et al. 2023, 'DoReMi: Optimizing Data Mixtures Speeds Up Language Model Pretraining' (arXiv:2305.10429)",
             "github.com/sangmichaelxie/doremi @ 7cde52d", "MIT (the repository's)",
             "set (file name), kind (train|eval), domain, weight"),
 )}
+
+
+#: Ye et al. 2024's validation weights of the 22 Pile subsets (their pipeline/valid_weight.json) and
+#: the 5 groups of their 5-domain experiment (mix_5_domains.ipynb): group and overall losses are
+#: means of subset losses with these weights
+PILE_VALID_WEIGHTS = {
+    "Github": 0.09529320987654322, "Pile-CC": 0.1570216049382716, "Books3": 0.12654320987654322,
+    "PhilPapers": 0.005015432098765432, "OpenWebText2": 0.09066358024691358, "PubMed_Abstracts": 0.023919753086419752,
+    "DM_Mathematics": 0.021604938271604937, "PG19": 0.018518518518518517, "FreeLaw": 0.05439814814814815,
+    "HackerNews": 0.0073302469135802465, "EuroParl": 0.008101851851851851, "OpenSubtitles": 0.015817901234567902,
+    "PubMed_Central": 0.125, "Wikipedia_en": 0.03742283950617284, "StackExchange": 0.055169753086419755,
+    "BookCorpus2": 0.006944444444444444, "Enron_Emails": 0.0011574074074074073, "NIH_ExPorter": 0.0019290123456790122,
+    "YoutubeSubtitles": 0.009645061728395061, "Ubuntu_IRC": 0.008101851851851851, "ArXiv": 0.10185185185185185,
+    "USPTO_Backgrounds": 0.02854938271604938}
+FIVE_GROUPS = {
+    "academic": ["ArXiv", "PubMed_Abstracts", "PhilPapers", "NIH_ExPorter", "FreeLaw", "USPTO_Backgrounds", "PubMed_Central"],
+    "prose": ["PG19", "Books3", "BookCorpus2"],
+    "dialogue": ["Ubuntu_IRC", "OpenSubtitles", "EuroParl", "Enron_Emails", "HackerNews", "YoutubeSubtitles"],
+    "symbolic": ["DM_Mathematics", "Github"],
+    "internet": ["Pile-CC", "OpenWebText2", "StackExchange", "Wikipedia_en"],
+}
+
+
+def _five_domain(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, run, step) of the 5-domain experiment, runs above 900 left out as the
+    authors' loader does."""
+    t = long[long["experiment"] == "5Mix"].copy()
+    t["run_id"] = pd.to_numeric(t["run_id"], errors="coerce")
+    t["step"] = pd.to_numeric(t["step"], errors="coerce")
+    t = t[t["run_id"] <= 900]
+    wide = t.pivot_table(index=["model", "run_id", "step"], columns="valid_domain", values="loss", aggfunc="mean")
+    wide = wide.dropna(subset=list(PILE_VALID_WEIGHTS))
+    out = pd.DataFrame(index=wide.index)
+    for g, subs in FIVE_GROUPS.items():
+        w = pd.Series({s: PILE_VALID_WEIGHTS[s] for s in subs})
+        out[f"loss.{g}"] = (wide[subs] * w).sum(axis=1) / w.sum()
+    w_all = pd.Series(PILE_VALID_WEIGHTS)
+    out["loss.overall"] = (wide[list(w_all.index)] * w_all).sum(axis=1) / w_all.sum()
+    meta = t.groupby(["model", "run_id", "step"]).first()
+    for g in FIVE_GROUPS:
+        out[f"mix.{g}"] = meta.loc[out.index, f"w_{g}"].astype(float)
+    out["params"] = meta.loc[out.index, "nonembed_params"].astype(float)
+    out["tokens"] = out.index.get_level_values("step").astype(float) * 2 ** 20
+    out = out.reset_index()
+    out["run_id"] = out["model"] + "-" + out["run_id"].astype(int).astype(str) + "-" + out["step"].astype(int).astype(str)
+    return out
 
 
 def _path(d: Dataset):
@@ -98,7 +151,8 @@ def load(name: str) -> pd.DataFrame:
             rows = [(s, kind.replace("_domain_weights", ""), dom, float(w))
                     for s, kinds in raw.items() for kind, ws in kinds.items() for dom, w in ws.items()]
             return pd.DataFrame(rows, columns=["set", "kind", "domain", "weight"])
-        return pd.read_csv(path, low_memory=False)
+        table = pd.read_csv(path, low_memory=False)
+        return _five_domain(table) if d.name == "mixing-laws-5domain" else table
 
 
 def is_dataset(source) -> bool:
