@@ -33,7 +33,11 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
                    help=unique_help or "unique-data levels in tokens, e.g. 55B,4B,1.25B")
     g.add_argument("--epochs", metavar="LIST", help="epoch counts, e.g. 1,4,16")
     g.add_argument("--code-fraction", default=None, metavar="LIST",
-                   help="share of code in the unique data, each in [0, 1] (default 0; the tiny preset: 1)")
+                   help="share of code in the unique data, each in [0, 1] (default 0; the tiny preset: 1); "
+                        "shorthand for --mix code=x,text=1-x")
+    g.add_argument("--mix", action="append", default=None, metavar="D1=S1,D2=S2,...",
+                   help="a mixture of the corpus's domains (shares summing to 1); repeat for several "
+                        "mixtures, e.g. --mix reference=0.5,lib-core=0.5 --data embedded-domains")
     g.add_argument("--filter", default="none", metavar="LIST",
                    help=f"data filters: {', '.join(plan.VALID_FILTERS)} (default none)")
     g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default 0)")
@@ -43,8 +47,11 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
                         "(see scaling.accounting.flops_per_token); every run stores all of them")
     d = p.add_argument_group("data")
     d.add_argument("--data", default="embedded",
-                   help="corpus: embedded | path to .jsonl/.parquet | hf:NAME (default embedded)")
+                   help="corpus: embedded (text, code) | embedded-domains (7 domains of this Python's docs and "
+                        "standard library) | path to .jsonl/.parquet | hf:NAME (default embedded)")
     d.add_argument("--text-column", default=None, help="text column of a jsonl/parquet corpus")
+    d.add_argument("--domain-column", default=None,
+                   help="column labelling each row's domain in a jsonl/parquet corpus (default: one domain, text)")
     d.add_argument("--tokenizer", default=None,
                    help="byte | bpe:VOCAB | a HF tokenizer (default: byte for CPU-scale grids, "
                         "gpt2 for paper-scale ones, matching the vocabulary the shapes assume)")
@@ -133,9 +140,21 @@ def parse_epochs(text):
     return parse_list(text, _positive_number, "epochs")
 
 
+def parse_mixes(items) -> list[str] | None:
+    """``--mix`` values (one mixture each) as canonical mix strings."""
+    if not items:
+        return None
+    from runners.spec import format_mix, parse_mix
+    return [format_mix(parse_mix(item)) for item in items]
+
+
 def axes(args) -> dict:
     """Keyword arguments for the plan functions from the shared flags."""
-    return dict(code_fractions=None if args.code_fraction is None else parse_list(args.code_fraction, float, "code fraction"),
+    mixes = parse_mixes(getattr(args, "mix", None))
+    if mixes and args.code_fraction is not None:
+        raise UsageError("give --mix or --code-fraction, not both")
+    return dict(mixes=mixes, domain_column=getattr(args, "domain_column", None) or "",
+                code_fractions=None if args.code_fraction is None else parse_list(args.code_fraction, float, "code fraction"),
                 filters=parse_list(args.filter, str, "filter"),
                 seeds=parse_list(args.seeds, _seed, "seed"),
                 data=check_data_arg(args.data), tokenizer=args.tokenizer,
@@ -146,7 +165,7 @@ def check_data_arg(data: str) -> str:
     """Cheap checks that need no corpus loading (also done by dry-runs)."""
     if not data or not str(data).strip():
         raise UsageError("--data is empty")
-    if data == "embedded" or data.startswith("hf:"):
+    if data in ("embedded", "embedded-domains") or data.startswith("hf:"):
         return data
     path = Path(data)
     if not path.exists():
@@ -211,7 +230,7 @@ def duration(seconds: float) -> str:
 
 def render_table(specs: Sequence[RunSpec], store) -> str:
     records = plan_records(specs, store)
-    varying = [k for k in ("budget", "code_fraction", "filter", "seed")
+    varying = [k for k in ("budget", "code_fraction", "mix", "filter", "seed")
                if len({r[k] for r in records}) > 1]
     head = ["run_id", "shape", "params", "tokens", "unique", "epochs", "flops", *varying,
             "time here", "A100 h", "status"]
@@ -256,17 +275,24 @@ def check_corpus(specs: Sequence[RunSpec]) -> None:
 
     largest: dict[tuple, RunSpec] = {}
     for s in specs:
-        key = (s.data, s.text_column, s.tokenizer, s.code_fraction, s.filter)
+        key = (s.data, s.text_column, s.domain_column, s.tokenizer, s.code_fraction, s.mix, s.filter)
         if key not in largest or s.unique_tokens > largest[key].unique_tokens:
             largest[key] = s
     corpora, tokenizers = {}, {}
-    for (data, text_column, tok_name, cf, filt), s in largest.items():
-        if (data, text_column) not in corpora:
-            corpora[data, text_column] = load_corpus(data, text_column=text_column)
-        corpus = corpora[data, text_column]
+    for (data, text_column, domain_column, tok_name, cf, mix, filt), s in largest.items():
+        if (data, text_column, domain_column) not in corpora:
+            corpora[data, text_column, domain_column] = load_corpus(data, text_column=text_column,
+                                                                    domain_column=domain_column or None)
+        corpus = corpora[data, text_column, domain_column]
         if (data, tok_name) not in tokenizers:
             tokenizers[data, tok_name] = get_tokenizer(tok_name, corpus)
         tok = tokenizers[data, tok_name]
+        if mix:
+            try:
+                train_tokens(corpus, tok, s.unique_tokens, cf, filt, mix=s.mixture)
+            except DataError as exc:
+                raise DataError(f"run {s.run_id} ({s.shape}, mix {mix}): {exc}") from None
+            continue
         what = f"run {s.run_id} ({s.shape}, {s.epochs:.3g} epochs, code fraction {cf:g}, filter {filt})"
         text_domains = [d for d in corpus.domains if d != CODE_DOMAIN]
         domains = [CODE_DOMAIN] if cf == 1 else text_domains if cf == 0 else None

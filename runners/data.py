@@ -54,6 +54,7 @@ _STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "idlelib", "site-packages", "
 
 #: Bump when the embedded corpus recipe changes, so stale caches are not reused.
 _EMBEDDED_RECIPE = "embedded-v1"
+_EMBEDDED_DOMAINS_RECIPE = "embedded-domains-v2"
 
 #: Most characters of training text fed to a ``bpe:N`` trainer (a vocabulary needs far less).
 _BPE_TRAIN_CHARS = 50_000_000
@@ -299,11 +300,12 @@ class Corpus:
         return sorted(self.train)
 
 
-def _split_of(split_key: str) -> str:
+def _split_of(split_key: str, validation_per_mille: int | None = None) -> str:
     bucket = int(_sha(split_key)[:8], 16) % 1000
-    if bucket < SPLIT_PER_MILLE["validation"]:
+    validation = SPLIT_PER_MILLE["validation"] if validation_per_mille is None else validation_per_mille
+    if bucket < validation:
         return "validation"
-    if bucket < SPLIT_PER_MILLE["validation"] + SPLIT_PER_MILLE["reference"]:
+    if bucket < validation + SPLIT_PER_MILLE["reference"]:
         return "reference"
     return "train"
 
@@ -318,13 +320,13 @@ def _clean(text: str) -> str:
     return text
 
 
-def _build_corpus(name: str, rows) -> Corpus:
+def _build_corpus(name: str, rows, validation_per_mille: int | None = None) -> Corpus:
     """``rows`` of (domain, text, split_key) -> Corpus with hash-sorted documents and a fingerprint."""
     keyed = []
     for domain, text, split_key in rows:
         text = _clean(text)
         if text.strip():
-            keyed.append((_split_of(split_key), domain, _sha(text), text))
+            keyed.append((_split_of(split_key, validation_per_mille), domain, _sha(text), text))
     keyed.sort(key=lambda row: row[:3])
     domains = sorted({row[1] for row in keyed})
     splits = {split: {d: [] for d in domains} for split in ("train", "validation", "reference")}
@@ -341,9 +343,13 @@ def corpus_from_documents(name: str, documents: dict[str, list[str]]) -> Corpus:
 
 def load_corpus(data: str = "embedded", text_column: str = "text", domain_column: str | None = None,
                 cache_dir=None) -> Corpus:
-    """``embedded``, a .jsonl/.json/.parquet file, or ``hf:NAME[:CONFIG]`` (needs ``datasets``)."""
+    """``embedded`` (text, code), ``embedded-domains`` (seven domains, ``EMBEDDED_DOMAINS``), a
+    .jsonl/.json/.parquet file (``domain_column`` labels each row's domain), or ``hf:NAME[:CONFIG]``
+    (needs ``datasets``)."""
     if data == "embedded":
         return _load_embedded(cache_dir)
+    if data == "embedded-domains":
+        return _load_embedded(cache_dir, domains=True)
     if data.startswith("hf:"):
         return _build_corpus(data, _hf_rows(data, text_column, domain_column))
     return _build_corpus(data, _file_rows(data, text_column, domain_column))
@@ -425,17 +431,21 @@ def _hf_rows(data: str, text_column: str, domain_column: str | None):
 # --- the embedded corpus: this Python's documentation (text) and standard library (code) -----
 
 
-def _load_embedded(cache_dir) -> Corpus:
+def _load_embedded(cache_dir, domains: bool = False) -> Corpus:
     """Built once per Python installation (a few seconds), then read back from a Parquet cache."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     stdlib = sysconfig.get_paths()["stdlib"]
-    key = _sha(f"{_EMBEDDED_RECIPE}|{sys.version}|{stdlib}")[:16]
-    path = _cache_root(cache_dir) / "corpora" / f"embedded-{key}.parquet"
+    name, recipe = ("embedded-domains", _EMBEDDED_DOMAINS_RECIPE) if domains else ("embedded", _EMBEDDED_RECIPE)
+    key = _sha(f"{recipe}|{sys.version}|{stdlib}")[:16]
+    path = _cache_root(cache_dir) / "corpora" / f"{name}-{key}.parquet"
     if path.exists():
         return _corpus_from_table(pq.read_table(path))
-    corpus = _build_corpus("embedded", _embedded_rows(stdlib))
+    # the seven domains hold 40-1,000 documents each: 8% held out leaves several validation
+    # documents in every one (2% left one in three of them)
+    corpus = (_build_corpus(name, _embedded_domain_rows(stdlib), validation_per_mille=EMBEDDED_DOMAINS_VALIDATION)
+              if domains else _build_corpus(name, _embedded_rows(stdlib)))
     table = _corpus_to_table(corpus, pa)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -483,6 +493,47 @@ def _embedded_rows(stdlib: str):
         documentation = _module_documentation(source)
         if documentation:
             yield "text", documentation, source
+
+
+#: The ``embedded-domains`` corpus: seven disjoint domains that every CPython installation has,
+#: the language reference, the API documentation, and the standard library's source split by what
+#: the modules are for (top-level package or module name; anything not listed is ``lib-core``).
+EMBEDDED_DOMAINS = ("reference", "apidoc", "lib-text", "lib-net", "lib-sys", "lib-dev", "lib-core")
+EMBEDDED_DOMAINS_VALIDATION = 80
+_LIBRARY_GROUPS = {
+    "lib-text": "encodings email xml html re json csv difflib textwrap string codecs locale mailbox configparser "
+                "plistlib gettext stringprep sre_compile sre_parse sre_constants tomllib _markupbase quopri base64 "
+                "binhex uu shlex mimetypes netrc _pydecimal".split(),
+    "lib-net": "asyncio http urllib xmlrpc wsgiref ssl socket socketserver smtplib smtpd imaplib poplib ftplib "
+               "nntplib telnetlib ipaddress cgi cgitb webbrowser selectors asynchat asyncore uuid".split(),
+    "lib-sys": "multiprocessing concurrent threading subprocess importlib os ntpath posixpath shutil tempfile "
+               "pathlib zipfile tarfile ctypes sysconfig site platform zipimport glob fnmatch logging signal "
+               "_osx_support _aix_support _pyio io filecmp gzip bz2 lzma zipapp sched queue".split(),
+    "lib-dev": "unittest doctest pdb bdb inspect ast dis typing dataclasses traceback trace pstats profile cProfile "
+               "timeit pydoc lib2to3 distutils argparse optparse pickle pickletools tokenize token symtable "
+               "tabnanny py_compile compileall code codeop linecache modulefinder pyclbr tkinter turtle".split(),
+}
+_GROUP_OF = {module: group for group, modules in _LIBRARY_GROUPS.items() for module in modules}
+
+
+def _embedded_domain_rows(stdlib: str):
+    """pydoc topics as ``reference``, docstrings as ``apidoc``, module sources by group. A module's
+    docstrings take the split of its source (as in the two-domain corpus)."""
+    from pydoc_data.topics import topics
+
+    for title, body in topics.items():
+        yield "reference", body, f"topic:{title}"
+    for path in _stdlib_sources(stdlib):
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        top = path.relative_to(stdlib).parts[0]
+        top = top[:-3] if top.endswith(".py") else top
+        yield _GROUP_OF.get(top, "lib-core"), source, source
+        documentation = _module_documentation(source)
+        if documentation:
+            yield "apidoc", documentation, source
 
 
 def _stdlib_sources(stdlib: str) -> list[Path]:
@@ -821,19 +872,31 @@ def _merged_pieces(streams: dict[str, _Stream], weights: dict[str, float]):
     return names, merged, cumulative, available
 
 
+def mix_of_corpus(corpus: Corpus, mix: dict[str, float]) -> dict[str, float]:
+    """``mix`` ({domain: share}, shares summing to 1) checked against the corpus; zero shares dropped."""
+    unknown = [d for d in mix if d not in corpus.train]
+    if unknown:
+        raise DataError(f"unknown domain(s) {', '.join(unknown)} in the mix (corpus {corpus.name!r} has: "
+                        f"{', '.join(corpus.domains)})")
+    if any(not (v >= 0) for v in mix.values()) or abs(sum(mix.values()) - 1.0) > 1e-6:
+        raise DataError(f"mix shares must be non-negative and sum to 1, got {mix}")
+    return {d: float(v) for d, v in mix.items() if v > 0}
+
+
 def train_tokens(corpus: Corpus, tokenizer, unique_tokens: int, code_fraction: float = 0.0,
-                 filter: str = "none", cache_dir=None) -> np.ndarray:
+                 filter: str = "none", cache_dir=None, mix: dict[str, float] | None = None) -> np.ndarray:
     """Exactly ``unique_tokens`` tokens of unique data; nested: smaller requests are prefixes.
 
     With ``0 < code_fraction < 1`` documents of both domains are interleaved so every prefix holds
     about ``code_fraction`` code tokens (long documents are cut into pieces of
-    ``MIX_PIECE_TOKENS`` so the share is within a piece of exact).
+    ``MIX_PIECE_TOKENS`` so the share is within a piece of exact). ``mix`` ({domain: share}) does
+    the same for any number of domains and replaces ``code_fraction``.
     """
     _check_filter(filter)
     unique_tokens = int(unique_tokens)
     if unique_tokens <= 0:
         raise DataError(f"unique data must be positive, got {unique_tokens}")
-    weights = _mix_weights(corpus, tokenizer, code_fraction, filter, cache_dir)
+    weights = mix_of_corpus(corpus, mix) if mix else _mix_weights(corpus, tokenizer, code_fraction, filter, cache_dir)
     streams = {d: _stream(corpus, tokenizer, "train", d, filter, cache_dir) for d in weights}
     if len(weights) == 1:
         (stream,) = streams.values()
@@ -856,7 +919,8 @@ def _check_available(wanted: int, available: int, corpus, tokenizer, code_fracti
     if wanted <= available:
         return
     per_domain = ", ".join(f"{d} {_human(len(s.tokens))}" for d, s in streams.items())
-    mix = (f"{', '.join(streams)}" if code_fraction in (0, 1) else f"a {code_fraction:.0%} code mix")
+    mix = (f"{', '.join(streams)}" if len(streams) == 1 else
+           f"a {code_fraction:.0%} code mix" if set(streams) <= {"code", "text"} else f"the mix of {', '.join(streams)}")
     raise DataError(
         f"unique data {_human(wanted)} tokens exceeds the {_human(available)} tokens available for {mix} "
         f"in corpus {corpus.name!r} (train tokens: {per_domain}; tokenizer {tokenizer.name!r}, filter {filter!r})")

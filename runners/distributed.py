@@ -430,7 +430,8 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
         tied = {"lm_head.weight"}               # the tied matrix appears once among parameters
         if unexpected or set(missing) - tied:
             raise RuntimeError(f"gathered weights do not fit the model: missing {missing}, unexpected {unexpected}")
-        row.update(rtrain.validation_metrics(final, corpus, tokenizer, spec.code_fraction, settings, cache_dir))
+        row.update(rtrain.validation_metrics(final, corpus, tokenizer, spec.code_fraction, settings, cache_dir,
+                                             mix=spec.mixture))
         rtrain.store_finished_run(store, spec, final, row, curve_frame)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info("run %s done: loss %.4f bpb %.3f in %.1fs on %d processes", spec.run_id, row["loss"],

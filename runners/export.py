@@ -110,6 +110,7 @@ def tokenizer_for(config: dict, cache_dir=None):
     if spec.startswith("bpe:"):
         run = config["run"]
         corpus = rdata.load_corpus(run.get("data", "embedded"), text_column=run.get("text_column", "text"),
+                                   domain_column=run.get("domain_column") or None,
                                    cache_dir=cache_dir)
     return rdata.get_tokenizer(spec, corpus, cache_dir=cache_dir)
 

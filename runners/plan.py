@@ -63,6 +63,15 @@ def _validate_axes(code_fractions, filters, seeds) -> tuple[tuple[float, ...], t
     return cfs, fs, ss
 
 
+def _mix_axis(mixes, code_fractions) -> list[tuple[float, str]]:
+    """(code_fraction, mix) pairs of a grid: the given mixtures (their code share recorded for
+    grouping), else the code fractions with no mix."""
+    if not mixes:
+        return [(c, "") for c in code_fractions]
+    from runners.spec import parse_mix
+    return [(float(parse_mix(m).get("code", 0.0)), m) for m in mixes]
+
+
 def _positive(values, what: str) -> tuple[float, ...]:
     out = tuple(float(v) for v in values)
     if not out:
@@ -82,7 +91,8 @@ def _shapes_by_name(names: Iterable[str]) -> list[Shape]:
 
 def _spec(shape: Shape, *, vocab: int, seq_len: int, tokens: float, unique: float, grid: str,
           budget: str, code_fraction: float, filter: str, seed: int, data: str, tokenizer: str,
-          text_column: str = "text", flops_convention: str = "6N") -> RunSpec:
+          text_column: str = "text", flops_convention: str = "6N", mix: str = "",
+          domain_column: str = "") -> RunSpec:
     tokens = int(round(tokens))
     # unique data beyond the tokens trained on is never seen: cap at one epoch
     unique = max(1, min(int(round(unique)), tokens))
@@ -90,7 +100,8 @@ def _spec(shape: Shape, *, vocab: int, seq_len: int, tokens: float, unique: floa
                    n_heads=shape.attention_heads, n_layers=shape.n_layers, vocab_size=vocab,
                    seq_len=seq_len, tokens=tokens, unique_tokens=unique, code_fraction=code_fraction,
                    filter=filter, seed=seed, data=data, tokenizer=tokenizer, grid=grid, budget=budget,
-                   text_column=text_column, flops_convention=flops_convention)
+                   text_column=text_column, flops_convention=flops_convention, mix=mix,
+                   domain_column=domain_column)
 
 
 def default_tokenizer(cpu: bool) -> str:
@@ -140,7 +151,7 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
                  epochs: Sequence[float] | None = None, code_fractions=None, filters=("none",),
                  seeds=(0,), n_sizes: int | None = None, data: str = "embedded",
                  tokenizer: str | None = None, text_column: str = "text",
-                 flops_convention: str = "6N") -> list[RunSpec]:
+                 flops_convention: str = "6N", mixes=None, domain_column: str = "") -> list[RunSpec]:
     """All runs of one budget's isoFLOP grid; every run has FLOPs = budget.flops (up to rounding
     the token count to an integer), counted in ``flops_convention`` (``scaling.accounting``:
     D = C / FLOPs-per-token of the shape in that convention).
@@ -161,6 +172,7 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
     if code_fractions is None:
         code_fractions = (budget.code_fraction,)
     cfs, fs, ss = _validate_axes(code_fractions, filters, seeds)
+    mix_axis = _mix_axis(mixes, cfs)
     n_sizes = budget.n_sizes if n_sizes is None else n_sizes
     if unique is not None and epochs is not None:
         raise AccountingError("give unique-data levels or epochs, not both")
@@ -197,8 +209,8 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
         points.append((s, d, d))
     specs = [_spec(s, vocab=V, seq_len=S, tokens=d, unique=u, grid="isoflop", budget=budget.name,
                    code_fraction=c, filter=f, seed=seed, data=data, tokenizer=tokenizer,
-                   text_column=text_column, flops_convention=flops_convention)
-             for (s, d, u) in points for c in cfs for f in fs for seed in ss]
+                   text_column=text_column, flops_convention=flops_convention, mix=mx, domain_column=domain_column)
+             for (s, d, u) in points for c, mx in mix_axis for f in fs for seed in ss]
     return _dedupe(specs)
 
 
@@ -233,7 +245,7 @@ def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
                    epochs: Sequence[float] = ISOUNIQUE_EPOCHS, cpu: bool | None = None,
                    code_fractions=None, filters=("none",), seeds=(0,), data: str = "embedded",
                    tokenizer: str | None = None, text_column: str = "text",
-                   flops_convention: str = "6N") -> list[RunSpec]:
+                   flops_convention: str = "6N", mixes=None, domain_column: str = "") -> list[RunSpec]:
     """Fixed unique data, model sizes x epochs (tokens = unique x epochs); ``flops_convention``
     only says how the runs' ``flops`` column counts (there is no budget to spend).
 
@@ -244,6 +256,7 @@ def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
     (unique_tokens,) = _positive([unique_tokens], "unique tokens")
     eps = _positive(epochs, "epochs")
     cfs, fs, ss = _validate_axes((0.0,) if code_fractions is None else code_fractions, filters, seeds)
+    mix_axis = _mix_axis(mixes, cfs)
     cpu = unique_tokens < PAPER_SCALE_UNIQUE if cpu is None else bool(cpu)
     V, S = (accounting.CPU_VOCAB, accounting.CPU_SEQ_LEN) if cpu else (accounting.PAPER_VOCAB, accounting.PAPER_SEQ_LEN)
     tokenizer = tokenizer or default_tokenizer(cpu)
@@ -252,8 +265,9 @@ def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
     specs = [_spec(s, vocab=V, seq_len=S, tokens=unique_tokens * e, unique=unique_tokens,
                    grid="isounique", budget=name, code_fraction=c, filter=f, seed=seed, data=data,
                    tokenizer=tokenizer, text_column=text_column,
-                   flops_convention=accounting.check_convention(flops_convention))
-             for s in chosen for e in eps for c in cfs for f in fs for seed in ss]
+                   flops_convention=accounting.check_convention(flops_convention), mix=mx,
+                   domain_column=domain_column)
+             for s in chosen for e in eps for c, mx in mix_axis for f in fs for seed in ss]
     return _dedupe(specs)
 
 

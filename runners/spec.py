@@ -33,6 +33,8 @@ class RunSpec:
     grid: str = "isoflop"      #: which plan produced it (isoflop | isounique)
     budget: str = ""           #: budget name, for grouping
     flops_convention: str = "6N"   #: the FLOP convention the run's budget was spent in
+    mix: str = ""              #: domain shares "d1=0.3,d2=0.7" (replaces code_fraction when given)
+    domain_column: str = ""    #: column labelling each document's domain in --data files
 
     @property
     def params(self) -> int:
@@ -49,14 +51,20 @@ class RunSpec:
         return accounting.training_flops(self.flops_convention, self.tokens, **self.shape_kwargs)
 
     @property
+    def mixture(self) -> dict[str, float] | None:
+        """``mix`` as {domain: share}, or None when the run mixes by ``code_fraction``."""
+        return parse_mix(self.mix) if self.mix else None
+
+    @property
     def epochs(self) -> float:
         return self.tokens / self.unique_tokens
 
     @property
     def run_id(self) -> str:
         d = dataclasses.asdict(self)
-        if d["flops_convention"] == "6N":      # the default leaves ids of earlier stores unchanged
-            del d["flops_convention"]
+        for key, default in (("flops_convention", "6N"), ("mix", ""), ("domain_column", "")):
+            if d[key] == default:              # defaults leave the ids of earlier stores unchanged
+                del d[key]
         payload = json.dumps(d, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -71,3 +79,30 @@ class RunSpec:
     def from_dict(cls, d: dict) -> "RunSpec":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``"a=0.3,b=0.7"`` -> {"a": 0.3, "b": 0.7}: shares non-negative, summing to 1 within 1e-6."""
+    from scaling.cli import UsageError
+    out: dict[str, float] = {}
+    for part in str(text).split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        try:
+            share = float(value)
+        except ValueError:
+            share = float("nan")
+        if not sep or not name or not (share >= 0) or share == float("inf"):
+            raise UsageError(f"malformed --mix item {part!r} (expected DOMAIN=SHARE, e.g. code=0.3)")
+        if name in out:
+            raise UsageError(f"--mix names {name!r} twice")
+        out[name] = share
+    total = sum(out.values())
+    if abs(total - 1.0) > 1e-6:
+        raise UsageError(f"--mix shares sum to {total:.6g}, not 1 ({text})")
+    return out
+
+
+def format_mix(mix: dict[str, float]) -> str:
+    """The canonical ``mix`` string: domains sorted, shares to 12 decimals, zero shares kept out."""
+    return ",".join(f"{d}={round(float(v), 12):.12g}" for d, v in sorted(mix.items()) if v > 0)

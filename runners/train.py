@@ -216,11 +216,12 @@ def mix_weights(domains: list[str], code_fraction: float) -> dict[str, float]:
 
 
 def validation_metrics(model: GPT, corpus, tokenizer, code_fraction: float, settings: Settings,
-                       cache_dir=None, max_tokens: int = EVAL_TOKENS_PER_DOMAIN) -> dict:
-    """``loss.<domain>``, ``acc.<domain>``, ``bpb.<domain>``, the mix-weighted ``loss``, ``acc``,
-    ``bpb`` (the validation loss of a held-out set drawn in the run's own mix) and the mix itself
-    as ``mix.<domain>`` proportions summing to 1 (``--code-fraction x``: ``mix.code = x``,
-    ``mix.text = 1 - x``), the columns ``scaling.mixture`` fits."""
+                       cache_dir=None, max_tokens: int = EVAL_TOKENS_PER_DOMAIN, mix: dict | None = None) -> dict:
+    """``loss.<domain>``, ``acc.<domain>``, ``bpb.<domain>`` for every domain of the corpus, the
+    mix-weighted ``loss``, ``acc``, ``bpb`` (the validation loss of a held-out set drawn in the run's
+    own mix) and the mix itself as ``mix.<domain>`` proportions summing to 1 over every domain
+    (``--mix`` as given; ``--code-fraction x``: ``mix.code = x``, ``mix.text = 1 - x``), the columns
+    ``scaling.mixture`` fits."""
     domains = [d for d in corpus.domains if corpus.validation.get(d)]
     out, per = {}, {}
     for d in domains:
@@ -230,9 +231,14 @@ def validation_metrics(model: GPT, corpus, tokenizer, code_fraction: float, sett
         out[f"loss.{d}"] = m["loss"]
         out[f"acc.{d}"] = m["acc"]
         out[f"bpb.{d}"] = m["loss"] / math.log(2) / m["bytes_per_token"]
-    weights = mix_weights(domains, code_fraction)
+    weights = ({d: float(mix.get(d, 0.0)) for d in sorted(set(corpus.domains) | set(mix))} if mix
+               else mix_weights(domains, code_fraction))
     out.update({f"mix.{d}": float(v) for d, v in weights.items()})
-    w = {d: v for d, v in weights.items() if v > 0}
+    w = {d: v for d, v in weights.items() if v > 0 and d in per}     # trained-on domains with held-out data
+    if not w:
+        w = {d: 1.0 / len(per) for d in per}
+    total = sum(w.values())
+    w = {d: v / total for d, v in w.items()}
     out["loss"] = sum(w[d] * per[d]["loss"] for d in w)
     out["acc"] = sum(w[d] * per[d]["acc"] for d in w)
     out["bpb"] = out["loss"] / math.log(2) / sum(w[d] * per[d]["bytes_per_token"] for d in w)
@@ -357,13 +363,14 @@ def store_failed_run(store, row: dict, curve_frame: pd.DataFrame, failure: str) 
 
 def prepare_data(spec, cache_dir=None):
     """(corpus, tokenizer, hparams, batches) of a run: what every launcher's loop starts from."""
-    corpus = rdata.load_corpus(spec.data, text_column=spec.text_column, cache_dir=cache_dir)
+    corpus = rdata.load_corpus(spec.data, text_column=spec.text_column, domain_column=spec.domain_column or None,
+                               cache_dir=cache_dir)
     tokenizer = rdata.get_tokenizer(spec.tokenizer, corpus, cache_dir=cache_dir)
     if tokenizer.vocab_size > spec.vocab_size:
         raise UsageError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens but the "
                          f"run's vocab_size is {spec.vocab_size}")
     unique = rdata.train_tokens(corpus, tokenizer, spec.unique_tokens, spec.code_fraction, spec.filter,
-                                cache_dir=cache_dir)
+                                cache_dir=cache_dir, mix=spec.mixture)
     hp = hparams(spec.params, spec.seq_len, tokens=spec.tokens)
     batches = rdata.EpochBatches(unique, spec.seq_len, hp.batch_size, spec.seed, total_tokens=spec.tokens)
     return corpus, tokenizer, hp, batches
@@ -434,7 +441,7 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
         log.info("run %s: stopped at step %d/%d (max_steps); checkpoint kept", spec.run_id, done, steps)
         return {**row, "status": "running"}
 
-    row.update(validation_metrics(model, corpus, tokenizer, spec.code_fraction, settings, cache_dir))
+    row.update(validation_metrics(model, corpus, tokenizer, spec.code_fraction, settings, cache_dir, mix=spec.mixture))
     store_finished_run(store, spec, model, row, curve_frame)
     ckpt_path.unlink(missing_ok=True)
     log.info("run %s done: loss %.4f bpb %.3f in %.1fs (%.0f tok/s)", spec.run_id, row["loss"],
