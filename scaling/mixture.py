@@ -1150,6 +1150,8 @@ def _parser():
                    help="auto: nested when the runs span more than one (N, D)")
     f.add_argument("--scaling-law", choices=["auto", *SCALING_FORMS], default="auto",
                    help="per-mixture law of a nested fit (auto: the richest every mixture supports)")
+    f.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
+                   help="keep only rows with this value (repeatable), e.g. --where model=70M --where step=30000")
     f.add_argument("--model", choices=["auto", *mm.CANDIDATES], default="auto",
                    help="predictor per domain (direct fits): auto = the best k-fold cross-validated Spearman "
                         "among law, log-linear, gbdt and their ensembles (default)")
@@ -1172,6 +1174,7 @@ def _parser():
                         epilog="example:\n  python -m scaling.mixture evaluate --fit mix.json heldout.csv --json")
     ev.add_argument("--fit", required=True, metavar="FIT.json")
     ev.add_argument("source", help="runs with mix.<domain> and loss.<domain> columns")
+    ev.add_argument("--where", action="append", default=[], metavar="COL=VALUE")
     ev.add_argument("--json", action="store_true")
     o = sub.add_parser("optimize", help="loss-minimising mixture at a target scale",
                        epilog="example:\n  python -m scaling.mixture optimize --fit mix.json --params 1e8 "
@@ -1255,7 +1258,8 @@ def main(argv=None) -> int:
         domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
         if domains is not None and (not domains or len(domains) != len(args.domains.split(","))):
             raise UsageError(f"malformed --domains {args.domains!r} (expected e.g. text,code)")
-        result = fit_mixture(read_table(args.source), domains, kind=args.kind, scaling_law=args.scaling_law,
+        result = fit_mixture(cols.where(read_table(args.source), args.where), domains, kind=args.kind,
+                             scaling_law=args.scaling_law,
                              bootstrap=args.bootstrap, seed=args.seed, source=args.source, model=args.model,
                              cv_folds=args.cv_folds)
         if args.out:
@@ -1296,7 +1300,7 @@ def main(argv=None) -> int:
         return 0
     if args.command == "evaluate":
         fit = MixtureFit.load(args.fit)
-        out = evaluate_fit(fit, read_table(args.source), source=args.source)
+        out = evaluate_fit(fit, cols.where(read_table(args.source), args.where), source=args.source)
         if args.json:
             print(json.dumps(plain(out), indent=1))
         else:
