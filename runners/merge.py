@@ -8,11 +8,11 @@ run per domain instead of one per mixture, and its perplexities rank mixtures li
 actually trained on them. This module does that on this package's data layer and models:
 
 * ``seed``: a base model trained from a fixed initialisation on a mixed stream (``seed_steps``);
-* ``expert``: from the seed, the same continued training on one domain only (code share 0 or 1);
+* ``expert``: from the seed, the same continued training on one domain only (any number of domains);
 * ``merge``: the parameter average ``sum_i w_i theta_i`` of saved models; weights are mixture
   proportions and sum to 1. A merged model records the mixture it stands for, so merges of
   merges are plain merges again: ``merge(merge(A, B, .5), C, 2/3, 1/3) == merge(A, B, C, 1/3 each)``;
-* ``score``: merged models of candidate code shares, evaluated per domain (``loss.<domain>``,
+* ``score``: merged models of candidate mixtures (code shares, or any domains' shares), evaluated per domain (``loss.<domain>``,
   ``mix.<domain>``, the mix-weighted ``loss``; the store's columns) and on a fixed target mix
   (``target_loss``, equal domain weights unless told, the loss a mixture search minimises);
 * ``validate``: the same mixtures actually trained from the seed for the same steps, and the rank
@@ -64,7 +64,7 @@ from runners import data as rdata
 from runners import export
 from runners import train
 from runners.model import GPT, GPTConfig
-from runners.spec import RunSpec
+from runners.spec import RunSpec, format_mix, parse_mix
 from scaling import accounting
 from scaling.cli import ArgumentParser, UsageError, run_cli
 
@@ -308,8 +308,9 @@ class ProxyConfig:
     batch_size: int = 8                #: sequences per step (seed and continuations)
     lr: float | None = None            #: peak LR of the seed; default ``train.hparams(N).lr``
     continue_lr_ratio: float = CONTINUE_LR_RATIO  #: experts' and mixtures' peak LR / the seed's
-    seed_code_fraction: float = 0.5    #: code share of the seed's data
-    mixtures: tuple = DEFAULT_MIXTURES #: candidate code shares scored and trained
+    seed_code_fraction: float = 0.5    #: code share of the seed's data (code/text corpora)
+    mixtures: tuple = DEFAULT_MIXTURES #: candidates scored and trained: code shares, or {domain: share} dicts
+    seed_mix: dict | None = None       #: the seed's mixture on other corpora (default: uniform over domains)
     target: dict | None = None         #: domain weights of ``target_loss`` (default equal)
     unique_tokens: int | None = None   #: unique tokens per run; default all it trains on (one epoch)
     eval_tokens: int = train.EVAL_TOKENS_PER_DOMAIN  #: validation tokens per domain
@@ -332,17 +333,19 @@ class ProxyConfig:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        check_code_shares(self.mixtures)
+        if all(isinstance(m, (int, float)) for m in self.mixtures):
+            check_code_shares(self.mixtures)
         if not 0 <= self.seed_code_fraction <= 1:
             raise UsageError(f"seed code fraction {self.seed_code_fraction} is outside [0, 1]")
         return self
 
-    def spec(self, tokens: int, code_fraction: float, vocab_size: int) -> RunSpec:
+    def spec(self, tokens: int, mix: dict, vocab_size: int) -> RunSpec:
         s = accounting.SHAPES[self.shape]
         unique = tokens if self.unique_tokens is None else min(tokens, self.unique_tokens)
         return RunSpec(self.shape, s.d_model, s.ffw_size, s.attention_heads, s.n_layers, vocab_size,
-                       self.seq_len, int(tokens), int(unique), code_fraction=float(code_fraction),
-                       seed=self.seed, data=self.data, tokenizer=self.tokenizer, grid="merge")
+                       self.seq_len, int(tokens), int(unique), code_fraction=float(mix.get("code", 0.0)),
+                       seed=self.seed, data=self.data, tokenizer=self.tokenizer, grid="merge",
+                       mix=format_mix(mix))
 
     def peak_lr(self, params: int) -> float:
         return self.lr if self.lr is not None else train.hparams(params, self.seq_len).lr
@@ -360,39 +363,61 @@ def check_code_shares(shares: Sequence[float]) -> list[float]:
     return shares
 
 
-def parse_shares(text: str) -> list[float]:
+def parse_shares(text: str):
+    """``0,0.25,0.5`` (code shares) or ``a=1;b=1;a=0.5,b=0.5`` (mixtures separated by ``;``)."""
+    if "=" in str(text):
+        return [parse_mix(t.strip()) for t in str(text).split(";") if t.strip()]
     try:
         return check_code_shares(float(Fraction(t.strip())) for t in str(text).split(",") if t.strip())
     except (ValueError, ZeroDivisionError):
-        raise UsageError(f"malformed --mixtures {text!r} (expected code shares like 0,0.25,0.5)") from None
+        raise UsageError(f"malformed --mixtures {text!r} (expected code shares like 0,0.25,0.5, or "
+                         f"mixtures like a=1;a=0.5,b=0.5)") from None
 
 
-def domain_code_fraction(corpus, domain: str) -> float:
-    """The code share of the stream holding only ``domain``: ``code`` is 1, the other domain 0."""
-    domains = corpus.domains
-    if domain not in domains:
-        raise UsageError(f"unknown domain {domain!r} (corpus {corpus.name!r} has: {', '.join(domains)})")
-    if "code" not in domains:
-        raise UsageError(f"corpus {corpus.name!r} has no code domain: mixtures here are code shares")
-    other = [d for d in domains if d != "code"]
-    if domain == "code":
-        return 1.0
-    if other == [domain]:
-        return 0.0
-    raise UsageError(f"domain {domain!r} cannot be trained alone: the data layer mixes the non-code "
-                     f"domains {', '.join(other)} in their natural proportions")
+def code_text(corpus) -> bool:
+    """Whether mixtures of this corpus are code shares (its domains are code and text)."""
+    return set(corpus.domains) == {"code", "text"}
 
 
-def mixture_of(corpus, code_fraction: float) -> dict[str, float]:
-    return train.mix_weights([d for d in corpus.domains if corpus.validation.get(d)], code_fraction)
+def mixture_of(corpus, candidate) -> dict[str, float]:
+    """{domain: share} over the corpus's domains of a candidate: a code share (code/text
+    corpora), a {domain: share} dict, or a mix string."""
+    domains = [d for d in corpus.domains if corpus.validation.get(d)]
+    if isinstance(candidate, str):
+        candidate = parse_mix(candidate)
+    if isinstance(candidate, Mapping):
+        unknown = [d for d in candidate if d not in corpus.domains]
+        if unknown:
+            raise UsageError(f"unknown domain {unknown[0]!r} in a mixture (corpus {corpus.name!r} has: "
+                             f"{', '.join(corpus.domains)})")
+        return {d: float(candidate.get(d, 0.0)) for d in sorted(set(domains) | set(candidate))}
+    if not code_text(corpus):
+        raise UsageError(f"corpus {corpus.name!r} has domains {', '.join(corpus.domains)}: give mixtures as "
+                         f"DOMAIN=SHARE lists, not code shares")
+    return train.mix_weights(domains, float(candidate))
 
 
-def _training(cfg: ProxyConfig, steps: int, code_fraction: float, lr: float) -> dict:
+def domain_mixture(corpus, domain: str) -> dict[str, float]:
+    """The mixture of an expert: all of one domain."""
+    if domain not in corpus.domains:
+        raise UsageError(f"unknown domain {domain!r} (corpus {corpus.name!r} has: {', '.join(corpus.domains)})")
+    return mixture_of(corpus, {domain: 1.0})
+
+
+def label(mix: Mapping[str, float]) -> str:
+    """A mixture's key in tables and directory names: the code share on code/text corpora (as
+    before), else its canonical mix string."""
+    if set(mix) <= {"code", "text"}:
+        return f"{mix.get('code', 0.0):g}"
+    return format_mix(mix)
+
+
+def _training(cfg: ProxyConfig, steps: int, mix: Mapping[str, float], lr: float) -> dict:
     tokens = steps * cfg.batch_size * cfg.seq_len
     unique = tokens if cfg.unique_tokens is None else min(tokens, cfg.unique_tokens)
-    return {"steps": steps, "batch_size": cfg.batch_size, "lr": lr, "code_fraction": float(code_fraction),
-            "tokens": tokens, "unique_tokens": max(unique, 1), "data_seed": cfg.seed, "data": cfg.data,
-            "tokenizer": cfg.tokenizer, "seq_len": cfg.seq_len, "shape": cfg.shape}
+    return {"steps": steps, "batch_size": cfg.batch_size, "lr": lr, "code_fraction": float(mix.get("code", 0.0)),
+            "mix": format_mix(mix), "tokens": tokens, "unique_tokens": max(unique, 1), "data_seed": cfg.seed,
+            "data": cfg.data, "tokenizer": cfg.tokenizer, "seq_len": cfg.seq_len, "shape": cfg.shape}
 
 
 def _train(model: GPT, optimizer, forward, tokens: np.ndarray, training: dict, settings, progress: bool,
@@ -450,30 +475,37 @@ class Data:
 
     def tokens(self, training: dict) -> np.ndarray:
         return rdata.train_tokens(self.corpus, self.tokenizer, training["unique_tokens"],
-                                  training["code_fraction"], cache_dir=self.cache_dir)
+                                  training["code_fraction"], cache_dir=self.cache_dir,
+                                  mix=parse_mix(training["mix"]) if training.get("mix") else None)
+
+    def seed_mix(self, cfg: ProxyConfig) -> dict[str, float]:
+        if code_text(self.corpus) and cfg.seed_mix is None:
+            return mixture_of(self.corpus, cfg.seed_code_fraction)
+        return mixture_of(self.corpus, cfg.seed_mix or {d: 1.0 / len(self.domains) for d in self.domains})
 
 
 def train_seed(cfg: ProxyConfig, data: Data, settings, progress: bool = False) -> tuple[GPT, RunSpec, dict]:
     """The shared base: the init at ``cfg.seed`` trained ``seed_steps`` on the seed mix."""
-    spec = cfg.spec(max(1, cfg.seed_steps) * cfg.batch_size * cfg.seq_len, cfg.seed_code_fraction,
-                    _vocab(data.tokenizer))
+    seed_mix = data.seed_mix(cfg)
+    spec = cfg.spec(max(1, cfg.seed_steps) * cfg.batch_size * cfg.seq_len, seed_mix, _vocab(data.tokenizer))
     lr = cfg.peak_lr(spec.params)
-    training = _training(cfg, cfg.seed_steps, cfg.seed_code_fraction, lr)
+    training = _training(cfg, cfg.seed_steps, seed_mix, lr)
     tokens = data.tokens(training) if cfg.seed_steps else None
     model, forward, optimizer = _build(GPTConfig.from_spec(spec), lr, settings, cfg.seed, None)
     losses = _train(model, optimizer, forward, tokens, training, settings, progress, "seed") if cfg.seed_steps else []
-    lineage = {"role": "seed", "mixture": mixture_of(data.corpus, cfg.seed_code_fraction), "base": None,
+    lineage = {"role": "seed", "mixture": seed_mix, "base": None,
                "training": {**training, "init_seed": cfg.seed},
                "train_loss": float(np.mean(losses[-25:])) if losses else None}
     return model.cpu().eval(), spec, lineage
 
 
-def continue_from(seed: SavedModel, code_fraction: float, steps: int, data: Data, settings, *,
+def continue_from(seed: SavedModel, mix, steps: int, data: Data, settings, *,
                   batch_size: int | None = None, lr: float | None = None, unique_tokens: int | None = None,
                   progress: bool = False, desc: str = "") -> tuple[GPT, RunSpec, dict]:
-    """The seed trained ``steps`` more on a stream with ``code_fraction`` code (fresh AdamW, warmup
-    and cosine to a peak ``lr``, default ``CONTINUE_LR_RATIO`` times the seed's): an expert at code
-    share 0 or 1, a trained mixture in between."""
+    """The seed trained ``steps`` more on a stream of mixture ``mix`` (a code share or a {domain:
+    share} dict; fresh AdamW, warmup and cosine to a peak ``lr``, default ``CONTINUE_LR_RATIO`` times
+    the seed's): an expert when ``mix`` is one domain, a trained mixture otherwise."""
+    mix = mixture_of(data.corpus, mix)
     seed_training = seed.lineage.get("training") or {}
     if seed.lineage.get("role") not in ("seed", "run"):
         log.warning("%s is a %s model, not a seed", seed.path, seed.lineage.get("role"))
@@ -482,13 +514,13 @@ def continue_from(seed: SavedModel, code_fraction: float, steps: int, data: Data
     cfg = ProxyConfig(shape=spec0.shape, batch_size=batch_size or seed_training.get("batch_size", 8),
                       lr=lr or CONTINUE_LR_RATIO * seed_lr, unique_tokens=unique_tokens, seed=spec0.seed,
                       data=spec0.data, tokenizer=spec0.tokenizer, seq_len=spec0.seq_len, steps=steps).check()
-    spec = cfg.spec(steps * cfg.batch_size * cfg.seq_len, code_fraction, spec0.vocab_size)
-    training = _training(cfg, steps, code_fraction, cfg.peak_lr(spec.params))
+    spec = cfg.spec(steps * cfg.batch_size * cfg.seq_len, mix, spec0.vocab_size)
+    training = _training(cfg, steps, mix, cfg.peak_lr(spec.params))
     tokens = data.tokens(training)
     model, forward, optimizer = _build(seed.model.config, training["lr"], settings, None, seed.model)
     losses = _train(model, optimizer, forward, tokens, training, settings, progress,
-                    desc or f"code {code_fraction:g}")
-    lineage = {"role": "continued", "mixture": mixture_of(data.corpus, code_fraction),
+                    desc or f"mix {label(mix)}")
+    lineage = {"role": "continued", "mixture": mix,
                "base": _base_of(seed.lineage) or fingerprint(seed.model), "training": training,
                "train_loss": float(np.mean(losses[-25:]))}
     return model.cpu().eval(), spec, lineage
@@ -502,15 +534,17 @@ def _vocab(tokenizer) -> int:
 # Scoring
 
 
-def evaluate_model(model: GPT, data: Data, code_fraction: float, settings, eval_tokens: int,
+def evaluate_model(model: GPT, data: Data, mix, settings, eval_tokens: int,
                    target: Mapping[str, float]) -> dict:
     """``loss.<d>``, ``acc.<d>``, ``bpb.<d>``, ``mix.<d>``, the mix-weighted ``loss`` and the
-    ``target_loss`` (``train.validation_metrics`` plus the fixed target)."""
+    ``target_loss`` (``train.validation_metrics`` plus the fixed target); ``mixture`` is the row's
+    key (``label``), ``code_share`` its code share (NaN on corpora without a code domain)."""
+    mix = mixture_of(data.corpus, mix)
     model = model.to(settings.device)
-    row = train.validation_metrics(model, data.corpus, data.tokenizer, code_fraction, settings,
-                                   data.cache_dir, max_tokens=eval_tokens)
+    row = train.validation_metrics(model, data.corpus, data.tokenizer, float(mix.get("code", 0.0)), settings,
+                                   data.cache_dir, max_tokens=eval_tokens, mix=mix)
     row["target_loss"] = sum(w * row[f"loss.{d}"] for d, w in target.items())
-    return {"code_share": float(code_fraction), **row}
+    return {"mixture": label(mix), "code_share": float(mix["code"]) if "code" in mix else float("nan"), **row}
 
 
 def check_target(target: Mapping[str, float] | None, domains: Sequence[str]) -> dict[str, float]:
@@ -547,30 +581,45 @@ def proxy_model(experts: Mapping[str, GPT], mixture: Mapping[str, float]) -> GPT
     return merge_models([experts[d] for d in names], [mixture[d] for d in names])
 
 
-def score_mixtures(experts: Mapping[str, GPT], shares: Sequence[float], data: Data, settings, *,
+def check_candidates(candidates, corpus) -> list[dict[str, float]]:
+    """Candidate mixtures as {domain: share} dicts over the corpus, distinct."""
+    if all(isinstance(c, (int, float)) for c in candidates):
+        check_code_shares(candidates)
+    mixes = [mixture_of(corpus, c) for c in candidates]
+    if not mixes:
+        raise UsageError("no mixtures given")
+    labels = [label(m) for m in mixes]
+    if len(set(labels)) != len(labels):
+        raise UsageError("mixtures repeat a candidate")
+    return mixes
+
+
+def score_mixtures(experts: Mapping[str, GPT], candidates, data: Data, settings, *,
                    eval_tokens: int = train.EVAL_TOKENS_PER_DOMAIN, target=None, progress: bool = False,
                    save_dir=None, expert_saved: Mapping[str, SavedModel] | None = None) -> pd.DataFrame:
-    """One row per code share: the merged model's validation metrics (the proxy)."""
-    shares = check_code_shares(shares)
+    """One row per candidate mixture (code shares or {domain: share} dicts): the merged model's
+    validation metrics (the proxy)."""
+    mixes = check_candidates(candidates, data.corpus)
     target = check_target(target, data.domains)
     rows = []
-    for share in shares:
-        mix = mixture_of(data.corpus, share)
+    for mix in mixes:
         model = proxy_model(experts, mix)
         t0 = time.perf_counter()
-        row = evaluate_model(model, data, share, settings, eval_tokens, target)
+        row = evaluate_model(model, data, mix, settings, eval_tokens, target)
         row["eval_s"] = time.perf_counter() - t0
         rows.append(row)
         if save_dir is not None and expert_saved is not None:
             names = [d for d in mix if mix[d] > 0]
             _, spec, lineage = merge_saved([expert_saved[d] for d in names], [mix[d] for d in names])
-            save(model.cpu(), spec, Path(save_dir) / _mix_name(share), lineage)
-        _say(progress, f"proxy  code {share:<5g} " + _losses_line(row, data.domains))
+            save(model.cpu(), spec, Path(save_dir) / _mix_name(mix), lineage)
+        _say(progress, f"proxy  {label(mix):<8} " + _losses_line(row, data.domains))
     return pd.DataFrame(rows)
 
 
-def _mix_name(share: float) -> str:
-    return f"code{share:g}"
+def _mix_name(mix: Mapping[str, float]) -> str:
+    if set(mix) <= {"code", "text"}:
+        return f"code{mix.get('code', 0.0):g}"
+    return "mix-" + hashlib.sha256(format_mix(mix).encode()).hexdigest()[:10]
 
 
 def _losses_line(row: dict, domains) -> str:
@@ -583,8 +632,8 @@ def agreement(proxy: pd.DataFrame, trained: pd.DataFrame, domains: Sequence[str]
     ``loss``, ``target_loss``): Spearman, Kendall tau-b, decision accuracy (pairs the trained
     models order, ordered alike by the proxy) and the mean gap proxy - trained in nats."""
     from scaling.mixture import rank_agreement  # scipy: imported only when rankings are compared
-    p = proxy.set_index("code_share")
-    t = trained.set_index("code_share")
+    p = proxy.set_index("mixture")
+    t = trained.set_index("mixture")
     common = [s for s in p.index if s in t.index]
     if len(common) < 3:
         raise UsageError(f"{len(common)} mixture(s) both scored and trained: need at least 3 to compare rankings")
@@ -593,10 +642,18 @@ def agreement(proxy: pd.DataFrame, trained: pd.DataFrame, domains: Sequence[str]
         x, y = p.loc[common, metric].to_numpy(float), t.loc[common, metric].to_numpy(float)
         stats = {k: float(v[0]) for k, v in rank_agreement(x, y).items()}
         stats["mean_gap"] = float(np.mean(x - y))
-        stats["proxy_best"] = float(common[int(np.argmin(x))])
-        stats["trained_best"] = float(common[int(np.argmin(y))])
+        stats["proxy_best"] = _as_share(common[int(np.argmin(x))])
+        stats["trained_best"] = _as_share(common[int(np.argmin(y))])
         out[metric] = stats
     return out
+
+
+def _as_share(key: str):
+    """A table key as a code share (float) on code/text corpora, else the mix string."""
+    try:
+        return float(key)
+    except ValueError:
+        return key
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,7 +680,7 @@ class ProxyReport:
         if self.trained is not None:
             frames.append(self.trained.assign(source="trained"))
         table = pd.concat(frames, ignore_index=True)
-        first = ["source", "code_share"] + [f"mix.{d}" for d in self.domains]
+        first = ["source", "mixture", "code_share"] + [f"mix.{d}" for d in self.domains]
         first += [f"loss.{d}" for d in self.domains] + ["loss", "target_loss"]
         return table[first + [c for c in table.columns if c not in first]]
 
@@ -645,27 +702,28 @@ class ProxyReport:
         metrics = [f"loss.{d}" for d in self.domains] + ["loss", "target_loss"]
         lines = [f"merging proxy (Na et al. 2024): {len(self.proxy)} mixture(s), target "
                  + ", ".join(f"{d}={w:g}" for d, w in self.target.items())]
-        trained = None if self.trained is None else self.trained.set_index("code_share")
+        trained = None if self.trained is None else self.trained.set_index("mixture")
         width = 12 if trained is None else 21
-        head = f"{'code share':>10}  " + "  ".join(f"{m:>{width}}" for m in metrics)
+        key_w = max(10, *(len(str(k)) for k in self.proxy["mixture"]))
+        head = f"{'mixture' if key_w > 10 else 'code share':>{key_w}}  " + "  ".join(f"{m:>{width}}" for m in metrics)
         what = "proxy" if trained is None else "proxy / trained"
-        lines += [head, f"{'':>10}  " + "  ".join(f"{what:>{width}}" for _ in metrics)]
+        lines += [head, f"{'':>{key_w}}  " + "  ".join(f"{what:>{width}}" for _ in metrics)]
         for _, row in self.proxy.iterrows():
-            s = row["code_share"]
+            s = row["mixture"]
             cells = []
             for m in metrics:
                 cell = f"{row[m]:.4f}"
                 if trained is not None:
                     cell += f" / {trained.loc[s, m]:.4f}" if s in trained.index else " / -"
                 cells.append(cell)
-            lines.append(f"{s:>10g}  " + "  ".join(f"{c:>{width}}" for c in cells))
+            lines.append(f"{s:>{key_w}}  " + "  ".join(f"{c:>{width}}" for c in cells))
         if self.agreement:
             lines += ["", f"{'metric':<12} {'spearman':>9} {'kendall':>9} {'decision':>9} {'gap':>8} "
                           f"{'best(proxy)':>12} {'best(trained)':>14}"]
             for m, st in self.agreement.items():
                 lines.append(f"{m:<12} {st['spearman']:>9.3f} {st['kendall']:>9.3f} "
                              f"{st['decision_accuracy']:>9.3f} {st['mean_gap']:>+8.4f} "
-                             f"{st['proxy_best']:>12g} {st['trained_best']:>14g}")
+                             f"{str(label_of(st['proxy_best'])):>12} {str(label_of(st['trained_best'])):>14}")
         if self.timings:
             lines += ["", "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())]
         return "\n".join(lines)
@@ -676,6 +734,10 @@ class ProxyReport:
         out.mkdir(parents=True, exist_ok=True)
         _write_atomic(out / "table.csv", self.table().to_csv(index=False))
         _write_atomic(out / "report.json", self.to_json())
+
+
+def label_of(best) -> str:
+    return f"{best:g}" if isinstance(best, float) else str(best)
 
 
 def plain(value):
@@ -702,11 +764,11 @@ def _write_atomic(path: Path, text: str) -> None:
 # Experiments
 
 
-def _expert_domains(experts: Mapping[str, SavedModel], data: Data) -> dict[str, float]:
-    """Domain -> code share of each expert, checked against the corpus and the expert's lineage."""
+def _expert_domains(experts: Mapping[str, SavedModel], data: Data) -> dict[str, dict]:
+    """Domain -> mixture key of each expert, checked against the corpus and the expert's lineage."""
     shares = {}
     for domain, saved in experts.items():
-        share = domain_code_fraction(data.corpus, domain)
+        share = label(domain_mixture(data.corpus, domain))
         mix = saved.mixture
         if mix is not None and abs(mix.get(domain, 0.0) - 1.0) > WEIGHT_TOL:
             raise UsageError(f"{saved.path} is not a {domain} expert (it stands for the mixture "
@@ -723,12 +785,12 @@ def _common_base(saved: Sequence[SavedModel]) -> str | None:
     return bases.pop() if len(bases) == 1 else None
 
 
-def score(experts: Mapping[str, SavedModel], shares: Sequence[float], *, eval_tokens=train.EVAL_TOKENS_PER_DOMAIN,
+def score(experts: Mapping[str, SavedModel], shares, *, eval_tokens=train.EVAL_TOKENS_PER_DOMAIN,
           target=None, device=None, progress=False, save_dir=None, cache_dir=None) -> ProxyReport:
-    """Proxy scores of code shares from saved experts of one seed."""
-    shares = check_code_shares(shares)
+    """Proxy scores of candidate mixtures (code shares or {domain: share}) from saved experts of one seed."""
     spec = next(iter(experts.values())).spec
     data = Data(spec.data, spec.tokenizer, cache_dir)
+    shares = [plain_mix(m) for m in check_candidates(shares, data.corpus)]
     _expert_domains(experts, data)
     check_compatible([s.model.config for s in experts.values()], [str(s.path) for s in experts.values()])
     if _common_base(list(experts.values())) is None:
@@ -745,12 +807,11 @@ def score(experts: Mapping[str, SavedModel], shares: Sequence[float], *, eval_to
                        timings={"proxy_s": time.perf_counter() - t0})
 
 
-def validate(seed: SavedModel, experts: Mapping[str, SavedModel], shares: Sequence[float], *,
+def validate(seed: SavedModel, experts: Mapping[str, SavedModel], shares, *,
              eval_tokens=train.EVAL_TOKENS_PER_DOMAIN, target=None, device=None, progress=False, out=None,
              cache_dir=None) -> ProxyReport:
     """Proxy scores, then every mixture trained from ``seed`` with the experts' own settings, and the
     rank agreement between the two."""
-    shares = check_code_shares(shares)
     if len(shares) < 3:
         raise UsageError(f"{len(shares)} mixture(s): need at least 3 to compare rankings")
     trainings = [s.lineage.get("training") for s in experts.values()]
@@ -772,18 +833,18 @@ def validate(seed: SavedModel, experts: Mapping[str, SavedModel], shares: Sequen
     shares_of = _expert_domains(experts, data)
     rows, t0 = [], time.perf_counter()
     pure = set(shares_of.values())
-    for share in shares:
-        if share in pure:
-            row = _expert_row(report.proxy, share)
+    for mix in check_candidates(shares, data.corpus):
+        if label(mix) in pure:
+            row = _expert_row(report.proxy, label(mix))
         else:
-            model, mspec, lineage = continue_from(seed, share, steps, data, settings, batch_size=batch, lr=lr,
+            model, mspec, lineage = continue_from(seed, mix, steps, data, settings, batch_size=batch, lr=lr,
                                                   unique_tokens=unique, progress=progress,
-                                                  desc=f"mix code {share:g}")
+                                                  desc=f"mix {label(mix)}")
             if out is not None:
-                save(model, mspec, Path(out) / "trained" / _mix_name(share), lineage)
-            row = evaluate_model(model, data, share, settings, eval_tokens, report.target)
+                save(model, mspec, Path(out) / "trained" / _mix_name(mix), lineage)
+            row = evaluate_model(model, data, mix, settings, eval_tokens, report.target)
         rows.append(row)
-        _say(progress, f"trained code {share:<5g} " + _losses_line(row, data.domains))
+        _say(progress, f"trained {label(mix):<8} " + _losses_line(row, data.domains))
     report.trained = pd.DataFrame(rows)
     report.agreement = agreement(report.proxy, report.trained, data.domains)
     report.timings["trained_s"] = time.perf_counter() - t0
@@ -801,67 +862,71 @@ def run(cfg: ProxyConfig = ProxyConfig(), out=None, *, device=None, progress=Fal
     loaded instead of retrained, so the command can be rerun at will."""
     cfg = cfg.check()
     data = Data(cfg.data, cfg.tokenizer, cache_dir)
-    shares = check_code_shares(cfg.mixtures)
+    candidates = cfg.mixtures
+    if not code_text(data.corpus) and all(isinstance(c, (int, float)) for c in candidates):
+        candidates = default_candidates(data.domains, cfg.seed)   # code shares mean nothing here
+    mixes = check_candidates(candidates, data.corpus)
+    shares = [plain_mix(m) for m in mixes]
     target = check_target(cfg.target, data.domains)
-    experts_by_share = {domain_code_fraction(data.corpus, d): d for d in data.domains}
-    if len(experts_by_share) != len(data.domains):
-        raise UsageError("the merging proxy needs one expert per domain: a code domain and one other")
+    expert_mix = {d: domain_mixture(data.corpus, d) for d in data.domains}
+    experts_by_share = {label(m): d for d, m in expert_mix.items()}
+    seed_mix = data.seed_mix(cfg)
     settings = train.resolve_settings(device)
-    spec0 = cfg.spec(1, 0.0, _vocab(data.tokenizer))
+    spec0 = cfg.spec(1, seed_mix, _vocab(data.tokenizer))
     lr = cfg.peak_lr(spec0.params)
     clr = cfg.continue_lr_ratio * lr
     # fail before training anything when the data cannot cover a run
-    for share in {*shares, *experts_by_share}:
-        data.tokens(_training(cfg, cfg.steps, share, clr))
+    for mix in [*mixes, *expert_mix.values()]:
+        data.tokens(_training(cfg, cfg.steps, mix, clr))
     if cfg.seed_steps:
-        data.tokens(_training(cfg, cfg.seed_steps, cfg.seed_code_fraction, lr))
+        data.tokens(_training(cfg, cfg.seed_steps, seed_mix, lr))
     models = None if out is None else Path(out) / "models"
     timings = {}
     _say(progress, f"merging proxy: {cfg.shape} ({spec0.params:,} parameters), seed {cfg.seed_steps} steps at "
-                   f"lr {lr:.3g} on {cfg.seed_code_fraction:g} code, experts and {len(shares)} mixtures "
+                   f"lr {lr:.3g} on {label(seed_mix)}, {len(expert_mix)} experts and {len(shares)} mixtures "
                    f"{cfg.steps} steps at lr {clr:.3g}, batch {cfg.batch_size} x {cfg.seq_len}")
 
     t0 = time.perf_counter()
     seed = _cached(models, "seed", progress, lambda: train_seed(cfg, data, settings, progress),
-                   {"role": "seed", "training": {**_training(cfg, cfg.seed_steps, cfg.seed_code_fraction, lr),
+                   {"role": "seed", "training": {**_training(cfg, cfg.seed_steps, seed_mix, lr),
                                                  "init_seed": cfg.seed}})
     timings["seed_s"] = time.perf_counter() - t0
 
-    def grow(share, desc):
-        return continue_from(seed, share, cfg.steps, data, settings, batch_size=cfg.batch_size, lr=clr,
+    def grow(mix, desc):
+        return continue_from(seed, mix, cfg.steps, data, settings, batch_size=cfg.batch_size, lr=clr,
                              unique_tokens=cfg.unique_tokens,
                              progress=progress, desc=desc)
 
-    def expect(share):
+    def expect(mix):
         return {"role": "continued", "base": seed.lineage["fingerprint"],
-                "training": _training(cfg, cfg.steps, share, clr)}
+                "training": _training(cfg, cfg.steps, mix, clr)}
 
     t0 = time.perf_counter()
-    experts = {d: _cached(models, d, progress, lambda s=s, d=d: grow(s, f"expert {d}"), expect(s))
-               for s, d in sorted(experts_by_share.items())}
+    experts = {d: _cached(models, d, progress, lambda m=m, d=d: grow(m, f"expert {d}"), expect(m))
+               for d, m in sorted(expert_mix.items())}
     timings["experts_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    proxy = score_mixtures({d: s.model for d, s in experts.items()}, shares, data, settings,
+    proxy = score_mixtures({d: s.model for d, s in experts.items()}, mixes, data, settings,
                            eval_tokens=cfg.eval_tokens, target=target, progress=progress,
                            save_dir=None if out is None else Path(out) / "merged", expert_saved=experts)
     timings["proxy_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     rows = []
-    for share in shares:
-        if share in experts_by_share:
-            row = _expert_row(proxy, share)
+    for mix in mixes:
+        if label(mix) in experts_by_share:
+            row = _expert_row(proxy, label(mix))
         else:
-            model = _cached(models, _mix_name(share), progress,
-                            lambda s=share: grow(s, f"mix code {s:g}"), expect(share)).model
-            row = evaluate_model(model, data, share, settings, cfg.eval_tokens, target)
+            model = _cached(models, _mix_name(mix), progress,
+                            lambda m=mix: grow(m, f"mix {label(m)}"), expect(mix)).model
+            row = evaluate_model(model, data, mix, settings, cfg.eval_tokens, target)
         rows.append(row)
-        _say(progress, f"trained code {share:<5g} " + _losses_line(row, data.domains))
+        _say(progress, f"trained {label(mix):<8} " + _losses_line(row, data.domains))
     trained = pd.DataFrame(rows)
     timings["trained_s"] = time.perf_counter() - t0
 
-    config = {**dataclasses.asdict(cfg), "mixtures": shares, "lr": lr, "continue_lr": clr, "params": spec0.params,
+    config = {**dataclasses.asdict(cfg), "mixtures": shares, "seed_mix": seed_mix, "lr": lr, "continue_lr": clr, "params": spec0.params,
               "device": settings.device}
     report = ProxyReport(config=config, domains=data.domains, target=target, proxy=proxy, trained=trained,
                          timings=timings)
@@ -872,12 +937,26 @@ def run(cfg: ProxyConfig = ProxyConfig(), out=None, *, device=None, progress=Fal
     return report
 
 
-def _expert_row(proxy: pd.DataFrame, share: float) -> dict:
+def _expert_row(proxy: pd.DataFrame, key: str) -> dict:
     """A pure mixture trained from the seed is its expert (same data, order and settings), and its
     proxy is the expert exactly (zero weights are skipped): the metrics are the proxy's."""
-    row = proxy.loc[proxy["code_share"] == share].iloc[0].to_dict()
+    row = proxy.loc[proxy["mixture"] == key].iloc[0].to_dict()
     row.pop("eval_s", None)
     return row
+
+
+def plain_mix(mix: Mapping[str, float]):
+    """A mixture as it is reported: the code share on code/text corpora, else the dict."""
+    return float(mix.get("code", 0.0)) if set(mix) <= {"code", "text"} else {d: v for d, v in mix.items() if v > 0}
+
+
+def default_candidates(domains: Sequence[str], seed: int, k: int = 4) -> list[dict[str, float]]:
+    """Candidates on corpora without code shares: every pure domain (the experts themselves), the
+    uniform mixture and ``k`` Dirichlet draws around it (``runners.mixgrid.draw_mixtures``)."""
+    from runners.mixgrid import draw_mixtures
+    uniform = {d: 1.0 / len(domains) for d in domains}
+    draws = draw_mixtures(uniform, k, seed)
+    return [{d: 1.0} for d in domains] + [uniform] + draws
 
 
 def _cached(models: Path | None, name: str, progress: bool, make, expected: dict) -> SavedModel:
@@ -938,7 +1017,9 @@ def _add_common(p):
 
 def _add_scoring(p):
     p.add_argument("--mixtures", default=",".join(f"{s:g}" for s in DEFAULT_MIXTURES), metavar="SHARES",
-                   help="candidate code shares (default 0,0.25,0.5,0.75,1)")
+                   help="candidate code shares (default 0,0.25,0.5,0.75,1), or mixtures of any domains separated "
+                        "by ';', e.g. 'reference=1;apidoc=1;reference=0.5,apidoc=0.5' (run on a corpus "
+                        "without code shares: every domain, the uniform mix and 4 Dirichlet draws)")
     p.add_argument("--target", default=None, metavar="D=W,...",
                    help="domain weights of target_loss, e.g. text=0.7,code=0.3 (default equal)")
     p.add_argument("--eval-tokens", type=int, default=train.EVAL_TOKENS_PER_DOMAIN, metavar="N",
@@ -1056,7 +1137,7 @@ def main(argv=None) -> int:
         out = _check_fresh(args.out)
         seed = load(args.seed_dir)
         data = Data(seed.spec.data, seed.spec.tokenizer)
-        share = domain_code_fraction(data.corpus, args.domain)
+        share = domain_mixture(data.corpus, args.domain)
         model, spec, lineage = continue_from(seed, share, args.steps, data, train.resolve_settings(args.device),
                                              batch_size=args.batch_size, lr=args.lr,
                                              unique_tokens=args.unique_tokens, progress=progress,

@@ -297,3 +297,26 @@ def test_validate_reproduces_the_one_shot_run(tiny_experiment, tmp_path, capsys)
     want = dict(zip(report.trained["code_share"], report.trained["loss"]))
     assert got == pytest.approx(want, abs=1e-6)  # same seed, data, order and settings
     assert (tmp_path / "v" / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_the_proxy_takes_any_number_of_domains(tmp_path):
+    """On the seven-domain embedded corpus: one expert per domain from one seed, the proxy of every
+    pure domain, the uniform mix and Dirichlet draws, the non-pure ones trained, and rank statistics
+    over them; a pure mixture's proxy is its expert exactly."""
+    cfg = merge.ProxyConfig(shape="t24", seed_steps=40, steps=20, batch_size=4, eval_tokens=4096,
+                            data="embedded-domains")
+    report = merge.run(cfg, tmp_path)
+    domains = report.domains
+    assert len(domains) == 7 and len(report.proxy) == 7 + 1 + 4
+    proxy, trained = report.proxy.set_index("mixture"), report.trained.set_index("mixture")
+    for d in domains:
+        key = f"{d}=1"
+        assert proxy.loc[key, "loss"] == pytest.approx(trained.loc[key, "loss"], abs=1e-9)
+        assert proxy.loc[key, f"mix.{d}"] == 1.0
+    uniform = proxy.loc[[k for k in proxy.index if k.count(",") == 6 and "0.142857" in k][0]]
+    assert sum(uniform[f"mix.{d}"] for d in domains) == pytest.approx(1.0)
+    assert set(report.agreement) == {*(f"loss.{d}" for d in domains), "loss", "target_loss"}
+    assert {p.name for p in (tmp_path / "models").iterdir()} >= {"seed", *domains}
+    with pytest.raises(merge.UsageError, match="DOMAIN=SHARE"):      # a code share means nothing here
+        merge.mixture_of(merge.Data("embedded-domains").corpus, 0.5)
