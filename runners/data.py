@@ -484,15 +484,21 @@ def _embedded_rows(stdlib: str):
 
     for title, body in topics.items():
         yield "text", body, f"topic:{title}"
+    for _, source, documentation in _stdlib_documents(stdlib):
+        yield "code", source, source
+        if documentation:
+            yield "text", documentation, source
+
+
+def _stdlib_documents(stdlib: str):
+    """(top-level module name, source, docstrings) of every standard-library module, in order."""
     for path in _stdlib_sources(stdlib):
         try:
             source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue
-        yield "code", source, source
-        documentation = _module_documentation(source)
-        if documentation:
-            yield "text", documentation, source
+        top = path.relative_to(stdlib).parts[0]
+        yield (top[:-3] if top.endswith(".py") else top), source, _module_documentation(source)
 
 
 #: The ``embedded-domains`` corpus: seven disjoint domains that every CPython installation has,
@@ -523,15 +529,8 @@ def _embedded_domain_rows(stdlib: str):
 
     for title, body in topics.items():
         yield "reference", body, f"topic:{title}"
-    for path in _stdlib_sources(stdlib):
-        try:
-            source = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        top = path.relative_to(stdlib).parts[0]
-        top = top[:-3] if top.endswith(".py") else top
+    for top, source, documentation in _stdlib_documents(stdlib):
         yield _GROUP_OF.get(top, "lib-core"), source, source
-        documentation = _module_documentation(source)
         if documentation:
             yield "apidoc", documentation, source
 

@@ -42,7 +42,7 @@ from scaling.laws.base import LawData
 from scaling.laws.chinchilla import Chinchilla
 from scaling.laws.mixture import ComputeLaw, MixingLaw, Proportions, effective_mixture, simplex_grid
 from scaling.results import JsonFile, format_number, plain
-from scaling.store import read_table
+from scaling.store import read_table, write_table_file
 from scaling import mixture_models as mm
 
 #: R_D* of the C4 fit (Muennighoff et al. 2023; fits/muennighoff2023_c4.json)
@@ -1208,20 +1208,6 @@ def _parser():
     return p
 
 
-def _write_frame(frame: pd.DataFrame, path) -> None:
-    from scaling.store import atomic_write_bytes
-    out = Path(path)
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory")
-    try:
-        if out.suffix.lower() in (".parquet", ".pq"):
-            atomic_write_bytes(out, lambda tmp: frame.to_parquet(tmp, index=False))
-        else:
-            atomic_write_bytes(out, lambda tmp: frame.to_csv(tmp, index=False))
-    except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
-
-
 def _print_optimum(out: dict) -> None:
     print(f"optimal mixture at N={format_number(out['params'])}, D={format_number(out['tokens'])} ({out['kind']} fit): "
           f"loss {out['loss']:.5g}; KL to the prior {out['kl_to_prior']:.3g}; {out['search']}")
@@ -1290,7 +1276,7 @@ def main(argv=None) -> int:
             raise UsageError("--params and --tokens go together")
         frame = predict_frame(fit, read_table(args.mixtures), n, d, source=args.mixtures)
         if args.out:
-            _write_frame(frame, args.out)
+            write_table_file(frame, args.out)
         if args.json:
             print(frame.to_json(orient="records"))
         elif not args.out:

@@ -206,6 +206,22 @@ def read_table(source) -> pd.DataFrame:
     return table
 
 
+def write_table_file(frame: pd.DataFrame, path) -> Path:
+    """A table as CSV, or Parquet for ``.parquet``/``.pq``, written atomically (``--out`` of the
+    CLIs); an unwritable path is a ``UsageError``, and nothing is left half-written."""
+    out = Path(path)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory")
+    try:
+        if out.suffix.lower() in (".parquet", ".pq"):
+            atomic_write_bytes(out, lambda tmp: frame.to_parquet(tmp, index=False))
+        else:
+            atomic_write_bytes(out, lambda tmp: frame.to_csv(tmp, index=False))
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out
+
+
 def row_id(row: dict) -> str:
     """Deterministic id of an imported row: a hash of its values, so re-imports add nothing."""
     payload = json.dumps({k: _clean(v) for k, v in sorted(row.items())}, default=str, sort_keys=True)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.datasets import DATASETS, get, load
 
@@ -40,17 +38,8 @@ def main(argv=None) -> int:
               f"licence: {d.licence}\ncolumns: {d.columns}\n")
         print(table.head(8).to_string())
         return 0
-    out = Path(args.out)
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory")
-    from scaling.store import atomic_write_bytes
-    try:
-        if out.suffix.lower() in (".parquet", ".pq"):
-            atomic_write_bytes(out, lambda tmp: table.to_parquet(tmp, index=False))
-        else:
-            atomic_write_bytes(out, lambda tmp: table.to_csv(tmp, index=False))
-    except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    from scaling.store import write_table_file
+    out = write_table_file(table, args.out)
     print(f"wrote {len(table)} rows to {out}")
     return 0
 
