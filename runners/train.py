@@ -111,8 +111,8 @@ def lr_at(step: int, steps: int, hp: Hparams) -> float:
 @dataclass(frozen=True)
 class Settings:
     """Where and how a step runs. Defaults measured by ``benchmarks/train_speed.py``: on CUDA bf16
-    autocast + ``torch.compile``; on CPU plain fp32 eager (compile time dominates tiny runs and was
-    no faster per step; CPUs without native bf16 run bf16 matmuls hundreds of times slower)."""
+    autocast + ``torch.compile``; on CPU eager (compile time dominates tiny runs and was no faster
+    per step), bf16 autocast only where ``runners.cpu_dtype.decide`` measured native bf16 faster."""
 
     device: str
     dtype: str
@@ -126,7 +126,12 @@ def resolve_settings(device: str | None = None, dtype: str | None = None,
     device_type = torch.device(device).type
     if device_type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {device!r} requested but CUDA is not available")
-    dtype = dtype or ("bf16" if device_type == "cuda" else "fp32")
+    if dtype is None:
+        if device_type == "cuda":
+            dtype = "bf16"
+        else:
+            from runners.cpu_dtype import decide     # native bf16 measured once, cached
+            dtype = decide()["dtype"]
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
     if compile is None:

@@ -177,3 +177,31 @@ def test_bf16_autocast_matches_fp32_within_seed_noise(tmp_path, cache):
     bf16 = np.array([loss(s, "bf16") for s in seeds])
     se = max(np.sqrt(fp32.var(ddof=1) / len(fp32) + bf16.var(ddof=1) / len(bf16)), 0.002)
     assert abs(bf16.mean() - fp32.mean()) <= 3 * se, (fp32, bf16)
+
+
+def test_cpu_dtype_is_measured_once_and_cached(tmp_path, monkeypatch):
+    """Native bf16 is detected, one measurement decides, the decision is cached and reused; the
+    environment override wins; a CPU without bf16 instructions is fp32 without measuring."""
+    from runners import cpu_dtype
+    monkeypatch.delenv("SCALING_CPU_DTYPE", raising=False)
+    calls = []
+
+    def fake(speedup):
+        def measure():
+            calls.append(speedup)
+            return {"fp32_step_s": 1.0, "bf16_step_s": 1.0 / speedup, "bf16_speedup": speedup,
+                    "dtype": "bf16" if speedup >= cpu_dtype.MIN_SPEEDUP else "fp32"}
+        return measure
+
+    monkeypatch.setattr(cpu_dtype, "native_bf16", lambda: True)
+    assert cpu_dtype.decide(tmp_path, fake(2.6))["dtype"] == "bf16"
+    assert cpu_dtype.decide(tmp_path, fake(0.5))["dtype"] == "bf16"      # cached: not measured again
+    assert calls == [2.6] and (tmp_path / "cpu_dtype.json").exists()
+    assert cpu_dtype.decide(tmp_path / "other", fake(0.74))["dtype"] == "fp32"
+    monkeypatch.setattr(cpu_dtype, "native_bf16", lambda: False)
+    assert cpu_dtype.decide(tmp_path / "none", fake(9.0))["dtype"] == "fp32" and calls == [2.6, 0.74]
+    monkeypatch.setenv("SCALING_CPU_DTYPE", "bf16")
+    assert cpu_dtype.decide(tmp_path)["dtype"] == "bf16"
+    # the real probe runs and returns a decision consistent with its own timings
+    m = cpu_dtype.measure()
+    assert m["dtype"] == ("bf16" if m["bf16_speedup"] >= cpu_dtype.MIN_SPEEDUP else "fp32")
