@@ -65,6 +65,9 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
                    help="how to run: local (this process), deepspeed (each run as a DeepSpeed job of "
                         "--nproc-per-node processes) or slurm (default local)")
     r.add_argument("--device", default=None, help="torch device for local training (default: auto)")
+    r.add_argument("--workers", default="auto", metavar="N|auto",
+                   help="local launcher: processes training at once (auto: one per core, one thread each, "
+                        "when every run is tiny and on a CPU; else 1)")
     r.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train at most N of the missing runs this time")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -177,6 +180,18 @@ def check_data_arg(data: str) -> str:
         except OSError as exc:
             raise UsageError(f"cannot read --data {data!r}: {exc.strerror or exc}") from None
     return data
+
+
+def parse_workers(text):
+    if text in (None, "auto"):
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UsageError(f"--workers must be a positive integer or auto, got {text!r}")
+    return n
 
 
 def check_store_arg(store: str) -> str:
@@ -413,6 +428,8 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
     if not args.checkpoint_every > 0:
         raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every:g}")
     extra = {"slurm": slurm} if slurm is not None else {"deepspeed": ds} if ds is not None else {}
+    if args.launcher == "local":
+        extra["workers"] = parse_workers(args.workers)
     summary = launch(specs, store, launcher=args.launcher, device=args.device, limit=args.limit,
                      progress=not args.quiet, checkpoint_every_s=args.checkpoint_every, **extra)
     print(summary.to_json() if args.json else summary.summary(), file=out)

@@ -11,6 +11,7 @@ write a function ``(specs, store, *, progress, **opts) -> LaunchSummary`` and re
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -74,18 +75,82 @@ def _pending(specs: Sequence[RunSpec], store, limit: int | None) -> tuple[Launch
     return summary, pending
 
 
-def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limit: int | None = None,
-                 **train_opts) -> LaunchSummary:
-    """Train the missing runs one after another in this process (``runners.train.train_run``)."""
-    from runners.train import train_run  # lazy: torch is needed only when something is trained
+#: runs below this many parameters are "tiny": per-op overhead, not FLOPs, sets their speed, and
+#: one thread per process (several processes) uses the cores better than threads in one
+TINY_PARAMS = 2_000_000
 
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def thread_policy(specs: Sequence[RunSpec], workers, device: str | None) -> tuple[int, int]:
+    """(processes, torch threads per process) for a local launch. ``workers="auto"``: on a CPU,
+    when every run is tiny, one process per core (up to the number of runs), one thread each;
+    otherwise one process with every core's threads. An integer forces the process count."""
+    n = cores()
+    on_cpu = (device or "cpu").startswith("cpu") or (device is None and not _cuda())
+    if workers in (None, "auto"):
+        tiny = all(s.params < TINY_PARAMS for s in specs)
+        workers = min(n, len(specs)) if on_cpu and tiny and len(specs) > 1 else 1
+    workers = max(1, int(workers))
+    return workers, max(1, n // workers)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _train_one(spec: RunSpec, store, train_opts: dict) -> dict:
+    from runners.train import train_run
+    return train_run(spec, store, progress=False, **train_opts) or {}
+
+
+def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limit: int | None = None,
+                 workers="auto", **train_opts) -> LaunchSummary:
+    """Train the missing runs in this process one after another, or, when ``thread_policy`` says
+    so (tiny runs on a multi-core CPU), in several single-threaded worker processes at once; every
+    run still writes its own row (the store serialises writers)."""
     summary, pending = _pending(specs, store, limit)
+    n_proc, threads = thread_policy(pending, workers, train_opts.get("device"))
+    if n_proc <= 1:
+        from runners.train import train_run  # lazy: torch is needed only when something is trained
+        bar = _progress(pending, progress)
+        for spec in bar:
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(f"{spec.shape} {spec.epochs:.3g} ep {spec.run_id}")
+            row = train_run(spec, store, progress=progress, **train_opts) or {}
+            (summary.trained if row.get("status", "ok") == "ok" else summary.failed).append(spec.run_id)
+        return summary
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     bar = _progress(pending, progress)
-    for spec in bar:
-        if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(f"{spec.shape} {spec.epochs:.3g} ep {spec.run_id}")
-        row = train_run(spec, store, progress=progress, **train_opts) or {}
-        (summary.trained if row.get("status", "ok") == "ok" else summary.failed).append(spec.run_id)
+    done = {}
+    with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = {pool.submit(_train_one, spec, str(store), train_opts): spec for spec in pending}
+        for fut in as_completed(futures):
+            spec = futures[fut]
+            row = fut.result()           # a crash in a worker is raised here, as it would be in-process
+            done[spec.run_id] = row.get("status", "ok") == "ok"
+            if hasattr(bar, "update"):
+                bar.update(1)
+    if hasattr(bar, "close"):
+        bar.close()
+    for spec in pending:                 # plan order, whatever order they finished in
+        (summary.trained if done.get(spec.run_id) else summary.failed).append(spec.run_id)
     return summary
 
 

@@ -15,6 +15,7 @@ CLI::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -100,7 +101,28 @@ def _write_table(path: Path, table: pa.Table) -> None:
     atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp))
 
 
+@contextlib.contextmanager
+def _writer_lock(store):
+    """One writer at a time per store (``flock`` on ``<store>/.lock``): a write may rewrite other
+    runs' files to the store's union schema, so two concurrent writers (parallel workers, two grids)
+    could otherwise put back a file the other had just replaced."""
+    path = _as_dir(store)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "a") as fh:
+        try:
+            import fcntl
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except (ImportError, OSError):   # no flock (another OS, some network filesystems): unguarded
+            pass
+        yield
+
+
 def write_run(store, row: dict) -> Path:
+    with _writer_lock(store):
+        return _write_run(store, row)
+
+
+def _write_run(store, row: dict) -> Path:
     """Write (or replace) one run atomically. ``row`` needs ``run_id``; ``status`` defaults to ok.
 
     Every run file of a store carries one schema (the union of all columns, nulls where a run has
@@ -144,11 +166,12 @@ def read_run(store, run_id: str) -> dict | None:
 
 def update_run(store, run_id: str, **columns) -> Path:
     """Add or overwrite columns of one run (e.g. ``eval.corpus_cloze.acc``), atomically."""
-    row = read_run(store, run_id)
-    if row is None:
-        raise UsageError(f"run {run_id!r} is not in store {store}")
-    row.update(columns)
-    return write_run(store, row)
+    with _writer_lock(store):
+        row = read_run(store, run_id)
+        if row is None:
+            raise UsageError(f"run {run_id!r} is not in store {store}")
+        row.update(columns)
+        return _write_run(store, row)
 
 
 def read_runs(store) -> pd.DataFrame:
