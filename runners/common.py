@@ -65,6 +65,9 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
                    help="how to run: local (this process), deepspeed (each run as a DeepSpeed job of "
                         "--nproc-per-node processes) or slurm (default local)")
     r.add_argument("--device", default=None, help="torch device for local training (default: auto)")
+    r.add_argument("--batch-runs", default="auto", metavar="K|auto",
+                   help="local launcher: train up to K same-shape runs stacked in one process (auto: 8 for tiny "
+                        "CPU runs, else 1; 1 = one at a time)")
     r.add_argument("--workers", default="auto", metavar="N|auto",
                    help="local launcher: processes training at once (auto: one per core, one thread each, "
                         "when every run is tiny and on a CPU; else 1)")
@@ -182,7 +185,7 @@ def check_data_arg(data: str) -> str:
     return data
 
 
-def parse_workers(text):
+def parse_workers(text, flag: str = "--workers"):
     if text in (None, "auto"):
         return "auto"
     try:
@@ -190,7 +193,7 @@ def parse_workers(text):
     except ValueError:
         n = 0
     if n < 1:
-        raise UsageError(f"--workers must be a positive integer or auto, got {text!r}")
+        raise UsageError(f"{flag} must be a positive integer or auto, got {text!r}")
     return n
 
 
@@ -430,6 +433,7 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
     extra = {"slurm": slurm} if slurm is not None else {"deepspeed": ds} if ds is not None else {}
     if args.launcher == "local":
         extra["workers"] = parse_workers(args.workers)
+        extra["batch_runs"] = parse_workers(args.batch_runs, "--batch-runs")
     summary = launch(specs, store, launcher=args.launcher, device=args.device, limit=args.limit,
                      progress=not args.quiet, checkpoint_every_s=args.checkpoint_every, **extra)
     print(summary.to_json() if args.json else summary.summary(), file=out)

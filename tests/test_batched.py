@@ -1,0 +1,112 @@
+"""Batched training (runners.batched): K same-shape runs stacked in one module give each run what
+it would get alone: the same initialisation, data, clipping and AdamW steps (to float tolerance),
+its own row, curve and weights, and a failure of its own."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from runners import batched, train
+from runners.model import GPT, GPTConfig
+from runners.spec import RunSpec
+from scaling import store
+from scaling.accounting import shape
+
+pytestmark = pytest.mark.slow
+
+
+def spec(seed=0, unique=40_000, tokens=40_000, name="t24") -> RunSpec:
+    s = shape(name)
+    return RunSpec(name, s.d_model, s.ffw_size, s.attention_heads, s.n_layers, 256, 128, tokens, unique, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("batched-cache")
+
+
+def test_stacked_forward_is_each_models_forward():
+    cfg = GPTConfig(d_model=24, ffw_size=96, n_heads=2, n_layers=2, vocab_size=256, seq_len=128)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(GPT(cfg))
+    stacked = batched.StackedGPT(models)
+    x = torch.randint(0, 256, (3, 2, 128))
+    y = torch.randint(0, 256, (3, 2, 128))
+    losses = stacked(x, y)
+    for k, m in enumerate(models):
+        assert losses[k].item() == pytest.approx(m(x[k], y[k])[1].item(), abs=1e-5)
+        back = stacked.model(k)
+        assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
+
+
+def test_batched_runs_match_one_at_a_time(tmp_path, cache):
+    """Four runs (two seeds x two repetition levels) at one shape and token count: the first steps
+    of every loss curve agree with the run trained alone to 1e-4 nats (later steps drift as float
+    differences grow, as between thread counts); every run has its own row, curve and weights."""
+    specs = [spec(seed, unique) for seed in (0, 1) for unique in (40_000, 10_000)]
+    rows = batched.train_group(specs, tmp_path / "batched", progress=False, cache_dir=cache)
+    assert [r["status"] for r in rows] == ["ok"] * 4 and all(r["batched_with"] == 4 for r in rows)
+    for s in specs:
+        alone = train.train_run(s, tmp_path / "alone", progress=False, cache_dir=cache)
+        a = store.read_curve(tmp_path / "alone", s.run_id)["train_loss"].to_numpy()
+        b = store.read_curve(tmp_path / "batched", s.run_id)["train_loss"].to_numpy()
+        assert len(a) == len(b) == alone["total_steps"]
+        assert np.abs(a[:10] - b[:10]).max() < 1e-4
+        row = store.read_run(tmp_path / "batched", s.run_id)
+        assert row["loss"] == pytest.approx(alone["loss"], abs=0.1)
+        assert (tmp_path / "batched" / "_models" / s.run_id / "model.safetensors").exists()
+    # different seeds and repetition levels really are different runs
+    losses = [r["train_loss"] for r in rows]
+    assert len({round(x, 6) for x in losses}) == 4
+
+
+def test_a_diverging_run_fails_alone(tmp_path, cache, monkeypatch):
+    """One run of a group turns non-finite (its embedding poisoned after initialisation): it is a
+    failed row with a reason, frozen from then on; the other run of the group finishes as usual.
+    Runs with different hyper-parameters are refused as a group."""
+    specs = [spec(0), spec(1)]
+    real = batched.StackedGPT.__init__
+
+    def poisoned(self, models):
+        real(self, models)
+        with torch.no_grad():
+            self.p("wte.weight")[1].fill_(float("nan"))
+    monkeypatch.setattr(batched.StackedGPT, "__init__", poisoned)
+    rows = batched.train_group(specs, tmp_path / "g", progress=False, cache_dir=cache)
+    assert rows[0]["status"] == "ok" and np.isfinite(rows[0]["loss"])
+    assert rows[1]["status"] == "failed" and rows[1]["failure_reason"].startswith("non-finite")
+    assert store.read_run(tmp_path / "g", specs[1].run_id)["status"] == "failed"
+    monkeypatch.undo()
+    real_prepare = train.prepare_data
+
+    def mixed(s, cache_dir=None):
+        corpus, tok, hp, batches = real_prepare(s, cache_dir)
+        return corpus, tok, (dataclasses.replace(hp, lr=hp.lr * 2) if s.seed == 1 else hp), batches
+    monkeypatch.setattr(train, "prepare_data", mixed)
+    with pytest.raises(Exception, match="hyper-parameters"):
+        batched.train_group(specs, tmp_path / "mixed", progress=False, cache_dir=cache)
+
+
+def test_groups_are_same_shape_and_tokens():
+    a, b, c = spec(0), spec(1), spec(0, tokens=80_000, unique=80_000)
+    d = spec(0, name="t32")
+    gs = batched.groups([a, b, c, d, spec(2)], 2)
+    assert [[s.run_id for s in g] for g in gs] == [[a.run_id, b.run_id], [spec(2).run_id], [c.run_id], [d.run_id]]
+
+
+def test_grid_cli_stacks_runs_and_validates_the_flag(tmp_path):
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "runners.isoflop", "--budget", "smoke", "--seeds", "0,1",
+                        "--store", tmp_path, "--quiet", "--json"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    runs = pd.read_parquet(tmp_path)
+    assert len(runs) == 12 and runs["batched_with"].max() >= 2
+    p = subprocess.run([sys.executable, "-m", "runners.isoflop", "--budget", "smoke", "--batch-runs", "0",
+                        "--store", tmp_path / "x"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--batch-runs must be a positive integer" in p.stderr
