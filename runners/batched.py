@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import asdict
 from typing import Sequence
 
@@ -145,9 +146,47 @@ class StackedAdamW:
             p.sub_(mask * (lr / bc1) * m / denom)
 
 
+def _run_checkpoint(stacked: "StackedGPT", optimizer, k: int, template: dict) -> tuple[dict, dict]:
+    """Model ``k``'s weights and AdamW state in ``train_run``'s checkpoint format (the optimizer
+    state dict of ``GPT.configure_optimizer``: decay group then no-decay group, parameters in
+    ``named_parameters`` order), so a batched run can resume alone and the other way round."""
+    model_state = stacked.model(k).state_dict()
+    opt_state = {"param_groups": template["param_groups"], "state": {}}
+    order = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, p in enumerate(order):
+        st = optimizer.state.get(p)
+        if st:
+            opt_state["state"][i] = {"step": st["step"].clone(), "exp_avg": st["exp_avg"][k].clone(),
+                                     "exp_avg_sq": st["exp_avg_sq"][k].clone()}
+    return model_state, opt_state
+
+
+def _resume(specs, store, steps: int, batch_size: int, stacked, optimizer) -> dict | None:
+    """Every run's own checkpoint, when all of the group have one at the same step: loaded into the
+    stacked weights and optimiser; else None (the group starts over)."""
+    states = [train.load_checkpoint(train.checkpoint_path(store, s.run_id), s.run_id, steps, batch_size) for s in specs]
+    if any(st is None for st in states) or len({st["step"] for st in states}) != 1:
+        return None
+    with torch.no_grad():
+        for k, st in enumerate(states):
+            for name, value in st["model"].items():
+                if name in stacked.index:
+                    stacked.p(name)[k].copy_(value)
+    order = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, p in enumerate(order):
+        per = [st["optimizer"]["state"].get(i) for st in states]
+        if all(per):
+            optimizer.state[p] = {"step": per[0]["step"].clone(),
+                                  "exp_avg": torch.stack([x["exp_avg"] for x in per]).to(p.device),
+                                  "exp_avg_sq": torch.stack([x["exp_avg_sq"] for x in per]).to(p.device)}
+    return {"step": states[0]["step"], "states": states}
+
+
 def train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, progress: bool = True,
-                cache_dir=None, log_every: int = 50) -> list[dict]:
-    """Train ``specs`` (one ``group_key``) stacked; write and return one row per run."""
+                cache_dir=None, log_every: int = 50, checkpoint_every_s: float = 30.0) -> list[dict]:
+    """Train ``specs`` (one ``group_key``) stacked; write and return one row per run. Every
+    ``checkpoint_every_s`` each run's own checkpoint is written (``train_run``'s format); a rerun
+    resumes the group when all of it has checkpoints at one step."""
     specs = list(specs)
     if len({group_key(s) for s in specs}) != 1:
         raise UsageError("batched runs must share shape, context and token count")
@@ -171,14 +210,36 @@ def train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, p
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=hp.lr, betas=(hp.beta1, hp.beta2), **kwargs)
-    logs = [train.TrainingLog(s, p[3], tokens_per_step, progress=False, log_every=log_every)
-            for s, p in zip(specs, prepared)]
-    bar = train.progress_bar(steps, f"{specs[0].shape} x{K}", enabled=progress)
+    template_model = GPT(cfg)
+    template = template_model.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2)).state_dict()
+    resumed = _resume(specs, store, steps, hp.batch_size, stacked, optimizer)
+    start = 0
+    if resumed is not None:
+        start = resumed["step"]
+        logs = [train.TrainingLog(s, p[3], tokens_per_step, progress=False, log_every=log_every, start=start,
+                                  curve=st["curve"], ema=st["ema"], elapsed=st["wall_time_s"])
+                for s, p, st in zip(specs, prepared, resumed["states"])]
+        log.info("batched group of %d: resuming at step %d/%d", K, start, steps)
+    else:
+        logs = [train.TrainingLog(s, p[3], tokens_per_step, progress=False, log_every=log_every)
+                for s, p in zip(specs, prepared)]
+
+    def checkpoint(step):
+        for k, (s, tl) in enumerate(zip(specs, logs)):
+            if active[k]:
+                model_state, opt_state = _run_checkpoint(stacked, optimizer, k, template)
+                train.save_checkpoint(train.checkpoint_path(store, s.run_id),
+                                      {"run_id": s.run_id, "steps": steps, "batch_size": hp.batch_size, "step": step,
+                                       "model": model_state, "optimizer": opt_state, "curve": tl.curve,
+                                       "ema": tl.ema, "wall_time_s": tl.wall()})
+
+    bar = train.progress_bar(steps, f"{specs[0].shape} x{K}", enabled=progress, initial=start)
     active = torch.ones(K, dtype=torch.bool, device=settings.device)
     params = list(stacked.flat)
     stacked.train()
+    last_ckpt = time.perf_counter()
     try:
-        for step in range(steps):
+        for step in range(start, steps):
             xy = [p[3].batch(step) for p in prepared]
             x = train.to_device(np.stack([a for a, _ in xy]), settings.device)
             y = train.to_device(np.stack([b for _, b in xy]), settings.device)
@@ -202,6 +263,9 @@ def train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, p
             bar.update(1)
             if not active.any():
                 break
+            if time.perf_counter() - last_ckpt >= checkpoint_every_s and step + 1 < steps:
+                checkpoint(step + 1)
+                last_ckpt = time.perf_counter()
     finally:
         bar.close()
     rows = []
@@ -210,13 +274,16 @@ def train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, p
         row = {**spec.to_dict(), **train._environment(settings, corpus, tokenizer), "hparams": asdict(hp_i),
                "lr": hp_i.lr, "batch_size": hp_i.batch_size, **tl.row(), "batched_with": K}
         curve = tl.curve_frame()
+        ckpt = train.checkpoint_path(store, spec.run_id)
         if tl.failure is not None:
             train.store_failed_run(store, row, curve, tl.failure)
+            ckpt.unlink(missing_ok=True)
             rows.append(row)
             continue
         model.eval()
         row.update(train.validation_metrics(model, corpus, tokenizer, spec.code_fraction, settings, cache_dir,
                                             mix=spec.mixture))
         train.store_finished_run(store, spec, model, row, curve)
+        ckpt.unlink(missing_ok=True)
         rows.append(row)
     return rows

@@ -138,6 +138,8 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
     runs on a multi-core CPU), in several single-threaded worker processes at once. Every run
     writes its own row (the store serialises writers)."""
     summary, pending = _pending(specs, store, limit)
+    order = [s.run_id for s in pending]
+    ok: dict[str, bool] = {}
     k = batch_size_for(pending, batch_runs, train_opts.get("device"))
     if k > 1 and not train_opts.get("max_steps"):
         from runners import batched
@@ -146,10 +148,10 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
             if len(group) == 1:
                 rest += group
                 continue
-            opts = {key: train_opts[key] for key in ("device", "cache_dir") if key in train_opts}
+            opts = {key: train_opts[key] for key in ("device", "cache_dir", "checkpoint_every_s") if key in train_opts}
             for spec, row in zip(group, batched.train_group(group, store, progress=progress, **opts)):
-                (summary.trained if row.get("status", "ok") == "ok" else summary.failed).append(spec.run_id)
-        pending = rest
+                ok[spec.run_id] = row.get("status", "ok") == "ok"
+        pending = [s for s in pending if s in rest]
     n_proc, threads = thread_policy(pending, workers, train_opts.get("device"))
     if n_proc <= 1:
         from runners.train import train_run  # lazy: torch is needed only when something is trained
@@ -158,25 +160,24 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(f"{spec.shape} {spec.epochs:.3g} ep {spec.run_id}")
             row = train_run(spec, store, progress=progress, **train_opts) or {}
-            (summary.trained if row.get("status", "ok") == "ok" else summary.failed).append(spec.run_id)
-        return summary
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    bar = _progress(pending, progress)
-    done = {}
-    with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"),
-                             initializer=_worker_init, initargs=(threads,)) as pool:
-        futures = {pool.submit(_train_one, spec, str(store), train_opts): spec for spec in pending}
-        for fut in as_completed(futures):
-            spec = futures[fut]
-            row = fut.result()           # a crash in a worker is raised here, as it would be in-process
-            done[spec.run_id] = row.get("status", "ok") == "ok"
-            if hasattr(bar, "update"):
-                bar.update(1)
-    if hasattr(bar, "close"):
-        bar.close()
-    for spec in pending:                 # plan order, whatever order they finished in
-        (summary.trained if done.get(spec.run_id) else summary.failed).append(spec.run_id)
+            ok[spec.run_id] = row.get("status", "ok") == "ok"
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        bar = _progress(pending, progress)
+        with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as pool:
+            futures = {pool.submit(_train_one, spec, str(store), train_opts): spec for spec in pending}
+            for fut in as_completed(futures):
+                spec = futures[fut]
+                row = fut.result()       # a crash in a worker is raised here, as it would be in-process
+                ok[spec.run_id] = row.get("status", "ok") == "ok"
+                if hasattr(bar, "update"):
+                    bar.update(1)
+        if hasattr(bar, "close"):
+            bar.close()
+    for run_id in order:                 # plan order, whatever order they finished in
+        (summary.trained if ok.get(run_id) else summary.failed).append(run_id)
     return summary
 
 

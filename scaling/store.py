@@ -103,18 +103,25 @@ def _write_table(path: Path, table: pa.Table) -> None:
 
 @contextlib.contextmanager
 def _writer_lock(store):
-    """One writer at a time per store (``flock`` on ``<store>/.lock``): a write may rewrite other
-    runs' files to the store's union schema, so two concurrent writers (parallel workers, two grids)
-    could otherwise put back a file the other had just replaced."""
+    """One writer at a time per store: ``flock`` on the store directory itself (no lock file to
+    see). A write may rewrite other runs' files to the store's union schema, so two concurrent
+    writers (parallel workers, two grids) could otherwise put back a file the other had just replaced."""
     path = _as_dir(store)
     path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "a") as fh:
+    try:
+        import fcntl
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):      # no flock (another OS): unguarded
+        yield
+        return
+    try:
         try:
-            import fcntl
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except (ImportError, OSError):   # no flock (another OS, some network filesystems): unguarded
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:                 # some network filesystems refuse flock
             pass
         yield
+    finally:
+        os.close(fd)
 
 
 def write_run(store, row: dict) -> Path:

@@ -42,6 +42,10 @@ def fake_trainer(monkeypatch):
     return types.SimpleNamespace(calls=calls, fail=fail)
 
 
+#: the stand-in replaces ``train_run`` only: stacked groups and worker processes would train for real
+ONE_AT_A_TIME = ("--batch-runs", "1", "--workers", "1")
+
+
 def _run(main, argv):
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -61,21 +65,21 @@ def test_launch_trains_missing_runs_and_skips_finished_ones(tmp_path, fake_train
     write_run(tmp_path, {**grid[0].to_dict(), "status": "ok"})
     write_run(tmp_path, {**grid[1].to_dict(), "status": "failed"})  # failed runs are retried
     fake_trainer.fail.add(grid[2].run_id)
-    summary = launch(grid, tmp_path, progress=False)
+    summary = launch(grid, tmp_path, progress=False, batch_runs=1, workers=1)
     assert summary.skipped == [grid[0].run_id]
     assert summary.failed == [grid[2].run_id]
     assert len(summary.trained) == len(grid) - 2 and not summary.ok
     assert fake_trainer.calls == [s.run_id for s in grid[1:]]
     # rerun: only the failed run is tried again
     fake_trainer.fail.clear()
-    again = launch(grid, tmp_path, progress=False)
+    again = launch(grid, tmp_path, progress=False, batch_runs=1, workers=1)
     assert again.trained == [grid[2].run_id] and len(again.skipped) == len(grid) - 1
     assert completed_run_ids(tmp_path) == {s.run_id for s in grid}
 
 
 def test_launch_limit_defers_the_rest(tmp_path, fake_trainer):
     grid = smoke_grid()
-    summary = launch(grid, tmp_path, progress=False, limit=2)
+    summary = launch(grid, tmp_path, progress=False, limit=2, batch_runs=1, workers=1)
     assert summary.trained == [s.run_id for s in grid[:2]]
     assert summary.deferred == [s.run_id for s in grid[2:]]
 
@@ -92,11 +96,11 @@ def test_unknown_launchers_are_usage_errors(tmp_path, name):
 def test_isoflop_cli_launches_the_grid_then_skips_it(tmp_path, fake_trainer):
     pytest.importorskip("runners.data")
     store = tmp_path / "store"
-    code, out, err = _run(isoflop.main, ["--budget", "smoke", "--store", str(store), "--quiet", "--json"])
+    code, out, err = _run(isoflop.main, ["--budget", "smoke", "--store", str(store), "--quiet", "--json", *ONE_AT_A_TIME])
     assert code == 0, err
     grid = smoke_grid()
     assert json.loads(out)["trained"] == [s.run_id for s in grid]
-    code, out, _ = _run(isoflop.main, ["--budget", "smoke", "--store", str(store), "--quiet", "--json"])
+    code, out, _ = _run(isoflop.main, ["--budget", "smoke", "--store", str(store), "--quiet", "--json", *ONE_AT_A_TIME])
     assert code == 0 and json.loads(out)["skipped"] == [s.run_id for s in grid]
     assert len(fake_trainer.calls) == len(grid)
     code, out, _ = _run(isoflop.main, ["--budget", "smoke", "--store", str(store), "--dry-run", "--json"])
