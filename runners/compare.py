@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -219,38 +218,20 @@ def train_model(run: CompareRun, data: div.Sources, sets: list[EvalSet], held_ou
     model, forward, optimizer = train.build(GPTConfig.from_spec(spec), hp, settings)
     if model.num_params() != spec.params:
         raise RuntimeError(f"model has {model.num_params()} parameters, accounting says {spec.params}")
-    bar = train.progress_bar(steps, f"{run.dataset.name} @{run.tokens_per_param:g}x", enabled=progress)
-    curve, ema, failure, done = [], None, None, 0
-    t0 = time.perf_counter()
-    model.train()
-    try:
-        for step in range(steps):
-            x, y = batches.batch(step)
-            lr = train.lr_at(step, steps, hp)
-            loss_t, norm_t = train.train_step(forward, optimizer, train.to_device(x, settings.device),
-                                              train.to_device(y, settings.device), lr, hp.grad_clip, settings)
-            loss, grad_norm = loss_t.item(), norm_t.item()
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                failure = f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} at step {step}"
-                break
-            done = step + 1
-            ema = loss if ema is None else 0.95 * ema + 0.05 * loss
-            curve.append((step, done * tokens_per_step, loss, lr))
-            bar.update(1)
-            if log_every and done % log_every == 0:
-                bar.set_postfix_str(f"loss {ema:.3f}")
-    finally:
-        bar.close()
-    wall = time.perf_counter() - t0
+    tl = train.TrainingLog(spec, batches, tokens_per_step, progress=progress, log_every=log_every,
+                           desc=f"{run.dataset.name} @{run.tokens_per_param:g}x")
+    train.Trainer(model, forward, optimizer, batches, hp, settings, tl).train()
+    failure, done = tl.failure, tl.done
+    stats = tl.row()
     row = {**spec.to_dict(), "dataset": run.dataset.name, "tokens_per_param": run.tokens_per_param,
            "hparams": asdict(hp), "lr": hp.lr, "batch_size": hp.batch_size, "steps": done,
-           "total_steps": steps, "tokens_trained": done * tokens_per_step,
-           "epochs_seen": batches.epochs_at(done), "train_loss": ema if ema is not None else float("nan"),
-           "wall_time_s": wall, "tokens_per_s": done * tokens_per_step / max(wall, 1e-9),
+           "total_steps": steps, "tokens_trained": stats["tokens_trained"],
+           "epochs_seen": stats["epochs_seen"], "train_loss": stats["train_loss"],
+           "wall_time_s": stats["wall_time_s"], "tokens_per_s": stats["tokens_per_s"],
            "device": settings.device, "dtype": settings.dtype, "eval_tokens_cap": int(eval_cap),
            "tokenizer_name": data.tokenizer.name, "torch_version": torch.__version__,
            "eval_sets": [e.name for e in sets]}
-    curve_frame = pd.DataFrame(curve, columns=["step", "tokens", "train_loss", "lr"])
+    curve_frame = tl.curve_frame()
     if failure is not None:
         row.update(status="failed", failure_reason=failure, loss=float("nan"))
         return row, model, curve_frame

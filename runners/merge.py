@@ -421,34 +421,22 @@ def _training(cfg: ProxyConfig, steps: int, mix: Mapping[str, float], lr: float)
 
 
 def _train(model: GPT, optimizer, forward, tokens: np.ndarray, training: dict, settings, progress: bool,
-           desc: str) -> list[float]:
-    """``training['steps']`` AdamW steps with the package's schedule (warmup, cosine); returns the
-    per-step losses. Divergence is reported as bad settings (lower the LR)."""
+           desc: str, spec: RunSpec) -> list[float]:
+    """``training['steps']`` AdamW steps with the package's schedule (warmup, cosine) through the
+    one ``runners.train.Trainer``; returns the per-step losses. A non-finite loss is the same failure
+    as everywhere (``non-finite loss at step N``); here it stops the experiment, since a diverged
+    expert cannot be merged (lower the LR)."""
     hp = train.hparams(model.num_params(), training["seq_len"])
     hp = dataclasses.replace(hp, lr=training["lr"], batch_size=training["batch_size"])
     steps = training["steps"]
     batches = rdata.EpochBatches(tokens, training["seq_len"], hp.batch_size, training["data_seed"],
                                  total_tokens=steps * hp.batch_size * training["seq_len"])
-    losses = []
-    model.train()
-    bar = train.progress_bar(steps, desc, enabled=progress)
-    try:
-        for step in range(steps):
-            x, y = batches.batch(step)
-            loss_t, norm_t = train.train_step(forward, optimizer, train.to_device(x, settings.device),
-                                              train.to_device(y, settings.device), train.lr_at(step, steps, hp),
-                                              hp.grad_clip, settings)
-            loss = loss_t.item()
-            if not math.isfinite(loss) or not math.isfinite(norm_t.item()):
-                raise UsageError(f"{desc}: training diverged at step {step} (lower --lr, now {hp.lr:g})")
-            losses.append(loss)
-            bar.update(1)
-            if step % 25 == 24:
-                bar.set_postfix_str(f"loss {np.mean(losses[-25:]):.3f}")
-    finally:
-        bar.close()
-    model.eval()
-    return losses
+    tl = train.TrainingLog(spec, batches, hp.batch_size * training["seq_len"], progress=progress, log_every=25,
+                           desc=desc)
+    train.Trainer(model, forward, optimizer, batches, hp, settings, tl).train()
+    if tl.failure is not None:
+        raise UsageError(f"{desc}: training failed, {tl.failure} (lower --lr, now {hp.lr:g})")
+    return [loss for _, _, loss, _ in tl.curve]
 
 
 def _build(cfg_model: GPTConfig, lr: float, settings, init_seed: int | None, start: GPT | None):
@@ -492,7 +480,8 @@ def train_seed(cfg: ProxyConfig, data: Data, settings, progress: bool = False) -
     training = _training(cfg, cfg.seed_steps, seed_mix, lr)
     tokens = data.tokens(training) if cfg.seed_steps else None
     model, forward, optimizer = _build(GPTConfig.from_spec(spec), lr, settings, cfg.seed, None)
-    losses = _train(model, optimizer, forward, tokens, training, settings, progress, "seed") if cfg.seed_steps else []
+    losses = _train(model, optimizer, forward, tokens, training, settings, progress, "seed", spec) \
+        if cfg.seed_steps else []
     lineage = {"role": "seed", "mixture": seed_mix, "base": None,
                "training": {**training, "init_seed": cfg.seed},
                "train_loss": float(np.mean(losses[-25:])) if losses else None}
@@ -519,7 +508,7 @@ def continue_from(seed: SavedModel, mix, steps: int, data: Data, settings, *,
     tokens = data.tokens(training)
     model, forward, optimizer = _build(seed.model.config, training["lr"], settings, None, seed.model)
     losses = _train(model, optimizer, forward, tokens, training, settings, progress,
-                    desc or f"mix {label(mix)}")
+                    desc or f"mix {label(mix)}", spec)
     lineage = {"role": "continued", "mixture": mix,
                "base": _base_of(seed.lineage) or fingerprint(seed.model), "training": training,
                "train_loss": float(np.mean(losses[-25:]))}

@@ -353,6 +353,63 @@ class TrainingLog:
         return pd.DataFrame(self.curve, columns=["step", "tokens", "train_loss", "lr"])
 
 
+class Trainer:
+    """The one training loop (torchtitan's shape): ``train()`` runs ``train_step()`` from the
+    log's start to ``stop`` under the package's LR schedule (``lr_at``), books every step in a
+    ``TrainingLog`` (curve, EMA, progress, the first non-finite step, which ends the loop: the
+    caller stores it as a failed run), checkpoints through ``state_dict()`` every
+    ``checkpoint_every_s`` when given a ``checkpoint`` callback, and calls ``hooks`` after each step
+    (``hook(trainer, step, loss, lr)``: logging, evaluation). Used by ``train_run``,
+    ``runners.compare`` and ``runners.merge``; ``runners.distributed`` and ``runners.batched`` keep
+    loops of their own around the same ``TrainingLog`` and schedule (their step is collective, or K
+    models at once)."""
+
+    def __init__(self, model: GPT, forward, optimizer, batches, hp: Hparams, settings: Settings,
+                 log: TrainingLog, *, checkpoint=None, checkpoint_every_s: float = math.inf, hooks=()):
+        self.model, self.forward, self.optimizer = model, forward, optimizer
+        self.batches, self.hp, self.settings, self.log = batches, hp, settings, log
+        self.steps = batches.steps
+        self.checkpoint, self.checkpoint_every_s, self.hooks = checkpoint, checkpoint_every_s, list(hooks)
+
+    def train_step(self, step: int) -> bool:
+        """One optimiser step on batch ``step``; False when its loss or gradient norm is not finite."""
+        x, y = self.batches.batch(step)
+        lr = lr_at(step, self.steps, self.hp)
+        loss_t, norm_t = train_step(self.forward, self.optimizer, to_device(x, self.settings.device),
+                                    to_device(y, self.settings.device), lr, self.hp.grad_clip, self.settings)
+        loss = loss_t.item()
+        if not self.log.record(step, loss, norm_t.item(), lr):
+            return False
+        for hook in self.hooks:
+            hook(self, step, loss, lr)
+        return True
+
+    def train(self, stop: int | None = None) -> TrainingLog:
+        stop = self.steps if stop is None else min(self.steps, stop)
+        last = time.perf_counter()
+        self.model.train()
+        try:
+            for step in range(self.log.start, stop):
+                if not self.train_step(step):
+                    break
+                if self.checkpoint is not None and time.perf_counter() - last >= self.checkpoint_every_s \
+                        and self.log.done < stop:
+                    self.checkpoint(self.log.done)
+                    last = time.perf_counter()
+        finally:
+            self.log.close()
+        self.model.eval()
+        return self.log
+
+    def state_dict(self) -> dict:
+        return {"step": self.log.done, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "curve": self.log.curve, "ema": self.log.ema, "wall_time_s": self.log.wall()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
 def store_failed_run(store, row: dict, curve_frame: pd.DataFrame, failure: str) -> dict:
     """A run that diverged: kept as ``failed`` with its reason and curve, not raised."""
     log.warning("run %s failed: %s", row["run_id"], failure)
@@ -412,26 +469,12 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
 
     def checkpoint(step):
         save_checkpoint(ckpt_path, {"run_id": spec.run_id, "steps": steps, "batch_size": hp.batch_size,
-                                    "step": step, "model": model.state_dict(),
-                                    "optimizer": optimizer.state_dict(), "curve": tl.curve, "ema": tl.ema,
-                                    "wall_time_s": tl.wall()})
+                                    **trainer.state_dict(), "step": step})
 
+    trainer = Trainer(model, forward, optimizer, batches, hp, settings, tl, checkpoint=checkpoint,
+                      checkpoint_every_s=checkpoint_every_s)
     stop = steps if max_steps is None else min(steps, max_steps)
-    last_ckpt = time.perf_counter()
-    model.train()
-    try:
-        for step in range(tl.start, stop):
-            x, y = batches.batch(step)
-            lr = lr_at(step, steps, hp)
-            loss_t, norm_t = train_step(forward, optimizer, to_device(x, settings.device),
-                                        to_device(y, settings.device), lr, hp.grad_clip, settings)
-            if not tl.record(step, loss_t.item(), norm_t.item(), lr):
-                break
-            if time.perf_counter() - last_ckpt >= checkpoint_every_s and tl.done < stop:
-                checkpoint(tl.done)
-                last_ckpt = time.perf_counter()
-    finally:
-        tl.close()
+    trainer.train(stop)
     done, wall = tl.done, tl.wall()
 
     row = {**spec.to_dict(), **_environment(settings, corpus, tokenizer), "hparams": asdict(hp),

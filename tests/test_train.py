@@ -205,3 +205,32 @@ def test_cpu_dtype_is_measured_once_and_cached(tmp_path, monkeypatch):
     # the real probe runs and returns a decision consistent with its own timings
     m = cpu_dtype.measure()
     assert m["dtype"] == ("bf16" if m["bf16_speedup"] >= cpu_dtype.MIN_SPEEDUP else "fp32")
+
+
+def test_one_failure_policy_across_the_trainers_callers(tmp_path, cache, monkeypatch):
+    """The one Trainer ends every loop at the first non-finite step with the same reason:
+    ``runners.compare`` stores the model as a failed row, ``runners.merge`` stops (a diverged expert
+    cannot be merged) naming the step; hooks see every finished step."""
+    from runners import compare, merge
+    from runners import diversity as div
+    absurd = train.Hparams(lr=1e30, batch_size=4, warmup_fraction=0.05, min_lr_ratio=0.1,
+                           weight_decay=0.1, grad_clip=1.0)
+    real = train.hparams
+    monkeypatch.setattr(train, "hparams", lambda *a, **k: absurd)
+    result = compare.compare([div.parse_dataset("text")], [1.0], shape="t24", eval_tokens=4096,
+                             diversity_batches=0, cache_dir=cache)
+    assert list(result.models["status"]) == ["failed"]
+    with pytest.raises(train.UsageError, match="non-finite"):
+        merge.run(merge.ProxyConfig(shape="t24", seed_steps=5, steps=3, batch_size=4, lr=1e30,
+                                    mixtures=(0.0, 0.5, 1.0), eval_tokens=2048), None, cache_dir=cache)
+    monkeypatch.setattr(train, "hparams", real)
+    seen = []
+    spec = tiny_spec(tokens=20_000, unique_tokens=20_000)
+    corpus, tok, hp, batches = train.prepare_data(spec, cache)
+    settings = train.resolve_settings("cpu")
+    model, forward, opt = train.build(train.GPTConfig.from_spec(spec), hp, settings)
+    tl = train.TrainingLog(spec, batches, hp.batch_size * spec.seq_len, progress=False)
+    trainer = train.Trainer(model, forward, opt, batches, hp, settings, tl,
+                            hooks=[lambda t, step, loss, lr: seen.append(step)])
+    trainer.train(stop=5)
+    assert seen == [0, 1, 2, 3, 4] and trainer.state_dict()["step"] == 5
