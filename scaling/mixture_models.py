@@ -90,7 +90,7 @@ def fit_base(name: str, r, y, law=None, start=None) -> dict:
     """Fit one base model on proportions ``r`` [n, M] and losses ``y`` [n]."""
     r, y = np.asarray(r, float), np.asarray(y, float)
     if name == "law":
-        from scaling.mixture import fit_mixing
+        from scaling.mixing_fit import fit_mixing
         theta, _ = fit_mixing(law, r, y, start=start)
         return law.to_record(theta)
     if name == "log-linear":
@@ -197,8 +197,9 @@ def cross_validate(r, y, mixture_ids, names, law=None, k: int = CV_FOLDS, seed: 
 
 def _law_fold(law, r, y, start):
     """The mixing law on one fold: its data-driven warm starts plus the full-data optimum."""
-    from scaling.mixture import _mixing_problem, solve
-    problem = _mixing_problem(law, r, np.log(y))
+    from scaling.fit import solve
+    from scaling.mixing_fit import mixing_problem
+    problem = mixing_problem(law, r, np.log(y))
     starts = law.start_grid(y, r, n_random=0)
     if start is not None:
         starts = np.vstack([starts, problem.z_of(np.asarray(start, float))[None, :]])

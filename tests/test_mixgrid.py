@@ -40,7 +40,7 @@ def grid(tmp_path_factory):
     heldout = tmp_path_factory.mktemp("mixgrid-heldout")
     for where, k, seed in ((store, 12, 0), (heldout, 4, 1)):
         code, out, err = run("runners.mixgrid", "--n-mixtures", k, "--mix-seed", seed, "--shape", "t24",
-                             "--tokens", "60K", "--store", where, "--quiet")
+                             "--tokens", "40K", "--store", where, "--quiet")
         assert code == 0, err
     return store, heldout
 
@@ -55,7 +55,7 @@ def test_grid_rows_carry_every_domains_mix_and_loss(grid):
     assert runs[[f"mix.{d}" for d in domains]].sum(axis=1).round(9).eq(1.0).all()
     assert runs["mix"].nunique() == 12
     # rerunning trains nothing: the grid is resumable
-    code, out, err = run("runners.mixgrid", "--n-mixtures", 12, "--shape", "t24", "--tokens", "60K",
+    code, out, err = run("runners.mixgrid", "--n-mixtures", 12, "--shape", "t24", "--tokens", "40K",
                          "--store", store, "--json", "--quiet")
     assert code == 0 and json.loads(out)["trained"] == [], err
 
@@ -77,7 +77,7 @@ def test_fit_predict_evaluate_optimize_end_to_end(grid, tmp_path):
     assert ev["n_runs"] == 4 and len(ev["domains"]) == 3 and all(v["n"] == 4 for v in ev["domains"].values())
     # a held-out mixture's loss is predicted within 0.3 nats on every domain (losses span 2.7-3.5)
     assert max(v["mae"] for v in ev["domains"].values()) < 0.3
-    code, out, err = run("scaling.mixture", "optimize", "--fit", fit, "--params", "23824", "--tokens", "60K",
+    code, out, err = run("scaling.mixture", "optimize", "--fit", fit, "--params", "23824", "--tokens", "40K",
                          "--weights", "reference=1", "--kl-max", "1.0", "--json")
     assert code == 0, err
     opt = json.loads(out)
