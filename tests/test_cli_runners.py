@@ -157,6 +157,8 @@ def test_smoke_grid_trains_for_real_and_reruns_skip_everything(tmp_path):
     runs = read_runs(store)
     assert (runs["status"] == "ok").sum() >= 3
     assert set(summary["trained"]) <= set(runs["run_id"])
+    # --batch-runs auto stacked the optimum's two repetition levels (same shape and tokens)
+    assert sorted(runs["batched_with"].dropna().astype(int)) == [2, 2]
     second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     again = json.loads(second.stdout.strip().splitlines()[-1])
