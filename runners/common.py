@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from scaling import accounting
-from scaling.cli import ArgumentParser as Parser, UsageError
+from scaling.cli import ArgumentParser as Parser, UsageError, add_store_argument
 from runners import plan
 from runners.spec import RunSpec
 
@@ -41,9 +41,9 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     g.add_argument("--filter", default="none", metavar="LIST",
                    help=f"data filters: {', '.join(plan.VALID_FILTERS)} (default none)")
     g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default 0)")
-    g.add_argument("--flops-convention", default="6N", choices=accounting.FLOP_CONVENTIONS,
+    g.add_argument("--flops-convention", default=None, choices=accounting.FLOP_CONVENTIONS,
                    help="how a run's FLOPs are counted, and so how many tokens a budget buys: 6N (all "
-                        "parameters, default), 6N_ne (Kaplan et al. 2020), 6N_ne+head, 6N_ne+head+attn "
+                        "parameters, default; the tiny preset: 6N_ne+head+attn), 6N_ne (Kaplan et al. 2020), 6N_ne+head, 6N_ne+head+attn "
                         "(see scaling.accounting.flops_per_token); every run stores all of them")
     d = p.add_argument_group("data")
     d.add_argument("--data", default="embedded",
@@ -56,7 +56,7 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
                    help="byte | bpe:VOCAB | a HF tokenizer (default: byte for CPU-scale grids, "
                         "gpt2 for paper-scale ones, matching the vocabulary the shapes assume)")
     r = p.add_argument_group("running")
-    r.add_argument("--store", default="results", help="results store directory (default results)")
+    add_store_argument(r, positional=False, default="results")
     r.add_argument("--dry-run", action="store_true",
                    help="print the plan, its cost and what is already done; train nothing")
     r.add_argument("--json", action="store_true",

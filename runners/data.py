@@ -1,6 +1,6 @@
 """Unique training data for data-constrained runs: corpora, tokenizers, nested subsets, filters, epochs.
 
-The data-constrained experiments (Muennighoff et al. 2023, section 3 of /work/shared/reference.md)
+The data-constrained experiments (Muennighoff et al. 2023, section 3)
 need four things from the data layer, and each is a function here:
 
 * a corpus with a fixed held-out split (``load_corpus``), the embedded one built offline from the

@@ -1,6 +1,6 @@
 """lm-eval scores for the runs of a store, written into each run's row as ``eval.<task>.<metric>``.
 
-    python -m runners.evaluate --store results --tasks corpus_cloze,code_cloze --limit 200
+    python -m runners.evaluate results --tasks corpus_cloze,code_cloze --limit 200
 
 Our checkpoints are an lm-eval model (``ScalingLM``, registered as ``scaling-toolkit``) and every
 score comes from ``lm_eval.simple_evaluate``: the library's request building, metrics and standard
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from scaling import store as rstore
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
 
 log = logging.getLogger(__name__)
 
@@ -316,9 +316,9 @@ def evaluate_store(store, tasks: list[str], limit: int | None = None, device: st
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m runners.evaluate",
                        description="Score the store's finished runs with lm-eval tasks; write eval.<task>.<metric> columns.",
-                       epilog="example: python -m runners.evaluate --store results --tasks corpus_cloze,code_cloze --limit 200",
+                       epilog="example: python -m runners.evaluate results --tasks corpus_cloze,code_cloze --limit 200",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", default="results", help="results store directory (default results)")
+    add_store_argument(p, positional=False, default="results")
     p.add_argument("--tasks", required=True,
                    help=f"comma list: {', '.join(OFFLINE_TASKS)} (offline) or lm-eval task names")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N examples per task")

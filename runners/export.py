@@ -5,7 +5,7 @@ embedding stored once) and ``config.json`` (the ``GPTConfig``, the run's spec an
 the layout Hugging Face uses, so the weights are readable without this package. The directory is
 written under a temporary name and renamed into place: a reader sees all of it or none of it.
 
-    python -m runners.export RUN_ID --store results --out exported/
+    python -m runners.export RUN_ID results --out exported/
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from safetensors.torch import save_model as _save_safetensors
 from runners.model import GPT, GPTConfig
 from runners.spec import RunSpec
 from scaling import store as rstore
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -140,10 +140,10 @@ def export(store, run_id: str, out) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m runners.export",
                        description="Export a finished run's weights (safetensors) and config (JSON).",
-                       epilog="example: python -m runners.export 3f2a9c01 --store results --out exported/3f2a9c01",
+                       epilog="example: python -m runners.export 3f2a9c01 results --out exported/3f2a9c01",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_id", help="run id (or a unique prefix) in the store")
-    p.add_argument("--store", default="results", help="results store directory (default results)")
+    add_store_argument(p, positional=False, default="results")
     p.add_argument("--out", required=True, help="new directory to write model.safetensors + config.json into")
     return p
 

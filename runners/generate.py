@@ -1,6 +1,6 @@
 """Samples from a finished run: a quick look at what a point of the grid has learned.
 
-    python -m runners.generate 3f2a9c01 --store results --prompt "def main(" --samples 2 --seed 0
+    python -m runners.generate 3f2a9c01 results --prompt "def main(" --samples 2 --seed 0
 
 Sampling is nanoGPT's (temperature, then top-k, then a multinomial draw) with a seeded
 ``torch.Generator``, so a seed gives the same text every time on the same device. Temperature 0
@@ -15,7 +15,7 @@ import sys
 import torch
 
 from runners.model import GPT
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
 
 
 @torch.no_grad()
@@ -60,10 +60,10 @@ def sample_texts(model: GPT, tokenizer, prompt: str, *, samples: int = 1, max_ne
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m runners.generate",
                        description="Print samples from a finished run's model.",
-                       epilog='example: python -m runners.generate 3f2a9c01 --store results --prompt "def main(" --seed 0',
+                       epilog='example: python -m runners.generate 3f2a9c01 results --prompt "def main(" --seed 0',
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_id", help="run id (or a unique prefix) in the store")
-    p.add_argument("--store", default="results", help="results store directory (default results)")
+    add_store_argument(p, positional=False, default="results")
     p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     p.add_argument("--samples", type=int, default=1, help="number of samples (default 1)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens per sample (default 128)")

@@ -15,7 +15,7 @@ from runners import common, plan
 EXAMPLE = """\
 examples:
   python -m runners.isoflop --budget 2b8 --dry-run          # the paper's 2b8 grid and its cost
-  python -m runners.isoflop --budget smoke --store results  # train a CPU grid (a few minutes)
+  python -m runners.isoflop --budget smoke results  # train a CPU grid (a few minutes)
   python -m runners.isoflop --budget tiny --epochs 1,4,16 --seeds 0,1 --dry-run --json
 """
 

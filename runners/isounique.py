@@ -16,7 +16,7 @@ from runners import common, plan
 EXAMPLE = """\
 examples:
   python -m runners.isounique --unique 100M --dry-run       # the paper's 100M grid and its cost
-  python -m runners.isounique --unique 1M --sizes t24,t64,t128 --epochs 1,4,16 --store results
+  python -m runners.isounique --unique 1M --sizes t24,t64,t128 --epochs 1,4,16 results
 """
 
 

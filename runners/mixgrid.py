@@ -23,7 +23,7 @@ from runners.spec import format_mix
 EXAMPLE = """\
 examples:
   python -m runners.mixgrid --n-mixtures 64 --prior tokens --shape t32 --tokens 1M --dry-run
-  python -m runners.mixgrid --n-mixtures 16 --shape t24 --tokens 200K --store results-mix
+  python -m runners.mixgrid --n-mixtures 16 --shape t24 --tokens 200K results-mix
   python -m runners.mixgrid --n-mixtures 32 --data corpus.jsonl --domain-column source --prior uniform
 """
 
@@ -107,7 +107,7 @@ def build_plan(args) -> list:
         raise UsageError(f"--data {data!r} has {len(sizes)} domain(s); a mixture grid needs 2 or more "
                          f"(label rows with --domain-column)")
     prior = prior_of(args.prior, sizes)
-    cpu = shape.name in accounting.TINY_SHAPES
+    cpu = shape.name in accounting.TINY_SHAPES or shape.name in accounting.MICRO_SHAPES
     V, S = (accounting.CPU_VOCAB, accounting.CPU_SEQ_LEN) if cpu else (accounting.PAPER_VOCAB, accounting.PAPER_SEQ_LEN)
     specs = []
     for mix in draw_mixtures(prior, args.n_mixtures, args.mix_seed):
@@ -116,7 +116,7 @@ def build_plan(args) -> list:
                 specs.append(plan._spec(shape, vocab=V, seq_len=S, tokens=tokens, unique=tokens, grid="mixgrid",
                                         budget=f"mix-{args.shape}-{args.tokens}", code_fraction=float(mix.get("code", 0.0)),
                                         filter=f, seed=seed, data=data, tokenizer=tokenizer,
-                                        text_column=kw["text_column"], flops_convention=kw["flops_convention"],
+                                        text_column=kw["text_column"], flops_convention=kw["flops_convention"] or "6N",
                                         mix=format_mix(mix), domain_column=domain_column))
     return specs
 

@@ -143,18 +143,18 @@ def spread_shapes(center: float, pool: dict[str, Shape], vocab: int, seq_len: in
 
 def optimal_shape(budget: Budget) -> Shape:
     """The shape nearest (in log-params) to the budget's compute-optimal model size."""
-    pool = accounting.TINY_SHAPES if budget.cpu else accounting.PAPER_SHAPES
-    return accounting.nearest_shape(budget.optimal_params, budget.vocab, budget.seq_len, pool)
+    return accounting.nearest_shape(budget.optimal_params, budget.vocab, budget.seq_len, budget.shape_pool)
 
 
 def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
                  epochs: Sequence[float] | None = None, code_fractions=None, filters=("none",),
                  seeds=(0,), n_sizes: int | None = None, data: str = "embedded",
                  tokenizer: str | None = None, text_column: str = "text",
-                 flops_convention: str = "6N", mixes=None, domain_column: str = "") -> list[RunSpec]:
+                 flops_convention: str | None = None, mixes=None, domain_column: str = "") -> list[RunSpec]:
     """All runs of one budget's isoFLOP grid; every run has FLOPs = budget.flops (up to rounding
     the token count to an integer), counted in ``flops_convention`` (``scaling.accounting``:
-    D = C / FLOPs-per-token of the shape in that convention).
+    D = C / FLOPs-per-token of the shape in that convention; None: the budget's own, ``6N`` but for
+    the ``tiny`` preset).
 
     (a) The compute-optimal shape (nearest to ``budget.optimal_params``) at each unique-data level:
         the paper's levels for named budgets (2b8: 55, 28, 18, 14, 11, 9, 4, 1.25 B tokens),
@@ -179,10 +179,10 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
     if isinstance(n_sizes, bool) or not isinstance(n_sizes, int) or n_sizes < 1:
         raise AccountingError(f"n_sizes must be a positive integer, got {n_sizes!r}")
     tokenizer = tokenizer or default_tokenizer(budget.cpu)
-    pool = accounting.TINY_SHAPES if budget.cpu else accounting.PAPER_SHAPES
+    pool = budget.shape_pool
     V, S = budget.vocab, budget.seq_len
     best = optimal_shape(budget)
-    accounting.check_convention(flops_convention)
+    flops_convention = accounting.check_convention(flops_convention or budget.flops_convention)
 
     def tokens_for(shape: Shape) -> float:
         return budget.flops / accounting.flops_per_token(
@@ -265,7 +265,7 @@ def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
     specs = [_spec(s, vocab=V, seq_len=S, tokens=unique_tokens * e, unique=unique_tokens,
                    grid="isounique", budget=name, code_fraction=c, filter=f, seed=seed, data=data,
                    tokenizer=tokenizer, text_column=text_column,
-                   flops_convention=accounting.check_convention(flops_convention), mix=mx,
+                   flops_convention=accounting.check_convention(flops_convention or "6N"), mix=mx,
                    domain_column=domain_column)
              for s in chosen for e in eps for c, mx in mix_axis for f in fs for seed in ss]
     return _dedupe(specs)

@@ -40,6 +40,11 @@ EVAL_TOKENS_PER_DOMAIN = 65_536
 
 #: Short runs still get this many optimiser steps when ``hparams`` is told the token count.
 MIN_STEPS = 1000
+#: Below TINY_PARAMS parameters a run of at least TINY_MIN_STEPS steps takes TINY_BATCH_TOKENS
+#: per step (8 sequences of 128), whatever its length: see ``hparams``.
+TINY_PARAMS = 1_000_000
+TINY_BATCH_TOKENS = 1024
+TINY_MIN_STEPS = 150
 
 DTYPES = ("fp32", "bf16")
 
@@ -78,6 +83,14 @@ def hparams(params: int, seq_len: int, tokens: int | None = None) -> Hparams:
       diverges). Single-seed sweeps: at t64 two seeds of a 150-step run differ by up to 0.3 nats,
       so the fit is rough; re-sweep with seeds before trusting optima. The 1e-3 floor keeps the cap from reaching into the ladder's regime; it binds
       from ~5M parameters until the ladder's rule falls below it (~10B).
+    * Below 1M parameters, with ``tokens`` given: a fixed 1,024 tokens per step (8 sequences of
+      128) for every run of at least ~150K tokens (4 sequences below), so that one isoFLOP curve of
+      the ``tiny`` preset is trained with one batch (the rule above switches between 4, 8 and 16
+      sequences along it, and the switch shows as a step of ~0.1 nats). Multi-seed sweep
+      (``benchmarks/tiny_sweep.py``, 2M tokens, 2-3 seeds, docs/benchmarks.md): 8 sequences
+      beat 16 by 0.00/0.02/0.08 nats and 32 by 0.04/0.11/0.26 at t8/t16/t24, and run at ~80% of
+      their throughput; the peak LR above was within 0.03 nats of the best of x0.5/x1/x2 at t16,
+      t24 and t40 (x0.5 was 0.05-0.10 worse), t8 preferring x2 by 0.03.
     * Cosine to 10% of the peak (Hoffmann et al. 2022), 5% linear warmup, AdamW with
       beta2 0.95, weight decay 0.1 and clipping at 1.0 (GPT-3 / Chinchilla / OLMo settings).
     """
@@ -90,6 +103,9 @@ def hparams(params: int, seq_len: int, tokens: int | None = None) -> Hparams:
         batch_tokens = min(batch_tokens, tokens / MIN_STEPS)
     sequences = max(batch_tokens / seq_len, 4.0)
     batch_size = max(4, int(2 ** round(math.log2(sequences))))
+    if tokens is not None and n < TINY_PARAMS:
+        long_enough = tokens >= TINY_MIN_STEPS * TINY_BATCH_TOKENS
+        batch_size = max(4, TINY_BATCH_TOKENS // seq_len) if long_enough else 4
     return Hparams(lr=lr, batch_size=batch_size, warmup_fraction=0.05, min_lr_ratio=0.1,
                    weight_decay=0.1, grad_clip=1.0)
 

@@ -191,6 +191,19 @@ t160 160 640 32 5 5; t192 192 768 32 6 6; t256 256 1024 32 8 6
 """
 
 
+#: The ``tiny`` preset's family: one layer, width 8 to 96, ~4K to ~150K params. At its budgets
+#: (3e10-1e12 FLOPs) the compute-optimal model has ~8-40K parameters (Kaplan et al. 2020, Fig. 14:
+#: a few thousand non-embedding parameters at ~1e-8 PF-days). One depth for the whole ladder: with
+#: one layer at the small end and two or three at the large end the optimum's loss fell faster with
+#: each budget (0.20, 0.22, 0.28 nats per half-decade) and the fitted exponents disagreed (Approach 2
+#: 0.63, Approach 3 0.25-0.50); a two-layer family gave 0.41 vs 0.50 and unidentifiable B and E;
+#: this one 0.48 vs 0.50 (docs/benchmarks.md).
+_MICRO = """
+s8 8 32 8 1 1; s12 12 48 12 1 1; s16 16 64 16 1 1; s24 24 96 12 2 1; s32 32 128 16 2 1; s48 48 192 16 3 1;
+s64 64 256 16 4 1; s96 96 384 32 3 1
+"""
+
+
 def _parse(table: str) -> dict[str, Shape]:
     shapes = {}
     for row in table.replace("\n", " ").split(";"):
@@ -201,7 +214,8 @@ def _parse(table: str) -> dict[str, Shape]:
 
 PAPER_SHAPES: dict[str, Shape] = _parse(_TABLE_A9)
 TINY_SHAPES: dict[str, Shape] = _parse(_TINY)
-SHAPES: dict[str, Shape] = {**TINY_SHAPES, **PAPER_SHAPES}
+MICRO_SHAPES: dict[str, Shape] = _parse(_MICRO)
+SHAPES: dict[str, Shape] = {**MICRO_SHAPES, **TINY_SHAPES, **PAPER_SHAPES}
 
 
 def shape(name: str) -> Shape:
@@ -238,6 +252,16 @@ class Budget:
     size_factor: float = 4.0
     #: share of code in the unique data when none is asked for
     code_fraction: float = 0.0
+    #: the shapes the grid picks from (names; None: TINY_SHAPES on CPU, PAPER_SHAPES otherwise)
+    shapes: tuple[str, ...] | None = None
+    #: the FLOP convention the budget is spent in when none is asked for
+    flops_convention: str = DEFAULT_CONVENTION
+
+    @property
+    def shape_pool(self) -> dict[str, "Shape"]:
+        if self.shapes:
+            return {n: SHAPES[n] for n in self.shapes}
+        return TINY_SHAPES if self.cpu else PAPER_SHAPES
 
     @property
     def optimal_params(self) -> float:
@@ -278,16 +302,23 @@ class CpuPreset:
     size_factor: float
     unique_ratios: tuple[float, ...]
     code_fraction: float = 0.0
+    #: compute-optimal params at each budget (the grid's centre); None: Chinchilla's 20 tokens/param
+    centres: tuple[float, ...] | None = None
+    shapes: tuple[str, ...] | None = None
+    flops_convention: str = DEFAULT_CONVENTION
 
 
 CPU_PRESETS: dict[str, CpuPreset] = {
     # one budget: 5 sizes at full data + the optimum at 4 epochs (6 runs); ~20 s on 2 cores
     "smoke": CpuPreset((2e10,), 5, 2.0, (1.0, 0.25)),
-    # the README demo, a ladder over a decade of compute: 5 sizes per budget at full data plus the
-    # optimum at 4, 10 and 25 epochs (24 runs, ~8 min on 2 cores). It trains on the embedded
-    # corpus's code domain (10M byte tokens): the smallest model at 8e11 FLOPs needs 5.6M unique
-    # tokens, more than the 2.0M of the text domain.
-    "tiny": CpuPreset((1e11, 3e11, 8e11), 5, 2.0, (1.0, 0.25, 0.1, 0.04), code_fraction=1.0),
+    # the README demo, an isoFLOP ladder over 1.5 decades of compute: 5 one-layer sizes per budget
+    # (a factor 1.6 apart, centred on the measured optima) at full data, spent in 6N_ne+head+attn
+    # (20 runs, ~3 min on 2 cores; benchmarks/demo_criteria.py). It trains on the embedded corpus's
+    # code domain (10.2M byte tokens): the smallest model at 1e12 FLOPs needs 8.5M unique tokens,
+    # more than the 2.0M of the text domain. Add repeated-data points with --epochs 1,4,16.
+    "tiny": CpuPreset((3e10, 1e11, 3e11, 1e12), 5, 1.6, (1.0,), code_fraction=1.0,
+                      centres=(7e3, 1.2e4, 2.2e4, 4e4), shapes=tuple(MICRO_SHAPES),
+                      flops_convention="6N_ne+head+attn"),
 }
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
@@ -307,7 +338,10 @@ def parse_size(text: str) -> float:
 
 def _cpu_budget(flops_value: float, name: str | None = None, preset: CpuPreset | None = None) -> Budget:
     extra = {} if preset is None else dict(unique_ratios=preset.unique_ratios, n_sizes=preset.n_sizes,
-                                           size_factor=preset.size_factor, code_fraction=preset.code_fraction)
+                                           size_factor=preset.size_factor, code_fraction=preset.code_fraction,
+                                           shapes=preset.shapes, flops_convention=preset.flops_convention)
+    if preset is not None and preset.centres:
+        extra["params"] = dict(zip(preset.budgets, preset.centres))[flops_value]
     return Budget(name or f"{flops_value:.0e}".replace("+", ""), flops_value,
                   vocab=CPU_VOCAB, seq_len=CPU_SEQ_LEN, **extra)
 
@@ -325,7 +359,7 @@ def parse_budgets(text: str, cpu: bool | None = None) -> list[Budget]:
             budgets.append(NAMED_BUDGETS[key])
         elif key in CPU_PRESETS:
             preset = CPU_PRESETS[key]
-            budgets.extend(_cpu_budget(f, f"{key}-{f:.0e}".replace("+", ""), preset) for f in preset.budgets)
+            budgets.extend(_cpu_budget(f, f"{key}-{f:.2g}".replace("+", ""), preset) for f in preset.budgets)
         else:
             try:
                 value = float(part)

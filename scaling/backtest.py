@@ -18,7 +18,7 @@ import pandas as pd
 from scaling import columns as cols
 from scaling.store import read_table
 from scaling.approach2 import budget_groups, run_flops
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
 from scaling.fit import fit, prepare
 from scaling.laws import get_law
 
@@ -88,7 +88,7 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
 def _parser():
     p = ArgumentParser(prog="python -m scaling.backtest", description="Fit without the largest-compute runs and predict them.",
                        epilog="example:\n  python -m scaling.backtest results/ --holdout largest-compute --bootstrap 200")
-    p.add_argument("source", help="store directory, CSV or Parquet file")
+    add_store_argument(p, positional=True, help="store directory, CSV or Parquet file, or dataset:NAME")
     p.add_argument("--law", choices=["chinchilla", "data-constrained"])
     p.add_argument("--holdout", default="largest-compute", help="largest-compute (default) or K runs")
     p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS")
@@ -100,7 +100,7 @@ def _parser():
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    table = cols.canonicalise(read_table(args.source), cols.parse_mapping(args.column))
+    table, _ = cols.in_convention(cols.canonicalise(read_table(args.source), cols.parse_mapping(args.column)))
     out = backtest(table, args.law, args.holdout, args.bootstrap, args.seed)
     if args.json:
         print(json.dumps(out, indent=1))

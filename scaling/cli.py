@@ -21,6 +21,52 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)
 
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        _merge_store(ns)
+        return ns, rest
+
+
+#: Where each kind of CLI keeps the store: ``scaling`` commands call it ``source`` (a store
+#: directory, CSV, Parquet or dataset:NAME), ``runners`` call it ``store`` (a store directory).
+_STORE_FORMS = (("source", "store_flag"), ("store", "store_positional"))
+
+
+def add_store_argument(p: argparse.ArgumentParser, *, positional: bool, required: bool = True,
+                       default: str | None = None, help: str = "results store directory") -> None:
+    """One store argument across all CLIs: positional ``STORE`` and ``--store STORE`` both work
+    (giving two different ones is an error). ``positional=True`` (``scaling``) keeps it in
+    ``args.source``; ``False`` (``runners``) in ``args.store``, ``default`` when neither is given."""
+    if positional:
+        p.add_argument("source", nargs="?", metavar="STORE", help=f"{help} (or --store STORE)")
+        p.add_argument("--store", dest="store_flag", metavar="STORE", default=None, help=argparse.SUPPRESS)
+        p.set_defaults(_store_required=required, _store_default=default)
+    else:
+        p.add_argument("store_positional", nargs="?", metavar="STORE", default=None, help=argparse.SUPPRESS)
+        p.add_argument("--store", default=None, metavar="STORE",
+                       help=f"{help} (default {default}; also accepted as the positional argument)")
+        p.set_defaults(_store_required=required, _store_default=default)
+
+
+def _merge_store(ns) -> None:
+    for main, alt in _STORE_FORMS:
+        if not hasattr(ns, alt):
+            continue
+        a, b = getattr(ns, main, None), getattr(ns, alt)
+        if a is not None and b is not None and str(a) != str(b):
+            raise UsageError(f"two stores given ({a} and {b}): give it once, as STORE or --store STORE")
+        value = a if a is not None else b
+        if value is None:
+            value = getattr(ns, "_store_default", None)
+        if value is None and getattr(ns, "_store_required", False):
+            raise UsageError("the following arguments are required: STORE (a store directory, CSV or "
+                             "Parquet file; also --store STORE)")
+        setattr(ns, main, value)
+        delattr(ns, alt)
+    for k in ("_store_required", "_store_default"):
+        if hasattr(ns, k):
+            delattr(ns, k)
+
 
 def run_cli(main, argv=None) -> int:
     try:

@@ -119,6 +119,23 @@ def convention_flops(table: pd.DataFrame, convention: str) -> np.ndarray:
                      f"convention with --column flops=THEIRS instead")
 
 
+def planned_convention(table: pd.DataFrame) -> str | None:
+    """The FLOP convention the runs were planned in (their ``flops_convention`` column), when all
+    agree and it is not the plain ``6N``: a grid spent in ``6N_ne+head+attn`` (the ``tiny`` preset)
+    is then fitted in it by default, so that its isoFLOP curves are the ones it was planned on."""
+    if "flops_convention" not in table.columns:
+        return None
+    values = set(table["flops_convention"].dropna().astype(str)) - {""}
+    return values.pop() if len(values) == 1 and values != {"6N"} else None
+
+
+def in_convention(table: pd.DataFrame, convention: str | None = None) -> tuple[pd.DataFrame, str | None]:
+    """``with_convention`` with ``convention`` or, when None, the runs' ``planned_convention``;
+    returns the table and the convention applied (None: the table as it was)."""
+    convention = convention or planned_convention(table)
+    return with_convention(table, convention), convention
+
+
 def with_convention(table: pd.DataFrame, convention: str | None) -> pd.DataFrame:
     """The table in a FLOP convention: ``flops`` becomes the runs' FLOPs in it, and ``params``
     the size that convention counts, N = C / (6 D) (non-embedding N for ``6N_ne``, N plus the

@@ -28,7 +28,7 @@ import pandas as pd
 import scaling
 from scaling import columns as cols
 from scaling.store import read_table
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
 from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.optimize import batched_lbfgs, polish
@@ -587,7 +587,7 @@ def _parser():
                "  python -m scaling.fit results/ --flops-convention 6N_ne+head+attn --approach 2\n"
                "  python -m scaling.fit runs.parquet --law data-constrained --base fits/muennighoff2023_c4.json "
                "--start rd_star=13.3 rn_star=6.67")
-    p.add_argument("source", nargs="?", help="store directory, CSV or Parquet file, or dataset:NAME")
+    add_store_argument(p, positional=True, required=False, help="store directory, CSV or Parquet file, or dataset:NAME")
     p.add_argument("--law", choices=["chinchilla", "data-constrained"], default=None,
                    help="default: data-constrained when unique_tokens varies and some run repeats data")
     p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS",
@@ -610,7 +610,8 @@ def _parser():
     p.add_argument("--untie", action="store_true",
                    help="two-stage data-constrained fits: fit alpha and beta separately in stage 1")
     p.add_argument("--flops-convention", choices=list(FLOP_CONVENTIONS), default=None,
-                   help="count FLOPs (and size, N = C/6D) in this convention; default: the data's flops "
+                   help="count FLOPs (and size, N = C/6D) in this convention; default: the one the runs were "
+                        "planned in (their flops_convention, e.g. the tiny preset's), else the data's flops "
                         "column, else 6ND over all parameters (see scaling.accounting.flops_per_token)")
     p.add_argument("--approach", type=int, choices=[1, 2, 3], default=3,
                    help="3: the parametric law (default); 2: isoFLOP minima, shown beside Approach 3; "
@@ -654,7 +655,7 @@ def main(argv=None) -> int:
         if "run" not in ckpts.columns:
             raise UsageError("checkpoints have no run column (rows are run, tokens so far, loss); "
                              "map one with --column run=THEIRS")
-        ckpts = cols.with_convention(ckpts, args.flops_convention)
+        ckpts, _ = cols.in_convention(ckpts, args.flops_convention)
         a1 = approach1(ckpts, bootstrap=200 if args.bootstrap is None else args.bootstrap, seed=args.seed,
                        min_progress=args.min_progress)
         if args.out:
@@ -664,7 +665,7 @@ def main(argv=None) -> int:
     if not args.source:
         raise UsageError("a SOURCE (store, table or dataset:NAME) is required")
     table = cols.canonicalise(cols.where(read_table(args.source), args.where), mapping)
-    table = cols.with_convention(table, args.flops_convention)
+    table, convention = cols.in_convention(table, args.flops_convention)
     base = FitResult.load(args.base) if args.base else None
     a2 = None
     if args.approach == 2:
@@ -675,8 +676,8 @@ def main(argv=None) -> int:
                  exclude_top=args.exclude_top, start=_parse_assignments(args.start, "--start") or None,
                  bootstrap=(args.bootstrap or 0) if args.approach == 3 else 0, seed=args.seed, source=args.source,
                  want_profiles=not args.no_profiles, paper_tie=not args.untie, variant=args.variant)
-    if args.flops_convention:
-        result.settings["flops_convention"] = args.flops_convention
+    if convention:
+        result.settings["flops_convention"] = convention
     if a2 is not None:
         result.settings["approach2"] = a2.to_dict()
     if args.out:

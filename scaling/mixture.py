@@ -36,7 +36,7 @@ from scipy.stats import rankdata
 import scaling
 from scaling import columns as cols
 from scaling.accounting import flops, parse_size
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
 from scaling.fit import DELTA, Problem, fit_stage, local_batch
 from scaling.laws.base import LawData
 from scaling.laws.chinchilla import Chinchilla
@@ -1104,7 +1104,7 @@ def _parser():
     f = sub.add_parser("fit", help="fit the data mixing law (Ye et al. 2024), nested over scaling laws",
                        epilog="example:\n  python -m scaling.mixture fit results/ --domains text,code "
                               "--out mix.json")
-    f.add_argument("source", help="store directory, CSV or Parquet file")
+    add_store_argument(f, positional=True, help="store directory, CSV or Parquet file")
     f.add_argument("--domains", help="loss domains to model, e.g. text,code (default: every loss.<d>)")
     f.add_argument("--kind", choices=["auto", "nested", "direct"], default="auto",
                    help="auto: nested when the runs span more than one (N, D)")
@@ -1133,7 +1133,7 @@ def _parser():
     ev = sub.add_parser("evaluate", help="Spearman, Pearson, MAE per domain on runs the fit never saw",
                         epilog="example:\n  python -m scaling.mixture evaluate --fit mix.json heldout.csv --json")
     ev.add_argument("--fit", required=True, metavar="FIT.json")
-    ev.add_argument("source", help="runs with mix.<domain> and loss.<domain> columns")
+    add_store_argument(ev, positional=True, help="runs with mix.<domain> and loss.<domain> columns")
     ev.add_argument("--where", action="append", default=[], metavar="COL=VALUE")
     ev.add_argument("--json", action="store_true")
     o = sub.add_parser("optimize", help="loss-minimising mixture at a target scale",
@@ -1159,7 +1159,7 @@ def _parser():
     t = sub.add_parser("transfer", help="do small runs rank mixtures as large runs do?",
                        epilog="example:\n  python -m scaling.mixture transfer results/ --small-params 1M "
                               "--large-params 10M --json")
-    t.add_argument("source")
+    add_store_argument(t, positional=True, help="store directory, CSV or Parquet file")
     t.add_argument("--small-params", required=True)
     t.add_argument("--large-params", required=True)
     t.add_argument("--bootstrap", type=int, default=1000, metavar="B")

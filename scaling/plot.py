@@ -19,7 +19,7 @@ from scaling import columns as cols
 from scaling.store import read_table
 from scaling.accounting import chinchilla_optimal, parse_size, tokens_for
 from scaling.approach2 import budget_groups
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
 from scaling.laws import get_law
 from scaling.results import FitResult
 
@@ -44,19 +44,30 @@ def save_figure(fig, out) -> None:
     atomic_write_bytes(out, lambda tmp: fig.savefig(tmp, format=out.suffix[1:], dpi=130))
 
 
-def _ok_runs(source):
-    table = cols.ok_runs(read_table(source), source=str(source))
+def _ok_runs(source, convention: str | None = None):
+    """The finished runs, in ``convention`` (default: the one they were planned in)."""
+    table, _ = cols.in_convention(cols.ok_runs(read_table(source), source=str(source)), convention)
     if "flops" not in table.columns or table["flops"].isna().any():
         from scaling.accounting import flops
         table["flops"] = flops(table["params"].values, table["tokens"].values)
     return table
 
 
-def isoflop(source, fit: FitResult | None, out) -> None:
+def isoflop(source, fit: FitResult | None, out) -> dict:
     """Loss against parameters for each compute budget (Hoffmann et al. 2022, Fig. 3), with the
-    fitted law along each budget (D = C / 6N) and its minimum marked."""
+    fitted law along each budget (D = C / 6N) and its minimum marked (stars), and, when the fit file
+    holds Approach 2 (``scaling.fit --approach 2``), each budget's isoFLOP minimum with its 95%
+    interval in N (diamonds and bars). Counted in the fit's FLOP convention (default: the runs').
+
+    Returns what was drawn: ``{"budgets": [{"flops", "params", "loss", "curve_params", "curve_loss",
+    "fitted_opt", "approach2_opt", "approach2_ci"}, ...]}`` (golden tests check these arrays)."""
     plt = new_figure()
-    runs = _ok_runs(source)
+    convention = (fit.settings.get("flops_convention") if fit is not None else None)
+    runs = _ok_runs(source, convention)
+    a2 = {}
+    for b in ((fit.settings.get("approach2") or {}).get("budgets") or []) if fit is not None else []:
+        a2[float(b["flops"])] = b
+    drawn = []
     full = runs[runs["tokens"] <= runs.get("unique_tokens", runs["tokens"]) * (1 + 1e-9)] \
         if "unique_tokens" in runs.columns else runs
     group = budget_groups(full["flops"].values)
@@ -66,48 +77,101 @@ def isoflop(source, fit: FitResult | None, out) -> None:
         sel = full[group == g]
         if len(sel) < 2:
             continue
-        ax.scatter(sel["params"], sel["loss"], color=color, zorder=3,
-                   label=f"C = {np.median(sel['flops']):.1e} FLOPs")
+        c = float(np.median(sel["flops"]))
+        order = np.argsort(sel["params"].values)
+        item = {"flops": c, "params": sel["params"].values[order].tolist(), "loss": sel["loss"].values[order].tolist()}
+        ax.scatter(sel["params"], sel["loss"], color=color, zorder=3, label=f"C = {c:.1e} FLOPs")
+        near = [f for f in a2 if abs(np.log(f / c)) < 0.2]
+        if near:
+            b = a2[min(near, key=lambda f: abs(np.log(f / c)))]
+            item["approach2_opt"] = [float(b["params_opt"]), float(b["loss_opt"])]
+            ci = b.get("params_opt_ci")
+            if ci:
+                item["approach2_ci"] = [float(ci[0]), float(ci[1])]
+                ax.plot(ci, [b["loss_opt"]] * 2, color=color, lw=2.5, alpha=0.6, zorder=2)
+            ax.scatter([b["params_opt"]], [b["loss_opt"]], marker="D", s=45, color=color, edgecolor="black", zorder=5)
         if fit is not None:
             law = get_law("chinchilla")
             p = {k: fit.params[k] for k in law.public_names}
-            c = float(np.median(sel["flops"]))
             n_opt = float(chinchilla_optimal(c, p["E"], p["A"], p["B"], p["alpha"], p["beta"])[0])
             lo, hi = sel["params"].min() / 2, sel["params"].max() * 2
             n = np.geomspace(min(lo, n_opt / 1.5), max(hi, n_opt * 1.5), 200)
-            ax.plot(n, law.predict(p, n, tokens_for(c, n)), color=color, lw=1.2)
-            ax.scatter([n_opt], [law.predict(p, n_opt, tokens_for(c, n_opt))], marker="*", s=140, color=color,
-                       edgecolor="black", zorder=4)
+            curve = law.predict(p, n, tokens_for(c, n))
+            ax.plot(n, curve, color=color, lw=1.2)
+            l_opt = float(law.predict(p, n_opt, tokens_for(c, n_opt)))
+            ax.scatter([n_opt], [l_opt], marker="*", s=140, color=color, edgecolor="black", zorder=4)
+            item.update(curve_params=n.tolist(), curve_loss=np.asarray(curve).tolist(), fitted_opt=[n_opt, l_opt])
+        drawn.append(item)
     ax.set_xscale("log")
-    ax.set_xlabel("parameters N")
+    ax.set_xlabel("parameters N" + (f" (C / 6D, {convention})" if convention else ""))
     ax.set_ylabel("validation loss")
-    ax.set_title("isoFLOP curves" + (f" ({fit.law} fit, stars: fitted optima)" if fit else ""))
+    marks = [m for m, on in (("stars: Approach 3 optima", fit is not None), ("diamonds: Approach 2 minima, 95% CI", bool(a2))) if on]
+    ax.set_title("isoFLOP curves" + (f" ({fit.law} fit; {'; '.join(marks)})" if fit else ""), fontsize=9)
     ax.legend(fontsize=7, ncol=2 if group.max() > 6 else 1)
     save_figure(fig, out)
+    return {"budgets": drawn}
 
 
-def return_on_repetition(fit: FitResult, out, unique=(1e8, 4e8, 1.5e9), max_epochs=100.0) -> None:
-    """Effective data D' against epochs for several U_D, beside the line unique data would give
-    (Muennighoff et al. 2023, Fig. 3)."""
+def return_on_repetition(fit: FitResult, out, unique=(1e8, 4e8, 1.5e9), max_epochs=100.0,
+                         params: float | None = None) -> dict:
+    """Return on repetition as Muennighoff et al. (2023, Fig. 3) draw it. Left: predicted final loss
+    against total training tokens D for several unique-data amounts U_D (repeating each for D / U_D
+    epochs) at one model size, beside the line unique data would give (U_D = D), with the 4- and
+    40-epoch points marked (up to ~4 epochs repetition is almost as good as new data; by ~40 it
+    adds almost nothing). Right: effective data D' / U_D against epochs, which does not depend on
+    U_D (one curve), beside D' = D.
+
+    ``params`` (default: the 20-tokens-per-parameter size of the middle U_D, the paper's setting of
+    a model sized for its data). Returns the arrays drawn (golden tests check them)."""
     if fit.law != "data-constrained":
         raise UsageError(f"return-on-repetition needs a data-constrained fit, got {fit.law!r}")
     from scaling.laws.data_constrained import effective_data
+    law = get_law("data-constrained")
+    unique = tuple(float(u) for u in unique)
+    n = float(params) if params else sorted(unique)[len(unique) // 2] / 20.0
     plt = new_figure()
-    epochs = np.geomspace(1, max_epochs, 200)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    drawn = {"params": n, "curves": [], "marks": []}
+    d_all = np.geomspace(min(unique) * 0.5, max(unique) * max_epochs, 300)
+    unique_line = law.predict(fit.params, np.full_like(d_all, n), d_all, d_all)
+    ax.plot(d_all, unique_line, ls="--", color="gray", label="unique data (U_D = D)")
+    drawn["unique_line"] = {"tokens": d_all.tolist(), "loss": np.asarray(unique_line).tolist()}
     for u in unique:
-        ax.plot(epochs, effective_data(u * epochs, u, fit.params["rd_star"]) / u, label=f"U_D = {u:.2g} tokens")
-    ax.plot(epochs, epochs, ls="--", color="gray", label="unique data (D' = D)")
+        d = np.geomspace(u, u * max_epochs, 200)
+        loss = law.predict(fit.params, np.full_like(d, n), d, np.full_like(d, u))
+        line, = ax.plot(d, loss, label=f"U_D = {u:.3g} tokens")
+        drawn["curves"].append({"unique": u, "tokens": d.tolist(), "loss": np.asarray(loss).tolist()})
+        for ep, marker in ((4, "o"), (40, "s")):
+            lm = float(law.predict(fit.params, np.array([n]), np.array([ep * u]), np.array([u]))[0])
+            ax.scatter([ep * u], [lm], marker=marker, color=line.get_color(), edgecolor="black", zorder=4, s=36)
+            drawn["marks"].append({"unique": u, "epochs": ep, "tokens": ep * u, "loss": lm})
+    ax.scatter([], [], marker="o", color="white", edgecolor="black", label="4 epochs")
+    ax.scatter([], [], marker="s", color="white", edgecolor="black", label="40 epochs")
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("epochs (D / U_D)")
-    ax.set_ylabel("effective data D' / U_D")
-    ax.set_title(f"Return on repetition (R_D* = {fit.params['rd_star']:.3g})")
-    ax.legend(fontsize=8)
+    ax.set_xlabel("total training tokens D")
+    ax.set_ylabel(f"predicted final loss (N = {n:.3g})")
+    ax.set_title("Final loss when repeating data", fontsize=10)
+    ax.legend(fontsize=7)
+    epochs = np.geomspace(1, max_epochs, 200)
+    u0 = unique[0]
+    ratio = effective_data(u0 * epochs, u0, fit.params["rd_star"]) / u0
+    ax2.plot(epochs, ratio, label="repeated data (any U_D)")
+    ax2.plot(epochs, epochs, ls="--", color="gray", label="unique data (D' = D)")
+    for ep, marker in ((4, "o"), (40, "s")):
+        ax2.scatter([ep], [float(np.interp(np.log(ep), np.log(epochs), ratio))], marker=marker, color="C0",
+                    edgecolor="black", zorder=4)
+    drawn["effective"] = {"epochs": epochs.tolist(), "ratio": ratio.tolist()}
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("epochs (D / U_D)")
+    ax2.set_ylabel("effective data D' / U_D")
+    ax2.set_title(f"Effective data (R_D* = {fit.params['rd_star']:.3g})", fontsize=10)
+    ax2.legend(fontsize=8)
     save_figure(fig, out)
+    return drawn
 
 
-def contour(fit: FitResult, flops: float, unique_tokens: float, out) -> None:
+def contour(fit: FitResult, flops: float, unique_tokens: float, out) -> dict:
     """Loss over (epochs, parameters) for U_D unique tokens, the isoFLOP line of the budget, and the
     data-constrained and Chinchilla optima on it (Muennighoff et al. 2023, Fig. 1 right)."""
     if fit.law != "data-constrained":
@@ -139,12 +203,16 @@ def contour(fit: FitResult, flops: float, unique_tokens: float, out) -> None:
     ax.set_title("Allocation under data constraints")
     ax.legend(fontsize=7, loc="lower left")
     save_figure(fig, out)
+    return {"params": n.tolist(), "epochs": epochs.tolist(), "loss": loss.tolist(),
+            "isoflop_epochs": (tokens_for(flops, n) / unique_tokens).tolist(),
+            "optimum": [best["epochs"], best["params"]], "chinchilla": [chin["tokens"] / unique_tokens, chin["params"]]}
 
 
-def residuals(source, fit: FitResult, out) -> None:
-    """Relative residual of each run against its predicted loss, by compute."""
+def residuals(source, fit: FitResult, out) -> dict:
+    """Relative residual of each run against its predicted loss, by compute (in the fit's FLOP
+    convention). Returns the points drawn."""
     plt = new_figure()
-    runs = _ok_runs(source)
+    runs = _ok_runs(source, fit.settings.get("flops_convention"))
     law = get_law(fit.law)
     u = runs["unique_tokens"].values if "unique_tokens" in law.required else None
     pred = law.predict(fit.params, runs["params"].values, runs["tokens"].values, u)
@@ -156,14 +224,15 @@ def residuals(source, fit: FitResult, out) -> None:
     ax.set_ylabel("observed / predicted loss - 1")
     ax.set_title(f"Residuals of the {fit.law} fit (colour: log10 N)")
     save_figure(fig, out)
+    return {"flops": runs["flops"].values.tolist(), "residual": (runs["loss"].values / pred - 1).tolist()}
 
 
-def backtest_plot(source, out, law: str | None = None, holdout: str = "largest-compute") -> None:
+def backtest_plot(source, out, law: str | None = None, holdout: str = "largest-compute") -> dict:
     """Held-out runs: observed against predicted loss, with 95% predictive intervals, beside the
     fitted runs' own residual band (``scaling.backtest``)."""
     from scaling.backtest import backtest
     plt = new_figure()
-    result = backtest(cols.canonicalise(read_table(source)), law, holdout, bootstrap=200)
+    result = backtest(cols.in_convention(cols.canonicalise(read_table(source)))[0], law, holdout, bootstrap=200)
     runs = result["runs"]
     obs = np.array([r["loss"] for r in runs])
     pred = np.array([r["predicted"] for r in runs])
@@ -182,9 +251,10 @@ def backtest_plot(source, out, law: str | None = None, holdout: str = "largest-c
     ax.set_title(f"Backtest of the {result['law']} law: MAPE {result['mape']:.2g}%{cover}")
     ax.legend(fontsize=8)
     save_figure(fig, out)
+    return {"observed": obs.tolist(), "predicted": pred.tolist(), "mape": result["mape"]}
 
 
-def mixture_plot(fit, params: float, tokens: float, out, source=None) -> None:
+def mixture_plot(fit, params: float, tokens: float, out, source=None) -> dict:
     """A two-component mixture fit (``scaling.mixture``) at (N, D): predicted loss per domain and
     their equal-weight mean against the second component's share, the optimum and its 95%
     interval marked; with ``source``, the runs trained at that scale (within 5%) as points."""
@@ -217,6 +287,8 @@ def mixture_plot(fit, params: float, tokens: float, out, source=None) -> None:
     ax.set_title(f"Mixing law at N={params:.3g}, D={tokens:.3g}")
     ax.legend(fontsize=8)
     save_figure(fig, out)
+    return {"share": share.tolist(), "losses": {d: np.asarray(y).tolist() for d, y in pred.items()},
+            "mean": np.mean(list(pred.values()), axis=0).tolist(), "optimum": best, "ci": ci}
 
 
 def _parser():
@@ -226,13 +298,14 @@ def _parser():
                "  python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png\n"
                "  python -m scaling.plot contour --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9 --out c.png")
     p.add_argument("kind", help=f"one of {', '.join(KINDS)}")
-    p.add_argument("source", nargs="?", help="store directory, CSV or Parquet (isoflop, residuals)")
+    add_store_argument(p, positional=True, required=False, help="store directory, CSV or Parquet (isoflop, residuals)")
     p.add_argument("--fit", help="fit file (JSON)")
     p.add_argument("--flops", type=float, help="contour: the compute budget")
     p.add_argument("--unique-tokens", type=float, help="contour: unique tokens available")
     p.add_argument("--law", choices=["chinchilla", "data-constrained"], help="backtest: the law (default: by the data)")
     p.add_argument("--holdout", default="largest-compute", help="backtest: largest-compute or K runs")
-    p.add_argument("--params", help="mixture: model size N of the target, e.g. 174K or 1.7e6")
+    p.add_argument("--params", help="mixture: model size N of the target, e.g. 174K or 1.7e6; return-on-repetition: the "
+                        "model size of the loss panel (default: 20 tokens per parameter of the middle U_D)")
     p.add_argument("--tokens", help="mixture: training tokens D of the target, e.g. 300K")
     p.add_argument("--out", required=True, help="output .png/.svg/.pdf")
     return p
@@ -260,7 +333,7 @@ def main(argv=None) -> int:
     if args.kind == "isoflop":
         isoflop(args.source, fit, args.out)
     elif args.kind == "return-on-repetition":
-        return_on_repetition(fit, args.out)
+        return_on_repetition(fit, args.out, params=parse_size(args.params) if args.params else None)
     elif args.kind == "contour":
         if not (args.flops and args.flops > 0 and args.unique_tokens and args.unique_tokens > 0):
             raise UsageError("contour needs positive --flops and --unique-tokens")

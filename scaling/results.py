@@ -27,6 +27,16 @@ class JsonFile:
         atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
+def resolve_fit_path(path) -> Path:
+    """``path`` itself when it exists, else the shipped preset of that name (``NAME``, ``NAME.json``
+    or ``fits/NAME.json``, so the README's examples work from any directory), else ``path``."""
+    p = Path(path)
+    if p.exists() or p.parent not in (Path("."), Path("fits")):
+        return p
+    import fits
+    return fits.path(p.name) or p
+
+
 @dataclass
 class FitResult(JsonFile):
     law: str
@@ -54,10 +64,13 @@ class FitResult(JsonFile):
 
     @classmethod
     def load(cls, path) -> "FitResult":
+        """Read a fit file; a name that is no file but a preset's (``hoffmann2022``) reads the preset."""
+        path = resolve_fit_path(path)
         try:
             d = json.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise UsageError(f"{path}: no such fit file") from None
+            import fits
+            raise UsageError(f"{path}: no such fit file (presets by name: {', '.join(fits.names())})") from None
         except (OSError, json.JSONDecodeError) as exc:
             raise UsageError(f"cannot read fit file {path}: {exc}") from None
         if not isinstance(d, dict):

@@ -9,7 +9,7 @@ which pyarrow's dataset discovery skips (names starting with ``_`` or ``.``).
 
 CLI::
 
-    python -m scaling.store import runs.csv --store results/ [--column params="Model Size"]
+    python -m scaling.store import runs.csv results/ [--column params="Model Size"]
     python -m scaling.store show results/ [--json]
 """
 
@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
 from scaling import columns as cols
 
 CANONICAL = ("run_id", "params", "tokens", "unique_tokens", "flops", "loss", "status", "created_at")
@@ -292,16 +292,16 @@ def summarise(runs: pd.DataFrame) -> dict:
 def _parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="python -m scaling.store", description="Import into and inspect a results store.",
-        epilog="example:\n  python -m scaling.store import runs.csv --store results/ "
+        epilog="example:\n  python -m scaling.store import runs.csv results/ "
                "--column params='Model Size' --column flops='Training FLOP'\n"
                "  python -m scaling.store show results/ --json")
     sub = p.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="import a CSV or Parquet table, one run per row")
     imp.add_argument("file")
-    imp.add_argument("--store", default="results")
+    add_store_argument(imp, positional=False, default="results")
     imp.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS")
     show = sub.add_parser("show", help="summarise a store")
-    show.add_argument("store")
+    add_store_argument(show, positional=True, help="store directory")
     show.add_argument("--json", action="store_true")
     return p
 
@@ -312,6 +312,7 @@ def main(argv=None) -> int:
         n = import_table(args.file, args.store, cols.parse_mapping(args.column))
         print(f"imported {n} new run(s) into {args.store}")
         return 0
+    args.store = args.source
     if not Path(args.store).is_dir():
         raise UsageError(f"store {args.store!r} is not a directory")
     runs = read_runs(args.store)

@@ -1,7 +1,7 @@
 """The data layer: nested unique-data subsets, code mixes, filters, held-out splits and epochs.
 
 Properties from Muennighoff et al. 2023 ("Scaling Data-Constrained Language Models"), summarised
-in /work/shared/reference.md section 3. Every test keeps its caches under pytest's tmp dirs.
+in its section 3. Every test keeps its caches under pytest's tmp dirs.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Synthetic tables are drawn exactly from the Chinchilla law with the Besiroglu et al. 2024
 replication's parameters (E = 1.82, A = 482.01, B = 2085.43, alpha = 0.3478, beta = 0.3658;
-/work/shared/reference.md section 1) on 5 model sizes x 5 token counts, so a fit must give them back.
+Besiroglu et al. 2024) on 5 model sizes x 5 token counts, so a fit must give them back.
 """
 
 from __future__ import annotations

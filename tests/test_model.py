@@ -1,7 +1,6 @@
 """The GPT has exactly the parameters the papers count, and knows its FLOPs.
 
-Parameter formula: Muennighoff et al. 2023 (appendix), shapes from Hoffmann et al. 2022 Table A9
-(/work/shared/reference.md section 4).
+Parameter formula: Muennighoff et al. 2023 (appendix), shapes from Hoffmann et al. 2022 Table A9.
 """
 
 from __future__ import annotations

@@ -53,3 +53,23 @@ def test_notebook_executes(name, images_at_least, says, results, tmp_path, monke
     assert len(images) >= images_at_least
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert says in text
+
+
+@pytest.mark.parametrize("name, says", [
+    ("isoflop.ipynb", "using the shipped example"),
+    ("return_on_repetition.ipynb", "using the shipped example"),
+    ("mixtures.ipynb", "using the shipped example"),
+])
+def test_notebook_runs_on_a_fresh_clone_without_a_store(name, says, tmp_path, monkeypatch):
+    """In a clean directory with no store, each notebook says so in one line and runs on the
+    example runs shipped in scaling.datasets (this project's own CPU runs)."""
+    shutil.copy(ROOT / "notebooks" / name, tmp_path / name)
+    nb = nbformat.read(tmp_path / name, as_version=4)
+    monkeypatch.setenv("SCALING_RESULTS", str(tmp_path / "no-store"))
+    monkeypatch.setenv("SCALING_MIX_RESULTS", str(tmp_path / "no-store"))
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors[0] if errors else None
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert text.count(says) == 1

@@ -64,3 +64,87 @@ def test_bad_input_is_one_error_line_and_no_file(tmp_path, argv):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert not (tmp_path / "x.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# golden tests: the arrays each line and marker is drawn from, against known truth
+
+def test_isoflop_draws_the_runs_the_law_and_both_optima(store_and_fit):
+    from scaling.approach2 import approach2
+    from scaling.accounting import chinchilla_optimal
+    from scaling.plot import isoflop
+    from scaling.results import FitResult
+    d = store_and_fit
+    fit = FitResult.load(d / "fit.json")
+    fit.settings["approach2"] = approach2(store.read_runs(d / "store"), bootstrap=50).to_dict()
+    drawn = isoflop(d / "store", fit, d / "golden_iso.png")
+    assert [round(np.log10(b["flops"])) for b in drawn["budgets"]] == [18, 19, 20]
+    for b in drawn["budgets"]:
+        assert b["params"] == sorted(b["params"]) and len(b["params"]) == 6
+        truth = get_law("chinchilla").predict(TRUTH, np.array(b["params"]), b["flops"] / (6 * np.array(b["params"])))
+        assert np.allclose(b["loss"], truth)                 # the points are the runs
+        n_true = float(chinchilla_optimal(b["flops"], TRUTH["E"], TRUTH["A"], TRUTH["B"], TRUTH["alpha"], TRUTH["beta"])[0])
+        assert b["fitted_opt"][0] == pytest.approx(n_true, rel=0.02)      # star: the law's optimum
+        assert b["approach2_ci"][0] <= b["approach2_opt"][0] <= b["approach2_ci"][1]
+        assert b["approach2_opt"][0] == pytest.approx(n_true, rel=0.25)   # diamond: the sweep's minimum
+        i = int(np.argmin(b["curve_loss"]))
+        assert b["curve_params"][i] == pytest.approx(n_true, rel=0.05)    # the curve bottoms out there
+
+
+def test_return_on_repetition_draws_the_papers_figure():
+    """Muennighoff et al. 2023 with their C4 fit: 4 epochs almost as good as unique data, 40 epochs
+    close to the plateau; D'/U_D is one curve, 1 + R_D* (1 - exp(-(e - 1) / R_D*))."""
+    from scaling.plot import return_on_repetition
+    from scaling.results import FitResult
+    import tempfile
+    fit = FitResult.load("muennighoff2023_c4")
+    with tempfile.TemporaryDirectory() as tmp:
+        drawn = return_on_repetition(fit, Path(tmp) / "ror.png")
+    rd = fit.params["rd_star"]
+    eff = drawn["effective"]
+    e = np.array(eff["epochs"])
+    assert np.allclose(eff["ratio"], 1 + rd * (1 - np.exp(-(e - 1) / rd)))
+    uline = drawn["unique_line"]
+    for m in drawn["marks"]:
+        unique_loss = np.interp(np.log(m["tokens"]), np.log(uline["tokens"]), uline["loss"])
+        curve = next(c for c in drawn["curves"] if c["unique"] == m["unique"])
+        plateau = curve["loss"][-1]
+        if m["epochs"] == 4 and m["unique"] >= 20 * drawn["params"]:
+            # a model not too large for its unique data, repeating it 4 times: within 1% of the loss
+            # of as many unique tokens (the paper's "almost as good as unique data")
+            assert 0 <= m["loss"] / unique_loss - 1 < 0.01
+        elif m["epochs"] == 4:
+            assert m["loss"] > unique_loss
+        else:                     # 40 epochs: most of the way to what infinite repetition gives
+            first = curve["loss"][0]
+            assert (first - m["loss"]) / (first - plateau) > 0.9
+    assert len(drawn["curves"]) == 3 and len(drawn["marks"]) == 6
+
+
+def test_contour_marks_the_papers_allocation():
+    from scaling.plot import contour
+    from scaling.predict import allocate
+    from scaling.results import FitResult
+    import tempfile
+    fit = FitResult.load("muennighoff2023_c4")
+    with tempfile.TemporaryDirectory() as tmp:
+        drawn = contour(fit, 1e22, 25e9, Path(tmp) / "c.png")
+    best = allocate(fit, 1e22, 25e9)
+    assert drawn["optimum"] == [best["epochs"], best["params"]]
+    loss = np.array(drawn["loss"])
+    i, j = np.unravel_index(np.argmin(loss), loss.shape)
+    assert loss.shape == (len(drawn["epochs"]), len(drawn["params"]))
+    # the isoFLOP line passes through the optimum: D = C / 6N at N_opt gives its epochs
+    k = int(np.argmin(np.abs(np.log(np.array(drawn["params"]) / best["params"]))))
+    assert drawn["isoflop_epochs"][k] == pytest.approx(best["epochs"], rel=0.05)
+
+
+def test_residuals_and_backtest_draw_the_fit_on_exact_data(store_and_fit):
+    from scaling.plot import backtest_plot, residuals
+    from scaling.results import FitResult
+    d = store_and_fit
+    res = residuals(d / "store", FitResult.load(d / "fit.json"), d / "golden_res.png")
+    assert len(res["residual"]) == 18 and np.max(np.abs(res["residual"])) < 2e-3
+    bt = backtest_plot(d / "store", d / "golden_bt.png")
+    assert len(bt["observed"]) == 6 and bt["mape"] < 0.5
+    assert np.allclose(bt["observed"], bt["predicted"], rtol=5e-3)

@@ -234,3 +234,14 @@ def test_one_failure_policy_across_the_trainers_callers(tmp_path, cache, monkeyp
                             hooks=[lambda t, step, loss, lr: seen.append(step)])
     trainer.train(stop=5)
     assert seen == [0, 1, 2, 3, 4] and trainer.state_dict()["step"] == 5
+
+
+def test_every_run_of_the_tiny_preset_takes_the_same_batch():
+    """One isoFLOP curve, one batch: the rule's switch between 4, 8 and 16 sequences showed as a
+    ~0.1-nat step along a curve (runners.train.hparams)."""
+    from runners import plan
+    from scaling.accounting import parse_budgets
+    specs = [s for b in parse_budgets("tiny") for s in plan.isoflop_grid(b)]
+    assert len(specs) == 20
+    assert {train.hparams(s.params, s.seq_len, tokens=s.tokens).batch_size for s in specs} == {8}
+    assert train.hparams(20_000, 128, tokens=100_000).batch_size == 4   # too short for 150 steps of 8

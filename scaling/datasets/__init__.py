@@ -76,6 +76,19 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             "github.com/yegcjs/mixinglaws @ 8ad3e12", _UNSTATED,
             "run_id, model, params (non-embedding), step, tokens (step x 2^20), mix.academic|prose|dialogue|symbolic|"
             "internet, loss.<group>, loss.overall"),
+    Dataset("example-isoflop", "example_isoflop.parquet",
+            "this project's CPU demo store: python -m runners.isoflop --budget tiny --epochs 1,4,16 (4 budgets "
+            "3e10-1e12 FLOPs in 6N_ne+head+attn, 5 one-layer sizes at full data, each optimum also at 4 and 16 "
+            "epochs; embedded code, byte tokenizer)",
+            "scaling-toolkit's own runs, for notebooks and examples without a store",
+            "made by the command above on a 2-core AMD EPYC (see docs/benchmarks.md)", "MIT (this project's)",
+            "the store's columns: run_id, shape, params, tokens, unique_tokens, flops, loss, loss.<domain>, status, ..."),
+    Dataset("example-mixtures", "example_mixtures.parquet",
+            "this project's CPU code-share grid: python -m runners.isounique --unique 100K,300K --sizes t32,t64 "
+            "--epochs 1 --code-fraction 0,0.25,0.5,0.75,1",
+            "scaling-toolkit's own runs, for notebooks and examples without a store",
+            "made by the command above on a 2-core AMD EPYC", "MIT (this project's)",
+            "the store's columns, with mix.text, mix.code, loss.text, loss.code"),
     Dataset("doremi-weights", "doremi_domain_weights.json",
             "domain weights for the Pile and RedPajama: baseline, uniform and DoReMi-optimised",
             "Xie et al. 2023, 'DoReMi: Optimizing Data Mixtures Speeds Up Language Model Pretraining' (arXiv:2305.10429)",
@@ -151,9 +164,26 @@ def load(name: str) -> pd.DataFrame:
             rows = [(s, kind.replace("_domain_weights", ""), dom, float(w))
                     for s, kinds in raw.items() for kind, ws in kinds.items() for dom, w in ws.items()]
             return pd.DataFrame(rows, columns=["set", "kind", "domain", "weight"])
+        if d.file.endswith(".parquet"):
+            return pd.read_parquet(path)
         table = pd.read_csv(path, low_memory=False)
         return _five_domain(table) if d.name == "mixing-laws-5domain" else table
 
 
 def is_dataset(source) -> bool:
     return isinstance(source, str) and source.startswith(PREFIX)
+
+
+def store_or_example(store, example: str) -> tuple[pd.DataFrame, str]:
+    """The runs of ``store``, or, when it has no ``ok`` run with a loss, the shipped ``example``
+    dataset, saying so in one line: notebooks and examples run on a fresh clone with no store."""
+    from scaling.store import read_runs
+    runs = read_runs(store)
+    usable = 0
+    if len(runs) and "loss" in runs.columns:
+        ok = runs["status"].astype(str) == "ok" if "status" in runs.columns else True
+        usable = int((pd.to_numeric(runs["loss"], errors="coerce").notna() & ok).sum())
+    if usable:
+        return runs, str(store)
+    print(f"{store} has no finished runs: using the shipped example instead ({PREFIX}{example}: {get(example).description})")
+    return load(example), f"{PREFIX}{example}"

@@ -1,0 +1,61 @@
+"""The multi-seed sweep behind ``runners.train.hparams`` for the tiny CPU shapes: shapes x token
+counts x seeds at a forced batch (sequences of 128) and a multiple of the rule's peak LR; one JSON
+line per run (loss, throughput). docs/benchmarks.md records what it gave.
+
+    python benchmarks/tiny_sweep.py --shapes t8,t16,t24 --tokens 2e6 --seeds 0,1,2 --batch 8
+    python benchmarks/tiny_sweep.py --shapes t8,t16,t24 --tokens 2e6 --seeds 0,1 --lr-mult 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from runners import train  # noqa: E402
+from runners.spec import RunSpec  # noqa: E402
+from scaling import accounting  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shapes", default="t8,t16,t24")
+    p.add_argument("--tokens", default="2e6", help="comma list of token counts")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--batch", type=int, default=0, help="sequences per step (0: the rule's)")
+    p.add_argument("--lr-mult", type=float, default=1.0, help="multiple of the rule's peak LR")
+    args = p.parse_args()
+    rule = train.hparams
+
+    def forced(params, seq_len, tokens=None):
+        h = rule(params, seq_len, tokens=tokens)
+        return dataclasses.replace(h, batch_size=args.batch or h.batch_size, lr=h.lr * args.lr_mult)
+
+    train.hparams = forced
+    for name in args.shapes.split(","):
+        s = accounting.shape(name)
+        for tokens in (int(float(t)) for t in args.tokens.split(",")):
+            for seed in (int(x) for x in args.seeds.split(",")):
+                spec = RunSpec(shape=s.name, d_model=s.d_model, ffw_size=s.ffw_size, n_heads=s.attention_heads,
+                               n_layers=s.n_layers, vocab_size=256, seq_len=128, tokens=tokens,
+                               unique_tokens=tokens, code_fraction=1.0, seed=seed, budget="sweep")
+                with tempfile.TemporaryDirectory() as store:
+                    t0 = time.perf_counter()
+                    row = train.train_run(spec, store, progress=False)
+                    wall = time.perf_counter() - t0
+                hp = forced(spec.params, 128, tokens=tokens)
+                print(json.dumps({"shape": name, "params": spec.params, "tokens": tokens, "seed": seed,
+                                  "batch": hp.batch_size, "lr": hp.lr, "lr_mult": args.lr_mult,
+                                  "loss": row.get("loss"), "status": row.get("status"),
+                                  "tokens_per_s": tokens / wall}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
