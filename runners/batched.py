@@ -182,8 +182,28 @@ def _resume(specs, store, steps: int, batch_size: int, stacked, optimizer) -> di
     return {"step": states[0]["step"], "states": states}
 
 
-def train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, progress: bool = True,
-                cache_dir=None, log_every: int = 50, checkpoint_every_s: float = 30.0) -> list[dict]:
+def train_group(specs: Sequence[RunSpec], store, **kw) -> list[dict]:
+    """``_train_group`` on the runs of ``specs`` this process can claim (``scaling.store.claim_run``)
+    and that are not ``ok`` yet; the others' rows are ``{"status": train.BUSY}``."""
+    import contextlib
+    from scaling import store as rstore
+    rows: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        mine = []
+        for s in specs:
+            claimed = stack.enter_context(rstore.claim_run(store, s.run_id))
+            if not claimed or (rstore.read_run(store, s.run_id) or {}).get("status") == "ok":
+                rows[s.run_id] = {"run_id": s.run_id, "status": train.BUSY}
+            else:
+                mine.append(s)
+        if mine:
+            for s, row in zip(mine, _train_group(mine, store, **kw)):
+                rows[s.run_id] = row
+    return [rows[s.run_id] for s in specs]
+
+
+def _train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, progress: bool = True,
+                 cache_dir=None, log_every: int = 50, checkpoint_every_s: float = 30.0) -> list[dict]:
     """Train ``specs`` (one ``group_key``) stacked; write and return one row per run. Every
     ``checkpoint_every_s`` each run's own checkpoint is written (``train_run``'s format); a rerun
     resumes the group when all of it has checkpoints at one step."""

@@ -64,7 +64,8 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     r.add_argument("--launcher", default="local", choices=("local", "deepspeed", "slurm"),
                    help="how to run: local (this process), deepspeed (each run as a DeepSpeed job of "
                         "--nproc-per-node processes) or slurm (default local)")
-    r.add_argument("--device", default=None, help="torch device for local training (default: auto)")
+    r.add_argument("--device", default=None, type=device_arg,
+                   help="torch device for local training: cpu, cuda, cuda:N or mps (default: auto)")
     r.add_argument("--batch-runs", default="auto", metavar="K|auto",
                    help="local launcher: train up to K same-shape runs stacked in one process (auto: 8 for tiny "
                         "CPU runs, else 1; 1 = one at a time)")
@@ -105,6 +106,14 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
 
 # ---------------------------------------------------------------------------------------------
 # comma lists
+
+def device_arg(text: str) -> str:
+    """argparse ``type`` for ``--device``: checked when parsed, not after a grid has been planned."""
+    import re
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(text).strip()):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (expected cpu, cuda, cuda:N or mps)")
+    return str(text).strip()
+
 
 def parse_list(text: str | None, parse: Callable[[str], object], what: str) -> list | None:
     """``"1,2, 4"`` -> ``[parse("1"), parse("2"), parse("4")]``; None stays None."""

@@ -31,7 +31,7 @@ import pandas as pd
 from runners import diversity as div
 from runners.spec import RunSpec
 from scaling import accounting
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, nonnegative_int
 
 log = logging.getLogger(__name__)
 
@@ -455,7 +455,7 @@ def build_parser() -> ArgumentParser:
                    help="comma list: text, code (embedded corpus), .jsonl/.parquet files, A+B (equal interleaving)")
     p.add_argument("--ratio", required=True, help="tokens per parameter, comma list (e.g. 20,100)")
     p.add_argument("--shape", default="t32", help="model shape (scaling.accounting; default t32)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation, data order and probe seed (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="initialisation, data order and probe seed (default 0)")
     p.add_argument("--store", default=None, help="also write each run to this results store, and reuse "
                                                   "runs already finished there")
     p.add_argument("--out", default="compare", help="directory for compare.csv/.parquet/.json/.png (default compare/)")

@@ -39,7 +39,6 @@ import shlex
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -204,11 +203,7 @@ def format_command(cmd: list[str]) -> str:
 
 def write_spec(spec: RunSpec, store) -> Path:
     path = spec_path(store, spec.run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(spec.to_dict(), fh, indent=1)
-    os.replace(tmp, path)
+    rstore.atomic_write_text(path, json.dumps(spec.to_dict(), indent=1))
     return path
 
 
@@ -239,10 +234,7 @@ def _read_checkpoint_meta(directory: Path) -> dict | None:
 
 
 def _write_checkpoint_meta(directory: Path, meta: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(meta, fh)
-    os.replace(tmp, directory / "run.json")
+    rstore.atomic_write_text(directory / "run.json", json.dumps(meta))
 
 
 def _full_fp32_state(engine, rank: int) -> dict | None:

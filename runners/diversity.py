@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import accounting
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, nonnegative_int
 
 #: Domains of the embedded corpus (``runners.data``) that are datasets by name.
 EMBEDDED_DOMAINS = ("text", "code")
@@ -489,7 +489,7 @@ def build_parser() -> ArgumentParser:
                    help="comma list: text, code (embedded corpus), .jsonl/.parquet files, A+B (equal interleaving)")
     p.add_argument("--text-column", default="text", help="text column of .jsonl/.parquet datasets")
     p.add_argument("--tokenizer", default="byte", help="byte (default) or a pretrained tokenizer")
-    p.add_argument("--seed", type=int, default=0, help="seed of the probe and of the batch sampling")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the probe and of the batch sampling")
     p.add_argument("--json", action="store_true", help="one JSON object per dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_probe_args(p)

@@ -42,6 +42,7 @@ def save_model(model: GPT, spec: RunSpec, directory) -> Path:
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+    os.chmod(tmp, rstore.dir_mode())      # mkdtemp's 0700 would keep colleagues out
     try:
         _save_safetensors(model, str(tmp / MODEL_FILE))
         config = {"format": FORMAT, "model": asdict(model.config), "run": spec.to_dict(),

@@ -15,7 +15,7 @@ import sys
 import torch
 
 from runners.model import GPT
-from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int
 
 
 @torch.no_grad()
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens per sample (default 128)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens (default 50)")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="sample i uses seed + i (default 0)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return p
 

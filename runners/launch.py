@@ -31,6 +31,8 @@ class LaunchSummary:
     deferred: list[str] = field(default_factory=list)
     #: job ids of submitted work (slurm)
     submitted: list[str] = field(default_factory=list)
+    #: runs another launcher on the same store was training or had just finished
+    elsewhere: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -45,6 +47,8 @@ class LaunchSummary:
     def summary(self) -> str:
         parts = [f"trained {len(self.trained)}", f"skipped {len(self.skipped)} (already ok)",
                  f"failed {len(self.failed)}"]
+        if self.elsewhere:
+            parts.append(f"left {len(self.elsewhere)} to another launcher on this store")
         if self.deferred:
             parts.append(f"not started {len(self.deferred)} (--limit)")
         if self.submitted:
@@ -115,7 +119,7 @@ def _worker_init(threads: int) -> None:
 
 def _train_one(spec: RunSpec, store, train_opts: dict) -> dict:
     from runners.train import train_run
-    return train_run(spec, store, progress=False, **train_opts) or {}
+    return train_run(spec, store, progress=False, skip_done=True, **train_opts) or {}
 
 
 #: ``--batch-runs auto``: stack up to this many same-shape tiny runs (``runners.batched``)
@@ -150,7 +154,7 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
                 continue
             opts = {key: train_opts[key] for key in ("device", "cache_dir", "checkpoint_every_s") if key in train_opts}
             for spec, row in zip(group, batched.train_group(group, store, progress=progress, **opts)):
-                ok[spec.run_id] = row.get("status", "ok") == "ok"
+                ok[spec.run_id] = _outcome(row)
         pending = [s for s in pending if s in rest]
     n_proc, threads = thread_policy(pending, workers, train_opts.get("device"))
     if n_proc <= 1:
@@ -159,8 +163,8 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
         for spec in bar:
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(f"{spec.shape} {spec.epochs:.3g} ep {spec.run_id}")
-            row = train_run(spec, store, progress=progress, **train_opts) or {}
-            ok[spec.run_id] = row.get("status", "ok") == "ok"
+            row = train_run(spec, store, progress=progress, skip_done=True, **train_opts) or {}
+            ok[spec.run_id] = _outcome(row)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -171,14 +175,22 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
             for fut in as_completed(futures):
                 spec = futures[fut]
                 row = fut.result()       # a crash in a worker is raised here, as it would be in-process
-                ok[spec.run_id] = row.get("status", "ok") == "ok"
+                ok[spec.run_id] = _outcome(row)
                 if hasattr(bar, "update"):
                     bar.update(1)
         if hasattr(bar, "close"):
             bar.close()
     for run_id in order:                 # plan order, whatever order they finished in
-        (summary.trained if ok.get(run_id) else summary.failed).append(run_id)
+        outcome = ok.get(run_id)
+        (summary.elsewhere if outcome == "elsewhere" else summary.trained if outcome else summary.failed).append(run_id)
     return summary
+
+
+def _outcome(row: dict):
+    """True (trained, ok), False (failed) or "elsewhere" (another launcher holds or finished it)."""
+    from scaling.store import CLAIMED_ELSEWHERE
+    status = row.get("status", "ok")
+    return "elsewhere" if status == CLAIMED_ELSEWHERE else status == "ok"
 
 
 def _progress(items, enabled: bool):

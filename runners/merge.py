@@ -66,7 +66,7 @@ from runners import train
 from runners.model import GPT, GPTConfig
 from runners.spec import RunSpec, format_mix, parse_mix
 from scaling import accounting
-from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.cli import ArgumentParser, UsageError, run_cli, nonnegative_int
 
 log = logging.getLogger(__name__)
 
@@ -738,15 +738,8 @@ def plain(value):
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from scaling.store import atomic_write_text
+    atomic_write_text(path, text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1032,7 +1025,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--continue-lr-ratio", type=float, default=CONTINUE_LR_RATIO,
                    help=f"experts' and trained mixtures' peak LR over the seed's (default {CONTINUE_LR_RATIO})")
     r.add_argument("--seed-code-fraction", type=float, default=0.5, help="code share of the seed's data (default 0.5)")
-    r.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed (default 0)")
+    r.add_argument("--seed", type=nonnegative_int, default=0, help="initialisation and data-order seed (default 0)")
     r.add_argument("--data", default="embedded", help="corpus (default embedded)")
     r.add_argument("--tokenizer", default="byte", help="tokenizer (default byte)")
     r.add_argument("--out", default=None, help="directory for models, table.csv and report.json (rerunnable)")
@@ -1044,7 +1037,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shape", default="t32")
     _add_training(s, 600)
     s.add_argument("--code-fraction", type=float, default=0.5, help="code share of the seed's data (default 0.5)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=nonnegative_int, default=0)
     s.add_argument("--data", default="embedded")
     s.add_argument("--tokenizer", default="byte")
     s.add_argument("--out", required=True, help="new directory for the seed model")

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from scaling import accounting
-from scaling.cli import UsageError, run_cli
+from scaling.cli import UsageError, run_cli, nonnegative_int
 from runners import common, plan
 from runners.spec import format_mix
 
@@ -39,7 +39,7 @@ def build_parser():
                    help="centre of the Dirichlet: the corpus's token distribution (default), uniform, or shares")
     g.add_argument("--shape", default="t32", help="model shape of every run (default t32)")
     g.add_argument("--tokens", default="1M", help="training tokens per run, one epoch of unique data (default 1M)")
-    g.add_argument("--mix-seed", type=int, default=0, help="seed of the mixture draw (default 0)")
+    g.add_argument("--mix-seed", type=nonnegative_int, default=0, help="seed of the mixture draw (default 0)")
     common.add_common_args(p)
     p.set_defaults(data="embedded-domains")
     return p

@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -275,27 +274,34 @@ def checkpoint_path(store, run_id: str) -> Path:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: a temporary file in the same directory, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
+    """Atomic (``scaling.store.atomic_write_bytes``)."""
+    rstore.atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))
+
+
+def set_aside(path: Path, why: str) -> None:
+    """Move a checkpoint that cannot be used out of the way (``NAME.set-aside``, kept for a look)
+    with one warning, so the run restarts instead of failing the same way on every rerun."""
     try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        os.replace(path, path.with_name(path.name + ".set-aside"))
+    except OSError:
+        pass
+    log.warning("checkpoint %s set aside (%s); the run starts over", path, why)
 
 
 def load_checkpoint(path: Path, run_id: str, steps: int, batch_size: int) -> dict | None:
-    """The checkpoint of this very run, or None (missing, unreadable, or from other settings)."""
+    """The checkpoint of this very run, or None (missing, unreadable, or from other settings).
+
+    Loaded with ``weights_only=True``: tensors, numbers, strings, lists and dicts only, so a pickle
+    placed in a store cannot run code when a grid resumes; anything else is set aside."""
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a torn or foreign file: start over rather than fail the grid
-        log.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torn, foreign or not weights-only: start over rather than fail the grid
+        set_aside(path, f"unreadable: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+        return None
+    if not isinstance(state, dict):
+        set_aside(path, "not a checkpoint of this toolkit")
         return None
     if (state.get("run_id"), state.get("steps"), state.get("batch_size")) != (run_id, steps, batch_size):
         log.warning("ignoring checkpoint %s: it was written with other settings", path)
@@ -456,12 +462,29 @@ def prepare_data(spec, cache_dir=None):
 
 def train_run(spec, store, *, device: str | None = None, progress: bool = True, log_every: int = 50,
               checkpoint_every_s: float = 30.0, compile: bool | None = None, dtype: str | None = None,
-              max_steps: int | None = None, cache_dir=None) -> dict:
+              max_steps: int | None = None, cache_dir=None, skip_done: bool = False) -> dict:
     """Train ``spec``, write its row and loss curve to ``store``, return the row.
 
     ``max_steps`` stops after that many steps of the run (counted from step 0), leaving a
     checkpoint and writing no row (returns ``status: "running"``); the next call resumes.
+    The run is claimed first (``scaling.store.claim_run``): when another process holds it, or,
+    with ``skip_done`` (what launchers pass), when it is already ``ok`` in the store, nothing is
+    trained and the row is ``{"status": BUSY}``.
     """
+    with rstore.claim_run(store, spec.run_id) as mine:
+        if not mine or (skip_done and (rstore.read_run(store, spec.run_id) or {}).get("status") == "ok"):
+            return {"run_id": spec.run_id, "status": BUSY}
+        return _train_run(spec, store, device=device, progress=progress, log_every=log_every,
+                          checkpoint_every_s=checkpoint_every_s, compile=compile, dtype=dtype,
+                          max_steps=max_steps, cache_dir=cache_dir)
+
+
+#: What ``train_run`` returns for a run another launcher holds or has just finished.
+BUSY = rstore.CLAIMED_ELSEWHERE
+
+
+def _train_run(spec, store, *, device, progress, log_every, checkpoint_every_s, compile, dtype,
+               max_steps, cache_dir) -> dict:
     settings = resolve_settings(device, dtype, compile)
     corpus, tokenizer, hp, batches = prepare_data(spec, cache_dir)
     steps = batches.steps
@@ -477,10 +500,18 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
     state = load_checkpoint(ckpt_path, spec.run_id, steps, hp.batch_size)
     resumed = {}
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        resumed = {"start": state["step"], "curve": state["curve"], "ema": state["ema"], "elapsed": state["wall_time_s"]}
-        log.info("run %s: resuming at step %d/%d", spec.run_id, state["step"], steps)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            resumed = {"start": state["step"], "curve": state["curve"], "ema": state["ema"], "elapsed": state["wall_time_s"]}
+            log.info("run %s: resuming at step %d/%d", spec.run_id, state["step"], steps)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            # it loads but no longer matches the model code (e.g. "size mismatch"): start over from
+            # a fresh model, since load_state_dict may have copied part of it
+            set_aside(ckpt_path, f"does not match the model: {str(exc).splitlines()[0][:200]}")
+            torch.manual_seed(spec.seed)
+            model, forward, optimizer = build(cfg, hp, settings)
+            resumed = {}
     tl = TrainingLog(spec, batches, tokens_per_step, progress=progress, log_every=log_every, **resumed)
 
     def checkpoint(step):

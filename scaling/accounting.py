@@ -353,7 +353,10 @@ def parse_budgets(text: str, cpu: bool | None = None) -> list[Budget]:
     ``cpu`` says otherwise; larger ones use the paper's vocabulary and shapes.
     """
     budgets: list[Budget] = []
-    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
+    parts = [p.strip() for p in str(text).split(",")]
+    if any(not p for p in parts) and any(parts):
+        raise AccountingError(f"malformed budget list {text!r}: an empty item (expected e.g. smoke,tiny or 1e18,1e19)")
+    for part in [p for p in parts if p]:
         key = part.lower()
         if key in NAMED_BUDGETS:
             budgets.append(NAMED_BUDGETS[key])

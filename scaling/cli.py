@@ -27,6 +27,17 @@ class ArgumentParser(argparse.ArgumentParser):
         return ns, rest
 
 
+def nonnegative_int(text: str) -> int:
+    """argparse ``type`` for seeds and resample counts: a whole number >= 0."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 #: Where each kind of CLI keeps the store: ``scaling`` commands call it ``source`` (a store
 #: directory, CSV, Parquet or dataset:NAME), ``runners`` call it ``store`` (a store directory).
 _STORE_FORMS = (("source", "store_flag"), ("store", "store_positional"))

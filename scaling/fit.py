@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import pandas as pd
 import scaling
 from scaling import columns as cols
 from scaling.store import read_table
-from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int
 from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.optimize import batched_lbfgs, polish
@@ -357,6 +358,8 @@ def _parse_assignments(items, what) -> dict[str, float]:
                 raise UsageError(f"malformed {what} {part!r} (expected NAME=VALUE, e.g. alpha=0.35)") from None
             if not sep:
                 raise UsageError(f"malformed {what} {part!r} (expected NAME=VALUE)")
+            if not math.isfinite(out[name.strip()]):
+                raise UsageError(f"{what} {part!r}: the value must be a finite number")
     return out
 
 
@@ -603,9 +606,9 @@ def _parser():
     p.add_argument("--base", metavar="FIT.json", help="hold E, A, B, alpha, beta at this fit's values")
     p.add_argument("--start", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
                    help="one local optimisation from this point instead of the multi-start search")
-    p.add_argument("--bootstrap", type=int, default=None, metavar="N",
+    p.add_argument("--bootstrap", type=nonnegative_int, default=None, metavar="N",
                    help="bootstrap resamples for 95%% CIs (default: 0 for Approach 3, 200 for Approaches 1 and 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--no-profiles", action="store_true", help="skip the identifiability profiles")
     p.add_argument("--untie", action="store_true",
                    help="two-stage data-constrained fits: fit alpha and beta separately in stage 1")

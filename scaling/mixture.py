@@ -36,7 +36,7 @@ from scipy.stats import rankdata
 import scaling
 from scaling import columns as cols
 from scaling.accounting import flops, parse_size
-from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int
 from scaling.fit import DELTA, Problem, fit_stage, local_batch
 from scaling.laws.base import LawData
 from scaling.laws.chinchilla import Chinchilla
@@ -1117,8 +1117,8 @@ def _parser():
                         "among law, log-linear, gbdt and their ensembles (default)")
     f.add_argument("--cv-folds", type=int, default=mm.CV_FOLDS, metavar="K",
                    help=f"folds (by mixture) of the cross-validation (default {mm.CV_FOLDS})")
-    f.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap resamples for intervals")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--bootstrap", type=nonnegative_int, default=0, metavar="B", help="bootstrap resamples for intervals")
+    f.add_argument("--seed", type=nonnegative_int, default=0)
     f.add_argument("--out", metavar="FIT.json")
     f.add_argument("--json", action="store_true")
     pr = sub.add_parser("predict", help="predicted per-domain losses (with 95%% intervals) of any mixtures",
@@ -1154,7 +1154,7 @@ def _parser():
     o.add_argument("--min", nargs="+", action="extend", default=[], metavar="DOMAIN=SHARE")
     o.add_argument("--max", nargs="+", action="extend", default=[], metavar="DOMAIN=SHARE")
     o.add_argument("--kl-max", type=float, default=None, metavar="X", help="KL(mixture || prior) <= X (Olmix)")
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seed", type=nonnegative_int, default=0)
     o.add_argument("--json", action="store_true")
     t = sub.add_parser("transfer", help="do small runs rank mixtures as large runs do?",
                        epilog="example:\n  python -m scaling.mixture transfer results/ --small-params 1M "
@@ -1162,8 +1162,8 @@ def _parser():
     add_store_argument(t, positional=True, help="store directory, CSV or Parquet file")
     t.add_argument("--small-params", required=True)
     t.add_argument("--large-params", required=True)
-    t.add_argument("--bootstrap", type=int, default=1000, metavar="B")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--bootstrap", type=nonnegative_int, default=1000, metavar="B")
+    t.add_argument("--seed", type=nonnegative_int, default=0)
     t.add_argument("--json", action="store_true")
     return p
 

@@ -55,9 +55,25 @@ class FitResult(JsonFile):
 
     @classmethod
     def from_dict(cls, d: dict) -> "FitResult":
+        """Validated whole: a known law, and every parameter it needs present and a finite number
+        (a fit file with a null, NaN or missing parameter would otherwise predict NaN)."""
         missing = [k for k in ("law", "params") if k not in d]
         if missing:
             raise UsageError(f"fit file lacks key(s) {', '.join(missing)}")
+        if not isinstance(d["law"], str):
+            raise UsageError(f"fit file: 'law' must be a law's name, got {d['law']!r}")
+        from scaling.laws import get_law
+        law = get_law(d["law"])                      # unknown law: UsageError naming the known ones
+        params = d["params"]
+        if not isinstance(params, dict):
+            raise UsageError("fit file: 'params' must be an object of parameter values")
+        need = [n for n in law.public_names if n not in params]
+        if need:
+            raise UsageError(f"fit file: 'params' lacks {', '.join(need)} (the {d['law']} law needs "
+                             f"{', '.join(law.public_names)})")
+        for name, value in params.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise UsageError(f"fit file: parameter {name} must be a finite number, got {value!r}")
         return cls(**{k: d.get(k, default) for k, default in
                       (("law", None), ("params", None), ("objective", None), ("n_points", 0), ("r2", None),
                        ("ci", {}), ("warnings", []), ("settings", {}), ("data_sha256", None), ("version", ""))})

@@ -46,14 +46,30 @@ def run_path(store, run_id: str) -> Path:
     return _as_dir(store) / f"{run_id}.parquet"
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file under this process's umask (``mkstemp`` always
+    gives 0600, which would keep colleagues out of a shared ``results/``)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def dir_mode() -> int:
+    """The mode ``mkdir`` would give under the umask (``mkdtemp`` always gives 0700)."""
+    return _file_mode() | ((_file_mode() & 0o444) >> 2)
+
+
 def atomic_write_bytes(path: Path, writer) -> None:
     """``writer(tmp)`` fills a temporary file beside ``path``, then ``os.replace``: readers see
-    the old file or the new one, never a torn one. Run files, curves, fit files and plots use it."""
+    the old file or the new one, never a torn one; the file gets the mode the user's umask gives.
+    Run files, curves, checkpoints, fit files, plots and the runners' JSON files all use it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         writer(tmp)
+        os.chmod(tmp, _file_mode())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -61,6 +77,11 @@ def atomic_write_bytes(path: Path, writer) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write_bytes`` for a text file."""
+    atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def _clean(value):
@@ -77,6 +98,56 @@ def run_files(store) -> list[Path]:
     if not path.is_dir():
         return []
     return sorted(f for f in path.glob("*.parquet") if not f.name.startswith((".", "_")))
+
+
+#: The store's union schema, as an empty Parquet file (pyarrow's discovery skips ``_`` names):
+#: a write reads it instead of every run file's schema, so writing is O(1) in the store's size.
+SCHEMA_FILE = "_schema.parquet"
+_warned: set[str] = set()
+
+
+def _warn_once(path: Path, why: str) -> None:
+    key = str(path)
+    if key not in _warned:
+        _warned.add(key)
+        print(f"warning: skipping {path}: {why} (python -m scaling.store check {path.parent})", file=sys.stderr)
+
+
+def _read_file(path: Path) -> pa.Table | None:
+    """A run file as an Arrow table, or None (one warning) when it is torn, empty or not a run."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        _warn_once(path, f"unreadable ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})")
+        return None
+    if "run_id" not in table.column_names or table.num_rows != 1:
+        _warn_once(path, "not a run file (needs one row with a run_id)")
+        return None
+    return table
+
+
+def _store_schema(store, others: list[Path]) -> pa.Schema | None:
+    """The union schema of the store's runs: its SCHEMA_FILE, else (a store written before it
+    existed) the union of the readable files' schemas, which is then saved."""
+    side = _as_dir(store) / SCHEMA_FILE
+    try:
+        return pq.read_schema(side)
+    except (OSError, pa.ArrowException):
+        pass
+    schemas = []
+    for f in others:
+        try:
+            schemas.append(pq.read_schema(f))
+        except (OSError, pa.ArrowException):
+            _warn_once(f, "unreadable")
+    schema = _unified_schema(schemas) if schemas else None
+    if schema is not None:
+        _save_schema(store, schema)
+    return schema
+
+
+def _save_schema(store, schema: pa.Schema) -> None:
+    _write_table(_as_dir(store) / SCHEMA_FILE, schema.empty_table())
 
 
 def _unified_schema(schemas) -> pa.Schema | None:
@@ -124,6 +195,37 @@ def _writer_lock(store):
         os.close(fd)
 
 
+#: The status a trainer reports for a run another process holds (or has just finished).
+CLAIMED_ELSEWHERE = "elsewhere"
+
+
+@contextlib.contextmanager
+def claim_run(store, run_id: str):
+    """Yield True when this process now holds ``run_id``'s claim, False when another process does
+    (two grids on one store then split the work instead of training every run twice). The claim
+    is an ``flock`` on ``_claims/RUN_ID.lock``: the kernel drops it when its holder exits, so a
+    killed launcher leaves no stale claim. Where flock is missing, every claim succeeds."""
+    d = _as_dir(store) / "_claims"
+    try:
+        import fcntl
+        d.mkdir(parents=True, exist_ok=True)
+        fd = os.open(d / f"{run_id}.lock", os.O_RDWR | os.O_CREAT, _file_mode())
+    except (ImportError, OSError):
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        except OSError:                 # a filesystem without flock: unguarded
+            pass
+        yield True
+    finally:
+        os.close(fd)
+
+
 def write_run(store, row: dict) -> Path:
     with _writer_lock(store):
         return _write_run(store, row)
@@ -151,16 +253,23 @@ def _write_run(store, row: dict) -> Path:
     path = run_path(store, str(row["run_id"]))
     table = pa.Table.from_pylist([row])
     others = [f for f in run_files(store) if f != path]
-    old = _unified_schema(pq.read_schema(f) for f in others) if others else None
-    schema = _unified_schema([old, table.schema]) if old is not None else None
-    if schema is None:          # first run, or types that cannot be reconciled: write as it is
+    old = _store_schema(store, others) if others else None
+    if old is None:              # the first run
         _write_table(path, table)
+        _save_schema(store, table.schema)
         return path
+    schema = _unified_schema([old, table.schema])
+    if schema is None:
+        clash = [f.name for f in table.schema if f.name in old.names and old.field(f.name).type != f.type]
+        raise UsageError(f"run {row['run_id']}: column(s) {', '.join(clash) or '?'} have types that conflict with "
+                         f"the store's ({', '.join(f'{n}: {old.field(n).type}' for n in clash)}); nothing written")
     _write_table(path, _conform(table, schema))
-    if not schema.equals(old):
+    if not schema.equals(old):   # a new column (or a wider type): the other files take it too
         for f in others:
-            if not pq.read_schema(f).equals(schema):
-                _write_table(f, _conform(pq.read_table(f), schema))
+            t = _read_file(f)
+            if t is not None and not t.schema.equals(schema):
+                _write_table(f, _conform(t, schema))
+        _save_schema(store, schema)
     return path
 
 
@@ -168,7 +277,8 @@ def read_run(store, run_id: str) -> dict | None:
     path = run_path(store, run_id)
     if not path.exists():
         return None
-    return pd.read_parquet(path).iloc[0].to_dict()
+    table = _read_file(path)
+    return None if table is None else table.to_pandas().iloc[0].to_dict()
 
 
 def update_run(store, run_id: str, **columns) -> Path:
@@ -184,10 +294,41 @@ def update_run(store, run_id: str, **columns) -> Path:
 def read_runs(store) -> pd.DataFrame:
     """All runs of a store as one DataFrame (empty with the canonical columns if none)."""
     files = run_files(store)
-    if not files:
+    tables = [t for t in (_read_file(f) for f in files) if t is not None]
+    if not tables:
         return pd.DataFrame(columns=list(CANONICAL))
-    frames = [pd.read_parquet(f) for f in files]
-    return pd.concat(frames, ignore_index=True, sort=False)
+    schema = _unified_schema(t.schema for t in tables)
+    if schema is None:           # files of conflicting types (written by hand): one frame each
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True, sort=False)
+    return pa.concat_tables([_conform(t, schema) for t in tables]).to_pandas()
+
+
+def check(store) -> dict:
+    """What ``python -m scaling.store check`` reports: run files that cannot be read (torn,
+    zero bytes, not Parquet, not a run) and files whose columns conflict with the others' types."""
+    files = run_files(store)
+    bad, schemas = [], {}
+    for f in files:
+        try:
+            t = pq.read_table(f)
+        except (OSError, pa.ArrowException) as exc:
+            bad.append({"file": f.name, "problem": f"unreadable: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"})
+            continue
+        if "run_id" not in t.column_names or t.num_rows != 1:
+            bad.append({"file": f.name, "problem": "not a run file (needs one row with a run_id)"})
+            continue
+        schemas[f.name] = t.schema
+    conflicts = []
+    if schemas and _unified_schema(schemas.values()) is None:
+        types: dict[str, dict[str, tuple]] = {}
+        for name, sch in schemas.items():
+            for field in sch:
+                entry = types.setdefault(field.name, {}).setdefault(str(field.type), (field.type, []))
+                entry[1].append(name)
+        for col, by_type in types.items():
+            if _unified_schema([pa.schema([pa.field(col, t)]) for t, _ in by_type.values()]) is None:
+                conflicts.append({"column": col, "types": {k: sorted(v)[:5] for k, (_, v) in by_type.items()}})
+    return {"files": len(files), "readable": len(schemas), "bad": bad, "conflicts": conflicts}
 
 
 def completed_run_ids(store) -> set[str]:
@@ -294,7 +435,8 @@ def _parser() -> ArgumentParser:
         prog="python -m scaling.store", description="Import into and inspect a results store.",
         epilog="example:\n  python -m scaling.store import runs.csv results/ "
                "--column params='Model Size' --column flops='Training FLOP'\n"
-               "  python -m scaling.store show results/ --json")
+               "  python -m scaling.store show results/ --json\n"
+               "  python -m scaling.store check results/")
     sub = p.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="import a CSV or Parquet table, one run per row")
     imp.add_argument("file")
@@ -303,6 +445,9 @@ def _parser() -> ArgumentParser:
     show = sub.add_parser("show", help="summarise a store")
     add_store_argument(show, positional=True, help="store directory")
     show.add_argument("--json", action="store_true")
+    chk = sub.add_parser("check", help="list unreadable run files (torn, empty, foreign) and type conflicts")
+    add_store_argument(chk, positional=True, help="store directory")
+    chk.add_argument("--json", action="store_true")
     return p
 
 
@@ -315,6 +460,19 @@ def main(argv=None) -> int:
     args.store = args.source
     if not Path(args.store).is_dir():
         raise UsageError(f"store {args.store!r} is not a directory")
+    if args.command == "check":
+        report = check(args.store)
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            print(f"{args.store}: {report['files']} run file(s), {report['readable']} readable")
+            for b in report["bad"]:
+                print(f"  {b['file']}: {b['problem']}")
+            for c in report["conflicts"]:
+                print(f"  column {c['column']}: conflicting types " + "; ".join(f"{t} in {', '.join(v)}" for t, v in c["types"].items()))
+            if not report["bad"] and not report["conflicts"]:
+                print("  all run files readable, one schema")
+        return 1 if report["bad"] or report["conflicts"] else 0
     runs = read_runs(args.store)
     if args.json:
         print(json.dumps(json.loads(runs.to_json(orient="records")), indent=1))

@@ -30,7 +30,7 @@ def fake_trainer(monkeypatch):
     calls, fail = [], set()
 
     def train_run(spec, store, *, device=None, progress=True, compile=None, dtype=None,
-                  max_steps=None, cache_dir=None, checkpoint_every_s=30.0):
+                  max_steps=None, cache_dir=None, checkpoint_every_s=30.0, skip_done=False):
         calls.append(spec.run_id)
         row = {**spec.to_dict(), "status": "failed" if spec.run_id in fail else "ok", "loss": 1.0}
         write_run(store, row)

@@ -1,0 +1,175 @@
+"""Store faults and shared files: torn, zero-byte and foreign run files are skipped with one warning
+(and their runs retrained); ``scaling.store check`` lists them; a write with conflicting types is
+refused whole; writes read one schema file, not every run's; files get the user's umask;
+checkpoints load weights-only and a stale one is set aside."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from scaling import store
+
+
+def runs(n):
+    return [{"run_id": f"r{i}", "params": 1e6 * (i + 1), "tokens": 2e7, "loss": 3.0 - 0.01 * i} for i in range(n)]
+
+
+def faulty_store(tmp_path: Path) -> Path:
+    d = tmp_path / "s"
+    for r in runs(4):
+        store.write_run(d, r)
+    (d / "r1.parquet").write_bytes((d / "r1.parquet").read_bytes()[:100])   # torn
+    (d / "zero.parquet").write_bytes(b"")                                     # zero bytes
+    (d / "foreign.parquet").write_bytes(b"not parquet at all")                # foreign
+    import pandas as pd
+    pd.DataFrame({"x": [1, 2]}).to_parquet(d / "table.parquet")              # Parquet, not a run
+    return d
+
+
+def test_readers_skip_bad_files_with_one_warning_each_and_keep_every_intact_run(tmp_path, capsys):
+    d = faulty_store(tmp_path)
+    store._warned.clear()
+    got = store.read_runs(d)
+    assert sorted(got["run_id"]) == ["r0", "r2", "r3"]
+    assert store.read_run(d, "r1") is None
+    store.read_runs(d)                                 # a second read warns no more
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(line.startswith("warning: skipping ") for line in err)
+    assert {Path(line.split()[2].rstrip(":")).name for line in err} == {"r1.parquet", "zero.parquet",
+                                                                      "foreign.parquet", "table.parquet"}
+
+
+def test_the_run_of_a_torn_file_is_retrained_and_its_file_replaced(tmp_path):
+    from runners import launch
+    from runners.plan import isounique_grid
+    d = faulty_store(tmp_path)
+    specs = isounique_grid(1e5, shapes=["t24"], epochs=[1, 2])
+    for s in specs:
+        store.write_run(d, {"run_id": s.run_id, "params": s.params, "tokens": s.tokens, "loss": 2.0})
+    victim = specs[0].run_id
+    (d / f"{victim}.parquet").write_bytes(b"\0" * 10)
+    assert [s.run_id for s in launch.todo(specs, d)] == [victim]
+    store.write_run(d, {"run_id": victim, "params": 1.0, "tokens": 1.0, "loss": 2.5})   # what training does
+    assert launch.todo(specs, d) == []
+
+
+def test_check_lists_every_bad_file_and_exits_1_and_a_clean_store_exits_0(tmp_path, capsys):
+    d = faulty_store(tmp_path)
+    assert store.main(["check", str(d)]) == 1
+    out = capsys.readouterr().out
+    for name in ("r1.parquet", "zero.parquet", "foreign.parquet", "table.parquet"):
+        assert name in out
+    report = store.check(d)
+    assert report["files"] == 7 and report["readable"] == 3 and len(report["bad"]) == 4
+    clean = tmp_path / "clean"
+    for r in runs(3):
+        store.write_run(clean, r)
+    assert store.main(["check", str(clean)]) == 0
+    assert "all run files readable, one schema" in capsys.readouterr().out
+
+
+def test_a_run_whose_types_conflict_with_the_store_is_refused_and_nothing_written(tmp_path):
+    d = tmp_path / "s"
+    for r in runs(2):
+        store.write_run(d, {**r, "eval.acc": 0.5})
+    with pytest.raises(store.UsageError, match="eval.acc"):
+        store.write_run(d, {"run_id": "bad", "params": 1.0, "tokens": 1.0, "loss": 1.0, "eval.acc": "high"})
+    assert not (d / "bad.parquet").exists()
+    assert len(store.read_runs(d)) == 2
+
+
+def test_a_write_reads_one_schema_file_not_every_runs(tmp_path, monkeypatch):
+    d = tmp_path / "s"
+    for r in runs(30):
+        store.write_run(d, r)
+    calls = {"schema": 0, "table": 0}
+    real_schema, real_table = pq.read_schema, pq.read_table
+    monkeypatch.setattr(pq, "read_schema", lambda *a, **k: (calls.__setitem__("schema", calls["schema"] + 1), real_schema(*a, **k))[1])
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: (calls.__setitem__("table", calls["table"] + 1), real_table(*a, **k))[1])
+    store.write_run(d, {"run_id": "r30", "params": 1.0, "tokens": 1.0, "loss": 1.0})
+    assert calls == {"schema": 1, "table": 0}
+    store.write_run(d, {"run_id": "r31", "params": 1.0, "tokens": 1.0, "loss": 1.0, "eval.new": 0.1})
+    assert calls["table"] == 31                        # a new column: the others take it, once
+    import pandas as pd
+    assert pd.read_parquet(d)["eval.new"].notna().sum() == 1 and len(pd.read_parquet(d)) == 32
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_files_get_the_users_umask(tmp_path, umask, mode):
+    from scaling.results import FitResult
+    old = os.umask(umask)
+    try:
+        run = store.write_run(tmp_path / "s", runs(1)[0])
+        fit_file = tmp_path / "fit.json"
+        FitResult.load("hoffmann2022").save(fit_file)
+        assert run.stat().st_mode & 0o777 == mode
+        assert fit_file.stat().st_mode & 0o777 == mode
+        assert (tmp_path / "s" / store.SCHEMA_FILE).stat().st_mode & 0o777 == mode
+    finally:
+        os.umask(old)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["EVIL_MARKER"]),))
+
+
+def test_a_pickle_placed_as_a_checkpoint_does_not_run_and_is_set_aside(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from runners import train
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("EVIL_MARKER", str(marker))
+    path = tmp_path / "ckpt.pt"
+    torch.save({"run_id": "x", "steps": 10, "batch_size": 4, "payload": _Evil()}, path)
+    assert train.load_checkpoint(path, "x", 10, 4) is None
+    assert not marker.exists()
+    assert not path.exists() and path.with_name("ckpt.pt.set-aside").exists()
+    # the toolkit's own checkpoints still load
+    good = tmp_path / "good.pt"
+    train.save_checkpoint(good, {"run_id": "x", "steps": 10, "batch_size": 4, "model": {"w": torch.ones(2)},
+                                 "curve": [(0, 512, 5.5, 1e-3)], "ema": 5.5, "wall_time_s": 1.0, "step": 3})
+    assert train.load_checkpoint(good, "x", 10, 4)["step"] == 3
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_no_longer_matches_the_model_is_set_aside_and_the_run_restarts(tmp_path):
+    torch = pytest.importorskip("torch")
+    from runners import train
+    from runners.spec import RunSpec
+    from scaling.accounting import shape
+    s = shape("t24")
+    spec = RunSpec("t24", s.d_model, s.ffw_size, s.attention_heads, s.n_layers, 256, 128, 20_000, 20_000)
+    d = tmp_path / "s"
+    _, _, hp, batches = train.prepare_data(spec, tmp_path / "cache")
+    path = train.checkpoint_path(d, spec.run_id)
+    train.save_checkpoint(path, {"run_id": spec.run_id, "steps": batches.steps, "batch_size": hp.batch_size,
+                                 "model": {"wte.weight": torch.zeros(3, 3)}, "optimizer": {}, "step": 5,
+                                 "curve": [], "ema": None, "wall_time_s": 0.0})
+    row = train.train_run(spec, d, progress=False, cache_dir=tmp_path / "cache")
+    assert row["status"] == "ok" and row["resumed_from_step"] in (0, None)
+    assert path.with_name(path.name + ".set-aside").exists()
+
+
+@pytest.mark.slow
+def test_two_grids_started_at_once_on_one_store_train_each_run_once(tmp_path):
+    """Each launcher claims a run before training it (an flock the kernel drops when the holder
+    exits): two at once split the grid, and between them every run is trained exactly once."""
+    import json
+    import subprocess
+    import sys
+    d = tmp_path / "shared"
+    argv = [sys.executable, "-m", "runners.isounique", "--unique", "40K", "--sizes", "t24", "--epochs", "1,2,3,4",
+            str(d), "--workers", "1", "--batch-runs", "1", "--quiet", "--json"]
+    env = dict(os.environ)
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    summaries = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
+    trained = [r for s in summaries for r in s["trained"]]
+    assert len(trained) == len(set(trained)) == 4          # nobody trained a run twice
+    assert sorted(trained) == sorted(set(summaries[0]["trained"]) | set(summaries[0]["elsewhere"]))
+    assert len(store.read_runs(d)) == 4
