@@ -291,16 +291,76 @@ def update_run(store, run_id: str, **columns) -> Path:
         return _write_run(store, row)
 
 
+#: A cache of every run's row with the file's (inode, mtime, size) when it was read: ``read_runs``
+#: re-reads only the files that changed since, so reading a store of thousands of runs costs a
+#: directory listing and one file. Derived data: deleting it costs one slow read.
+INDEX_FILE = "_index.parquet"
+_INDEX_KEYS = ("_file", "_ino", "_mtime_ns", "_size")
+
+
+def _stat_key(path: Path):
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def read_runs(store) -> pd.DataFrame:
-    """All runs of a store as one DataFrame (empty with the canonical columns if none)."""
+    """All runs of a store as one DataFrame (empty with the canonical columns if none), in file
+    name order; served from INDEX_FILE for every file unchanged since it was last read."""
     files = run_files(store)
-    tables = [t for t in (_read_file(f) for f in files) if t is not None]
-    if not tables:
+    keys = {}
+    for f in files:
+        try:
+            keys[f.name] = _stat_key(f)
+        except OSError:
+            pass
+    index_path = _as_dir(store) / INDEX_FILE
+    index = None
+    try:
+        index = pq.read_table(index_path)
+        if not set(_INDEX_KEYS) <= set(index.column_names):
+            index = None
+    except (OSError, pa.ArrowException):
+        index = None
+    blocks, names = [], []
+    cached = set()
+    if index is not None:
+        meta = index.select(list(_INDEX_KEYS)).to_pylist()
+        keep = [i for i, m in enumerate(meta) if keys.get(m["_file"]) == (m["_ino"], m["_mtime_ns"], m["_size"])]
+        if keep:
+            blocks.append(index.drop_columns(list(_INDEX_KEYS)).take(keep))
+            names += [meta[i]["_file"] for i in keep]
+            cached = set(names)
+    fresh = 0
+    for f in files:
+        if f.name in keys and f.name not in cached:
+            t = _read_file(f)
+            if t is not None:
+                blocks.append(t)
+                names.append(f.name)
+                fresh += 1
+    if not blocks:
         return pd.DataFrame(columns=list(CANONICAL))
-    schema = _unified_schema(t.schema for t in tables)
+    schema = _unified_schema(t.schema for t in blocks)
     if schema is None:           # files of conflicting types (written by hand): one frame each
-        return pd.concat([t.to_pandas() for t in tables], ignore_index=True, sort=False)
-    return pa.concat_tables([_conform(t, schema) for t in tables]).to_pandas()
+        return pd.concat([t.to_pandas() for t in blocks], ignore_index=True, sort=False)
+    order = sorted(range(len(names)), key=names.__getitem__)
+    table = pa.concat_tables([_conform(t, schema) for t in blocks]).take(order)
+    names = [names[i] for i in order]
+    if fresh or index is None or len(cached) != index.num_rows:
+        _save_index(index_path, table, [(n, *keys[n]) for n in names])
+    return table.to_pandas()
+
+
+def _save_index(path: Path, table: pa.Table, meta) -> None:
+    """Best effort (a read-only store is still readable, just slower)."""
+    cols = list(zip(*meta))
+    full = table
+    for name, values, kind in zip(_INDEX_KEYS, cols, (pa.string(), pa.int64(), pa.int64(), pa.int64())):
+        full = full.append_column(name, pa.array(list(values), type=kind))
+    try:
+        _write_table(path, full)
+    except OSError:
+        pass
 
 
 def check(store) -> dict:

@@ -173,3 +173,25 @@ def test_two_grids_started_at_once_on_one_store_train_each_run_once(tmp_path):
     assert len(trained) == len(set(trained)) == 4          # nobody trained a run twice
     assert sorted(trained) == sorted(set(summaries[0]["trained"]) | set(summaries[0]["elsewhere"]))
     assert len(store.read_runs(d)) == 4
+
+
+def test_read_runs_serves_unchanged_files_from_the_index_and_sees_every_change(tmp_path, monkeypatch):
+    import pandas as pd
+    d = tmp_path / "s"
+    for r in runs(20):
+        store.write_run(d, r)
+    first = store.read_runs(d)
+    assert (d / store.INDEX_FILE).exists()
+    store.update_run(d, "r3", loss=9.5)
+    (d / "r7.parquet").unlink()
+    store.write_run(d, {"run_id": "r99", "params": 1.0, "tokens": 1.0, "loss": 1.0})
+    opened = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda p, *a, **k: (opened.append(Path(p).name), real(p, *a, **k))[1])
+    got = store.read_runs(d).set_index("run_id")
+    assert sorted(opened) == sorted([store.INDEX_FILE, "r3.parquet", "r99.parquet"])   # not the 17 others
+    assert got.loc["r3", "loss"] == 9.5 and "r7" not in got.index and len(got) == 20
+    monkeypatch.setattr(pq, "read_table", real)
+    (d / store.INDEX_FILE).unlink()                     # derived data: the same frame without it
+    pd.testing.assert_frame_equal(store.read_runs(d).set_index("run_id"), got)
+    assert list(first["run_id"]) == sorted(first["run_id"])
