@@ -206,9 +206,14 @@ def parse_workers(text, flag: str = "--workers"):
     return n
 
 
-def check_store_arg(store: str) -> str:
+def check_store_arg(store: str, writing: bool = False) -> str:
+    """The store is a directory (or can be one); with ``writing``, one this process can write in,
+    checked before anything is trained."""
     if Path(store).exists() and not Path(store).is_dir():
         raise UsageError(f"--store {store!r} exists and is not a directory")
+    if writing:
+        from scaling.cli import check_writable
+        check_writable(store, "store")
     return store
 
 
@@ -386,11 +391,13 @@ def deepspeed_options(args):
 def execute(specs: Sequence[RunSpec], args, out=None) -> int:
     """``--dry-run``: print the plan; otherwise check the data and launch. Returns the exit code."""
     out = out or sys.stdout
-    store = check_store_arg(args.store)
+    store = check_store_arg(args.store, writing=not args.dry_run)
     if not specs:
         raise UsageError("the plan is empty")
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit must be >= 0, got {args.limit}")
+    workers = parse_workers(args.workers)                       # checked in a dry run too
+    batch_runs = parse_workers(args.batch_runs, "--batch-runs")
     slurm = slurm_options(args)
     eval_tasks = None
     if args.eval is not None:
@@ -441,8 +448,8 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
         raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every:g}")
     extra = {"slurm": slurm} if slurm is not None else {"deepspeed": ds} if ds is not None else {}
     if args.launcher == "local":
-        extra["workers"] = parse_workers(args.workers)
-        extra["batch_runs"] = parse_workers(args.batch_runs, "--batch-runs")
+        extra["workers"] = workers
+        extra["batch_runs"] = batch_runs
     summary = launch(specs, store, launcher=args.launcher, device=args.device, limit=args.limit,
                      progress=not args.quiet, checkpoint_every_s=args.checkpoint_every, **extra)
     print(summary.to_json() if args.json else summary.summary(), file=out)

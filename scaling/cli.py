@@ -24,7 +24,38 @@ class ArgumentParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         ns, rest = super().parse_known_args(args, namespace)
         _merge_store(ns)
+        if isinstance(getattr(ns, "out", None), str):
+            check_writable(ns.out, "--out")
         return ns, rest
+
+
+def check_writable(path, flag: str) -> None:
+    """Before any work: ``path`` (a file when it has a suffix, else a directory) can be created
+    where it is asked for: not an existing directory in a file's place (or the reverse), under a
+    directory that exists or can be made, and writable (probed with a temporary file, which also
+    catches read-only mounts and /proc). A ``UsageError`` naming ``flag`` otherwise."""
+    import os
+    import tempfile
+    from pathlib import Path
+    p = Path(path)
+    if str(path).strip() == "":
+        raise UsageError(f"{flag}: empty path")
+    if p.suffix and p.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory (expected a file)")
+    if not p.suffix and p.exists() and not p.is_dir():
+        raise UsageError(f"{flag} {path}: exists and is not a directory")
+    parent = p if (not p.suffix and p.is_dir()) else p.parent
+    base = parent
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise UsageError(f"{flag} {path}: {base} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write under {base} ({exc.strerror or exc})") from None
 
 
 def nonnegative_int(text: str) -> int:

@@ -188,8 +188,11 @@ def _need_law(fit: FitResult, law: str, what: str) -> None:
 def _sizes(text: str | None) -> list[float] | None:
     if text is None:
         return None
+    items = [t.strip() for t in str(text).split(",")]
+    if any(not t for t in items):
+        raise UsageError(f"malformed list {text!r}: an empty item")
     try:
-        return [parse_size(t) for t in str(text).split(",") if t.strip()]
+        return [parse_size(t) for t in items]
     except UsageError:
         raise
     except Exception:

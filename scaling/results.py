@@ -87,8 +87,8 @@ class FitResult(JsonFile):
         except FileNotFoundError:
             import fits
             raise UsageError(f"{path}: no such fit file (presets by name: {', '.join(fits.names())})") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"cannot read fit file {path}: {exc}") from None
+        except (OSError, ValueError) as exc:          # ValueError: bad JSON, or not UTF-8 text
+            raise UsageError(f"cannot read fit file {path}: {str(exc).splitlines()[0][:200]}") from None
         if not isinstance(d, dict):
             raise UsageError(f"{path}: not a fit file (expected a JSON object)")
         return cls.from_dict(d)

@@ -462,20 +462,53 @@ def row_id(row: dict) -> str:
 def import_table(path, store, mapping: dict[str, str] | None = None) -> int:
     """Import a CSV/Parquet table into a store, one run per row; returns rows written."""
     table = read_table(path)
-    table = cols.canonicalise(table, mapping or {})
-    written = 0
+    table = _validated_import(cols.canonicalise(table, mapping or {}), path)
+    rows = []
     for raw in table.to_dict("records"):
         row = {k: v for k, v in raw.items() if not (isinstance(v, float) and math.isnan(v))}
         row.setdefault("run_id", row_id(raw))
         row["run_id"] = str(row["run_id"])
-        row.setdefault("status", "ok")
+        row.setdefault("status", "ok" if "loss" in row else "failed")
         row.setdefault("source", str(Path(path).name))
-        existing = read_run(store, row["run_id"])
-        if existing is not None:
-            continue
-        write_run(store, row)
-        written += 1
+        rows.append(row)
+    written = 0
+    with _writer_lock(store):            # check-then-write under the lock: concurrent imports agree
+        for row in rows:
+            if read_run(store, row["run_id"]) is not None:
+                continue
+            _write_run(store, row)
+            written += 1
     return written
+
+
+def _validated_import(table: pd.DataFrame, path) -> pd.DataFrame:
+    """The whole table checked before the first row is written: params, tokens and loss present;
+    params, tokens (and unique_tokens, flops when given) positive finite numbers in every row;
+    loss a finite number where given and given somewhere (a row without one imports as failed)."""
+    need = [c for c in ("params", "tokens", "loss") if c not in table.columns]
+    if need:
+        raise UsageError(f"{path}: no {', '.join(need)} column (map one with --column CANON=THEIRS; "
+                         f"have: {', '.join(map(str, table.columns))})")
+    table = table.copy()
+    for col in ("params", "tokens", "unique_tokens", "flops", "loss"):
+        if col not in table.columns:
+            continue
+        values = pd.to_numeric(table[col], errors="coerce")
+        bad_text = table[col].notna() & values.isna()
+        if bad_text.any():
+            i = int(bad_text.idxmax())
+            raise UsageError(f"{path}: row {i + 1}: {col} {table[col][i]!r} is not a number; nothing imported")
+        if col == "loss":
+            if values.isna().all():
+                raise UsageError(f"{path}: no row has a loss; nothing imported")
+            bad = values.notna() & ~np.isfinite(values)
+        else:
+            bad = ~(np.isfinite(values) & (values > 0)) if col in ("params", "tokens") else values.notna() & ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            i = int(bad.idxmax())
+            raise UsageError(f"{path}: row {i + 1}: {col} = {values[i]!r} (must be a positive finite number); nothing imported")
+        table[col] = values
+    return table
 
 
 def summarise(runs: pd.DataFrame) -> dict:

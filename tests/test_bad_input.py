@@ -1,0 +1,187 @@
+"""Every CLI answers bad input with the whole contract: a non-zero exit (2 for usage, 1 for data),
+exactly one ``error:`` line on stderr, no traceback, and nothing half-written. Table-driven,
+in-process (``run_cli(main, argv)``, what ``python -m`` runs), so ~100 cases cost seconds.
+
+Placeholders in argv: STORE (3 good runs), TORN (only a torn run file), EMPTY (an empty dir),
+FILE (a plain file), ADIR (a directory named like a file), CSV_* (import tables), FIT_* (fit files), H (the hoffmann2022 preset),
+C4 (muennighoff2023_c4), PROC (a path under /proc, never writable), OUT (a path that must stay absent).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from pathlib import Path
+
+import pytest
+
+from scaling import store
+from scaling.cli import run_cli
+
+DS = "dataset:epoch-chinchilla"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad-input")
+    for i in range(3):
+        store.write_run(d / "store", {"run_id": f"r{i}", "params": 1e6 * (i + 1), "tokens": 2e7, "loss": 3.0 - 0.1 * i})
+    store.read_runs(d / "store")                      # its index exists, so reads change nothing
+    (d / "adir.json").mkdir()
+    (d / "torn").mkdir()
+    (d / "torn" / "x.parquet").write_bytes(b"PAR1 torn")
+    (d / "empty").mkdir()
+    (d / "file.txt").write_text("not a directory\n")
+    (d / "nonnumeric.csv").write_text("params,tokens,loss\n1e6,2e7,3.0\n2e6,2e7,abc\n")
+    (d / "inf.csv").write_text("params,tokens,loss\n1e6,2e7,3.0\ninf,2e7,2.9\n")
+    (d / "negative.csv").write_text("params,tokens,loss\n1e6,2e7,3.0\n-2e6,2e7,2.9\n")
+    (d / "nanloss.csv").write_text("params,tokens,loss\n1e6,2e7,\n2e6,2e7,\n")
+    (d / "fit_null.json").write_text('{"law": "chinchilla", "params": {"A": 1, "B": 2, "E": null, "alpha": 0.3, "beta": 0.3}}')
+    (d / "fit_nan.json").write_text('{"law": "chinchilla", "params": {"A": 1, "B": 2, "E": 1, "alpha": NaN, "beta": 0.3}}')
+    (d / "fit_missing.json").write_text('{"law": "chinchilla", "params": {"A": 1, "B": 2}}')
+    (d / "fit_law.json").write_text('{"law": "kaplan", "params": {"A": 1}}')
+    (d / "fit_nolaw.json").write_text('{"law": null, "params": {"A": 1}}')
+    (d / "fit_types.json").write_text('{"law": "chinchilla", "params": {"A": "big", "B": 2, "E": 1, "alpha": 0.3, "beta": 0.3}}')
+    (d / "fit_list.json").write_text('[1, 2, 3]')
+    (d / "fit_binary.json").write_bytes(b"\x00\x01\x02\xff")
+    return d
+
+
+def _argv(argv, d: Path):
+    table = {"STORE": d / "store", "TORN": d / "torn", "EMPTY": d / "empty", "FILE": d / "file.txt",
+             "CSV_NONNUMERIC": d / "nonnumeric.csv", "CSV_INF": d / "inf.csv", "CSV_NEG": d / "negative.csv",
+             "CSV_NANLOSS": d / "nanloss.csv", "H": "hoffmann2022", "C4": "muennighoff2023_c4",
+             "PROC": "/proc/no/such/dir/x", "OUT": d / "must-not-exist", "ADIR": d / "adir.json"}
+    for key in ("null", "nan", "missing", "law", "nolaw", "types", "list", "binary"):
+        table[f"FIT_{key.upper()}"] = d / f"fit_{key}.json"
+    out = []
+    for a in argv:
+        for k, v in sorted(table.items(), key=lambda kv: -len(kv[0])):
+            if k in a:
+                a = a.replace(k, str(v))
+        out.append(a)
+    return out
+
+
+CASES = [
+    # scaling.fit
+    ("scaling.fit", ["no-such-dir"]), ("scaling.fit", []), ("scaling.fit", ["dataset:nope"]),
+    ("scaling.fit", [DS, "--law", "bogus"]), ("scaling.fit", [DS, "--fix", "A"]), ("scaling.fit", [DS, "--fix", "A=inf"]),
+    ("scaling.fit", [DS, "--fix", "Q=1"]), ("scaling.fit", [DS, "--start", "E=nan"]), ("scaling.fit", [DS, "--seed", "-1"]),
+    ("scaling.fit", [DS, "--bootstrap", "-5"]), ("scaling.fit", [DS, "--bootstrap", "x"]),
+    ("scaling.fit", [DS, "--tie", "alpha=beta", "--untie"]), ("scaling.fit", [DS, "--variant", "nope"]),
+    ("scaling.fit", [DS, "--approach", "4"]), ("scaling.fit", [DS, "--column", "params"]),
+    ("scaling.fit", [DS, "--where", "nocol=1"]), ("scaling.fit", [DS, "--out", "PROC/fit.json"]),
+    ("scaling.fit", [DS, "--out", "ADIR"]), ("scaling.fit", [DS, "--out", "FILE/fit.json"]),
+    ("scaling.fit", [DS, "--base", "OUT.json"]), ("scaling.fit", [DS, "--base", "FIT_NULL"]),
+    ("scaling.fit", [DS, "--store", "STORE"]), ("scaling.fit", [DS, "--min-progress", "2"]),
+    ("scaling.fit", ["TORN"]), ("scaling.fit", ["EMPTY"]), ("scaling.fit", ["CSV_NONNUMERIC"]),
+    ("scaling.fit", ["CSV_NANLOSS"]), ("scaling.fit", ["FILE"]), ("scaling.fit", [DS, "--approach", "1"]),
+    # scaling.predict
+    ("scaling.predict", ["allocate", "--fit", "no-such-fit", "--flops", "1e22"]),
+    ("scaling.predict", ["allocate", "--fit", "FIT_NULL", "--flops", "1e22"]),
+    ("scaling.predict", ["allocate", "--fit", "FIT_NAN", "--flops", "1e22"]),
+    ("scaling.predict", ["allocate", "--fit", "FIT_MISSING", "--flops", "1e22"]),
+    ("scaling.predict", ["allocate", "--fit", "FIT_LAW", "--flops", "1e22"]),
+    ("scaling.predict", ["allocate", "--fit", "FIT_NOLAW", "--flops", "1e22"]),
+    ("scaling.predict", ["allocate", "--fit", "FIT_TYPES", "--flops", "1e22"]),
+    ("scaling.predict", ["allocate", "--fit", "FIT_LIST", "--flops", "1e22"]),
+    ("scaling.predict", ["allocate", "--fit", "FIT_BINARY", "--flops", "1e22"]),
+    ("scaling.predict", ["allocate", "--fit", "H", "--flops", "inf"]),
+    ("scaling.predict", ["allocate", "--fit", "H", "--flops", "-1"]),
+    ("scaling.predict", ["allocate", "--fit", "H", "--flops", "1e22,,1e23"]),
+    ("scaling.predict", ["allocate", "--fit", "H"]),
+    ("scaling.predict", ["repetition", "--fit", "H", "--unique-tokens", "1e9"]),
+    ("scaling.predict", ["repetition", "--fit", "C4", "--unique-tokens", "-1"]),
+    ("scaling.predict", ["repetition", "--fit", "C4", "--unique-tokens", "1e9", "--epochs", "1,nan"]),
+    ("scaling.predict", ["loss", "--fit", "H", "--params", "abc", "--tokens", "1e9"]),
+    ("scaling.predict", ["loss", "--fit", "H", "--params", "1e9", "--tokens", "0"]),
+    ("scaling.predict", ["bogus"]),
+    # scaling.plot
+    ("scaling.plot", ["bogus", "--out", "OUT.png"]), ("scaling.plot", ["isoflop", "no-such-dir", "--out", "OUT.png"]),
+    ("scaling.plot", ["contour", "--fit", "C4", "--flops", "-1", "--unique-tokens", "1e9", "--out", "OUT.png"]),
+    ("scaling.plot", ["return-on-repetition", "--fit", "H", "--out", "OUT.png"]),
+    ("scaling.plot", ["isoflop", "STORE", "--out", "OUT.txt"]), ("scaling.plot", ["isoflop", "STORE", "--out", "PROC/x.png"]),
+    ("scaling.plot", ["mixture", "--fit", "OUT.json", "--params", "1M", "--tokens", "1M", "--out", "OUT.png"]),
+    ("scaling.plot", ["residuals", "STORE", "--fit", "FIT_NAN", "--out", "OUT.png"]),
+    ("scaling.plot", ["isoflop", "TORN", "--out", "OUT.png"]),
+    # scaling.store
+    ("scaling.store", ["show", "no-such-dir"]), ("scaling.store", ["show"]), ("scaling.store", ["import", "OUT.csv", "OUT"]),
+    ("scaling.store", ["import", "CSV_NONNUMERIC", "OUT"]), ("scaling.store", ["import", "CSV_INF", "OUT"]),
+    ("scaling.store", ["import", "CSV_NEG", "OUT"]), ("scaling.store", ["import", "CSV_NANLOSS", "OUT"]),
+    ("scaling.store", ["import", "CSV_INF", "PROC"]), ("scaling.store", ["check", "no-such-dir"]), ("scaling.store", ["bogus"]),
+    # scaling.backtest
+    ("scaling.backtest", ["no-such-dir"]), ("scaling.backtest", [DS, "--bootstrap", "-3"]),
+    ("scaling.backtest", [DS, "--holdout", "bogus"]), ("scaling.backtest", [DS, "--seed", "-1"]), ("scaling.backtest", ["TORN"]),
+    # scaling.mixture
+    ("scaling.mixture", ["fit", "no-such-dir"]), ("scaling.mixture", ["fit", "STORE", "--bootstrap", "-1"]),
+    ("scaling.mixture", ["predict", "--fit", "OUT.json", "--mixture", "a=1"]),
+    ("scaling.mixture", ["optimize", "--fit", "OUT.json", "--params", "1M", "--tokens", "1M"]),
+    ("scaling.mixture", ["fit", "STORE"]),
+    # scaling.datasets
+    ("scaling.datasets.__main__", ["show", "nope"]), ("scaling.datasets.__main__", ["bogus"]),
+    ("scaling.datasets.__main__", ["export", "epoch-chinchilla", "--out", "PROC/x.csv"]),
+    ("scaling.datasets.__main__", ["export", "nope", "--out", "OUT.csv"]),
+    # runners.isoflop
+    ("runners.isoflop", ["--budget", "nope", "--dry-run"]), ("runners.isoflop", ["--budget", "smoke,,tiny", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "-1e10", "--dry-run"]), ("runners.isoflop", ["--budget", "nan", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--seeds", "-1", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--seeds", "0,,1", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--epochs", "inf", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--code-fraction", "1.5", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--filter", "bogus", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--device", "bogus", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--workers", "0", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--batch-runs", "x", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--data", "OUT.jsonl", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "STORE", "--store", "EMPTY", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--store", "FILE", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "PROC"]),
+    ("runners.isoflop", ["--budget", "smoke", "--flops-convention", "bogus", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--mix", "text=0.5,code=0.5", "--code-fraction", "0.5", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--mix", "text=0.7,code=0.7", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--limit", "-1"]),
+    ("runners.isoflop", ["--budget", "smoke", "TORN", "--store", "STORE"]),
+    # runners.isounique
+    ("runners.isounique", ["--unique", "0", "--dry-run"]), ("runners.isounique", ["--unique", "1M", "--sizes", "nope", "--dry-run"]),
+    ("runners.isounique", ["--unique", "1M,,2M", "--dry-run"]), ("runners.isounique", ["--unique", "1M", "--epochs", "-1", "--dry-run"]),
+    ("runners.isounique", ["--unique", "inf", "--dry-run"]),
+    # runners.mixgrid
+    ("runners.mixgrid", ["--n-mixtures", "0", "--dry-run"]), ("runners.mixgrid", ["--n-mixtures", "4", "--shape", "nope", "--dry-run"]),
+    ("runners.mixgrid", ["--n-mixtures", "4", "--mix-seed", "-1", "--dry-run"]),
+    ("runners.mixgrid", ["--n-mixtures", "4", "--prior", "bogus", "--dry-run"]),
+    # runners.evaluate / export / generate
+    ("runners.evaluate", ["no-such-dir", "--tasks", "corpus_cloze"]), ("runners.evaluate", ["STORE", "--tasks", ""]),
+    ("runners.export", ["nope", "STORE", "--out", "OUT"]), ("runners.export", ["r0", "STORE", "--out", "PROC"]),
+    ("runners.generate", ["nope", "STORE", "--prompt", "x"]), ("runners.generate", ["r0", "STORE", "--seed", "-1"]),
+    # runners.compare / merge / diversity
+    ("runners.compare", ["--datasets", "text,code", "--ratio", "-1"]),
+    ("runners.compare", ["--datasets", "text,code", "--ratio", "20", "--shape", "nope"]),
+    ("runners.compare", ["--datasets", "text,code", "--ratio", "20", "--out", "PROC"]),
+    ("runners.merge", ["validate"]), ("runners.diversity", ["--datasets", "OUT.jsonl"]),
+    ("runners.diversity", ["--datasets", "text", "--seed", "-1"]),
+]
+
+
+@pytest.mark.parametrize("module, argv", CASES, ids=[f"{m.split('.')[-1]}:{' '.join(a)[:60]}" for m, a in CASES])
+def test_bad_input_gets_one_error_line_a_nonzero_exit_and_writes_nothing(module, argv, files, capsys):
+    main = importlib.import_module(module).main
+    args = _argv(argv, files)
+    before = sorted(p.name for p in (files / "store").iterdir())
+    code = run_cli(main, args)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code in (1, 2), (code, err)
+    assert "Traceback" not in err
+    assert sum(line.startswith("error:") for line in lines) == 1, err
+    assert not any(Path(str(files / "must-not-exist") + s).exists() for s in ("", ".png", ".json", ".csv", ".txt"))
+    assert sorted(p.name for p in (files / "store").iterdir()) == before      # the good store untouched
+
+
+def test_there_are_at_least_80_cases_over_every_cli():
+    assert len(CASES) >= 80
+    assert {m for m, _ in CASES} >= {"scaling.fit", "scaling.predict", "scaling.plot", "scaling.store",
+                                      "scaling.backtest", "scaling.mixture", "scaling.datasets.__main__",
+                                      "runners.isoflop", "runners.isounique", "runners.mixgrid", "runners.evaluate",
+                                      "runners.export", "runners.generate", "runners.compare", "runners.merge",
+                                      "runners.diversity"}
