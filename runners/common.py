@@ -107,6 +107,15 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
 # ---------------------------------------------------------------------------------------------
 # comma lists
 
+#: Measured: 2 single-threaded processes on 2 cores ran the tiny demo's 20 runs in 196 s against
+#: the one-process estimate's 573 s / 2 (docs/benchmarks.md); the estimate is per process.
+WORKER_EFFICIENCY = 0.7
+
+
+def human_seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
 def device_arg(text: str) -> str:
     """argparse ``type`` for ``--device``: checked when parsed, not after a grid has been planned."""
     import re
@@ -437,6 +446,14 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
             fps, per_token = plan.throughput_here()
             print(f"time here: {per_token:g} s/token + 6N/{fps:.3g} FLOP/s + {plan.RUN_OVERHEAD_S:g} s/run "
                   f"(SCALING_FLOPS_PER_S, SCALING_PER_TOKEN_S recalibrate); A100 h at 40% MFU", file=out)
+            if args.launcher == "local":
+                from runners.launch import thread_policy, todo
+                pending = todo(specs, store)
+                n_proc, _ = thread_policy(pending, workers, args.device)
+                if n_proc > 1:
+                    total = sum(plan.estimate_seconds_here(s) for s in pending)
+                    print(f"the total is one process's; --workers {args.workers} trains {n_proc} at once "
+                          f"(one thread each): about {human_seconds(total / n_proc * WORKER_EFFICIENCY)}", file=out)
         return 0
 
     from runners.launch import launch, todo

@@ -62,8 +62,8 @@ _BPE_TRAIN_CHARS = 50_000_000
 _EOT_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>", "<|im_end|>")
 
 
-class DataError(UsageError):
-    """Bad ``--data``/``--tokenizer``/filter, or too little data: one user-facing line."""
+# DataError (scaling.errors): an unreadable ``--data``, a bad tokenizer, too little data; exit 1
+from scaling.errors import DataError  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The one place that turns a usage error into ``error: ...`` on stderr and exit code 2."""
+"""The one place that turns a one-line error into ``error: ...`` on stderr and its exit code (``scaling.errors``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import argparse
 import sys
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one ``error:`` line, exit code 2, no traceback."""
+from scaling.errors import DataError, FitError, UsageError  # noqa: F401  (re-exported)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -113,9 +112,9 @@ def _merge_store(ns) -> None:
 def run_cli(main, argv=None) -> int:
     try:
         return main(argv)
-    except UsageError as exc:
+    except UsageError as exc:          # DataError and FitError too, with their own exit codes
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except BrokenPipeError:          # output piped into head & co.
         sys.stderr.close()
         return 0

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.cli import UsageError
+from scaling.errors import DataError
 
 ALIASES = {
     "params": ("params", "n", "parameters", "n_params", "model size", "model_size"),
@@ -65,7 +66,7 @@ def numeric_columns(table: pd.DataFrame, names, source="table") -> tuple[pd.Data
     non-numeric, infinite or non-positive values are errors."""
     missing = [n for n in names if n not in table.columns]
     if missing:
-        raise UsageError(f"{source}: missing required column(s) {', '.join(missing)} "
+        raise DataError(f"{source}: missing required column(s) {', '.join(missing)} "
                          f"(have: {', '.join(map(str, table.columns))}; map with --column CANON=THEIRS)")
     out = table.copy()
     for n in names:
@@ -73,11 +74,11 @@ def numeric_columns(table: pd.DataFrame, names, source="table") -> tuple[pd.Data
         vals = pd.to_numeric(raw, errors="coerce")
         bad = vals.isna() & raw.notna() & ~raw.astype(str).str.lower().isin(["nan", ""])
         if bad.any():
-            raise UsageError(f"{source}: column {n} has non-numeric value {raw[bad].iloc[0]!r}")
+            raise DataError(f"{source}: column {n} has non-numeric value {raw[bad].iloc[0]!r}")
         if np.isinf(vals).any():
-            raise UsageError(f"{source}: column {n} has infinite values")
+            raise DataError(f"{source}: column {n} has infinite values")
         if (vals <= 0).any():
-            raise UsageError(f"{source}: column {n} has non-positive values (e.g. {vals[vals <= 0].iloc[0]})")
+            raise DataError(f"{source}: column {n} has non-positive values (e.g. {vals[vals <= 0].iloc[0]})")
         out[n] = vals.astype(float)
     keep = out[list(names)].notna().all(axis=1)
     return out[keep].reset_index(drop=True), int((~keep).sum())

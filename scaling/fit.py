@@ -30,6 +30,7 @@ import scaling
 from scaling import columns as cols
 from scaling.store import read_table
 from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int
+from scaling.errors import DataError, FitError
 from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.optimize import batched_lbfgs, polish
@@ -171,7 +172,7 @@ def solve(problem: Problem, starts: np.ndarray, n_polish: int = 5):
                             funnel=(5, 0.02, 32))
     order = [i for i in np.argsort(res.f) if np.isfinite(res.f[i])]
     if not order:
-        raise UsageError("the fit failed from every start (non-finite objective); check the data")
+        raise FitError("the fit failed from every start (non-finite objective); check the data")
     picked, seen = [], set()
     for i in order:
         key = tuple(np.round(res.x[i], 2))
@@ -322,7 +323,7 @@ def prepare(table: pd.DataFrame, law_name: str | None, exclude_top: int = 0, sou
             raise UsageError(f"--exclude-top {exclude_top} leaves no points (have {len(table)})")
         table = table.sort_values("loss", kind="stable").iloc[:-exclude_top].reset_index(drop=True)
     if table.empty:
-        raise UsageError(f"{source}: no usable rows")
+        raise DataError(f"{source}: no usable rows")
     data = LawData(table["params"].values, table["tokens"].values,
                    table["unique_tokens"].values if "unique_tokens" in law.required else None)
     return law_name, FitData(data, table["loss"].values.astype(float), table, notes)

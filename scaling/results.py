@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling.cli import UsageError
+from scaling.errors import DataError
 
 FIT_KEYS = ("law", "params", "objective", "n_points", "r2", "ci", "warnings", "settings",
             "data_sha256", "version")
@@ -59,21 +60,21 @@ class FitResult(JsonFile):
         (a fit file with a null, NaN or missing parameter would otherwise predict NaN)."""
         missing = [k for k in ("law", "params") if k not in d]
         if missing:
-            raise UsageError(f"fit file lacks key(s) {', '.join(missing)}")
+            raise DataError(f"fit file lacks key(s) {', '.join(missing)}")
         if not isinstance(d["law"], str):
-            raise UsageError(f"fit file: 'law' must be a law's name, got {d['law']!r}")
+            raise DataError(f"fit file: 'law' must be a law's name, got {d['law']!r}")
         from scaling.laws import get_law
         law = get_law(d["law"])                      # unknown law: UsageError naming the known ones
         params = d["params"]
         if not isinstance(params, dict):
-            raise UsageError("fit file: 'params' must be an object of parameter values")
+            raise DataError("fit file: 'params' must be an object of parameter values")
         need = [n for n in law.public_names if n not in params]
         if need:
-            raise UsageError(f"fit file: 'params' lacks {', '.join(need)} (the {d['law']} law needs "
+            raise DataError(f"fit file: 'params' lacks {', '.join(need)} (the {d['law']} law needs "
                              f"{', '.join(law.public_names)})")
         for name, value in params.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise UsageError(f"fit file: parameter {name} must be a finite number, got {value!r}")
+                raise DataError(f"fit file: parameter {name} must be a finite number, got {value!r}")
         return cls(**{k: d.get(k, default) for k, default in
                       (("law", None), ("params", None), ("objective", None), ("n_points", 0), ("r2", None),
                        ("ci", {}), ("warnings", []), ("settings", {}), ("data_sha256", None), ("version", ""))})
@@ -86,11 +87,11 @@ class FitResult(JsonFile):
             d = json.loads(Path(path).read_text())
         except FileNotFoundError:
             import fits
-            raise UsageError(f"{path}: no such fit file (presets by name: {', '.join(fits.names())})") from None
+            raise DataError(f"{path}: no such fit file (presets by name: {', '.join(fits.names())})") from None
         except (OSError, ValueError) as exc:          # ValueError: bad JSON, or not UTF-8 text
-            raise UsageError(f"cannot read fit file {path}: {str(exc).splitlines()[0][:200]}") from None
+            raise DataError(f"cannot read fit file {path}: {str(exc).splitlines()[0][:200]}") from None
         if not isinstance(d, dict):
-            raise UsageError(f"{path}: not a fit file (expected a JSON object)")
+            raise DataError(f"{path}: not a fit file (expected a JSON object)")
         return cls.from_dict(d)
 
     @property

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
+from scaling.errors import DataError
 from scaling import columns as cols
 
 CANONICAL = ("run_id", "params", "tokens", "unique_tokens", "flops", "loss", "status", "created_at")
@@ -261,7 +262,7 @@ def _write_run(store, row: dict) -> Path:
     schema = _unified_schema([old, table.schema])
     if schema is None:
         clash = [f.name for f in table.schema if f.name in old.names and old.field(f.name).type != f.type]
-        raise UsageError(f"run {row['run_id']}: column(s) {', '.join(clash) or '?'} have types that conflict with "
+        raise DataError(f"run {row['run_id']}: column(s) {', '.join(clash) or '?'} have types that conflict with "
                          f"the store's ({', '.join(f'{n}: {old.field(n).type}' for n in clash)}); nothing written")
     _write_table(path, _conform(table, schema))
     if not schema.equals(old):   # a new column (or a wider type): the other files take it too
@@ -420,7 +421,7 @@ def read_table(source) -> pd.DataFrame:
         return datasets.load(source)
     path = Path(source)
     if not path.exists():
-        raise UsageError(f"{source}: no such file or directory")
+        raise DataError(f"{source}: no such file or directory")
     try:
         if path.is_dir():
             table = read_runs(path)
@@ -431,9 +432,9 @@ def read_table(source) -> pd.DataFrame:
     except UsageError:
         raise
     except Exception as exc:  # unreadable / malformed file: one line for the user
-        raise UsageError(f"cannot read {source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise DataError(f"cannot read {source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if table.empty:
-        raise UsageError(f"{source}: no rows")
+        raise DataError(f"{source}: no rows")
     return table
 
 
@@ -487,7 +488,7 @@ def _validated_import(table: pd.DataFrame, path) -> pd.DataFrame:
     loss a finite number where given and given somewhere (a row without one imports as failed)."""
     need = [c for c in ("params", "tokens", "loss") if c not in table.columns]
     if need:
-        raise UsageError(f"{path}: no {', '.join(need)} column (map one with --column CANON=THEIRS; "
+        raise DataError(f"{path}: no {', '.join(need)} column (map one with --column CANON=THEIRS; "
                          f"have: {', '.join(map(str, table.columns))})")
     table = table.copy()
     for col in ("params", "tokens", "unique_tokens", "flops", "loss"):
@@ -497,16 +498,16 @@ def _validated_import(table: pd.DataFrame, path) -> pd.DataFrame:
         bad_text = table[col].notna() & values.isna()
         if bad_text.any():
             i = int(bad_text.idxmax())
-            raise UsageError(f"{path}: row {i + 1}: {col} {table[col][i]!r} is not a number; nothing imported")
+            raise DataError(f"{path}: row {i + 1}: {col} {table[col][i]!r} is not a number; nothing imported")
         if col == "loss":
             if values.isna().all():
-                raise UsageError(f"{path}: no row has a loss; nothing imported")
+                raise DataError(f"{path}: no row has a loss; nothing imported")
             bad = values.notna() & ~np.isfinite(values)
         else:
             bad = ~(np.isfinite(values) & (values > 0)) if col in ("params", "tokens") else values.notna() & ~(np.isfinite(values) & (values > 0))
         if bad.any():
             i = int(bad.idxmax())
-            raise UsageError(f"{path}: row {i + 1}: {col} = {values[i]!r} (must be a positive finite number); nothing imported")
+            raise DataError(f"{path}: row {i + 1}: {col} = {values[i]!r} (must be a positive finite number); nothing imported")
         table[col] = values
     return table
 

@@ -185,3 +185,28 @@ def test_there_are_at_least_80_cases_over_every_cli():
                                       "runners.isoflop", "runners.isounique", "runners.mixgrid", "runners.evaluate",
                                       "runners.export", "runners.generate", "runners.compare", "runners.merge",
                                       "runners.diversity"}
+
+
+@pytest.mark.parametrize("module, argv, code", [
+    ("scaling.fit", [DS, "--law", "bogus"], 2),                 # usage: a flag's value
+    ("scaling.fit", ["no-such-dir"], 1),                        # data: nothing to read
+    ("scaling.fit", ["CSV_NONNUMERIC"], 1),                     # data: invalid values
+    ("scaling.predict", ["allocate", "--fit", "FIT_NAN", "--flops", "1e22"], 1),   # data: a broken fit file
+    ("scaling.store", ["import", "CSV_INF", "OUT"], 1),         # data: nothing imported
+    ("runners.isoflop", ["--budget", "nope", "--dry-run"], 2),
+])
+def test_exit_codes_say_the_kind_of_error(module, argv, code, files, capsys):
+    assert run_cli(importlib.import_module(module).main, _argv(argv, files)) == code
+    assert capsys.readouterr().err.startswith("error:")
+
+
+def test_a_fit_that_cannot_converge_exits_1_and_ctrl_c_exits_130(capsys):
+    from scaling.errors import FitError
+
+    def fails(argv):
+        raise FitError("the fit failed from every start")
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    assert run_cli(fails, []) == 1 and run_cli(interrupted, []) == 130
+    assert capsys.readouterr().err.splitlines() == ["error: the fit failed from every start", "error: interrupted"]

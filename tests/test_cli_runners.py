@@ -124,19 +124,19 @@ def test_isounique_cli_launches(tmp_path, fake_trainer):
 def test_unique_data_larger_than_the_corpus_stops_before_training(tmp_path, fake_trainer, argv):
     pytest.importorskip("runners.data")
     code, _, err = _run(isounique.main, [*argv, "--sizes", "t24", "--epochs", "1,2", "--store", str(tmp_path), "--quiet"])
-    assert code == 2
+    assert code == 1          # a DataError (scaling.errors): the data, not the flags
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "only" in lines[0] or "available" in lines[0]  # says how much there is
     assert fake_trainer.calls == [] and not list(tmp_path.glob("*.parquet"))
 
 
-def test_unreadable_data_file_is_a_usage_error(tmp_path, fake_trainer):
+def test_unreadable_data_file_is_a_data_error(tmp_path, fake_trainer):
     pytest.importorskip("runners.data")
     bad = tmp_path / "corpus.jsonl"
     bad.write_text("this is not json\n")
     code, _, err = _run(isoflop.main, ["--budget", "smoke", "--data", str(bad), "--store", str(tmp_path / "s")])
-    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert fake_trainer.calls == []
 
 
