@@ -107,7 +107,8 @@ def isoflop(source, fit: FitResult | None, out) -> dict:
     ax.set_ylabel("validation loss")
     marks = [m for m, on in (("stars: Approach 3 optima", fit is not None), ("diamonds: Approach 2 minima, 95% CI", bool(a2))) if on]
     ax.set_title("isoFLOP curves" + (f" ({fit.law} fit; {'; '.join(marks)})" if fit else ""), fontsize=9)
-    ax.legend(fontsize=7, ncol=2 if group.max() > 6 else 1)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2 if group.max() > 6 else 1)
     save_figure(fig, out)
     return {"budgets": drawn}
 

@@ -253,8 +253,11 @@ def _write_run(store, row: dict) -> Path:
             row[key] = float(row[key])
     path = run_path(store, str(row["run_id"]))
     table = pa.Table.from_pylist([row])
-    others = [f for f in run_files(store) if f != path]
-    old = _store_schema(store, others) if others else None
+    try:                         # the usual case: no directory listing at all
+        old = pq.read_schema(_as_dir(store) / SCHEMA_FILE)
+    except (OSError, pa.ArrowException):
+        others = [f for f in run_files(store) if f != path]
+        old = _store_schema(store, others) if others else None
     if old is None:              # the first run
         _write_table(path, table)
         _save_schema(store, table.schema)
@@ -266,7 +269,7 @@ def _write_run(store, row: dict) -> Path:
                          f"the store's ({', '.join(f'{n}: {old.field(n).type}' for n in clash)}); nothing written")
     _write_table(path, _conform(table, schema))
     if not schema.equals(old):   # a new column (or a wider type): the other files take it too
-        for f in others:
+        for f in (f for f in run_files(store) if f != path):
             t = _read_file(f)
             if t is not None and not t.schema.equals(schema):
                 _write_table(f, _conform(t, schema))
@@ -362,6 +365,25 @@ def _save_index(path: Path, table: pa.Table, meta) -> None:
         _write_table(path, full)
     except OSError:
         pass
+
+
+QUARANTINE = "_quarantine"
+
+
+def quarantine(store, names) -> list[str]:
+    """Move run files out of the store into ``_quarantine/`` (renamed, so a later run file of the
+    same name is never confused with them); returns the names moved."""
+    d = _as_dir(store)
+    (d / QUARANTINE).mkdir(exist_ok=True)
+    moved = []
+    with _writer_lock(store):
+        for name in names:
+            src = d / name
+            if src.exists():
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+                os.replace(src, d / QUARANTINE / f"{name}.{stamp}")
+                moved.append(name)
+    return moved
 
 
 def check(store) -> dict:
@@ -530,7 +552,7 @@ def _parser() -> ArgumentParser:
         epilog="example:\n  python -m scaling.store import runs.csv results/ "
                "--column params='Model Size' --column flops='Training FLOP'\n"
                "  python -m scaling.store show results/ --json\n"
-               "  python -m scaling.store check results/")
+               "  python -m scaling.store check results/ --repair")
     sub = p.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="import a CSV or Parquet table, one run per row")
     imp.add_argument("file")
@@ -542,6 +564,8 @@ def _parser() -> ArgumentParser:
     chk = sub.add_parser("check", help="list unreadable run files (torn, empty, foreign) and type conflicts")
     add_store_argument(chk, positional=True, help="store directory")
     chk.add_argument("--json", action="store_true")
+    chk.add_argument("--repair", action="store_true",
+                     help="move the unreadable files into _quarantine/ (kept, out of every reader's way)")
     return p
 
 
@@ -556,6 +580,8 @@ def main(argv=None) -> int:
         raise UsageError(f"store {args.store!r} is not a directory")
     if args.command == "check":
         report = check(args.store)
+        if args.repair and report["bad"]:
+            report["quarantined"] = quarantine(args.store, [b["file"] for b in report["bad"]])
         if args.json:
             print(json.dumps(report, indent=1))
         else:
@@ -564,9 +590,12 @@ def main(argv=None) -> int:
                 print(f"  {b['file']}: {b['problem']}")
             for c in report["conflicts"]:
                 print(f"  column {c['column']}: conflicting types " + "; ".join(f"{t} in {', '.join(v)}" for t, v in c["types"].items()))
+            if report.get("quarantined"):
+                print(f"  moved {len(report['quarantined'])} file(s) into {Path(args.store) / QUARANTINE}/")
             if not report["bad"] and not report["conflicts"]:
                 print("  all run files readable, one schema")
-        return 1 if report["bad"] or report["conflicts"] else 0
+        left = [b for b in report["bad"] if b["file"] not in set(report.get("quarantined", []))]
+        return 1 if left or report["conflicts"] else 0
     runs = read_runs(args.store)
     if args.json:
         print(json.dumps(json.loads(runs.to_json(orient="records")), indent=1))

@@ -195,3 +195,11 @@ def test_read_runs_serves_unchanged_files_from_the_index_and_sees_every_change(t
     (d / store.INDEX_FILE).unlink()                     # derived data: the same frame without it
     pd.testing.assert_frame_equal(store.read_runs(d).set_index("run_id"), got)
     assert list(first["run_id"]) == sorted(first["run_id"])
+
+
+def test_check_repair_moves_the_bad_files_into_quarantine(tmp_path, capsys):
+    d = faulty_store(tmp_path)
+    assert store.main(["check", str(d), "--repair"]) == 0
+    assert "moved 4 file(s)" in capsys.readouterr().out
+    assert sorted(p.name.split(".parquet")[0] for p in (d / store.QUARANTINE).iterdir()) == ["foreign", "r1", "table", "zero"]
+    assert store.main(["check", str(d)]) == 0 and sorted(store.read_runs(d)["run_id"]) == ["r0", "r2", "r3"]
