@@ -203,3 +203,20 @@ def test_check_repair_moves_the_bad_files_into_quarantine(tmp_path, capsys):
     assert "moved 4 file(s)" in capsys.readouterr().out
     assert sorted(p.name.split(".parquet")[0] for p in (d / store.QUARANTINE).iterdir()) == ["foreign", "r1", "table", "zero"]
     assert store.main(["check", str(d)]) == 0 and sorted(store.read_runs(d)["run_id"]) == ["r0", "r2", "r3"]
+
+
+def test_four_concurrent_imports_of_one_table_each_report_what_they_really_wrote(tmp_path):
+    """The check-then-write of ``store import`` runs under the store's lock: four imports of one
+    400-row table at once end with 400 runs, and their "imported N new" add up to 400."""
+    import re
+    import subprocess
+    import sys
+    csv = tmp_path / "runs.csv"
+    csv.write_text("params,tokens,loss\n" + "".join(f"{1e6 + i},{2e7},{3.0 - i * 1e-4}\n" for i in range(400)))
+    d = tmp_path / "s"
+    argv = [sys.executable, "-m", "scaling.store", "import", str(csv), str(d)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
+    counts = [int(re.search(r"imported (\d+) new", o[0]).group(1)) for o in outs]
+    assert sum(counts) == 400 and len(store.read_runs(d)) == 400
