@@ -114,27 +114,29 @@ def _warn_once(path: Path, why: str) -> None:
         print(f"warning: skipping {path}: {why} (python -m scaling.store check {path.parent})", file=sys.stderr)
 
 
-def _read_file(path: Path) -> pa.Table | None:
-    """A run file as an Arrow table, or None (one warning) when it is torn, empty or not a run."""
+def _inspect(path: Path) -> tuple[pa.Table | None, str | None]:
+    """(the run file as an Arrow table, None), or (None, what is wrong with it): torn, empty, not
+    Parquet, or not a run. What readers skip and ``check`` reports."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
-        _warn_once(path, f"unreadable ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})")
-        return None
+        return None, f"unreadable: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
     if "run_id" not in table.column_names or table.num_rows != 1:
-        _warn_once(path, "not a run file (needs one row with a run_id)")
-        return None
+        return None, "not a run file (needs one row with a run_id)"
+    return table, None
+
+
+def _read_file(path: Path) -> pa.Table | None:
+    """A run file as an Arrow table, or None (one warning) when it is torn, empty or not a run."""
+    table, problem = _inspect(path)
+    if problem:
+        _warn_once(path, problem)
     return table
 
 
 def _store_schema(store, others: list[Path]) -> pa.Schema | None:
-    """The union schema of the store's runs: its SCHEMA_FILE, else (a store written before it
-    existed) the union of the readable files' schemas, which is then saved."""
-    side = _as_dir(store) / SCHEMA_FILE
-    try:
-        return pq.read_schema(side)
-    except (OSError, pa.ArrowException):
-        pass
+    """The union schema of the readable files of a store that has no SCHEMA_FILE (written before
+    it existed, or the file was deleted), which is then saved."""
     schemas = []
     for f in others:
         try:
@@ -392,15 +394,11 @@ def check(store) -> dict:
     files = run_files(store)
     bad, schemas = [], {}
     for f in files:
-        try:
-            t = pq.read_table(f)
-        except (OSError, pa.ArrowException) as exc:
-            bad.append({"file": f.name, "problem": f"unreadable: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"})
-            continue
-        if "run_id" not in t.column_names or t.num_rows != 1:
-            bad.append({"file": f.name, "problem": "not a run file (needs one row with a run_id)"})
-            continue
-        schemas[f.name] = t.schema
+        t, problem = _inspect(f)
+        if problem:
+            bad.append({"file": f.name, "problem": problem})
+        else:
+            schemas[f.name] = t.schema
     conflicts = []
     if schemas and _unified_schema(schemas.values()) is None:
         types: dict[str, dict[str, tuple]] = {}
