@@ -79,7 +79,7 @@ def resolve_run_id(store, run_id: str) -> str:
     """The full run id for ``run_id`` or a unique prefix of it; a clear error otherwise."""
     if not Path(store).is_dir():
         raise UsageError(f"store {store} does not exist")
-    ids = [p.stem for p in rstore.run_files(store)]
+    ids = [str(i) for i in rstore.read_runs(store)["run_id"]]
     matches = [i for i in ids if i.startswith(run_id)] if run_id else []
     if run_id in ids:
         return run_id

@@ -1,16 +1,23 @@
-"""The results store: a directory of Parquet files, one per run (``<run_id>.parquet``).
+"""The results store: a directory of Parquet files, one per run (``<run_id>.parquet``), and after
+``compact`` segment files of many runs (``segments/part-*.parquet``).
 
 This module is the only code that reads or writes a store. Writes go to a temporary file in the
 same directory and are ``os.replace``d into place (atomic on POSIX), so a reader never sees a torn
 file and a killed writer leaves at most a hidden ``.tmp-*`` file, which readers ignore.
 Keyed by ``run_id``, writing a run twice replaces it. ``pandas.read_parquet(DIR)`` returns all
-runs: per-run side data (loss curves, checkpoints) lives under ``_curves/`` and ``_checkpoints/``,
-which pyarrow's dataset discovery skips (names starting with ``_`` or ``.``).
+runs (run files and segments; every file carries the store's one schema): per-run side data (loss
+curves, checkpoints, columns added later such as evaluations) lives under ``_curves/``,
+``_checkpoints/``, ``_updates/``, which pyarrow's dataset discovery skips (names starting with ``_``
+or ``.``). This module's readers join ``_updates/``; ``compact`` folds it into the segment, after
+which ``pandas.read_parquet(DIR)`` sees those columns too. Layout, costs and what the locks rely
+on: README, "The results store".
 
 CLI::
 
     python -m scaling.store import runs.csv results/ [--column params="Model Size"]
     python -m scaling.store show results/ [--json]
+    python -m scaling.store check results/ [--repair]
+    python -m scaling.store compact results/
 """
 
 from __future__ import annotations
@@ -114,21 +121,29 @@ def _warn_once(path: Path, why: str) -> None:
         print(f"warning: skipping {path}: {why} (python -m scaling.store check {path.parent})", file=sys.stderr)
 
 
-def _inspect(path: Path) -> tuple[pa.Table | None, str | None]:
-    """(the run file as an Arrow table, None), or (None, what is wrong with it): torn, empty, not
-    Parquet, or not a run. What readers skip and ``check`` reports."""
+def _inspect(path: Path, many: bool = False) -> tuple[pa.Table | None, str | None]:
+    """(the file as an Arrow table, None), or (None, what is wrong with it): torn, empty, not
+    Parquet, or not a run file (one row with a run_id; a segment, ``many``, has any number of
+    rows). What readers skip and ``check`` reports. A file that vanished since it was listed
+    (a concurrent ``compact`` or ``check --repair``) raises ``_Vanished``."""
     try:
         table = pq.read_table(path)
+    except FileNotFoundError:
+        raise _Vanished(path) from None
     except (OSError, pa.ArrowException) as exc:
         return None, f"unreadable: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
-    if "run_id" not in table.column_names or table.num_rows != 1:
+    if "run_id" not in table.column_names or (table.num_rows != 1 and not many):
         return None, "not a run file (needs one row with a run_id)"
     return table, None
 
 
-def _read_file(path: Path) -> pa.Table | None:
-    """A run file as an Arrow table, or None (one warning) when it is torn, empty or not a run."""
-    table, problem = _inspect(path)
+class _Vanished(Exception):
+    """A file listed a moment ago is gone: the reader starts again from a fresh listing."""
+
+
+def _read_file(path: Path, many: bool = False) -> pa.Table | None:
+    """A run file (or segment) as an Arrow table, or None (one warning) when it is torn, empty or not a run."""
+    table, problem = _inspect(path, many)
     if problem:
         _warn_once(path, problem)
     return table
@@ -229,6 +244,16 @@ def claim_run(store, run_id: str):
         os.close(fd)
 
 
+def _as_floats(row: dict) -> None:
+    """FLOAT_COLUMNS as float64 in place; a value that is not a number is a DataError naming it."""
+    for key in FLOAT_COLUMNS:
+        if row.get(key) is not None:
+            try:
+                row[key] = float(row[key])
+            except (TypeError, ValueError):
+                raise DataError(f"run {row.get('run_id')}: {key} = {row[key]!r} is not a number; nothing written") from None
+
+
 def write_run(store, row: dict) -> Path:
     with _writer_lock(store):
         return _write_run(store, row)
@@ -237,10 +262,11 @@ def write_run(store, row: dict) -> Path:
 def _write_run(store, row: dict) -> Path:
     """Write (or replace) one run atomically. ``row`` needs ``run_id``; ``status`` defaults to ok.
 
-    Every run file of a store carries one schema (the union of all columns, nulls where a run has
-    none), so ``pandas.read_parquet(DIR)`` returns every column, including ones added later to a
-    single run (``eval.<task>.<metric>``): a write that brings a new column re-writes the others
-    (each atomically) with that column empty.
+    Every run file and segment of a store carries one schema (the union of all columns, nulls where
+    a run has none), so ``pandas.read_parquet(DIR)`` returns every column: a write that brings a new
+    column re-writes the others (each atomically) with that column empty, once per new column.
+    Columns added to one run later go to a side file instead (``update_run``). A run written again
+    supersedes its side file and its row in a segment.
     """
     if not row.get("run_id"):
         raise UsageError("a store row needs a run_id")
@@ -250,16 +276,24 @@ def _write_run(store, row: dict) -> Path:
     if row.get("flops") is None and row.get("params") and row.get("tokens"):
         from scaling.accounting import flops
         row["flops"] = flops(row["params"], row["tokens"])
-    for key in FLOAT_COLUMNS:
-        if row.get(key) is not None:
-            row[key] = float(row[key])
-    path = run_path(store, str(row["run_id"]))
-    table = pa.Table.from_pylist([row])
+    _as_floats(row)
+    run_id = str(row["run_id"])
+    path = run_path(store, run_id)
     try:                         # the usual case: no directory listing at all
         old = pq.read_schema(_as_dir(store) / SCHEMA_FILE)
     except (OSError, pa.ArrowException):
-        others = [f for f in run_files(store) if f != path]
+        others = [f for f in [*run_files(store), *segment_files(store)] if f != path]
         old = _store_schema(store, others) if others else None
+    if old is not None and set(row) <= set(old.names):
+        try:                     # the usual case: the row fits the store's schema as it is
+            fitted = pa.Table.from_pylist([row], schema=old)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError):
+            fitted = None        # a wider type or a conflict: the general path says which
+        if fitted is not None:
+            _write_table(path, fitted)
+            _supersede(store, run_id)
+            return path
+    table = pa.Table.from_pylist([row])
     if old is None:              # the first run
         _write_table(path, table)
         _save_schema(store, table.schema)
@@ -267,34 +301,132 @@ def _write_run(store, row: dict) -> Path:
     schema = _unified_schema([old, table.schema])
     if schema is None:
         clash = [f.name for f in table.schema if f.name in old.names and old.field(f.name).type != f.type]
-        raise DataError(f"run {row['run_id']}: column(s) {', '.join(clash) or '?'} have types that conflict with "
-                         f"the store's ({', '.join(f'{n}: {old.field(n).type}' for n in clash)}); nothing written")
+        raise DataError(f"run {run_id}: column(s) {', '.join(clash) or '?'} have types that conflict with "
+                        f"the store's ({', '.join(f'{n}: {old.field(n).type}' for n in clash)}); nothing written")
     _write_table(path, _conform(table, schema))
+    _supersede(store, run_id)
     if not schema.equals(old):   # a new column (or a wider type): the other files take it too
-        for f in (f for f in run_files(store) if f != path):
-            t = _read_file(f)
+        for f in (f for f in [*run_files(store), *segment_files(store)] if f != path):
+            t = _read_file(f, many=f.parent.name == SEGMENTS)
             if t is not None and not t.schema.equals(schema):
                 _write_table(f, _conform(t, schema))
         _save_schema(store, schema)
     return path
 
 
+#: ``compact`` moves run files into segment files here; pyarrow's discovery reads them with the rest.
+SEGMENTS = "segments"
+#: Columns added to one run after it was written (``update_run``: evaluations), one file per run,
+#: joined on read; ``compact`` folds them into the segment.
+UPDATES = "_updates"
+
+
+def segment_files(store) -> list[Path]:
+    d = _as_dir(store) / SEGMENTS
+    return sorted(f for f in d.glob("*.parquet") if not f.name.startswith((".", "_"))) if d.is_dir() else []
+
+
+def update_path(store, run_id: str) -> Path:
+    return _as_dir(store) / UPDATES / f"{run_id}.parquet"
+
+
+def update_files(store) -> list[Path]:
+    d = _as_dir(store) / UPDATES
+    return sorted(f for f in d.glob("*.parquet") if not f.name.startswith((".", "_"))) if d.is_dir() else []
+
+
+def _supersede(store, run_id: str) -> None:
+    """What a run written again replaces beside its run file: its side file (the evaluations of
+    the model it was) and its row in a segment."""
+    update = update_path(store, run_id)
+    if update.exists():
+        update.unlink()
+    _drop_from_segments(store, run_id)
+
+
+def _drop_from_segments(store, run_id: str) -> None:
+    """A run written again leaves the segment that held it (rewritten without the row), so that
+    ``pandas.read_parquet(DIR)`` sees it once. Costs a read of each segment's run_id column."""
+    for seg in segment_files(store):
+        try:
+            ids = pq.read_table(seg, columns=["run_id"]).column(0).to_pylist()
+        except (OSError, pa.ArrowException):
+            continue
+        if run_id in ids:
+            t = pq.read_table(seg)
+            keep = [i for i, r in enumerate(ids) if r != run_id]
+            if keep:
+                _write_table(seg, t.take(keep))
+            else:
+                seg.unlink()
+
+
+def _segment_row(store, run_id: str) -> dict | None:
+    for seg in reversed(segment_files(store)):
+        try:
+            t = pq.read_table(seg, filters=[("run_id", "=", run_id)])
+        except (OSError, pa.ArrowException):
+            continue
+        if t.num_rows:
+            return t.slice(t.num_rows - 1).to_pandas().iloc[0].to_dict()
+    return None
+
+
 def read_run(store, run_id: str) -> dict | None:
+    """One run's row (its run file, or its segment row after ``compact``), with its updates."""
     path = run_path(store, run_id)
-    if not path.exists():
-        return None
-    table = _read_file(path)
-    return None if table is None else table.to_pandas().iloc[0].to_dict()
+    row = None
+    if path.exists():
+        try:
+            table = _read_file(path)
+        except _Vanished:
+            table = None
+        row = None if table is None else table.to_pandas().iloc[0].to_dict()
+    if row is None:
+        row = _segment_row(store, run_id)
+        if row is None:
+            return None
+    update = update_path(store, run_id)
+    if update.exists():
+        try:
+            extra = pq.read_table(update).to_pylist()[0]
+        except (OSError, pa.ArrowException):
+            _warn_once(update, "unreadable")
+            extra = {}
+        row.update({k: v for k, v in extra.items() if v is not None and k != "run_id"})
+    return row
 
 
 def update_run(store, run_id: str, **columns) -> Path:
-    """Add or overwrite columns of one run (e.g. ``eval.corpus_cloze.acc``), atomically."""
+    """Add or overwrite columns of one run (e.g. ``eval.corpus_cloze.acc``), atomically, in the
+    run's side file ``_updates/RUN.parquet``: no other run's file is rewritten. Store readers join
+    it; ``pandas.read_parquet(DIR)`` sees the columns after ``compact``."""
     with _writer_lock(store):
         row = read_run(store, run_id)
         if row is None:
             raise UsageError(f"run {run_id!r} is not in store {store}")
-        row.update(columns)
-        return _write_run(store, row)
+        path = update_path(store, run_id)
+        extra = {}
+        if path.exists():
+            try:
+                extra = pq.read_table(path).to_pylist()[0]
+            except (OSError, pa.ArrowException):
+                extra = {}
+        extra.update({k: _clean(v) for k, v in columns.items()})
+        extra["run_id"] = run_id
+        _as_floats(extra)
+        table = pa.Table.from_pylist([extra])
+        try:
+            old = pq.read_schema(_as_dir(store) / SCHEMA_FILE)
+        except (OSError, pa.ArrowException):
+            old = None
+        if old is not None:
+            shared = [f for f in table.schema if f.name in old.names]
+            if _unified_schema([pa.schema([old.field(f.name) for f in shared]), pa.schema(shared)]) is None:
+                clash = [f.name for f in shared if _unified_schema([pa.schema([old.field(f.name)]), pa.schema([f])]) is None]
+                raise DataError(f"run {run_id}: column(s) {', '.join(clash)} have types that conflict with the store's; nothing written")
+        _write_table(path, table)
+        return path
 
 
 #: A cache of every run's row with the file's (inode, mtime, size) when it was read: ``read_runs``
@@ -309,17 +441,15 @@ def _stat_key(path: Path):
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def read_runs(store) -> pd.DataFrame:
-    """All runs of a store as one DataFrame (empty with the canonical columns if none), in file
-    name order; served from INDEX_FILE for every file unchanged since it was last read."""
-    files = run_files(store)
+def _cached_rows(root: Path, index_path: Path, files: list[Path]) -> pa.Table | None:
+    """The rows of ``files`` (paths under ``root``) in one table with a ``_file`` column (the path
+    relative to root), served from ``index_path`` for each file unchanged since it was cached."""
     keys = {}
     for f in files:
         try:
-            keys[f.name] = _stat_key(f)
-        except OSError:
-            pass
-    index_path = _as_dir(store) / INDEX_FILE
+            keys[f.relative_to(root).as_posix()] = _stat_key(f)
+        except FileNotFoundError:
+            raise _Vanished(f) from None
     index = None
     try:
         index = pq.read_table(index_path)
@@ -327,46 +457,145 @@ def read_runs(store) -> pd.DataFrame:
             index = None
     except (OSError, pa.ArrowException):
         index = None
-    blocks, names = [], []
-    cached = set()
+    blocks, cached, fresh = [], set(), 0
     if index is not None:
         meta = index.select(list(_INDEX_KEYS)).to_pylist()
         keep = [i for i, m in enumerate(meta) if keys.get(m["_file"]) == (m["_ino"], m["_mtime_ns"], m["_size"])]
         if keep:
-            blocks.append(index.drop_columns(list(_INDEX_KEYS)).take(keep))
-            names += [meta[i]["_file"] for i in keep]
-            cached = set(names)
-    fresh = 0
+            blocks.append(index.take(keep))
+            cached = {meta[i]["_file"] for i in keep}
     for f in files:
-        if f.name in keys and f.name not in cached:
-            t = _read_file(f)
-            if t is not None:
-                blocks.append(t)
-                names.append(f.name)
-                fresh += 1
+        name = f.relative_to(root).as_posix()
+        if name in cached:
+            continue
+        t = _read_file(f, many=f.parent.name == SEGMENTS)
+        if t is not None:
+            key = keys[name]
+            for col, value, kind in zip(_INDEX_KEYS, (name, *key), (pa.string(), pa.int64(), pa.int64(), pa.int64())):
+                t = t.append_column(col, pa.array([value] * t.num_rows, type=kind))
+            blocks.append(t)
+            fresh += 1
     if not blocks:
-        return pd.DataFrame(columns=list(CANONICAL))
+        return None
     schema = _unified_schema(t.schema for t in blocks)
-    if schema is None:           # files of conflicting types (written by hand): one frame each
-        return pd.concat([t.to_pandas() for t in blocks], ignore_index=True, sort=False)
-    order = sorted(range(len(names)), key=names.__getitem__)
-    table = pa.concat_tables([_conform(t, schema) for t in blocks]).take(order)
-    names = [names[i] for i in order]
-    if fresh or index is None or len(cached) != index.num_rows:
-        _save_index(index_path, table, [(n, *keys[n]) for n in names])
+    if schema is None:           # files of conflicting types (written by hand)
+        raise _Conflicting(blocks)
+    table = pa.concat_tables([_conform(t, schema) for t in blocks])
+    if fresh or index is None or index.num_rows != table.num_rows:
+        try:                     # best effort: a read-only store is still readable, just slower
+            _write_table(index_path, table)
+        except OSError:
+            pass
+    return table
+
+
+class _Conflicting(Exception):
+    def __init__(self, blocks):
+        self.blocks = blocks
+
+
+def _latest_rows(table: pa.Table) -> pa.Table:
+    """One row per run_id, sorted by run_id: a run file's row over a segment's, a later segment's
+    over an earlier one's (during ``compact`` a run is briefly in both)."""
+    ids = table.column("run_id").to_pylist()
+    files = table.column("_file").to_pylist()
+    rank = {}
+    for i, (rid, f) in enumerate(zip(ids, files)):
+        key = (not f.startswith(SEGMENTS + "/"), f)
+        if rid not in rank or key >= rank[rid][0]:
+            rank[rid] = (key, i)
+    order = [rank[r][1] for r in sorted(rank, key=str)]
+    return table.take(order).drop_columns(list(_INDEX_KEYS))
+
+
+def _apply_updates(table: pa.Table, updates: pa.Table) -> pa.Table:
+    """``table`` with each run's side-file columns over its own (a null in a side file changes nothing)."""
+    pos = {r: i for i, r in enumerate(table.column("run_id").to_pylist())}
+    upd_ids = updates.column("run_id").to_pylist()
+    for name in updates.column_names:
+        if name == "run_id" or name in _INDEX_KEYS:
+            continue
+        new = updates.column(name)
+        values = table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+        for rid, v in zip(upd_ids, new.to_pylist()):
+            if v is not None and rid in pos:
+                values[pos[rid]] = v
+        kind = new.type
+        if name in table.column_names:
+            merged = _unified_schema([pa.schema([table.schema.field(name)]), pa.schema([pa.field(name, kind)])])
+            kind = merged.field(name).type if merged is not None else pa.string()
+        try:
+            array = pa.array(values, type=kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            array = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, array)
+        else:
+            table = table.append_column(name, array)
+    return table
+
+
+def _runs_table(store) -> pa.Table | None:
+    d = _as_dir(store)
+    for attempt in range(20):    # a file vanished under us (compact, repair): list again
+        try:
+            # run files, segments, run files again: a compaction (run files gone) or a rerun of a
+            # compacted run (new run file, then its segment rewritten) in between is seen and retried
+            listed, segments = run_files(d), segment_files(d)
+            if run_files(d) != listed:
+                continue
+            main = _cached_rows(d, d / INDEX_FILE, [*segments, *listed])
+            if main is None:
+                return None
+            table = _latest_rows(main)
+            upd_files = update_files(d)
+            if upd_files:
+                updates = _cached_rows(d, d / UPDATES / "_index.parquet", upd_files)
+                if updates is not None:
+                    table = _apply_updates(table, updates)
+            return table
+        except _Vanished:
+            continue
+    raise DataError(f"{store}: files keep vanishing while reading (another process is rewriting the store?)")
+
+
+def read_runs(store) -> pd.DataFrame:
+    """All runs of a store as one DataFrame (empty with the canonical columns if none), one row per
+    run sorted by run_id: run files, segments, and their side-file columns. Served from INDEX_FILE
+    for every file unchanged since it was last read; a concurrent ``compact`` is seen as before or after."""
+    try:
+        table = _runs_table(store)
+    except _Conflicting as exc:  # files of conflicting types (written by hand): one frame each
+        frames = [t.drop_columns([c for c in _INDEX_KEYS if c in t.column_names]).to_pandas() for t in exc.blocks]
+        return pd.concat(frames, ignore_index=True, sort=False)
+    if table is None:
+        return pd.DataFrame(columns=list(CANONICAL))
     return table.to_pandas()
 
 
-def _save_index(path: Path, table: pa.Table, meta) -> None:
-    """Best effort (a read-only store is still readable, just slower)."""
-    cols = list(zip(*meta))
-    full = table
-    for name, values, kind in zip(_INDEX_KEYS, cols, (pa.string(), pa.int64(), pa.int64(), pa.int64())):
-        full = full.append_column(name, pa.array(list(values), type=kind))
-    try:
-        _write_table(path, full)
-    except OSError:
-        pass
+def compact(store) -> dict:
+    """Merge every run file, segment and side file into one new segment ``segments/part-TIME.parquet``
+    (written atomically, then the absorbed files removed), so that a store of 10,000 runs is one
+    file for ``pandas.read_parquet(DIR)``, pyarrow and duckdb, and the side-file columns
+    (evaluations) become ordinary columns. Store readers see every run once throughout: a run in
+    both the new segment and a not-yet-removed file is read once. Writers wait (the store lock)."""
+    d = _as_dir(store)
+    with _writer_lock(store):
+        before = {"run_files": run_files(d), "segments": segment_files(d), "updates": update_files(d)}
+        table = _runs_table(d)
+        if table is None:
+            return {"runs": 0, "segment": None, **{k: len(v) for k, v in before.items()}}
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        segment = d / SEGMENTS / f"part-{stamp}.parquet"
+        (d / SEGMENTS).mkdir(exist_ok=True, mode=dir_mode())
+        _write_table(segment, table)
+        _save_schema(store, table.schema)
+        for f in [*before["run_files"], *before["updates"], *before["segments"]]:
+            if f != segment:
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+    return {"runs": table.num_rows, "segment": segment.relative_to(d).as_posix(),
+            **{k: len(v) for k, v in before.items()}}
 
 
 QUARANTINE = "_quarantine"
@@ -383,7 +612,7 @@ def quarantine(store, names) -> list[str]:
             src = d / name
             if src.exists():
                 stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-                os.replace(src, d / QUARANTINE / f"{name}.{stamp}")
+                os.replace(src, d / QUARANTINE / f"{name.replace('/', '__')}.{stamp}")
                 moved.append(name)
     return moved
 
@@ -391,14 +620,19 @@ def quarantine(store, names) -> list[str]:
 def check(store) -> dict:
     """What ``python -m scaling.store check`` reports: run files that cannot be read (torn,
     zero bytes, not Parquet, not a run) and files whose columns conflict with the others' types."""
-    files = run_files(store)
+    d = _as_dir(store)
+    files = [*run_files(store), *segment_files(store), *update_files(store)]
     bad, schemas = [], {}
     for f in files:
-        t, problem = _inspect(f)
+        name = f.relative_to(d).as_posix()
+        try:
+            t, problem = _inspect(f, many=f.parent.name == SEGMENTS)
+        except _Vanished:
+            continue
         if problem:
-            bad.append({"file": f.name, "problem": problem})
-        else:
-            schemas[f.name] = t.schema
+            bad.append({"file": name, "problem": problem})
+        elif f.parent.name != UPDATES:
+            schemas[name] = t.schema
     conflicts = []
     if schemas and _unified_schema(schemas.values()) is None:
         types: dict[str, dict[str, tuple]] = {}
@@ -409,7 +643,7 @@ def check(store) -> dict:
         for col, by_type in types.items():
             if _unified_schema([pa.schema([pa.field(col, t)]) for t, _ in by_type.values()]) is None:
                 conflicts.append({"column": col, "types": {k: sorted(v)[:5] for k, (_, v) in by_type.items()}})
-    return {"files": len(files), "readable": len(schemas), "bad": bad, "conflicts": conflicts}
+    return {"files": len(files), "readable": len(files) - len(bad), "bad": bad, "conflicts": conflicts}
 
 
 def completed_run_ids(store) -> set[str]:
@@ -550,7 +784,8 @@ def _parser() -> ArgumentParser:
         epilog="example:\n  python -m scaling.store import runs.csv results/ "
                "--column params='Model Size' --column flops='Training FLOP'\n"
                "  python -m scaling.store show results/ --json\n"
-               "  python -m scaling.store check results/ --repair")
+               "  python -m scaling.store check results/ --repair\n"
+               "  python -m scaling.store compact results/")
     sub = p.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="import a CSV or Parquet table, one run per row")
     imp.add_argument("file")
@@ -564,6 +799,9 @@ def _parser() -> ArgumentParser:
     chk.add_argument("--json", action="store_true")
     chk.add_argument("--repair", action="store_true",
                      help="move the unreadable files into _quarantine/ (kept, out of every reader's way)")
+    cmp = sub.add_parser("compact", help="merge run files and side files into one segment file (fast reads at 10k+ runs)")
+    add_store_argument(cmp, positional=True, help="store directory")
+    cmp.add_argument("--json", action="store_true")
     return p
 
 
@@ -576,6 +814,14 @@ def main(argv=None) -> int:
     args.store = args.source
     if not Path(args.store).is_dir():
         raise UsageError(f"store {args.store!r} is not a directory")
+    if args.command == "compact":
+        report = compact(args.store)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(f"{args.store}: {report['runs']} run(s) in {report['segment']} (absorbed {report['run_files']} run "
+                  f"file(s), {report['segments']} segment(s), {report['updates']} side file(s))")
+        return 0
     if args.command == "check":
         report = check(args.store)
         if args.repair and report["bad"]:

