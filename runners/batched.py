@@ -237,11 +237,11 @@ def _train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, 
     if resumed is not None:
         start = resumed["step"]
         logs = [train.TrainingLog(s, p[3], tokens_per_step, progress=False, log_every=log_every, start=start,
-                                  curve=st["curve"], ema=st["ema"], elapsed=st["wall_time_s"])
+                                  curve=st["curve"], ema=st["ema"], elapsed=st["wall_time_s"], cpu_share=1 / K)
                 for s, p, st in zip(specs, prepared, resumed["states"])]
         log.info("batched group of %d: resuming at step %d/%d", K, start, steps)
     else:
-        logs = [train.TrainingLog(s, p[3], tokens_per_step, progress=False, log_every=log_every)
+        logs = [train.TrainingLog(s, p[3], tokens_per_step, progress=False, log_every=log_every, cpu_share=1 / K)
                 for s, p in zip(specs, prepared)]
 
     def checkpoint(step):

@@ -324,7 +324,8 @@ class TrainingLog:
     and ``runners.distributed``'s; a resumed run passes back ``start``, ``curve``, ``ema``, ``elapsed``."""
 
     def __init__(self, spec, batches, tokens_per_step: int, *, start: int = 0, curve=None, ema=None,
-                 elapsed: float = 0.0, progress: bool = True, log_every: int = 50, desc: str | None = None):
+                 elapsed: float = 0.0, progress: bool = True, log_every: int = 50, desc: str | None = None,
+                 cpu_share: float = 1.0):
         self.run_id, self.batches, self.tokens_per_step = spec.run_id, batches, tokens_per_step
         self.steps = batches.steps
         self.start = self.done = start
@@ -334,6 +335,8 @@ class TrainingLog:
         self.bar = progress_bar(self.steps, desc or f"{spec.shape} {spec.run_id[:8]}", enabled=progress,
                                 initial=start)
         self.t0 = self._last_log = time.perf_counter()
+        #: CPU seconds of this process from here on, times ``cpu_share`` (1/K for K batched runs)
+        self.c0, self.cpu_share = time.process_time(), cpu_share
         self._log_tokens = 0
 
     def record(self, step: int, loss: float, grad_norm: float | None, lr: float) -> bool:
@@ -367,6 +370,9 @@ class TrainingLog:
         return {"steps": self.done, "total_steps": self.steps, "tokens_trained": self.done * self.tokens_per_step,
                 "epochs_seen": self.batches.epochs_at(self.done),
                 "train_loss": self.ema if self.ema is not None else float("nan"), "wall_time_s": self.wall(),
+                # the run's own compute, whatever else shares the machine (wall_time_s grows with
+                # contention; this does not): this session's CPU seconds in the training loop
+                "cpu_time_s": (time.process_time() - self.c0) * self.cpu_share,
                 "resumed_from_step": self.start,
                 "tokens_per_s": (self.done - self.start) * self.tokens_per_step
                 / max(time.perf_counter() - self.t0, 1e-9)}
