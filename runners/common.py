@@ -45,6 +45,12 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
                    help="how a run's FLOPs are counted, and so how many tokens a budget buys: 6N (all "
                         "parameters, default; the tiny preset: 6N_ne+head+attn), 6N_ne (Kaplan et al. 2020), 6N_ne+head, 6N_ne+head+attn "
                         "(see scaling.accounting.flops_per_token); every run stores all of them")
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", default="gpt", metavar="gpt|mamba|PACKAGE.MODULE:FACTORY",
+                   help="architecture of every run: gpt (default), mamba (Mamba blocks + a dense block, "
+                        "runners.mamba), or a factory FACTORY(config) -> nn.Module (see runners.arch)")
+    m.add_argument("--activation", default="gelu", choices=accounting.ACTIVATIONS,
+                   help="gelu (default) or swelu, the learnable activation (with --arch mamba)")
     d = p.add_argument_group("data")
     d.add_argument("--data", default="embedded",
                    help="corpus: embedded (text, code) | embedded-domains (7 domains of this Python's docs and "
@@ -182,7 +188,18 @@ def axes(args) -> dict:
                 filters=parse_list(args.filter, str, "filter"),
                 seeds=parse_list(args.seeds, _seed, "seed"),
                 data=check_data_arg(args.data), tokenizer=args.tokenizer,
-                text_column=args.text_column or "text", flops_convention=args.flops_convention)
+                text_column=args.text_column or "text", flops_convention=args.flops_convention,
+                **model_axes(args))
+
+
+def model_axes(args) -> dict:
+    """``arch`` and ``activation`` of the grid CLIs, checked before anything is planned."""
+    from runners.arch import check_arch
+    arch = check_arch(getattr(args, "arch", "gpt") or "gpt")
+    activation = getattr(args, "activation", "gelu") or "gelu"
+    if activation != "gelu" and arch == "gpt":
+        raise UsageError(f"--activation {activation} needs --arch mamba (gpt uses gelu)")
+    return {"arch": arch, "activation": activation}
 
 
 def check_data_arg(data: str) -> str:

@@ -89,24 +89,46 @@ def parse_ratios(text: str | None) -> list[float]:
     return out
 
 
+def parse_archs(text: str) -> tuple[str, ...]:
+    """``--arch gpt,mamba`` -> ("gpt", "mamba"), each checked (``runners.arch.check_arch``)."""
+    from runners.arch import check_arch
+    items = [t.strip() for t in str(text or "").split(",")]
+    if not items or any(not t for t in items):
+        raise UsageError(f"malformed --arch list {text!r} (expected e.g. gpt,mamba)")
+    if len(set(items)) < len(items):
+        raise UsageError(f"an architecture is listed twice in --arch {text!r}")
+    return tuple(check_arch(t) for t in items)
+
+
 def plan(sources: list[div.DataSource], ratios: list[float], shape_name: str, *, unique_tokens: int,
          seed: int = 0, tokenizer: str = "byte", vocab_size: int = accounting.CPU_VOCAB,
-         seq_len: int = accounting.CPU_SEQ_LEN, text_column: str = "text") -> list[CompareRun]:
-    """Every (ratio, dataset) pair, ratio-major; ``unique_tokens`` caps every run's unique data."""
+         seq_len: int = accounting.CPU_SEQ_LEN, text_column: str = "text",
+         archs: tuple[str, ...] = ("gpt",), activation: str = "gelu") -> list[CompareRun]:
+    """Every (ratio, architecture, dataset), ratio-major; ``unique_tokens`` caps every run's unique
+    data. The ratio is tokens per parameter of the first architecture; every other one trains for
+    the same FLOPs (6 N D with its own N: D = ratio N_1^2 / N_a), so architectures meet at equal
+    compute. ``activation`` applies to the non-GPT ones."""
     if shape_name not in accounting.SHAPES:
         raise UsageError(f"unknown shape {shape_name!r} (tiny shapes: {', '.join(accounting.TINY_SHAPES)})")
     shape = accounting.shape(shape_name)
-    params = shape.params(vocab_size, seq_len)
+
+    def spec_for(arch: str, tokens: int, ratio: float, source) -> RunSpec:
+        return RunSpec(shape=shape.name, d_model=shape.d_model, ffw_size=shape.ffw_size,
+                       n_heads=shape.attention_heads, n_layers=shape.n_layers, vocab_size=vocab_size,
+                       seq_len=seq_len, tokens=tokens, unique_tokens=max(1, min(tokens, unique_tokens)),
+                       seed=seed, tokenizer=tokenizer, text_column=text_column, grid=GRID,
+                       budget=f"{ratio:g}x", arch=arch, activation="gelu" if arch == "gpt" else activation,
+                       **source.run_fields())
+
+    probe = sources[0]
+    params = {a: spec_for(a, 1, 1.0, probe).params for a in archs}
     runs = []
     for ratio in ratios:
-        tokens = int(round(ratio * params))
-        for source in sources:
-            spec = RunSpec(shape=shape.name, d_model=shape.d_model, ffw_size=shape.ffw_size,
-                           n_heads=shape.attention_heads, n_layers=shape.n_layers, vocab_size=vocab_size,
-                           seq_len=seq_len, tokens=tokens, unique_tokens=max(1, min(tokens, unique_tokens)),
-                           seed=seed, tokenizer=tokenizer, text_column=text_column, grid=GRID,
-                           budget=f"{ratio:g}x", **source.run_fields())
-            runs.append(CompareRun(source, ratio, spec))
+        ref_tokens = ratio * params[archs[0]]
+        for arch in archs:
+            tokens = int(round(ref_tokens * params[archs[0]] / params[arch]))
+            for source in sources:
+                runs.append(CompareRun(source, ratio, spec_for(arch, tokens, ratio, source)))
     return runs
 
 
@@ -124,8 +146,12 @@ class CompareResult:
     settings: dict = field(default_factory=dict)
 
     def cross_entropy_matrix(self) -> pd.DataFrame:
-        """Cross-entropy, model (``dataset @ ratio``) x evaluation set, in the order of the runs."""
-        frame = self.evals.assign(model=self.evals["dataset"] + " @" + self.evals["tokens_per_param"].map("{:g}x".format))
+        """Cross-entropy, model (``dataset @ ratio``, ``[arch]`` when several) x evaluation set, in
+        the order of the runs."""
+        label = self.evals["dataset"] + " @" + self.evals["tokens_per_param"].map("{:g}x".format)
+        if "arch" in self.evals and self.evals["arch"].nunique() > 1:
+            label = label + " [" + self.evals["arch"] + "]"
+        frame = self.evals.assign(model=label)
         table = frame.pivot(index="model", columns="eval_set", values="cross_entropy")
         return table.loc[list(dict.fromkeys(frame["model"])), list(dict.fromkeys(frame["eval_set"]))]
 
@@ -135,12 +161,17 @@ class CompareResult:
                 f"tokenizer {s['tokenizer']}, same hyper-parameters and steps at each ratio\n"
                 f"eval: each dataset's held-out validation split (<= {s['eval_tokens']:,} tokens per part); "
                 f"a mix is the equal-weight union of its parts")
-        cols = ["dataset", "diversity", "D/N", "tokens", "unique", "epochs", "steps", "batch", "lr",
-                "CE own", "ppl own", "bpb own", "acc own"]
+        several = self.models["arch"].nunique() > 1
+        if several:
+            head += ("\narchitectures " + ", ".join(s["archs"]) + f" at equal FLOPs (6 N D, each its own N; "
+                     f"D/N is the first's ratio)")
+        cols = ["dataset", *(["arch", "N", "FLOPs"] if several else []), "diversity", "D/N", "tokens", "unique",
+                "epochs", "steps", "batch", "lr", "CE own", "ppl own", "bpb own", "acc own"]
         rows = []
         for r in self.models.itertuples():
             d = "-" if not np.isfinite(r.diversity) else f"{r.diversity:.3f} [{r.diversity_low:.3f}, {r.diversity_high:.3f}]"
-            rows.append([r.dataset, d, f"{r.tokens_per_param:g}", _human(r.tokens), _human(r.unique_tokens),
+            extra = [r.arch, _human(r.params), f"{r.flops:.3g}"] if several else []
+            rows.append([r.dataset, *extra, d, f"{r.tokens_per_param:g}", _human(r.tokens), _human(r.unique_tokens),
                          f"{r.epochs:.2f}", str(r.steps), str(r.batch_size), f"{r.lr:.2g}",
                          f"{r.cross_entropy:.4f}", f"{r.perplexity:.3f}", f"{r.bpb:.4f}", f"{r.token_accuracy:.4f}"])
         matrix = self.cross_entropy_matrix()
@@ -157,8 +188,8 @@ class CompareResult:
         """The long table joined with each model's run columns, as written to ``--out``."""
         keep = ["run_id", "shape", "params", "steps", "batch_size", "lr", "unique_tokens", "epochs",
                 "diversity", "diversity_low", "diversity_high", "seed"]
-        return self.evals.merge(self.models[["dataset", "tokens_per_param", *keep]],
-                                on=["dataset", "tokens_per_param"], how="left")
+        on = ["dataset", "tokens_per_param", "arch"]
+        return self.evals.merge(self.models[[*on, "activation", "flops", *keep]], on=on, how="left")
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -264,7 +295,8 @@ def _stored_row(store, run: CompareRun, sets: list[EvalSet], cap: int) -> dict |
 def compare(sources: list[div.DataSource], ratios: list[float], *, shape: str = "t32", seed: int = 0,
             tokenizer: str = "byte", text_column: str = "text", eval_tokens: int | None = None,
             diversity_batches: int = 20, diversity_batch_size: int = 16, probe: div.ProbeSpec | None = None,
-            store=None, device: str | None = None, progress: bool = False, cache_dir=None) -> CompareResult:
+            store=None, device: str | None = None, progress: bool = False, cache_dir=None,
+            archs: tuple[str, ...] = ("gpt",), activation: str = "gelu") -> CompareResult:
     """Train and evaluate every (dataset, ratio) model; reuse finished runs found in ``store``."""
     from runners import train
 
@@ -288,7 +320,8 @@ def compare(sources: list[div.DataSource], ratios: list[float], *, shape: str = 
                              f"evaluation needs more than {accounting.CPU_SEQ_LEN}")
     unique = min(data.available(s) for s in sources)
     runs = plan(sources, ratios, shape, unique_tokens=unique, seed=seed, tokenizer=tokenizer,
-                vocab_size=data.tokenizer.vocab_size, text_column=text_column)
+                vocab_size=data.tokenizer.vocab_size, text_column=text_column, archs=tuple(archs),
+                activation=activation)
     for r in runs:
         batch = train.hparams(r.spec.params, r.spec.seq_len, tokens=r.spec.tokens).batch_size
         if (r.spec.unique_tokens - 1) // r.spec.seq_len < batch:
@@ -324,6 +357,7 @@ def compare(sources: list[div.DataSource], ratios: list[float], *, shape: str = 
 
     return _result(runs, rows, sets, diversity, {
         "shape": shape, "params": runs[0].spec.params, "seed": seed, "tokenizer": data.tokenizer.name,
+        "archs": list(archs), "activation": activation,
         "eval_tokens": int(eval_tokens), "ratios": list(ratios), "datasets": [s.name for s in sources],
         "eval_sets": {e.name: [p.name for p in e.parts] for e in sets}, "unique_tokens_cap": int(unique),
         "device": settings.device,
@@ -340,7 +374,9 @@ def _result(runs: list[CompareRun], rows: list[dict], sets: list[EvalSet], diver
         d = by_name.get(run.dataset.name)
         own = run.dataset.name
         models.append({"dataset": own, "tokens_per_param": run.tokens_per_param, "run_id": run.spec.run_id,
+                       "arch": run.spec.arch, "activation": run.spec.activation,
                        "shape": run.spec.shape, "params": run.spec.params, "tokens": run.spec.tokens,
+                       "flops": accounting.flops(run.spec.params, run.spec.tokens),
                        "unique_tokens": run.spec.unique_tokens, "epochs": run.spec.epochs,
                        "steps": int(row["steps"]), "batch_size": int(row["batch_size"]), "lr": float(row["lr"]),
                        "seed": run.spec.seed, "status": row.get("status"),
@@ -349,7 +385,8 @@ def _result(runs: list[CompareRun], rows: list[dict], sets: list[EvalSet], diver
                        "diversity_high": d.ci_high if d else float("nan"),
                        **_metrics(row, own), "wall_time_s": float(row.get("wall_time_s", float("nan")))})
         for e in sets:
-            evals.append({"dataset": own, "tokens_per_param": run.tokens_per_param, "eval_set": e.name,
+            evals.append({"dataset": own, "tokens_per_param": run.tokens_per_param, "arch": run.spec.arch,
+                          "eval_set": e.name,
                           **_metrics(row, e.name), "eval_tokens": int(row.get(f"eval_tokens.{e.name}") or 0)})
     return CompareResult(pd.DataFrame(models), pd.DataFrame(evals), diversity, settings)
 
@@ -379,9 +416,11 @@ def plot(result: CompareResult, out) -> None:
     panels = 3 if has_div else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.4))
     ax = axes[0]
-    for name, sel in models.groupby("dataset", sort=False):
+    several = models["arch"].nunique() > 1
+    for (name, arch), sel in models.groupby(["dataset", "arch"], sort=False):
         sel = sel.sort_values("tokens_per_param")
-        ax.plot(sel["tokens_per_param"], sel["cross_entropy"], marker="o", label=name)
+        ax.plot(sel["tokens_per_param"], sel["cross_entropy"], marker="o" if arch == "gpt" else "s",
+                label=f"{name} [{arch}]" if several else name)
     ax.set_xscale("log")
     ratios = sorted(models["tokens_per_param"].unique())
     ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
@@ -445,6 +484,7 @@ examples:
   python -m runners.compare --datasets text,code,text+code --ratio 20,100
   python -m runners.compare --datasets text,my.jsonl,text+my.jsonl --ratio 20 --shape t64 --store results
   python -m runners.compare --datasets text,code --ratio 5 --shape t24 --batches 0 --json   # no diversity
+  python -m runners.compare --datasets text --ratio 20,100 --arch gpt,mamba --activation swelu --batches 0
 """
 
 
@@ -455,6 +495,11 @@ def build_parser() -> ArgumentParser:
                    help="comma list: text, code (embedded corpus), .jsonl/.parquet files, A+B (equal interleaving)")
     p.add_argument("--ratio", required=True, help="tokens per parameter, comma list (e.g. 20,100)")
     p.add_argument("--shape", default="t32", help="model shape (scaling.accounting; default t32)")
+    p.add_argument("--arch", default="gpt", metavar="LIST",
+                   help="architectures, comma list (gpt, mamba, PACKAGE.MODULE:FACTORY; default gpt): the ratio "
+                        "is the first's tokens per parameter, the others train for the same FLOPs")
+    p.add_argument("--activation", default="gelu", choices=accounting.ACTIVATIONS,
+                   help="activation of the non-GPT architectures (gelu or swelu)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="initialisation, data order and probe seed (default 0)")
     p.add_argument("--store", default=None, help="also write each run to this results store, and reuse "
                                                   "runs already finished there")
@@ -485,7 +530,8 @@ def main(argv=None) -> int:
     result = compare(sources, ratios, shape=args.shape, seed=args.seed, tokenizer=args.tokenizer,
                      text_column=args.text_column, eval_tokens=args.eval_tokens,
                      diversity_batches=args.batches, diversity_batch_size=args.batch_size, probe=probe,
-                     store=args.store, device=args.device, progress=not args.quiet)
+                     store=args.store, device=args.device, progress=not args.quiet,
+                     archs=parse_archs(args.arch), activation=args.activation)
     paths = write_outputs(result, args.out)
     if args.json:
         print(json.dumps(result.to_dict()))

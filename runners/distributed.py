@@ -289,7 +289,7 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
     from datetime import timedelta
 
     from runners import train as rtrain
-    from runners.model import GPT, GPTConfig
+    from runners.model import GPTConfig
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -315,7 +315,8 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
 
     torch.manual_seed(spec.seed)         # the same initial weights on every rank (and as a local run)
     cfg = GPTConfig.from_spec(spec)
-    model = GPT(cfg)
+    from runners.arch import build_model
+    model = build_model(cfg)
     if model.num_params() != spec.params:
         raise RuntimeError(f"model has {model.num_params()} parameters, accounting says {spec.params}")
     optimizer = model.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2),
@@ -417,7 +418,7 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
 
     state = _full_fp32_state(engine, rank)
     if rank == 0:
-        final = GPT(cfg).to(device)
+        final = build_model(cfg).to(device)
         missing, unexpected = final.load_state_dict(state, strict=False)
         tied = {"lm_head.weight"}               # the tied matrix appears once among parameters
         if unexpected or set(missing) - tied:

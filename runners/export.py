@@ -23,10 +23,12 @@ import torch
 from safetensors.torch import load_model as _load_safetensors
 from safetensors.torch import save_model as _save_safetensors
 
+from runners.arch import build_model
 from runners.model import GPT, GPTConfig
 from runners.spec import RunSpec
 from scaling import store as rstore
 from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
+from scaling.errors import DataError
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -67,11 +69,20 @@ def load_model(directory, device: str = "cpu") -> tuple[GPT, dict]:
     cfg_path, weights = directory / CONFIG_FILE, directory / MODEL_FILE
     if not cfg_path.exists() or not weights.exists():
         raise UsageError(f"{directory} holds no saved model ({CONFIG_FILE} + {MODEL_FILE})")
-    config = json.loads(cfg_path.read_text())
-    if config.get("format") != FORMAT:
-        raise UsageError(f"{cfg_path} is not a {FORMAT} config")
-    model = GPT(GPTConfig(**config["model"]))
-    _load_safetensors(model, str(weights), device="cpu")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{cfg_path}: unreadable model config ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise DataError(f"{cfg_path} is not a {FORMAT} config")
+    try:
+        model = build_model(GPTConfig(**config["model"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{cfg_path}: its model section does not describe a model ({str(exc).splitlines()[0][:120]})") from None
+    try:
+        _load_safetensors(model, str(weights), device="cpu")
+    except Exception as exc:            # safetensors' own errors, torch's size mismatch: one line
+        raise DataError(f"{weights}: unreadable or mismatched weights ({str(exc).splitlines()[0][:120]})") from None
     return model.to(device).eval(), config
 
 

@@ -129,6 +129,8 @@ AUTO_BATCH = 8
 def batch_size_for(specs: Sequence[RunSpec], batch_runs, device: str | None) -> int:
     """How many same-shape runs to stack: ``auto`` = ``AUTO_BATCH`` for tiny runs on a CPU (where
     one small model's step is mostly per-op overhead: 1.8x for 8 t32 runs at batch 4 here), else 1."""
+    if any(getattr(s, "arch", "gpt") != "gpt" for s in specs):
+        return 1                        # runners.batched stacks GPTs only
     if batch_runs in (None, "auto"):
         on_cpu = (device or "cpu").startswith("cpu") or (device is None and not _cuda())
         return AUTO_BATCH if on_cpu and all(s.params < TINY_PARAMS for s in specs) else 1

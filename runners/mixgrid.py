@@ -117,7 +117,8 @@ def build_plan(args) -> list:
                                         budget=f"mix-{args.shape}-{args.tokens}", code_fraction=float(mix.get("code", 0.0)),
                                         filter=f, seed=seed, data=data, tokenizer=tokenizer,
                                         text_column=kw["text_column"], flops_convention=kw["flops_convention"] or "6N",
-                                        mix=format_mix(mix), domain_column=domain_column))
+                                        mix=format_mix(mix), domain_column=domain_column, arch=kw["arch"],
+                                        activation=kw["activation"]))
     return specs
 
 

@@ -92,7 +92,7 @@ def _shapes_by_name(names: Iterable[str]) -> list[Shape]:
 def _spec(shape: Shape, *, vocab: int, seq_len: int, tokens: float, unique: float, grid: str,
           budget: str, code_fraction: float, filter: str, seed: int, data: str, tokenizer: str,
           text_column: str = "text", flops_convention: str = "6N", mix: str = "",
-          domain_column: str = "") -> RunSpec:
+          domain_column: str = "", arch: str = "gpt", activation: str = "gelu") -> RunSpec:
     tokens = int(round(tokens))
     # unique data beyond the tokens trained on is never seen: cap at one epoch
     unique = max(1, min(int(round(unique)), tokens))
@@ -101,7 +101,7 @@ def _spec(shape: Shape, *, vocab: int, seq_len: int, tokens: float, unique: floa
                    seq_len=seq_len, tokens=tokens, unique_tokens=unique, code_fraction=code_fraction,
                    filter=filter, seed=seed, data=data, tokenizer=tokenizer, grid=grid, budget=budget,
                    text_column=text_column, flops_convention=flops_convention, mix=mix,
-                   domain_column=domain_column)
+                   domain_column=domain_column, arch=arch, activation=activation)
 
 
 def default_tokenizer(cpu: bool) -> str:
@@ -150,7 +150,8 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
                  epochs: Sequence[float] | None = None, code_fractions=None, filters=("none",),
                  seeds=(0,), n_sizes: int | None = None, data: str = "embedded",
                  tokenizer: str | None = None, text_column: str = "text",
-                 flops_convention: str | None = None, mixes=None, domain_column: str = "") -> list[RunSpec]:
+                 flops_convention: str | None = None, mixes=None, domain_column: str = "",
+                 arch: str = "gpt", activation: str = "gelu") -> list[RunSpec]:
     """All runs of one budget's isoFLOP grid; every run has FLOPs = budget.flops (up to rounding
     the token count to an integer), counted in ``flops_convention`` (``scaling.accounting``:
     D = C / FLOPs-per-token of the shape in that convention; None: the budget's own, ``6N`` but for
@@ -168,6 +169,9 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
     ``code_fractions`` (default: the budget's own, 0 but for the ``tiny`` preset) x ``filters`` x
     ``seeds``; duplicates removed. ``tokenizer=None`` means
     ``byte`` for CPU budgets and ``gpt2`` otherwise (the vocabulary the budget's shapes assume).
+    ``arch`` (``runners.arch``) builds each shape as that architecture; tokens are then what the
+    budget buys at that architecture's FLOPs per token (a plug-in: 6 N of its own count), so two
+    architectures' grids of one budget are compared at equal FLOPs. The shapes are the budget's.
     """
     if code_fractions is None:
         code_fractions = (budget.code_fraction,)
@@ -185,9 +189,16 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
     flops_convention = accounting.check_convention(flops_convention or budget.flops_convention)
 
     def tokens_for(shape: Shape) -> float:
+        if arch not in accounting.ARCHS:
+            probe = _spec(shape, vocab=V, seq_len=S, tokens=1, unique=1, grid="isoflop", budget=budget.name,
+                          code_fraction=0.0, filter="none", seed=0, data=data, tokenizer=tokenizer or "byte",
+                          arch=arch, activation=activation)
+            if flops_convention != "6N":
+                raise AccountingError(f"--arch {arch}: a plug-in architecture spends its budget in 6N only")
+            return budget.flops / (6.0 * probe.params)
         return budget.flops / accounting.flops_per_token(
             flops_convention, d_model=shape.d_model, ffw_size=shape.ffw_size, n_layers=shape.n_layers,
-            vocab=V, seq_len=S)
+            vocab=V, seq_len=S, arch=arch, activation=activation)
 
     d_best = tokens_for(best)
     if unique is not None:
@@ -209,7 +220,8 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
         points.append((s, d, d))
     specs = [_spec(s, vocab=V, seq_len=S, tokens=d, unique=u, grid="isoflop", budget=budget.name,
                    code_fraction=c, filter=f, seed=seed, data=data, tokenizer=tokenizer,
-                   text_column=text_column, flops_convention=flops_convention, mix=mx, domain_column=domain_column)
+                   text_column=text_column, flops_convention=flops_convention, mix=mx, domain_column=domain_column,
+                   arch=arch, activation=activation)
              for (s, d, u) in points for c, mx in mix_axis for f in fs for seed in ss]
     return _dedupe(specs)
 
@@ -245,7 +257,8 @@ def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
                    epochs: Sequence[float] = ISOUNIQUE_EPOCHS, cpu: bool | None = None,
                    code_fractions=None, filters=("none",), seeds=(0,), data: str = "embedded",
                    tokenizer: str | None = None, text_column: str = "text",
-                   flops_convention: str = "6N", mixes=None, domain_column: str = "") -> list[RunSpec]:
+                   flops_convention: str = "6N", mixes=None, domain_column: str = "",
+                   arch: str = "gpt", activation: str = "gelu") -> list[RunSpec]:
     """Fixed unique data, model sizes x epochs (tokens = unique x epochs); ``flops_convention``
     only says how the runs' ``flops`` column counts (there is no budget to spend).
 
@@ -266,7 +279,7 @@ def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
                    grid="isounique", budget=name, code_fraction=c, filter=f, seed=seed, data=data,
                    tokenizer=tokenizer, text_column=text_column,
                    flops_convention=accounting.check_convention(flops_convention or "6N"), mix=mx,
-                   domain_column=domain_column)
+                   domain_column=domain_column, arch=arch, activation=activation)
              for s in chosen for e in eps for c, mx in mix_axis for f in fs for seed in ss]
     return _dedupe(specs)
 

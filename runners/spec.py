@@ -35,19 +35,27 @@ class RunSpec:
     flops_convention: str = "6N"   #: the FLOP convention the run's budget was spent in
     mix: str = ""              #: domain shares "d1=0.3,d2=0.7" (replaces code_fraction when given)
     domain_column: str = ""    #: column labelling each document's domain in --data files
+    arch: str = "gpt"          #: gpt | mamba | PACKAGE.MODULE:FACTORY (runners.arch)
+    activation: str = "gelu"   #: gelu | swelu (mamba's learnable activation)
 
     @property
     def params(self) -> int:
-        return accounting.param_count(self.d_model, self.ffw_size, self.n_layers, self.vocab_size, self.seq_len)
+        if self.arch in accounting.ARCHS:
+            return accounting.arch_param_count(self.arch, self.d_model, self.ffw_size, self.n_layers,
+                                               self.vocab_size, self.seq_len, self.activation)
+        from runners.arch import plugin_param_count      # a plug-in: counted by building it
+        return plugin_param_count(self)
 
     @property
     def shape_kwargs(self) -> dict:
         return {"d_model": self.d_model, "ffw_size": self.ffw_size, "n_layers": self.n_layers,
-                "vocab": self.vocab_size, "seq_len": self.seq_len}
+                "vocab": self.vocab_size, "seq_len": self.seq_len, "arch": self.arch, "activation": self.activation}
 
     @property
     def flops(self) -> float:
         """Training FLOPs in the run's own convention (6 N D over all parameters by default)."""
+        if self.arch not in accounting.ARCHS:
+            return 6.0 * self.params * self.tokens
         return accounting.training_flops(self.flops_convention, self.tokens, **self.shape_kwargs)
 
     @property
@@ -62,7 +70,8 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         d = dataclasses.asdict(self)
-        for key, default in (("flops_convention", "6N"), ("mix", ""), ("domain_column", "")):
+        for key, default in (("flops_convention", "6N"), ("mix", ""), ("domain_column", ""), ("arch", "gpt"),
+                             ("activation", "gelu")):
             if d[key] == default:              # defaults leave the ids of earlier stores unchanged
                 del d[key]
         payload = json.dumps(d, sort_keys=True)

@@ -163,7 +163,8 @@ def autocast(settings: Settings):
 
 def build(cfg: GPTConfig, hp: Hparams, settings: Settings):
     """(model, compiled-or-same model, optimizer) on the settings' device."""
-    model = GPT(cfg).to(settings.device)
+    from runners.arch import build_model
+    model = build_model(cfg).to(settings.device)
     optimizer = model.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2),
                                           torch.device(settings.device).type, fused=settings.fused_adamw)
     if settings.device.startswith("cuda"):

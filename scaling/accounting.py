@@ -62,6 +62,47 @@ def nonembedding_param_count(d_model: int, ffw_size: int, n_layers: int, vocab: 
     return param_count(d_model, ffw_size, n_layers, vocab, seq_len) - vocab * d_model - seq_len * d_model
 
 
+#: Architectures ``scaling.accounting`` counts (``runners --arch``; a ``PACKAGE.MODULE:FACTORY``
+#: plug-in is counted by building it, and spends its budget in 6N only).
+ARCHS = ("gpt", "mamba")
+ACTIVATIONS = ("gelu", "swelu")
+#: Mamba's defaults (Gu & Dao 2023, ``mamba_simple``): state size, conv width, expansion.
+MAMBA_D_STATE, MAMBA_D_CONV, MAMBA_EXPAND = 16, 4, 2
+
+
+def mamba_dt_rank(d_model: int) -> int:
+    """Mamba's ``dt_rank = ceil(d / 16)``."""
+    return -(-int(d_model) // 16)
+
+
+def mamba_param_count(d_model: int, ffw_size: int, n_layers: int, vocab: int, seq_len: int,
+                      activation: str = "gelu") -> int:
+    """Parameters of ``runners.mamba.MambaLM`` (the Mamba + dense hybrid of P. Obara 2025's SWELU
+    study), embeddings included, term for term. Per Mamba block (Gu & Dao 2023; E = 2d, N = 16,
+    R = ceil(d/16), conv width 4): norm ``d``, in_proj ``2Ed``, conv ``4E + E``, x_proj ``E(R + 2N)``,
+    dt_proj ``RE + E``, A ``EN``, D ``E``, out_proj ``Ed``. The dense block (three layers, hidden
+    h = ffw_size): norm ``d``, ``dh + h``, ``h^2 + h``, ``hd + d``. Embeddings as ``param_count``:
+    ``V d + V + S d``. SWELU adds its k and lambda per use (two per Mamba block, two in the dense block)."""
+    d, h, L = int(d_model), int(ffw_size), int(n_layers)
+    E, N, R, K = MAMBA_EXPAND * d, MAMBA_D_STATE, mamba_dt_rank(d), MAMBA_D_CONV
+    swelu = 2 if activation == "swelu" else 0
+    block = d + 2 * E * d + K * E + E + E * (R + 2 * N) + R * E + E + E * N + E + E * d + 2 * swelu
+    dense = d + d * h + h + h * h + h + h * d + d + 2 * swelu
+    return L * block + dense + vocab * d + vocab + seq_len * d
+
+
+def arch_param_count(arch: str, d_model: int, ffw_size: int, n_layers: int, vocab: int, seq_len: int,
+                     activation: str = "gelu") -> int:
+    """``param_count`` (gpt) or ``mamba_param_count`` (mamba)."""
+    if arch == "mamba":
+        return mamba_param_count(d_model, ffw_size, n_layers, vocab, seq_len, activation)
+    if arch == "gpt":
+        if activation != "gelu":
+            raise AccountingError(f"--activation {activation} is for --arch mamba (gpt uses gelu)")
+        return param_count(d_model, ffw_size, n_layers, vocab, seq_len)
+    raise AccountingError(f"unknown architecture {arch!r} for accounting (known: {', '.join(ARCHS)})")
+
+
 #: FLOP conventions, training FLOPs per token (see ``flops_per_token``). ``6N`` is the default.
 FLOP_CONVENTIONS = ("6N", "6N_ne", "6N_ne+head", "6N_ne+head+attn")
 DEFAULT_CONVENTION = "6N"
@@ -73,7 +114,8 @@ def check_convention(convention: str) -> str:
     return convention
 
 
-def flops_per_token(convention: str, *, d_model, ffw_size, n_layers, vocab, seq_len):
+def flops_per_token(convention: str, *, d_model, ffw_size, n_layers, vocab, seq_len, arch="gpt",
+                    activation="gelu"):
     """Training FLOPs per token of a GPT-2 style decoder under one of the literature's conventions.
 
     Derivation (Kaplan et al. 2020, Table 1; Hoffmann et al. 2022, App. F; Porian et al. 2024,
@@ -94,9 +136,18 @@ def flops_per_token(convention: str, *, d_model, ffw_size, n_layers, vocab, seq_
       App. F counts both; Kaplan et al. 2020 count 2 L T d for one), so 4 L T d forward and
       12 L T d for training. Counted over the full context, without causal halving, as both papers do.
 
-    Vectorised over numpy arrays of shapes.
+    For ``arch="mamba"`` (``mamba_param_count``) N counts the hybrid's parameters, and the token-
+    mixing term of ``+attn`` is the selective scan's instead of attention's: 9 E N forward FLOPs per
+    token per block (discretise, update the state, read it out: the count ``mamba_ssm`` gives its
+    reference scan), so 27 L E N for training; independent of the context. The depthwise
+    convolution's weights are in N (each is used once per token).
+
+    Vectorised over numpy arrays of shapes (``arch`` and ``activation`` may be arrays too).
     """
     check_convention(convention)
+    if not (np.ndim(arch) == 0 and str(arch) == "gpt"):
+        return _flops_per_token_by_arch(convention, d_model=d_model, ffw_size=ffw_size, n_layers=n_layers,
+                                        vocab=vocab, seq_len=seq_len, arch=arch, activation=activation)
     d, f, L = (np.asarray(x, dtype=float) for x in (d_model, ffw_size, n_layers))
     V, S = np.asarray(vocab, dtype=float), np.asarray(seq_len, dtype=float)
     per_layer = 4 * d * d + 4 * d + 2 * f * d + f + d + 2 * d
@@ -113,6 +164,33 @@ def flops_per_token(convention: str, *, d_model, ffw_size, n_layers, vocab, seq_
     return float(out) if np.ndim(out) == 0 else out
 
 
+def _mamba_flops_per_token(convention, d_model, ffw_size, n_layers, vocab, seq_len, activation) -> float:
+    d, V, S = int(d_model), int(vocab), int(seq_len)
+    n_all = mamba_param_count(d, ffw_size, n_layers, V, S, activation)
+    n_ne = n_all - V * d - S * d
+    out = {"6N": 6.0 * n_all, "6N_ne": 6.0 * n_ne, "6N_ne+head": 6.0 * (n_ne + V * d)}.get(convention)
+    if out is None:
+        out = 6.0 * (n_ne + V * d) + 27.0 * int(n_layers) * MAMBA_EXPAND * d * MAMBA_D_STATE
+    return out
+
+
+def _flops_per_token_by_arch(convention, *, d_model, ffw_size, n_layers, vocab, seq_len, arch, activation):
+    """``flops_per_token`` row by row where some rows are not GPT."""
+    shapes = np.broadcast_arrays(*(np.asarray(x) for x in (d_model, ffw_size, n_layers, vocab, seq_len, arch, activation)))
+    out = np.empty(shapes[0].shape, dtype=float)
+    for i in np.ndindex(out.shape):
+        d, f, L, V, S, a, act = (x[i] for x in shapes)
+        a = "gpt" if a is None or (isinstance(a, float) and math.isnan(a)) or str(a) in ("", "None", "nan") else str(a)
+        act = "gelu" if act is None or (isinstance(act, float) and math.isnan(act)) or str(act) in ("", "None", "nan") else str(act)
+        if a == "gpt":
+            out[i] = flops_per_token(convention, d_model=d, ffw_size=f, n_layers=L, vocab=V, seq_len=S)
+        elif a == "mamba":
+            out[i] = _mamba_flops_per_token(convention, d, f, L, V, S, act)
+        else:
+            raise AccountingError(f"architecture {a!r} has no FLOP count but 6N (run it with --flops-convention 6N)")
+    return float(out) if out.ndim == 0 else out
+
+
 def training_flops(convention: str, tokens, **shape):
     """Training FLOPs of ``tokens`` tokens under ``convention`` (``shape``: as ``flops_per_token``)."""
     return flops_per_token(convention, **shape) * np.asarray(tokens, dtype=float) if np.ndim(tokens) else (
@@ -122,8 +200,12 @@ def training_flops(convention: str, tokens, **shape):
 def shape_kwargs(table) -> dict:
     """``flops_per_token`` keyword arguments from a run table (or a row/dict) that has the
     store's shape columns ``d_model``, ``ffw_size``, ``n_layers``, ``vocab_size``, ``seq_len``."""
-    return {"d_model": table["d_model"], "ffw_size": table["ffw_size"], "n_layers": table["n_layers"],
-            "vocab": table["vocab_size"], "seq_len": table["seq_len"]}
+    out = {"d_model": table["d_model"], "ffw_size": table["ffw_size"], "n_layers": table["n_layers"],
+           "vocab": table["vocab_size"], "seq_len": table["seq_len"]}
+    for key in ("arch", "activation"):          # stores from before --arch have neither: GPT
+        if key in table:
+            out[key] = table[key]
+    return out
 
 
 def convention_columns(shape: dict, tokens) -> dict:
@@ -131,10 +213,14 @@ def convention_columns(shape: dict, tokens) -> dict:
     convention (``shape``: ``d_model, ffw_size, n_layers, vocab_size, seq_len``)."""
     kw = {"d_model": shape["d_model"], "ffw_size": shape["ffw_size"], "n_layers": shape["n_layers"],
           "vocab": shape["vocab_size"], "seq_len": shape["seq_len"]}
-    out = {"params_nonembedding": nonembedding_param_count(kw["d_model"], kw["ffw_size"], kw["n_layers"],
-                                                          kw["vocab"], kw["seq_len"])}
+    arch, act = shape.get("arch", "gpt") or "gpt", shape.get("activation", "gelu") or "gelu"
+    if arch not in ARCHS:                       # a plug-in: its own count, 6N only
+        return {"params_nonembedding": float("nan"), **{f"flops.{c}": (6.0 * shape["params"] * float(tokens)
+                if c == "6N" else float("nan")) for c in FLOP_CONVENTIONS}}
+    n_all = arch_param_count(arch, kw["d_model"], kw["ffw_size"], kw["n_layers"], kw["vocab"], kw["seq_len"], act)
+    out = {"params_nonembedding": n_all - kw["vocab"] * kw["d_model"] - kw["seq_len"] * kw["d_model"]}
     for c in FLOP_CONVENTIONS:
-        out[f"flops.{c}"] = float(flops_per_token(c, **kw) * float(tokens))
+        out[f"flops.{c}"] = float(flops_per_token(c, **kw, arch=arch, activation=act) * float(tokens))
     return out
 
 

@@ -110,9 +110,10 @@ def convention_flops(table: pd.DataFrame, convention: str) -> np.ndarray:
     if set(SHAPE_COLUMNS) <= set(table.columns):
         kw = {k: pd.to_numeric(table[k], errors="coerce").values.astype(float) for k in SHAPE_COLUMNS}
         if all(np.isfinite(v).all() for v in kw.values()):
+            arch = {k: table[k].values for k in ("arch", "activation") if k in table.columns}
             return accounting.flops_per_token(convention, d_model=kw["d_model"], ffw_size=kw["ffw_size"],
                                               n_layers=kw["n_layers"], vocab=kw["vocab_size"],
-                                              seq_len=kw["seq_len"]) * tokens
+                                              seq_len=kw["seq_len"], **arch) * tokens
     if convention == "6N":
         return accounting.flops(pd.to_numeric(table["params"], errors="coerce").values.astype(float), tokens)
     raise UsageError(f"--flops-convention {convention}: the data have no flops.{convention} column and no shape "

@@ -44,11 +44,22 @@ def files(tmp_path_factory):
     (d / "fit_types.json").write_text('{"law": "chinchilla", "params": {"A": "big", "B": 2, "E": 1, "alpha": 0.3, "beta": 0.3}}')
     (d / "fit_list.json").write_text('[1, 2, 3]')
     (d / "fit_binary.json").write_bytes(b"\x00\x01\x02\xff")
+    # saved models whose files were damaged: m0's config.json, m1's weights
+    from runners.export import model_dir, save_model
+    from runners.model import GPT, GPTConfig
+    from runners.spec import RunSpec
+    spec = RunSpec(shape="s8", d_model=8, ffw_size=32, n_heads=1, n_layers=1, vocab_size=256, seq_len=128,
+                   tokens=1000, unique_tokens=1000)
+    for rid in ("m0", "m1"):
+        store.write_run(d / "mstore", {"run_id": rid, "params": spec.params, "tokens": 1000, "loss": 3.0})
+        save_model(GPT(GPTConfig.from_spec(spec)), spec, model_dir(d / "mstore", rid))
+    (model_dir(d / "mstore", "m0") / "config.json").write_text('{"format": "scaling-toolkit/gpt-1", "mod')
+    (model_dir(d / "mstore", "m1") / "model.safetensors").write_bytes(b"not safetensors")
     return d
 
 
 def _argv(argv, d: Path):
-    table = {"STORE": d / "store", "TORN": d / "torn", "EMPTY": d / "empty", "FILE": d / "file.txt",
+    table = {"STORE": d / "store", "MSTORE": d / "mstore", "TORN": d / "torn", "EMPTY": d / "empty", "FILE": d / "file.txt",
              "CSV_NONNUMERIC": d / "nonnumeric.csv", "CSV_INF": d / "inf.csv", "CSV_NEG": d / "negative.csv",
              "CSV_NANLOSS": d / "nanloss.csv", "H": "hoffmann2022", "C4": "muennighoff2023_c4",
              "PROC": "/proc/no/such/dir/x", "OUT": d / "must-not-exist", "ADIR": d / "adir.json"}
@@ -142,6 +153,10 @@ CASES = [
     ("runners.isoflop", ["--budget", "smoke", "--mix", "text=0.7,code=0.7", "--dry-run"]),
     ("runners.isoflop", ["--budget", "smoke", "--limit", "-1"]),
     ("runners.isoflop", ["--budget", "smoke", "TORN", "--store", "STORE"]),
+    ("runners.isoflop", ["--budget", "smoke", "--arch", "transformer", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--arch", "no.such.module:factory", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--activation", "swelu", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--arch", "mamba", "--activation", "relu", "--dry-run"]),
     # runners.isounique
     ("runners.isounique", ["--unique", "0", "--dry-run"]), ("runners.isounique", ["--unique", "1M", "--sizes", "nope", "--dry-run"]),
     ("runners.isounique", ["--unique", "1M,,2M", "--dry-run"]), ("runners.isounique", ["--unique", "1M", "--epochs", "-1", "--dry-run"]),
@@ -154,10 +169,14 @@ CASES = [
     ("runners.evaluate", ["no-such-dir", "--tasks", "corpus_cloze"]), ("runners.evaluate", ["STORE", "--tasks", ""]),
     ("runners.export", ["nope", "STORE", "--out", "OUT"]), ("runners.export", ["r0", "STORE", "--out", "PROC"]),
     ("runners.generate", ["nope", "STORE", "--prompt", "x"]), ("runners.generate", ["r0", "STORE", "--seed", "-1"]),
+    ("runners.generate", ["m0", "MSTORE", "--prompt", "x"]), ("runners.generate", ["m1", "MSTORE", "--prompt", "x"]),
+    ("runners.export", ["m0", "MSTORE", "--out", "OUT"]), ("runners.export", ["m1", "MSTORE", "--out", "OUT"]),
     # runners.compare / merge / diversity
     ("runners.compare", ["--datasets", "text,code", "--ratio", "-1"]),
     ("runners.compare", ["--datasets", "text,code", "--ratio", "20", "--shape", "nope"]),
     ("runners.compare", ["--datasets", "text,code", "--ratio", "20", "--out", "PROC"]),
+    ("runners.compare", ["--datasets", "text", "--ratio", "20", "--arch", "gpt,gpt"]),
+    ("runners.compare", ["--datasets", "text", "--ratio", "20", "--arch", "gpt,rnn"]),
     ("runners.merge", ["validate"]), ("runners.diversity", ["--datasets", "OUT.jsonl"]),
     ("runners.diversity", ["--datasets", "text", "--seed", "-1"]),
 ]
