@@ -107,7 +107,7 @@ def _cli(*args, timeout=900):
 
 def test_a_grid_trains_each_architecture_and_fits_each(tmp_path):
     store = tmp_path / "s"
-    grid = ["--budget", "1e10,3e10", "--n-sizes", "3", "--epochs", "1", "--store", store, "--quiet"]
+    grid = ["--budget", "3e9,1e10", "--n-sizes", "3", "--epochs", "1", "--store", store, "--quiet"]
     for arch in ("gpt", "mamba"):
         proc = _cli("runners.isoflop", *grid, "--arch", arch, "--activation", "swelu" if arch == "mamba" else "gelu")
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -179,17 +179,28 @@ def test_grid_cli_eval_flag_scores_new_runs(tmp_path):
     assert (model_dir(store, runs["run_id"].iloc[0]) / "model.safetensors").exists()
 
 
-def test_bad_input_is_one_error_line(trained, tmp_path):
+def test_bad_input_is_one_error_line(trained, tmp_path, capsys):
+    """In-process (``run_cli``, what ``python -m`` runs) but for the last: interpreter starts cost ~4 s each."""
+    import importlib
+    from types import SimpleNamespace
+
+    from scaling.cli import run_cli
+
+    def cli(module, *argv):
+        code = run_cli(importlib.import_module(module).main, [str(a) for a in argv])
+        return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+
     store, run_id = trained
     assert "unknown task 'nosuch_task'" in _one_error_line(
-        _cli("runners.evaluate", "--store", store, "--tasks", "corpus_cloze,nosuch_task"))
-    assert "does not exist" in _one_error_line(_cli("runners.evaluate", "--store", tmp_path / "none", "--tasks", "corpus_cloze"))
-    assert "not in store" in _one_error_line(_cli("runners.generate", "ffffffff", "--store", store, "--prompt", "x"))
-    assert "not in store" in _one_error_line(_cli("runners.export", "ffffffff", "--store", store, "--out", tmp_path / "x"))
+        cli("runners.evaluate", "--store", store, "--tasks", "corpus_cloze,nosuch_task"))
+    assert "does not exist" in _one_error_line(cli("runners.evaluate", "--store", tmp_path / "none", "--tasks", "corpus_cloze"))
+    assert "not in store" in _one_error_line(cli("runners.generate", "ffffffff", "--store", store, "--prompt", "x"))
+    assert "not in store" in _one_error_line(cli("runners.export", "ffffffff", "--store", store, "--out", tmp_path / "x"))
     assert not (tmp_path / "x").exists()
     assert "--eval-limit needs --eval" in _one_error_line(
-        _cli("runners.isoflop", "--budget", "smoke", "--store", tmp_path / "y", "--eval-limit", "5"))
+        cli("runners.isoflop", "--budget", "smoke", "--store", tmp_path / "y", "--eval-limit", "5"))
     before = read_run(store, run_id)
+    # a fresh process: runners.evaluate turns the HF libraries offline before they are first imported
     line = _one_error_line(_cli("runners.evaluate", "--store", store, "--tasks", "lambada_openai", "--force"))
     assert "lambada_openai" in line and "offline" in line
     after = read_run(store, run_id)
