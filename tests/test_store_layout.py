@@ -122,10 +122,13 @@ def test_readers_see_each_run_exactly_once_while_the_store_is_compacted(tmp_path
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     reader = subprocess.Popen([sys.executable, "-c", READER, str(d), "40"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env)
-    for i in range(6):                                            # compactions while it reads
+    compactions = 0
+    while reader.poll() is None:                                  # compactions for as long as it reads
         store.compact(d)
-        store.write_run(d, {**runs(300)[i], "loss": 5.0})        # and a rerun each time
+        store.write_run(d, {**runs(300)[compactions % 300], "loss": 5.0})   # and a rerun each time
+        compactions += 1
     out, err = reader.communicate(timeout=300)
     assert reader.returncode == 0, err[-2000:]
     counts = json.loads(out)
-    assert counts and all(c == [300, 300] for c in counts), counts
+    assert compactions >= 3 and len(counts) == 40
+    assert all(c == [300, 300] for c in counts), counts
