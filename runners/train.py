@@ -30,6 +30,7 @@ from runners import data as rdata
 from runners.model import GPT, GPTConfig, fused_adamw_available
 from scaling import store as rstore
 from scaling.cli import UsageError
+from scaling.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def evaluate(model: GPT, tokens: np.ndarray, tokenizer, settings: Settings, batc
     T = model.config.seq_len
     n_windows = (len(tokens) - 1) // T
     if n_windows < 1:
-        raise UsageError(f"only {len(tokens)} validation tokens; need more than the context of {T}")
+        raise DataError(f"only {len(tokens)} validation tokens; need more than the context of {T}")
     stream = np.asarray(tokens[: n_windows * T + 1], dtype=np.int64)
     x_all, y_all = stream[:-1].reshape(n_windows, T), stream[1:].reshape(n_windows, T)
     was_training = model.training

@@ -33,6 +33,7 @@ import pandas as pd
 from scaling.accounting import flops
 from scaling.cli import UsageError
 from scaling.results import JsonFile, plain
+from scaling.intervals import interval_list
 
 GRID_POINTS = 400
 #: a budget counts when at least this many runs of distinct sizes reach it
@@ -189,8 +190,8 @@ def approach1(table: pd.DataFrame, bootstrap: int = 200, seed: int = 0, min_prog
         if f is not None:
             boots_a.append(f[0])
             boots_b.append(f[2])
-    ci_a = [float(v) for v in np.percentile(boots_a, [2.5, 97.5])] if len(boots_a) >= 10 else None
-    ci_b = [float(v) for v in np.percentile(boots_b, [2.5, 97.5])] if len(boots_b) >= 10 else None
+    ci_a = interval_list(boots_a) if len(boots_a) >= 10 else None
+    ci_b = interval_list(boots_b) if len(boots_b) >= 10 else None
     env = {"flops": np.exp(grid[ok]).tolist(), "params": [curves[i][0] for i in best[ok]],
            "tokens": np.exp(logd[ok]).tolist(), "loss": np.exp(loss[ok]).tolist()}
     return Approach1Result(float(a), float(np.exp(ka)), float(b), float(np.exp(kb)), ci_a, ci_b,

@@ -39,8 +39,10 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
 
+from scaling.errors import DataError, FitError
 from scaling.cli import UsageError
 from scaling.results import JsonFile, plain
+from scaling.intervals import interval, interval_list
 
 ESTIMATORS = ("local-parabola", "interpolate", "parabola")
 DEFAULT_ESTIMATOR = "local-parabola"
@@ -255,7 +257,7 @@ def approach2(table: pd.DataFrame, estimator: str = DEFAULT_ESTIMATOR, bootstrap
         u = pd.to_numeric(t["unique_tokens"], errors="coerce")
         t = t[~(t["tokens"] > u * (1 + 1e-9))].reset_index(drop=True)
     if t.empty:
-        raise UsageError("Approach 2: no single-epoch runs")
+        raise DataError("Approach 2: no single-epoch runs")
     ids, values = budgets_of(t)
     warnings, excluded, curves = [], [], []
     for g, c in enumerate(values):
@@ -278,11 +280,11 @@ def approach2(table: pd.DataFrame, estimator: str = DEFAULT_ESTIMATOR, bootstrap
             continue
         kept.append((c, ln, ll, ld, x))
     if not kept:
-        raise UsageError(f"Approach 2: no budget brackets its minimum with the {estimator} estimator "
+        raise FitError(f"Approach 2: no budget brackets its minimum with the {estimator} estimator "
                          f"(every isoFLOP curve's minimum is at an end of its sizes); train sizes on both "
                          f"sides of the optimum")
     if len(kept) < 2:
-        raise UsageError(f"Approach 2 needs at least 2 budgets with an interior minimum; found {len(kept)}")
+        raise FitError(f"Approach 2 needs at least 2 budgets with an interior minimum; found {len(kept)}")
 
     rng = np.random.default_rng(seed)
     boot = np.full((bootstrap, len(kept)), np.nan)
@@ -303,8 +305,8 @@ def approach2(table: pd.DataFrame, estimator: str = DEFAULT_ESTIMATOR, bootstrap
         col, cold = boot[:, j], boot_d[:, j]
         good = np.isfinite(col)
         if good.sum() >= 10:
-            b.params_opt_ci = [float(v) for v in np.exp(np.percentile(col[good], [2.5, 97.5]))]
-            b.tokens_opt_ci = [float(v) for v in np.exp(np.percentile(cold[good], [2.5, 97.5]))]
+            b.params_opt_ci = [float(v) for v in np.exp(interval(col[good]))]
+            b.tokens_opt_ci = [float(v) for v in np.exp(interval(cold[good]))]
             b.log_params_opt_se = float(np.std(col[good], ddof=1))
             if good.mean() < 0.8:
                 warnings.append(f"budget {c:.3g}: {100 * (1 - good.mean()):.0f}% of bootstrap resamples have no "
@@ -358,4 +360,4 @@ def _boot_slope_ci(logc, boot, var):
                 slopes.append(np.sum(w * (x - xm) * (y - ym)) / sxx)
     if len(slopes) < 10:
         return None
-    return [float(v) for v in np.percentile(slopes, [2.5, 97.5])]
+    return interval_list(slopes)

@@ -21,6 +21,7 @@ from scaling.approach2 import budget_groups, run_flops
 from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int
 from scaling.fit import fit, prepare
 from scaling.laws import get_law
+from scaling.intervals import interval
 
 
 def split_holdout(table: pd.DataFrame, holdout: str) -> np.ndarray:
@@ -64,7 +65,7 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
     if draws is not None and len(draws):
         logp = np.log(np.array([the_law.predict(dict(zip(names, d)), *args) for d in draws]))
         logp += rng.choice(resid, size=logp.shape)
-        intervals = np.exp(np.percentile(logp, [2.5, 97.5], axis=0)).T
+        intervals = np.exp(np.stack(interval(logp, axis=0))).T
     rows = []
     for i, (_, r) in enumerate(test.iterrows()):
         row = {"params": float(r["params"]), "tokens": float(r["tokens"]), "loss": float(r["loss"]),

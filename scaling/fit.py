@@ -38,6 +38,7 @@ from scaling.results import FitResult
 from scaling.variants import VARIANTS, choose, variant_bounds
 from scaling.accounting import FLOP_CONVENTIONS
 from scaling.approach2 import DEFAULT_ESTIMATOR, ESTIMATORS
+from scaling.intervals import interval
 
 DELTA = 1e-3
 #: a parameter is flagged as not identifiable when moving it down to x1/3 or up to x3 of its estimate
@@ -400,7 +401,7 @@ def fit_stage(law: Law, data: LawData, loss, *, fixed=None, tie=None, start=None
     if not problem.free:
         raise UsageError("nothing to fit: every parameter is fixed")
     if len(loss) < len(problem.free):
-        raise UsageError(f"{len(loss)} point(s) for {len(problem.free)} free parameter(s): "
+        raise FitError(f"{len(loss)} point(s) for {len(problem.free)} free parameter(s): "
                          f"need at least as many points as free parameters")
     if start is not None:
         theta0 = np.array([start.get(n, fixed.get(n, law.default_start[n])) for n in law.fit_names])
@@ -523,7 +524,7 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
         draws = bootstrap_draws(the_law, problem, z, fd, stage1, bootstrap, seed)
         names = list(the_law.public_names)
         good = np.isfinite(draws).all(axis=1)
-        lo, hi = np.percentile(draws[good], [2.5, 97.5], axis=0)
+        lo, hi = interval(draws[good], axis=0)
         ci = {n: [float(a), float(b)] for n, a, b in zip(names, lo, hi)
               if n not in settings["fixed"] or stage1 is not None}
         settings["bootstrap"] = {"n": int(bootstrap), "seed": int(seed), "names": names,

@@ -45,6 +45,7 @@ from scaling.results import JsonFile, format_number, plain
 from scaling.mixing_fit import fit_mixing, fit_mixing_batch
 from scaling.store import read_table, write_table_file
 from scaling import mixture_models as mm
+from scaling.intervals import interval
 
 #: R_D* of the C4 fit (Muennighoff et al. 2023; fits/muennighoff2023_c4.json)
 RD_STAR = 15.387756
@@ -290,7 +291,7 @@ def _interval(v):
     v = v[np.isfinite(v)] if v.ndim == 1 else v[np.isfinite(v).all(axis=tuple(range(1, v.ndim)))]
     if not len(v):
         return None
-    return np.stack([np.percentile(v, 2.5, axis=0), np.percentile(v, 97.5, axis=0)], axis=-1).tolist()
+    return np.stack(interval(v, axis=0), axis=-1).tolist()
 
 
 def _params_ci(law: MixingLaw, thetas) -> dict:
@@ -607,7 +608,7 @@ def predict_table(fit: MixtureFit, proportions, params: float | None = None, tok
                 draws = (fit.boot or {}).get("draws", {}).get(d)
                 if draws:
                     stack = np.array([law.loss({"c": x[0], "k": x[1], "t": x[2:]}, r) for x in draws])
-                    out[d] = (pred, *np.percentile(stack, [2.5, 97.5], axis=0))
+                    out[d] = (pred, *interval(stack, axis=0))
                 else:
                     out[d] = (pred, np.full(len(r), np.nan), np.full(len(r), np.nan))
         return out
@@ -622,7 +623,7 @@ def predict_table(fit: MixtureFit, proportions, params: float | None = None, tok
             th = draws[d][:, 0]
             th = th[np.isfinite(th).all(axis=1)]
             stack = np.exp(law.log_predict(th, Proportions(r)))
-            out[d] = (pred, *np.percentile(stack, [2.5, 97.5], axis=0))
+            out[d] = (pred, *interval(stack, axis=0))
         else:
             resid = at.log_loss[d][0] - law.log_predict(at.thetas[d][:1], Proportions(at.r))[0]
             sd = float(np.std(resid))

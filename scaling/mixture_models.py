@@ -27,6 +27,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
 from scaling.cli import UsageError
+from scaling.intervals import interval_list
 
 MODELS = ("law", "log-linear", "gbdt")
 ENSEMBLES = {"law+gbdt": ("law", "gbdt"), "log-linear+gbdt": ("log-linear", "gbdt"),
@@ -220,4 +221,4 @@ def residual_interval(y, oof) -> list[float]:
     """2.5 and 97.5 percentiles of out-of-fold residuals (y - prediction)."""
     res = np.asarray(y, float) - np.asarray(oof, float)
     res = res[np.isfinite(res)]
-    return [float(np.percentile(res, 2.5)), float(np.percentile(res, 97.5))] if len(res) else [0.0, 0.0]
+    return interval_list(res) if len(res) else [0.0, 0.0]

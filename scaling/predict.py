@@ -21,6 +21,7 @@ from scaling.cli import ArgumentParser, UsageError, run_cli
 from scaling.laws import get_law
 from scaling.laws.data_constrained import effective_data
 from scaling.results import FitResult
+from scaling.intervals import interval, interval_list
 
 BASE = ("A", "B", "E", "alpha", "beta")
 #: search range for the data-constrained optimum (parameters)
@@ -68,7 +69,7 @@ def _draw_params(fit: FitResult) -> list[dict]:
 def _interval(values) -> list[float]:
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
-    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [None, None]
+    return interval_list(v) if len(v) else [None, None]
 
 
 def allocate(fit: FitResult, flops: float, unique_tokens: float | None = None) -> dict:
@@ -117,8 +118,7 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
     out = {"loss": loss.tolist()}
     if draws:
         stack = np.array(draws)
-        out["ci"] = {"loss": np.stack([np.percentile(stack, 2.5, axis=0),
-                                       np.percentile(stack, 97.5, axis=0)], axis=-1).tolist()}
+        out["ci"] = {"loss": np.stack(interval(stack, axis=0), axis=-1).tolist()}
     scatter = residual_sd(fit)
     if scatter is not None:
         out["prediction_interval"] = {"loss": prediction_interval(loss, np.array(draws) if draws else None,
@@ -145,8 +145,7 @@ def prediction_interval(loss, draws, scatter: float, seed: int = 0, level: float
     base = np.log(draws) if draws is not None and len(draws) else np.log(loss)[None, ...]
     reps = max(1, 4000 // len(base))
     logp = np.repeat(base, reps, axis=0) + rng.normal(0.0, scatter, (len(base) * reps,) + loss.shape)
-    tail = (100.0 - level) / 2
-    return np.exp(np.stack([np.percentile(logp, tail, axis=0), np.percentile(logp, 100 - tail, axis=0)], axis=-1))
+    return np.exp(np.stack(interval(logp, level / 100.0, axis=0), axis=-1))
 
 
 def repetition(fit: FitResult, unique_tokens: float, epochs, params: float | None = None) -> dict:

@@ -39,9 +39,20 @@ def test_submitit_local_executor_trains_runs_into_the_store(tmp_path):
     assert len(again["trained"]) == 2                       # the next two missing runs
 
 
-def test_dry_run_says_what_would_be_submitted(tmp_path):
-    out = _run(["--budget", "smoke", "--store", str(tmp_path / "s"), "--launcher", "slurm", "--partition", "gpu",
-                "--nodes", "2", "--gpus-per-node", "8", "--time", "12:00:00", "--dry-run"], tmp_path)
+def _in_process(args, capsys):
+    """What ``python -m runners.isoflop`` runs, in this process (no interpreter start)."""
+    from types import SimpleNamespace
+
+    from runners import isoflop
+    from scaling.cli import run_cli
+    code = run_cli(isoflop.main, args)
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+
+def test_dry_run_says_what_would_be_submitted(tmp_path, capsys):
+    out = _in_process(["--budget", "smoke", "--store", str(tmp_path / "s"), "--launcher", "slurm", "--partition", "gpu",
+                "--nodes", "2", "--gpus-per-node", "8", "--time", "12:00:00", "--dry-run"], capsys)
     assert out.returncode == 0
     assert "would submit 6 run(s)" in out.stdout and "partition gpu" in out.stdout and "2 node(s) x 8 GPU(s)" in out.stdout
 
@@ -51,6 +62,6 @@ def test_dry_run_says_what_would_be_submitted(tmp_path):
     ["--launcher", "slurm", "--time", "soon"],
     ["--launcher", "slurm", "--nodes", "0"],
 ])
-def test_bad_slurm_options_are_one_error_line(args, tmp_path):
-    out = _run(["--budget", "smoke", "--store", str(tmp_path / "s"), "--dry-run", *args], tmp_path)
+def test_bad_slurm_options_are_one_error_line(args, tmp_path, capsys):
+    out = _in_process(["--budget", "smoke", "--store", str(tmp_path / "s"), "--dry-run", *args], capsys)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
