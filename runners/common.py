@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from scaling import accounting
+from scaling.humanise import count as human, seconds as duration
 from scaling.cli import ArgumentParser as Parser, UsageError, add_store_argument
 from runners import plan
 from runners.spec import RunSpec
@@ -116,10 +117,6 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
 #: Measured: 2 single-threaded processes on 2 cores ran the tiny demo's 20 runs in 196 s against
 #: the one-process estimate's 573 s / 2 (docs/benchmarks.md); the estimate is per process.
 WORKER_EFFICIENCY = 0.7
-
-
-def human_seconds(s: float) -> str:
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
 def device_arg(text: str) -> str:
@@ -269,21 +266,6 @@ def plan_records(specs: Sequence[RunSpec], store) -> list[dict]:
                  status=status[s.run_id])
         out.append(d)
     return out
-
-
-def human(x: float) -> str:
-    """1234567 -> 1.23M."""
-    for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{suf}"
-    return f"{x:.3g}"
-
-
-def duration(seconds: float) -> str:
-    for div, suf in ((365.25 * 86400, "y"), (86400, "d"), (3600, "h"), (60, "min")):
-        if seconds >= div:
-            return f"{seconds / div:.3g} {suf}"
-    return f"{seconds:.2g} s"
 
 
 def render_table(specs: Sequence[RunSpec], store) -> str:
@@ -470,7 +452,7 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
                 if n_proc > 1:
                     total = sum(plan.estimate_seconds_here(s) for s in pending)
                     print(f"the total is one process's; --workers {args.workers} trains {n_proc} at once "
-                          f"(one thread each): about {human_seconds(total / n_proc * WORKER_EFFICIENCY)}", file=out)
+                          f"(one thread each): about {duration(total / n_proc * WORKER_EFFICIENCY)}", file=out)
         return 0
 
     from runners.launch import launch, todo

@@ -31,6 +31,7 @@ import pandas as pd
 from runners import diversity as div
 from runners.spec import RunSpec
 from scaling import accounting
+from scaling.humanise import count as human
 from scaling.cli import ArgumentParser, UsageError, run_cli, nonnegative_int
 
 log = logging.getLogger(__name__)
@@ -163,15 +164,15 @@ class CompareResult:
                 f"a mix is the equal-weight union of its parts")
         several = self.models["arch"].nunique() > 1
         if several:
-            head += ("\narchitectures " + ", ".join(s["archs"]) + f" at equal FLOPs (6 N D, each its own N; "
-                     f"D/N is the first's ratio)")
+            head += ("\narchitectures " + ", ".join(s["archs"]) + " at equal FLOPs (6 N D, each its own N; "
+                     "D/N is the first's ratio)")
         cols = ["dataset", *(["arch", "N", "FLOPs"] if several else []), "diversity", "D/N", "tokens", "unique",
                 "epochs", "steps", "batch", "lr", "CE own", "ppl own", "bpb own", "acc own"]
         rows = []
         for r in self.models.itertuples():
             d = "-" if not np.isfinite(r.diversity) else f"{r.diversity:.3f} [{r.diversity_low:.3f}, {r.diversity_high:.3f}]"
-            extra = [r.arch, _human(r.params), f"{r.flops:.3g}"] if several else []
-            rows.append([r.dataset, *extra, d, f"{r.tokens_per_param:g}", _human(r.tokens), _human(r.unique_tokens),
+            extra = [r.arch, human(r.params), f"{r.flops:.3g}"] if several else []
+            rows.append([r.dataset, *extra, d, f"{r.tokens_per_param:g}", human(r.tokens), human(r.unique_tokens),
                          f"{r.epochs:.2f}", str(r.steps), str(r.batch_size), f"{r.lr:.2g}",
                          f"{r.cross_entropy:.4f}", f"{r.perplexity:.3f}", f"{r.bpb:.4f}", f"{r.token_accuracy:.4f}"])
         matrix = self.cross_entropy_matrix()
@@ -194,13 +195,6 @@ class CompareResult:
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     return json.loads(frame.to_json(orient="records"))
-
-
-def _human(count) -> str:
-    for div_, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(count) >= div_:
-            return f"{count / div_:.3g}{suffix}"
-    return f"{count:g}"
 
 
 def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:

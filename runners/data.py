@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling.humanise import count as human
 from scaling.cli import UsageError
 
 # --------------------------------------------------------------------------------------------
@@ -917,19 +918,12 @@ def train_tokens(corpus: Corpus, tokenizer, unique_tokens: int, code_fraction: f
 def _check_available(wanted: int, available: int, corpus, tokenizer, code_fraction, filter, streams) -> None:
     if wanted <= available:
         return
-    per_domain = ", ".join(f"{d} {_human(len(s.tokens))}" for d, s in streams.items())
+    per_domain = ", ".join(f"{d} {human(len(s.tokens))}" for d, s in streams.items())
     mix = (f"{', '.join(streams)}" if len(streams) == 1 else
            f"a {code_fraction:.0%} code mix" if set(streams) <= {"code", "text"} else f"the mix of {', '.join(streams)}")
     raise DataError(
-        f"unique data {_human(wanted)} tokens exceeds the {_human(available)} tokens available for {mix} "
+        f"unique data {human(wanted)} tokens exceeds the {human(available)} tokens available for {mix} "
         f"in corpus {corpus.name!r} (train tokens: {per_domain}; tokenizer {tokenizer.name!r}, filter {filter!r})")
-
-
-def _human(count: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if count >= size:
-            return f"{count / size:.3g}{unit}"
-    return str(count)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 from scaling import accounting
+from scaling.humanise import count as human
 from scaling.accounting import AccountingError, Budget, Shape
 from runners.spec import RunSpec
 
@@ -274,7 +275,7 @@ def isounique_grid(unique_tokens: float, *, shapes: Sequence[str] | None = None,
     V, S = (accounting.CPU_VOCAB, accounting.CPU_SEQ_LEN) if cpu else (accounting.PAPER_VOCAB, accounting.PAPER_SEQ_LEN)
     tokenizer = tokenizer or default_tokenizer(cpu)
     chosen = _shapes_by_name(shapes) if shapes is not None else default_isounique_shapes(unique_tokens, cpu)
-    name = "u" + _short(unique_tokens)
+    name = "u" + human(unique_tokens)
     specs = [_spec(s, vocab=V, seq_len=S, tokens=unique_tokens * e, unique=unique_tokens,
                    grid="isounique", budget=name, code_fraction=c, filter=f, seed=seed, data=data,
                    tokenizer=tokenizer, text_column=text_column,
@@ -319,10 +320,3 @@ def estimate_seconds_here(spec: RunSpec, tokens_per_s_fn=None) -> float:
 def a100_gpu_hours(spec: RunSpec, mfu: float = 0.4) -> float:
     """A100 GPU-hours of one run at ``mfu`` (``scaling.accounting.a100_gpu_hours``)."""
     return accounting.a100_gpu_hours(spec.flops, mfu=mfu)
-
-
-def _short(x: float) -> str:
-    for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if x >= div:
-            return f"{x / div:.3g}{suf}"
-    return f"{x:.3g}"

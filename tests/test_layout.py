@@ -49,7 +49,7 @@ def _internal_top(m: str) -> set[str]:
 
 #: The stages of ``scaling``, in data-flow order; a module may import its own or earlier stages.
 SCALING_STAGES = [
-    {"scaling.errors", "scaling.cli", "scaling.intervals", "scaling.accounting", "scaling.columns", "scaling.datasets",
+    {"scaling.errors", "scaling.cli", "scaling.intervals", "scaling.humanise", "scaling.accounting", "scaling.columns", "scaling.datasets",
      "scaling.datasets.__main__", "scaling.scripts", "scaling", "scaling.store"},
     {"scaling.optimize", "scaling.results", "scaling.variants", "scaling.laws", "scaling.laws.base",
      "scaling.laws.chinchilla", "scaling.laws.data_constrained", "scaling.laws.mixture", "scaling.fit",
