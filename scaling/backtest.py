@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,7 +89,8 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
 
 def _parser():
     p = ArgumentParser(prog="python -m scaling.backtest", description="Fit without the largest-compute runs and predict them.",
-                       epilog="example:\n  python -m scaling.backtest results/ --holdout largest-compute --bootstrap 200")
+                       epilog="example:\n  python -m scaling.backtest results/ --holdout largest-compute --bootstrap 200 --out backtest.json\n"
+                              "  python -m scaling.plot backtest --result backtest.json --out backtest.png")
     add_store_argument(p, positional=True, help="store directory, CSV or Parquet file, or dataset:NAME")
     p.add_argument("--law", choices=["chinchilla", "data-constrained"])
     p.add_argument("--holdout", default="largest-compute", help="largest-compute (default) or K runs")
@@ -96,6 +98,8 @@ def _parser():
     p.add_argument("--bootstrap", type=nonnegative_int, default=200)
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--out", metavar="BACKTEST.json",
+                   help="also write the result as JSON (what python -m scaling.plot backtest --result draws)")
     return p
 
 
@@ -103,6 +107,9 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     table, _ = cols.in_convention(cols.canonicalise(read_table(args.source), cols.parse_mapping(args.column)))
     out = backtest(table, args.law, args.holdout, args.bootstrap, args.seed)
+    if args.out:
+        from scaling.store import atomic_write_text
+        atomic_write_text(Path(args.out), json.dumps(out, indent=1))
     if args.json:
         print(json.dumps(out, indent=1))
         return 0

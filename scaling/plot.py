@@ -4,12 +4,13 @@
     python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png
     python -m scaling.plot contour --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9 --out contour.png
     python -m scaling.plot residuals results/ --fit fit.json --out residuals.png
-    python -m scaling.plot backtest results/ --holdout largest-compute --out backtest.png
+    python -m scaling.backtest results/ --out backtest.json && python -m scaling.plot backtest --result backtest.json --out backtest.png
     python -m scaling.plot mixture results-mix --fit mix.json --params 1.7e6 --tokens 3e6 --out mixture.png
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from scaling.store import read_table
 from scaling.accounting import chinchilla_optimal, parse_size, tokens_for
 from scaling.approach2 import budget_groups
 from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
+from scaling.errors import DataError
 from scaling.laws import get_law
 from scaling.results import FitResult
 
@@ -228,12 +230,19 @@ def residuals(source, fit: FitResult, out) -> dict:
     return {"flops": runs["flops"].values.tolist(), "residual": (runs["loss"].values / pred - 1).tolist()}
 
 
-def backtest_plot(source, out, law: str | None = None, holdout: str = "largest-compute") -> dict:
-    """Held-out runs: observed against predicted loss, with 95% predictive intervals, beside the
-    fitted runs' own residual band (``scaling.backtest``)."""
-    from scaling.backtest import backtest
+def backtest_plot(result, out) -> dict:
+    """Held-out runs of a backtest result (``scaling.backtest``'s dict or its ``--out`` JSON file):
+    observed against predicted loss, with 95% predictive intervals. Draws; never fits."""
+    if not isinstance(result, dict):
+        path = Path(result)
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"cannot read backtest result {path}: {str(exc).splitlines()[0][:120]}") from None
+        if not isinstance(result, dict) or not isinstance(result.get("runs"), list) or not result["runs"] \
+                or not all(isinstance(r, dict) and {"loss", "predicted"} <= set(r) for r in result["runs"]):
+            raise DataError(f"{path} is not a backtest result (python -m scaling.backtest SOURCE --out FILE)")
     plt = new_figure()
-    result = backtest(cols.in_convention(cols.canonicalise(read_table(source)))[0], law, holdout, bootstrap=200)
     runs = result["runs"]
     obs = np.array([r["loss"] for r in runs])
     pred = np.array([r["predicted"] for r in runs])
@@ -303,8 +312,7 @@ def _parser():
     p.add_argument("--fit", help="fit file (JSON)")
     p.add_argument("--flops", type=float, help="contour: the compute budget")
     p.add_argument("--unique-tokens", type=float, help="contour: unique tokens available")
-    p.add_argument("--law", choices=["chinchilla", "data-constrained"], help="backtest: the law (default: by the data)")
-    p.add_argument("--holdout", default="largest-compute", help="backtest: largest-compute or K runs")
+    p.add_argument("--result", metavar="BACKTEST.json", help="backtest: the result of python -m scaling.backtest --out")
     p.add_argument("--params", help="mixture: model size N of the target, e.g. 174K or 1.7e6; return-on-repetition: the "
                         "model size of the loss panel (default: 20 tokens per parameter of the middle U_D)")
     p.add_argument("--tokens", help="mixture: training tokens D of the target, e.g. 300K")
@@ -327,7 +335,10 @@ def main(argv=None) -> int:
         print(f"wrote {args.out}")
         return 0
     fit = FitResult.load(args.fit) if args.fit else None
-    if args.kind in ("isoflop", "residuals", "backtest") and not args.source:
+    if args.kind == "backtest" and not args.result:
+        raise UsageError("backtest draws a backtest result: python -m scaling.backtest SOURCE --out backtest.json, "
+                         "then --result backtest.json (plots never fit)")
+    if args.kind in ("isoflop", "residuals") and not args.source:
         raise UsageError(f"{args.kind} needs a SOURCE (store directory, CSV or Parquet)")
     if args.kind in ("return-on-repetition", "contour", "residuals") and fit is None:
         raise UsageError(f"{args.kind} needs --fit FIT.json")
@@ -340,7 +351,7 @@ def main(argv=None) -> int:
             raise UsageError("contour needs positive --flops and --unique-tokens")
         contour(fit, args.flops, args.unique_tokens, args.out)
     elif args.kind == "backtest":
-        backtest_plot(args.source, args.out, args.law, args.holdout)
+        backtest_plot(args.result, args.out)
     else:
         residuals(args.source, fit, args.out)
     print(f"wrote {args.out}")

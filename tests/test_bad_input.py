@@ -133,6 +133,9 @@ CASES = [
     ("scaling.datasets.__main__", ["show", "nope"]), ("scaling.datasets.__main__", ["bogus"]),
     ("scaling.datasets.__main__", ["export", "epoch-chinchilla", "--out", "PROC/x.csv"]),
     ("scaling.datasets.__main__", ["export", "nope", "--out", "OUT.csv"]),
+    ("scaling.plot", ["backtest", "STORE", "--out", "OUT.png"]),           # plots never fit: needs --result
+    ("scaling.plot", ["backtest", "--result", "FIT_LIST", "--out", "OUT.png"]),
+    ("scaling.plot", ["backtest", "--result", "FIT_BINARY", "--out", "OUT.png"]),
     # runners.isoflop
     ("runners.isoflop", ["--budget", "nope", "--dry-run"]), ("runners.isoflop", ["--budget", "smoke,,tiny", "--dry-run"]),
     ("runners.isoflop", ["--budget", "-1e10", "--dry-run"]), ("runners.isoflop", ["--budget", "nan", "--dry-run"]),
