@@ -284,10 +284,17 @@ def launch_slurm(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
 
 def launch_deepspeed(specs: Sequence[RunSpec], store, *, progress: bool = True, limit: int | None = None,
                      deepspeed=None, device: str | None = None, checkpoint_every_s: float = 30.0,
-                     max_steps: int | None = None, **ignored) -> LaunchSummary:
+                     max_steps: int | None = None, dtype: str | None = None, compile: bool | None = None,
+                     cache_dir=None) -> LaunchSummary:
     """Train the missing runs one after another, each as its own DeepSpeed job started through
     the ``deepspeed`` launcher (``runners.distributed``): ``deepspeed.nproc_per_node`` processes
-    on each of ``deepspeed.nodes`` nodes. A run is ``trained`` when its store row says ``ok``."""
+    on each of ``deepspeed.nodes`` nodes. A run is ``trained`` when its store row says ``ok``.
+    The precision is DeepSpeed's (bf16 on CUDA, fp32 on CPU) and nothing is compiled, so a
+    ``dtype``, ``compile`` or ``cache_dir`` asked of it is refused rather than dropped."""
+    for name, value in (("dtype", dtype), ("compile", compile), ("cache_dir", cache_dir)):
+        if value is not None:
+            raise UsageError(f"--launcher deepspeed does not take {name} (precision is DeepSpeed's: bf16 on "
+                             f"CUDA, fp32 on CPU; nothing is compiled); drop it or use --launcher local")
     import subprocess
     import sys
 

@@ -15,6 +15,8 @@ single-epoch runs, then R_D*, R_N* on all runs with the base held fixed (or ``--
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import hashlib
 import itertools
 import math
@@ -392,8 +394,19 @@ def _parse_tie(law: Law, tie) -> list[tuple[str, str]]:
     return pairs
 
 
+class Stage(NamedTuple):
+    """What one optimisation gives (``fit_stage``); a tuple too, so ``problem, z, *_ = ...`` works."""
+
+    problem: "Problem"
+    z: np.ndarray               #: the best free vector, in fit space
+    objective: float
+    warnings: list
+    diagnostics: dict
+    n_starts: int
+
+
 def fit_stage(law: Law, data: LawData, loss, *, fixed=None, tie=None, start=None, weights=None,
-              want_profiles=True, bounds=None):
+              want_profiles=True, bounds=None) -> Stage:
     """One optimisation: global multi-start over the law's grid, or local from ``start``.
     ``bounds``: fit-space name -> (lo, hi) narrowing the law's own bounds."""
     fixed = dict(fixed or {})
@@ -410,7 +423,7 @@ def fit_stage(law: Law, data: LawData, loss, *, fixed=None, tie=None, start=None
         starts = problem.start_grid()
     z, f, candidates = solve(problem, starts)
     warnings, diag = diagnose(problem, z, f, candidates, want_profiles)
-    return problem, z, f, warnings, diag, len(starts)
+    return Stage(problem, z, f, warnings, diag, len(starts))
 
 
 def _r2(loss, pred):

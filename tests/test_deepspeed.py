@@ -150,6 +150,13 @@ def test_deepspeed_not_importable_is_one_error_line(tmp_path, capsys, monkeypatc
         launch(SMOKE[:1], tmp_path / "s", launcher="deepspeed", progress=False)
 
 
+@pytest.mark.parametrize("option", [{"dtype": "bf16"}, {"compile": True}, {"cache_dir": "/tmp/x"}])
+def test_options_deepspeed_cannot_honour_are_refused_not_dropped(tmp_path, option):
+    with pytest.raises(UsageError, match="does not take"):
+        launch(SMOKE[:1], tmp_path / "s", launcher="deepspeed", progress=False, **option)
+    assert not (tmp_path / "s").exists() or not list((tmp_path / "s").glob("*.parquet"))
+
+
 def test_the_global_batch_is_hparams_whatever_the_world_size():
     assert batch_split(8, 2) == (4, 1)
     assert batch_split(8, 2, micro_batch=2) == (2, 2)      # gradient accumulation makes up the rest
