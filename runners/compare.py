@@ -419,7 +419,8 @@ def plot(result: CompareResult, out) -> None:
     ratios = sorted(models["tokens_per_param"].unique())
     ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
     ax.minorticks_off()
-    ax.set_xlabel("tokens per parameter (D / N)")
+    ax.set_xlabel(f"tokens per parameter of {models['arch'].iloc[0]} (D / N; others at equal FLOPs)"
+                  if several else "tokens per parameter (D / N)")
     ax.set_ylabel("cross-entropy on own held-out set (nats/token)")
     ax.set_title(f"{result.settings['shape']}: loss by data and ratio")
     ax.legend(fontsize=8)
