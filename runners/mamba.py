@@ -173,20 +173,12 @@ class MambaLM(nn.Module):
             if name.endswith(("out_proj.weight", "c_proj.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * (cfg.n_layers + 1)))
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def forward(self, idx, targets=None):
-        T = idx.size(1)
-        if T > self.config.seq_len:
-            raise ValueError(f"sequence of {T} tokens is longer than the context {self.config.seq_len}")
-        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        from runners.model import embed, head
+        x = embed(self, idx)
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(self.ln_f(self.dense(x)))
-        if targets is None:
-            return logits, None
-        return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+        return head(self, self.dense(x), targets)
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
         from scaling.accounting import flops_per_token
@@ -195,8 +187,13 @@ class MambaLM(nn.Module):
                                vocab=cfg.vocab_size, seq_len=seq_len or cfg.seq_len, arch="mamba",
                                activation=cfg.activation)
 
+    def num_params(self) -> int:
+        from runners.model import GPT
+        return GPT.num_params(self)
+
     def estimate_mfu(self, tokens_per_s: float, peak_flops: float, seq_len: int | None = None) -> float:
-        return self.estimate_flops_per_token(seq_len) * tokens_per_s / peak_flops
+        from runners.model import GPT
+        return GPT.estimate_mfu(self, tokens_per_s, peak_flops, seq_len)
 
     def configure_optimizer(self, lr, weight_decay, betas, device_type="cpu", fused=None):
         """AdamW as ``GPT``'s: decay on matrices; A_log, D, biases, norms and SWELU's k, lambda undecayed."""

@@ -123,18 +123,10 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None):
         """Logits ``[B, T, V]``; with ``targets`` also the mean next-token cross-entropy."""
-        T = idx.size(1)
-        if T > self.config.seq_len:
-            raise ValueError(f"sequence of {T} tokens is longer than the context {self.config.seq_len}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.drop(embed(self, idx))
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
-        return logits, loss
+        return head(self, x, targets)
 
     # -- accounting ---------------------------------------------------------------------------
 
@@ -169,6 +161,23 @@ class GPT(nn.Module):
             fused = fused_adamw_available(device_type)
         kwargs = {"fused": True} if fused else {"foreach": True}
         return torch.optim.AdamW(groups, lr=lr, betas=betas, **kwargs)
+
+
+def embed(model, idx):
+    """Token plus learned position embeddings (``model.wte``, ``model.wpe``), the context checked:
+    the input side every language model here shares (GPT, the Mamba hybrid)."""
+    T = idx.size(1)
+    if T > model.config.seq_len:
+        raise ValueError(f"sequence of {T} tokens is longer than the context {model.config.seq_len}")
+    return model.wte(idx) + model.wpe(torch.arange(T, device=idx.device))
+
+
+def head(model, x, targets=None):
+    """The output side: final norm, tied head, and with ``targets`` the mean next-token cross-entropy."""
+    logits = model.lm_head(model.ln_f(x))
+    if targets is None:
+        return logits, None
+    return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
 
 
 def fused_adamw_available(device_type: str) -> bool:
