@@ -60,7 +60,8 @@ SCALING_STAGES = [
 #: ``runners``: plan, then run (data, models, training, launching), then the CLIs; studies apart.
 RUNNER_STAGES = [
     {"runners", "runners.spec", "runners.plan"},
-    {"runners.data", "runners.model", "runners.mamba", "runners.arch", "runners.cpu_dtype", "runners.tasks",
+    {"runners.data", "runners.data.cache", "runners.data.tokenizers", "runners.data.corpus", "runners.data.streams",
+     "runners.data.filters", "runners.data.mixing", "runners.data.batches", "runners.model", "runners.mamba", "runners.arch", "runners.cpu_dtype", "runners.tasks",
      "runners.tasks.cloze", "runners.train", "runners.export", "runners.batched", "runners.distributed",
      "runners.launch", "runners.evaluate", "runners.generate"},
     {"runners.common", "runners.isoflop", "runners.isounique", "runners.mixgrid", "runners.scripts"},
