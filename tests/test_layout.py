@@ -53,7 +53,9 @@ SCALING_STAGES = [
      "scaling.datasets.__main__", "scaling.scripts", "scaling", "scaling.store"},
     {"scaling.optimize", "scaling.results", "scaling.variants", "scaling.laws", "scaling.laws.base",
      "scaling.laws.chinchilla", "scaling.laws.data_constrained", "scaling.laws.mixture", "scaling.fit",
-     "scaling.approach1", "scaling.approach2", "scaling.mixing_fit", "scaling.mixture_models", "scaling.mixture"},
+     "scaling.approach1", "scaling.approach2", "scaling.mixing_fit", "scaling.mixture_models", "scaling.mixture",
+     "scaling.mixture.__main__", "scaling.mixture.runs", "scaling.mixture.result", "scaling.mixture.predict",
+     "scaling.mixture.fit", "scaling.mixture.optimize", "scaling.mixture.transfer", "scaling.mixture.cli"},
     {"scaling.predict", "scaling.backtest"},
     {"scaling.plot"},
 ]

@@ -1,0 +1,123 @@
+"""The mixture fit as a value (statsmodels-style Results): saved, loaded, compared, printed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scaling.cli import UsageError
+from scaling.intervals import interval
+from scaling.laws.chinchilla import Chinchilla
+from scaling.laws.mixture import ComputeLaw
+from scaling.results import JsonFile, format_number, plain
+
+
+SCALING_FORMS = {"chinchilla": (Chinchilla(), {}), "compute": (ComputeLaw(), {}),
+                 "power": (ComputeLaw(), {"e": ComputeLaw.NO_FLOOR})}
+
+
+@dataclass
+class MixtureFit(JsonFile):
+    """A mixing-law fit (own object; ``scaling.results.FitResult`` describes one scaling law).
+    ``params``: {loss domain: {c, k, t}} with t in ``domains`` order (sum 0); for a nested fit they
+    are the law at ``settings.reference`` (the largest run's scale), refitted at each target."""
+
+    kind: str
+    domains: list[str]
+    loss_domains: list[str]
+    params: dict
+    objective: dict
+    n_points: int
+    n_mixtures: int
+    r2: dict
+    mixtures: list = field(default_factory=list)
+    scaling_law: str | None = None
+    range: dict = field(default_factory=dict)
+    ci: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    data_sha256: str | None = None
+    version: str = ""
+    law: str = "mixture"
+    #: per loss domain: the predictor used (``scaling.mixture_models``), its stored state, and every
+    #: candidate's cross-validated scores
+    model: dict = field(default_factory=dict)
+    predictors: dict = field(default_factory=dict)
+    cv: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        from scaling.mixture_models import public
+        d = asdict(self)
+        d["predictors"] = public(self.predictors)
+        return {"law": d.pop("law"), **{k: plain(v) for k, v in d.items()}}
+
+    @classmethod
+    def load(cls, path) -> "MixtureFit":
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such fit file") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"cannot read fit file {path}: {exc}") from None
+        if not isinstance(d, dict) or d.get("law") != "mixture":
+            raise UsageError(f"{path}: not a mixture fit (law {d.get('law') if isinstance(d, dict) else None!r}); "
+                             f"make one with python -m scaling.mixture fit")
+        missing = [k for k in ("kind", "domains", "loss_domains", "params") if k not in d]
+        nested_ok = d.get("mixtures") and d.get("scaling_law") in SCALING_FORMS
+        if missing or d["kind"] not in ("nested", "direct") or (d["kind"] == "nested" and not nested_ok):
+            raise UsageError(f"{path}: malformed mixture fit (lacks {', '.join(missing) or 'per-mixture laws'})")
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def boot(self) -> dict | None:
+        b = self.settings.get("bootstrap") or {}
+        return b if b.get("n") else None
+
+    def summary(self) -> str:
+        head = (f"law: mixture (Ye et al. 2024), {self.kind}"
+                + (f" over per-mixture {self.scaling_law} laws" if self.kind == "nested" else "")
+                + f"    runs: {self.n_points}    mixtures: {self.n_mixtures}")
+        lines = [head, f"components: {', '.join(self.domains)}    normalisation: sum_j t_ij = 0"]
+        ref = self.settings.get("reference")
+        if ref:
+            lines.append(f"mixing law shown at the largest run's scale: "
+                         f"N={format_number(ref['params'])}, D={format_number(ref['tokens'])}")
+        tn = [f"t.{d}" for d in self.domains]
+        lines.append(f"{'domain':<10} {'c':>10} {'k':>10} " + " ".join(f"{n:>10}" for n in tn) + f" {'R^2':>8}")
+        for d in self.loss_domains:
+            p = self.params[d]
+            lines.append(f"{d:<10} {format_number(p['c']):>10} {format_number(p['k']):>10} "
+                         + " ".join(f"{format_number(v):>10}" for v in p["t"]) + f" {format_number(self.r2.get(d)):>8}")
+            ci = self.ci.get(d)
+            if ci:
+                cells = zip(("c", "k", *tn), (ci["c"], ci["k"], *ci["t"]))
+                lines.append("  95% CI: " + ", ".join(f"{n} [{format_number(a)}, {format_number(b)}]" for n, (a, b) in cells))
+        if self.cv:
+            names = sorted({n for c in self.cv.values() for n in c}, key=lambda n: list(self.cv[next(iter(self.cv))]).index(n)
+                           if n in self.cv[next(iter(self.cv))] else 99)
+            lines.append(f"predictors by {self.settings.get('cv_folds', '?')}-fold cross-validation over mixtures "
+                         f"(Spearman / MAE of out-of-fold predictions; * = used):")
+            lines.append(f"{'domain':<12} " + " ".join(f"{n:>20}" for n in names))
+            lines[-1] = lines[-1].rstrip()
+            for d in self.loss_domains:
+                cells = []
+                for n in names:
+                    c = self.cv.get(d, {}).get(n)
+                    mark = "*" if self.model.get(d) == n else " "
+                    cells.append(f"{c['spearman']:.3f}/{c['mae']:.3g}{mark}" if c and c["spearman"] is not None
+                                 and np.isfinite(c["spearman"]) else "-")
+                lines.append(f"{d:<12} " + " ".join(f"{c:>20}" for c in cells))
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _interval(v):
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)] if v.ndim == 1 else v[np.isfinite(v).all(axis=tuple(range(1, v.ndim)))]
+    if not len(v):
+        return None
+    return np.stack(interval(v, axis=0), axis=-1).tolist()
