@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -190,27 +191,56 @@ def _write_table(path: Path, table: pa.Table) -> None:
     atomic_write_bytes(path, lambda tmp: pq.write_table(table, tmp))
 
 
+#: Stores whose lock this thread holds (so that a reader inside a write, e.g. ``compact`` reading the
+#: runs it merges, does not wait for itself: flock locks of two descriptors conflict even in one process).
+_held = threading.local()
+
+
 @contextlib.contextmanager
-def _writer_lock(store):
-    """One writer at a time per store: ``flock`` on the store directory itself (no lock file to
-    see). A write may rewrite other runs' files to the store's union schema, so two concurrent
-    writers (parallel workers, two grids) could otherwise put back a file the other had just replaced."""
+def _store_lock(store, exclusive: bool):
+    """``flock`` on the store directory itself (no lock file to see): exclusive for writers, shared
+    for readers. One writer at a time: a write may rewrite other runs' files to the store's union
+    schema, so two concurrent writers could otherwise put back a file the other had just replaced.
+    Readers wait for a writer: a directory being changed under a listing may be listed without an
+    entry that was removed and without the one that replaced it (POSIX readdir), which would lose
+    runs for a moment during ``compact``. Re-entrant within a thread; where flock is missing, unguarded."""
     path = _as_dir(store)
-    path.mkdir(parents=True, exist_ok=True)
+    held = getattr(_held, "stores", None)
+    if held is None:
+        held = _held.stores = set()
+    key = os.path.abspath(path)
+    if key in held:
+        yield
+        return
+    if exclusive:
+        path.mkdir(parents=True, exist_ok=True)
+    elif not path.is_dir():
+        yield
+        return
     try:
         import fcntl
         fd = os.open(path, os.O_RDONLY)
     except (ImportError, OSError):      # no flock (another OS): unguarded
         yield
         return
+    held.add(key)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         except OSError:                 # some network filesystems refuse flock
             pass
         yield
     finally:
+        held.discard(key)
         os.close(fd)
+
+
+def _writer_lock(store):
+    return _store_lock(store, exclusive=True)
+
+
+def _reader_lock(store):
+    return _store_lock(store, exclusive=False)
 
 
 #: The status a trainer reports for a run another process holds (or has just finished).
@@ -374,6 +404,11 @@ def _segment_row(store, run_id: str) -> dict | None:
 
 def read_run(store, run_id: str) -> dict | None:
     """One run's row (its run file, or its segment row after ``compact``), with its updates."""
+    with _reader_lock(store):
+        return _read_run(store, run_id)
+
+
+def _read_run(store, run_id: str) -> dict | None:
     path = run_path(store, run_id)
     row = None
     if path.exists():
@@ -564,7 +599,8 @@ def read_runs(store) -> pd.DataFrame:
     run sorted by run_id: run files, segments, and their side-file columns. Served from INDEX_FILE
     for every file unchanged since it was last read; a concurrent ``compact`` is seen as before or after."""
     try:
-        table = _runs_table(store)
+        with _reader_lock(store):
+            table = _runs_table(store)
     except _Conflicting as exc:  # files of conflicting types (written by hand): one frame each
         frames = [t.drop_columns([c for c in _INDEX_KEYS if c in t.column_names]).to_pandas() for t in exc.blocks]
         return pd.concat(frames, ignore_index=True, sort=False)
@@ -621,7 +657,8 @@ def check(store) -> dict:
     """What ``python -m scaling.store check`` reports: run files that cannot be read (torn,
     zero bytes, not Parquet, not a run) and files whose columns conflict with the others' types."""
     d = _as_dir(store)
-    files = [*run_files(store), *segment_files(store), *update_files(store)]
+    with _reader_lock(store):
+        files = [*run_files(store), *segment_files(store), *update_files(store)]
     bad, schemas = [], {}
     for f in files:
         name = f.relative_to(d).as_posix()
