@@ -20,8 +20,14 @@ from scaling.mixture.result import MixtureFit, _interval
 from scaling.mixture.predict import _losses, _mixing_at, _mixing_draws
 
 
-#: R_D* of the C4 fit (Muennighoff et al. 2023; fits/muennighoff2023_c4.json)
-RD_STAR = 15.387756
+def _preset_rd_star() -> float:
+    """R_D* of the C4 fit (Muennighoff et al. 2023), read from its preset ``fits/muennighoff2023_c4.json``."""
+    from scaling.results import FitResult
+    return float(FitResult.load("muennighoff2023_c4").params["rd_star"])
+
+
+#: R_D* of the C4 fit, the default for repeated data of a domain (one source: the preset file)
+RD_STAR = _preset_rd_star()
 
 
 #: token counts at which the nested mixing law is refitted to price repeated data (interpolated in log D)
