@@ -196,7 +196,7 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
                           arch=arch, activation=activation)
             if flops_convention != "6N":
                 raise AccountingError(f"--arch {arch}: a plug-in architecture spends its budget in 6N only")
-            return budget.flops / (6.0 * probe.params)
+            return accounting.tokens_for(budget.flops, probe.params)
         return budget.flops / accounting.flops_per_token(
             flops_convention, d_model=shape.d_model, ffw_size=shape.ffw_size, n_layers=shape.n_layers,
             vocab=V, seq_len=S, arch=arch, activation=activation)

@@ -55,7 +55,7 @@ class RunSpec:
     def flops(self) -> float:
         """Training FLOPs in the run's own convention (6 N D over all parameters by default)."""
         if self.arch not in accounting.ARCHS:
-            return 6.0 * self.params * self.tokens
+            return accounting.flops(self.params, self.tokens)
         return accounting.training_flops(self.flops_convention, self.tokens, **self.shape_kwargs)
 
     @property
