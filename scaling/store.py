@@ -252,7 +252,9 @@ def claim_run(store, run_id: str):
     """Yield True when this process now holds ``run_id``'s claim, False when another process does
     (two grids on one store then split the work instead of training every run twice). The claim
     is an ``flock`` on ``_claims/RUN_ID.lock``: the kernel drops it when its holder exits, so a
-    killed launcher leaves no stale claim. Where flock is missing, every claim succeeds."""
+    killed launcher leaves no stale claim. The holder writes its pid, host and start time into the
+    lock file (``claim_owner``), so a user can see who holds a run. Where flock is missing, every
+    claim succeeds."""
     d = _as_dir(store) / "_claims"
     try:
         import fcntl
@@ -269,9 +271,24 @@ def claim_run(store, run_id: str):
             return
         except OSError:                 # a filesystem without flock: unguarded
             pass
+        try:
+            import socket
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode())
+        except OSError:
+            pass
         yield True
     finally:
         os.close(fd)
+
+
+def claim_owner(store, run_id: str) -> dict | None:
+    """Who last claimed ``run_id`` ({pid, host, since}), or None: what ``claim_run`` wrote."""
+    try:
+        return json.loads((_as_dir(store) / "_claims" / f"{run_id}.lock").read_text() or "null")
+    except (OSError, ValueError):
+        return None
 
 
 def _as_floats(row: dict) -> None:

@@ -132,3 +132,19 @@ def test_readers_see_each_run_exactly_once_while_the_store_is_compacted(tmp_path
     counts = json.loads(out)
     assert compactions >= 3 and len(counts) == 40
     assert all(c == [300, 300] for c in counts), counts
+
+
+def test_a_claim_records_its_owner_and_a_second_claim_fails_while_it_is_held(tmp_path):
+    import socket
+    d = tmp_path / "s"
+    with store.claim_run(d, "r1") as mine:
+        assert mine
+        owner = store.claim_owner(d, "r1")
+        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+        probe = subprocess.run([sys.executable, "-c", "import sys; from scaling import store\n"
+                                "with store.claim_run(sys.argv[1], 'r1') as m: print(m)", str(d)],
+                               capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        assert probe.stdout.strip() == "False", probe.stderr[-1000:]
+    with store.claim_run(d, "r1") as mine:                        # released: claimable again
+        assert mine
