@@ -314,7 +314,16 @@ def estimate_seconds_here(spec: RunSpec, tokens_per_s_fn=None) -> float:
     if tokens_per_s_fn is not None:
         return spec.tokens / float(tokens_per_s_fn(spec)) + RUN_OVERHEAD_S
     flops_per_s, per_token = throughput_here()
+    if getattr(spec, "arch", "gpt") == "mamba":      # the scan's step loop: per token and block
+        per_token += MAMBA_PER_TOKEN_LAYER_S * spec.n_layers
     return spec.tokens * per_token + accounting.flops(spec.params, spec.tokens) / flops_per_s + RUN_OVERHEAD_S
+
+
+#: Extra seconds per token and Mamba block on a CPU (the selective scan loops over the sequence in
+#: Python): 80 ms per 8 x 128-token step of a 2-block hybrid against GPT's 5 ms, here. A calibration
+#: from that measurement: the dry run then says 2.3 min (one process) for the 9-run equal-FLOPs
+#: grid whose runs trained 109 s in all (79 s wall with 2 workers; the dry run says 48 s for those).
+MAMBA_PER_TOKEN_LAYER_S = 35e-6
 
 
 def a100_gpu_hours(spec: RunSpec, mfu: float = 0.4) -> float:
