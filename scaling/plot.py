@@ -5,7 +5,7 @@
     python -m scaling.plot contour --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9 --out contour.png
     python -m scaling.plot residuals results/ --fit fit.json --out residuals.png
     python -m scaling.backtest results/ --out backtest.json && python -m scaling.plot backtest --result backtest.json --out backtest.png
-    python -m scaling.plot mixture results-mix --fit mix.json --params 1.7e6 --tokens 3e6 --out mixture.png
+    python -m scaling.plot mixture results-mix --fit mix.json --params 1.7e6 --tokens 3e6 --optimum opt.json --out mixture.png
 """
 
 from __future__ import annotations
@@ -264,11 +264,15 @@ def backtest_plot(result, out) -> dict:
     return {"observed": obs.tolist(), "predicted": pred.tolist(), "mape": result["mape"]}
 
 
-def mixture_plot(fit, params: float, tokens: float, out, source=None) -> dict:
+def mixture_plot(fit, params: float, tokens: float, out, source=None, optimum=None) -> dict:
     """A two-component mixture fit (``scaling.mixture``) at (N, D): predicted loss per domain and
-    their equal-weight mean against the second component's share, the optimum and its 95%
-    interval marked; with ``source``, the runs trained at that scale (within 5%) as points."""
-    from scaling.mixture import optimize_mixture, predict_losses
+    their equal-weight mean against the second component's share; with ``optimum`` (what
+    ``scaling.mixture optimize`` returns, or its ``--out`` JSON file, at this N and D) the optimum
+    and its 95% interval marked; with ``source``, the runs trained at that scale (within 5%) as
+    points. Draws; never optimises."""
+    from scaling.mixture import predict_losses
+
+    opt = _load_optimum(optimum, params, tokens) if optimum is not None else None
 
     if len(fit.domains) != 2:
         raise UsageError(f"mixture plots draw two-component fits; this one has {len(fit.domains)} "
@@ -276,7 +280,6 @@ def mixture_plot(fit, params: float, tokens: float, out, source=None) -> dict:
     first, second = fit.domains
     share = np.linspace(0.0, 1.0, 201)
     pred = predict_losses(fit, params, tokens, np.stack([1 - share, share], axis=1))
-    opt = optimize_mixture(fit, params, tokens)
     plt = new_figure()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for d, y in pred.items():
@@ -287,11 +290,13 @@ def mixture_plot(fit, params: float, tokens: float, out, source=None) -> dict:
             if f"mix.{second}" in near and f"loss.{d}" in near:
                 ax.scatter(near[f"mix.{second}"], near[f"loss.{d}"], color=line.get_color(), zorder=3)
     ax.plot(share, np.mean(list(pred.values()), axis=0), "k--", label="mean of the domains")
-    best = opt["mixture"][second]
-    ax.axvline(best, color="gray", lw=1, label=f"optimum {second} share {best:.2f}")
-    ci = (opt.get("ci") or {}).get("mixture", {}).get(second)
-    if ci:
-        ax.axvspan(ci[0], ci[1], color="gray", alpha=0.15, label="95% interval")
+    best = ci = None
+    if opt is not None:
+        best = float(opt["mixture"][second])
+        ax.axvline(best, color="gray", lw=1, label=f"optimum {second} share {best:.2f}")
+        ci = (opt.get("ci") or {}).get("mixture", {}).get(second)
+        if ci:
+            ax.axvspan(ci[0], ci[1], color="gray", alpha=0.15, label="95% interval")
     ax.set_xlabel(f"share of {second} (mix.{second}; the rest {first})")
     ax.set_ylabel("validation loss")
     ax.set_title(f"Mixing law at N={params:.3g}, D={tokens:.3g}")
@@ -299,6 +304,23 @@ def mixture_plot(fit, params: float, tokens: float, out, source=None) -> dict:
     save_figure(fig, out)
     return {"share": share.tolist(), "losses": {d: np.asarray(y).tolist() for d, y in pred.items()},
             "mean": np.mean(list(pred.values()), axis=0).tolist(), "optimum": best, "ci": ci}
+
+
+def _load_optimum(optimum, params: float, tokens: float) -> dict:
+    """An optimum dict, or its JSON file, checked to be at (N, D) within 1%."""
+    if not isinstance(optimum, dict):
+        path = Path(optimum)
+        try:
+            optimum = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"cannot read optimum {path}: {str(exc).splitlines()[0][:120]}") from None
+        if not isinstance(optimum, dict) or not isinstance(optimum.get("mixture"), dict):
+            raise DataError(f"{path} is not an optimum (python -m scaling.mixture optimize ... --out FILE)")
+    for key, want in (("params", params), ("tokens", tokens)):
+        got = optimum.get(key)
+        if isinstance(got, (int, float)) and abs(got / want - 1) > 0.01:
+            raise DataError(f"the optimum is at {key} {got:.3g}, the plot at {want:.3g}")
+    return optimum
 
 
 def _parser():
@@ -313,6 +335,8 @@ def _parser():
     p.add_argument("--flops", type=float, help="contour: the compute budget")
     p.add_argument("--unique-tokens", type=float, help="contour: unique tokens available")
     p.add_argument("--result", metavar="BACKTEST.json", help="backtest: the result of python -m scaling.backtest --out")
+    p.add_argument("--optimum", metavar="OPT.json",
+                   help="mixture: the optimum to mark (python -m scaling.mixture optimize ... --out OPT.json)")
     p.add_argument("--params", help="mixture: model size N of the target, e.g. 174K or 1.7e6; return-on-repetition: the "
                         "model size of the loss panel (default: 20 tokens per parameter of the middle U_D)")
     p.add_argument("--tokens", help="mixture: training tokens D of the target, e.g. 300K")
@@ -331,7 +355,7 @@ def main(argv=None) -> int:
         if not (args.params and args.tokens):
             raise UsageError("mixture needs positive --params and --tokens")
         mixture_plot(MixtureFit.load(args.fit), parse_size(args.params), parse_size(args.tokens), args.out,
-                     args.source)
+                     args.source, optimum=args.optimum)
         print(f"wrote {args.out}")
         return 0
     fit = FitResult.load(args.fit) if args.fit else None

@@ -348,6 +348,17 @@ def test_mixture_plot_kind_draws_a_two_component_fit(nested_fit, tmp_path):
     out = tmp_path / "mixture.png"
     assert plot_main(["mixture", "--fit", str(path), "--params", "1e8", "--tokens", "2e9", "--out", str(out)]) == 0
     assert out.stat().st_size > 10_000
+    # the optimum is drawn from what scaling.mixture optimize wrote: the plot never optimises
+    from scaling.mixture import main as mixture_main
+    from scaling.plot import mixture_plot
+    opt = tmp_path / "opt.json"
+    assert mixture_main(["optimize", "--fit", str(path), "--params", "1e8", "--tokens", "2e9", "--out", str(opt)]) == 0
+    drawn = mixture_plot(nested_fit, 1e8, 2e9, tmp_path / "m2.png", optimum=opt)
+    assert drawn["optimum"] == pytest.approx(json.loads(opt.read_text())["mixture"][nested_fit.domains[1]])
+    assert mixture_plot(nested_fit, 1e8, 2e9, tmp_path / "m3.png")["optimum"] is None
+    from scaling.errors import DataError
+    with pytest.raises(DataError, match="the optimum is at params"):
+        mixture_plot(nested_fit, 3e8, 2e9, tmp_path / "m4.png", optimum=opt)
     from scaling.cli import UsageError
     with pytest.raises(UsageError, match="--params and --tokens"):
         plot_main(["mixture", "--fit", str(path), "--out", str(tmp_path / "x.png")])

@@ -78,6 +78,8 @@ def _parser():
     o.add_argument("--kl-max", type=float, default=None, metavar="X", help="KL(mixture || prior) <= X (Olmix)")
     o.add_argument("--seed", type=nonnegative_int, default=0)
     o.add_argument("--json", action="store_true")
+    o.add_argument("--out", metavar="OPT.json",
+                   help="also write the optimum as JSON (what python -m scaling.plot mixture --optimum draws)")
     t = sub.add_parser("transfer", help="do small runs rank mixtures as large runs do?",
                        epilog="example:\n  python -m scaling.mixture transfer results/ --small-params 1M "
                               "--large-params 10M --json")
@@ -145,6 +147,10 @@ def main(argv=None) -> int:
                                args.rd_star, constraints=cons, seed=args.seed)
         for w in out["warnings"]:
             print(f"warning: {w}", file=sys.stderr)
+        if args.out:
+            from pathlib import Path
+            from scaling.store import atomic_write_text
+            atomic_write_text(Path(args.out), json.dumps(plain(out), indent=1))
         if args.json:
             print(json.dumps(plain(out), indent=1))
         else:
