@@ -24,13 +24,15 @@ the tests check the two agree.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.accounting import MAMBA_D_CONV, MAMBA_D_STATE, MAMBA_EXPAND, mamba_dt_rank
+from runners.model import GPT, embed, head
+from scaling.accounting import MAMBA_D_CONV, MAMBA_D_STATE, MAMBA_EXPAND, flops_per_token, mamba_dt_rank
 
 
 class SWELU(nn.Module):
@@ -88,7 +90,9 @@ def selective_scan_chunked(u, delta, A, B, C, D, chunk: int = 16):
     return torch.cat(ys, 1) + u * D
 
 
+@functools.lru_cache(maxsize=1)
 def _cuda_scan():
+    """``mamba_ssm``'s fused scan, or None; looked up once (a failed import is not cached by Python)."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
         return selective_scan_fn
@@ -162,11 +166,11 @@ class MambaLM(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model, elementwise_affine=False)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=True)
         self.lm_head.weight = self.wte.weight
+        dt_projs = {id(b.dt_proj) for b in self.blocks}      # their bias is Mamba's dt initialisation
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)) and m is not self.lm_head:
                 nn.init.normal_(m.weight, mean=0.0, std=0.02)
-                if getattr(m, "bias", None) is not None and not (isinstance(m, nn.Linear) and m in
-                                                                 [b.dt_proj for b in self.blocks]):
+                if getattr(m, "bias", None) is not None and id(m) not in dt_projs:
                     nn.init.zeros_(m.bias)
         nn.init.zeros_(self.lm_head.bias)
         for name, p in self.named_parameters():    # residual outputs scaled with depth, as in GPT-2
@@ -174,28 +178,20 @@ class MambaLM(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * (cfg.n_layers + 1)))
 
     def forward(self, idx, targets=None):
-        from runners.model import embed, head
         x = embed(self, idx)
         for block in self.blocks:
             x = block(x)
         return head(self, self.dense(x), targets)
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
-        from scaling.accounting import flops_per_token
         cfg = self.config
         return flops_per_token("6N_ne+head+attn", d_model=cfg.d_model, ffw_size=cfg.ffw_size, n_layers=cfg.n_layers,
                                vocab=cfg.vocab_size, seq_len=seq_len or cfg.seq_len, arch="mamba",
                                activation=cfg.activation)
 
-    def num_params(self) -> int:
-        from runners.model import GPT
-        return GPT.num_params(self)
-
-    def estimate_mfu(self, tokens_per_s: float, peak_flops: float, seq_len: int | None = None) -> float:
-        from runners.model import GPT
-        return GPT.estimate_mfu(self, tokens_per_s, peak_flops, seq_len)
-
-    def configure_optimizer(self, lr, weight_decay, betas, device_type="cpu", fused=None):
-        """AdamW as ``GPT``'s: decay on matrices; A_log, D, biases, norms and SWELU's k, lambda undecayed."""
-        from runners.model import GPT
-        return GPT.configure_optimizer(self, lr, weight_decay, betas, device_type, fused)
+    # GPT's: all parameters once; MFU from the FLOPs above; AdamW with decay on every 2-d tensor, so
+    # A_log ([E, N]) is decayed too (Mamba's reference exempts it); D, biases, norms, SWELU's k and
+    # lambda are not
+    num_params = GPT.num_params
+    estimate_mfu = GPT.estimate_mfu
+    configure_optimizer = GPT.configure_optimizer

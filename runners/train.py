@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from runners import data as rdata
+from runners.arch import build_model
 from runners.model import GPT, GPTConfig, fused_adamw_available
 from scaling import store as rstore
 from scaling.cli import UsageError
@@ -164,7 +165,6 @@ def autocast(settings: Settings):
 
 def build(cfg: GPTConfig, hp: Hparams, settings: Settings):
     """(model, compiled-or-same model, optimizer) on the settings' device."""
-    from runners.arch import build_model
     model = build_model(cfg).to(settings.device)
     optimizer = model.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2),
                                           torch.device(settings.device).type, fused=settings.fused_adamw)

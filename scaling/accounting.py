@@ -174,19 +174,24 @@ def _mamba_flops_per_token(convention, d_model, ffw_size, n_layers, vocab, seq_l
     return out
 
 
+def _name(value, default: str) -> str:
+    """An architecture or activation name from a table cell: missing (None, NaN, "") is ``default``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("", "None", "nan"):
+        return default
+    return str(value)
+
+
 def _flops_per_token_by_arch(convention, *, d_model, ffw_size, n_layers, vocab, seq_len, arch, activation):
-    """``flops_per_token`` row by row where some rows are not GPT."""
+    """``flops_per_token`` where ``arch`` is given per row: GPT's formula for all rows at once, then
+    the rows of other architectures one by one (stores since ``--arch`` carry the column for every run)."""
     shapes = np.broadcast_arrays(*(np.asarray(x) for x in (d_model, ffw_size, n_layers, vocab, seq_len, arch, activation)))
-    out = np.empty(shapes[0].shape, dtype=float)
+    d, f, L, V, S, archs, acts = shapes
+    out = np.array(flops_per_token(convention, d_model=d, ffw_size=f, n_layers=L, vocab=V, seq_len=S), dtype=float)
     for i in np.ndindex(out.shape):
-        d, f, L, V, S, a, act = (x[i] for x in shapes)
-        a = "gpt" if a is None or (isinstance(a, float) and math.isnan(a)) or str(a) in ("", "None", "nan") else str(a)
-        act = "gelu" if act is None or (isinstance(act, float) and math.isnan(act)) or str(act) in ("", "None", "nan") else str(act)
-        if a == "gpt":
-            out[i] = flops_per_token(convention, d_model=d, ffw_size=f, n_layers=L, vocab=V, seq_len=S)
-        elif a == "mamba":
-            out[i] = _mamba_flops_per_token(convention, d, f, L, V, S, act)
-        else:
+        a = _name(archs[i], "gpt")
+        if a == "mamba":
+            out[i] = _mamba_flops_per_token(convention, d[i], f[i], L[i], V[i], S[i], _name(acts[i], "gelu"))
+        elif a != "gpt":
             raise AccountingError(f"architecture {a!r} has no FLOP count but 6N (run it with --flops-convention 6N)")
     return float(out) if out.ndim == 0 else out
 

@@ -233,15 +233,9 @@ def residuals(source, fit: FitResult, out) -> dict:
 def backtest_plot(result, out) -> dict:
     """Held-out runs of a backtest result (``scaling.backtest``'s dict or its ``--out`` JSON file):
     observed against predicted loss, with 95% predictive intervals. Draws; never fits."""
-    if not isinstance(result, dict):
-        path = Path(result)
-        try:
-            result = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise DataError(f"cannot read backtest result {path}: {str(exc).splitlines()[0][:120]}") from None
-        if not isinstance(result, dict) or not isinstance(result.get("runs"), list) or not result["runs"] \
-                or not all(isinstance(r, dict) and {"loss", "predicted"} <= set(r) for r in result["runs"]):
-            raise DataError(f"{path} is not a backtest result (python -m scaling.backtest SOURCE --out FILE)")
+    result = _result(result, "a backtest result", "python -m scaling.backtest SOURCE --out FILE",
+                     lambda r: isinstance(r.get("runs"), list) and bool(r["runs"]) and
+                     all(isinstance(x, dict) and {"loss", "predicted"} <= set(x) for x in r["runs"]))
     plt = new_figure()
     runs = result["runs"]
     obs = np.array([r["loss"] for r in runs])
@@ -306,16 +300,25 @@ def mixture_plot(fit, params: float, tokens: float, out, source=None, optimum=No
             "mean": np.mean(list(pred.values()), axis=0).tolist(), "optimum": best, "ci": ci}
 
 
+def _result(value, what: str, how: str, valid) -> dict:
+    """A result a plot draws: the dict itself, or the JSON file a command wrote (``how``), checked
+    by ``valid``; an unreadable or foreign file is one DataError line."""
+    if isinstance(value, dict):
+        return value
+    path = Path(value)
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"cannot read {what} {path}: {str(exc).splitlines()[0][:120]}") from None
+    if not isinstance(value, dict) or not valid(value):
+        raise DataError(f"{path} is not {what} ({how})")
+    return value
+
+
 def _load_optimum(optimum, params: float, tokens: float) -> dict:
     """An optimum dict, or its JSON file, checked to be at (N, D) within 1%."""
-    if not isinstance(optimum, dict):
-        path = Path(optimum)
-        try:
-            optimum = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise DataError(f"cannot read optimum {path}: {str(exc).splitlines()[0][:120]}") from None
-        if not isinstance(optimum, dict) or not isinstance(optimum.get("mixture"), dict):
-            raise DataError(f"{path} is not an optimum (python -m scaling.mixture optimize ... --out FILE)")
+    optimum = _result(optimum, "an optimum", "python -m scaling.mixture optimize ... --out FILE",
+                      lambda r: isinstance(r.get("mixture"), dict))
     for key, want in (("params", params), ("tokens", tokens)):
         got = optimum.get(key)
         if isinstance(got, (int, float)) and abs(got / want - 1) > 0.01:

@@ -101,12 +101,17 @@ def _clean(value):
     return value
 
 
-def run_files(store) -> list[Path]:
-    """The store's run files; hidden temporaries (``.tmp-*``) and side folders are not runs."""
-    path = _as_dir(store)
+def _parquet_files(path: Path) -> list[Path]:
+    """The ``.parquet`` files of one folder, sorted; hidden temporaries (``.tmp-*``) and the
+    store's own files (``_schema``, ``_index``) are not data."""
     if not path.is_dir():
         return []
     return sorted(f for f in path.glob("*.parquet") if not f.name.startswith((".", "_")))
+
+
+def run_files(store) -> list[Path]:
+    """The store's run files; hidden temporaries (``.tmp-*``) and side folders are not runs."""
+    return _parquet_files(_as_dir(store))
 
 
 #: The store's union schema, as an empty Parquet file (pyarrow's discovery skips ``_`` names):
@@ -369,8 +374,7 @@ UPDATES = "_updates"
 
 
 def segment_files(store) -> list[Path]:
-    d = _as_dir(store) / SEGMENTS
-    return sorted(f for f in d.glob("*.parquet") if not f.name.startswith((".", "_"))) if d.is_dir() else []
+    return _parquet_files(_as_dir(store) / SEGMENTS)
 
 
 def update_path(store, run_id: str) -> Path:
@@ -378,8 +382,7 @@ def update_path(store, run_id: str) -> Path:
 
 
 def update_files(store) -> list[Path]:
-    d = _as_dir(store) / UPDATES
-    return sorted(f for f in d.glob("*.parquet") if not f.name.startswith((".", "_"))) if d.is_dir() else []
+    return _parquet_files(_as_dir(store) / UPDATES)
 
 
 def _supersede(store, run_id: str) -> None:
@@ -438,15 +441,20 @@ def _read_run(store, run_id: str) -> dict | None:
         row = _segment_row(store, run_id)
         if row is None:
             return None
-    update = update_path(store, run_id)
-    if update.exists():
-        try:
-            extra = pq.read_table(update).to_pylist()[0]
-        except (OSError, pa.ArrowException):
-            _warn_once(update, "unreadable")
-            extra = {}
-        row.update({k: v for k, v in extra.items() if v is not None and k != "run_id"})
+    extra = _read_update(update_path(store, run_id))
+    row.update({k: v for k, v in extra.items() if v is not None and k != "run_id"})
     return row
+
+
+def _read_update(path: Path) -> dict:
+    """A run's side-file columns ({} when it has none; one warning when it is unreadable)."""
+    if not path.exists():
+        return {}
+    try:
+        return pq.read_table(path).to_pylist()[0]
+    except (OSError, pa.ArrowException, IndexError):
+        _warn_once(path, "unreadable")
+        return {}
 
 
 def update_run(store, run_id: str, **columns) -> Path:
@@ -458,12 +466,7 @@ def update_run(store, run_id: str, **columns) -> Path:
         if row is None:
             raise UsageError(f"run {run_id!r} is not in store {store}")
         path = update_path(store, run_id)
-        extra = {}
-        if path.exists():
-            try:
-                extra = pq.read_table(path).to_pylist()[0]
-            except (OSError, pa.ArrowException):
-                extra = {}
+        extra = _read_update(path)
         extra.update({k: _clean(v) for k, v in columns.items()})
         extra["run_id"] = run_id
         _as_floats(extra)
