@@ -1,6 +1,6 @@
-"""Stacked training (``runners.batched``) against one run after another, in the same run.
+"""Stacked training (``runners.train.batched``) against one run after another, in the same run.
 
-Eight t32 runs (seeds 0-7, 60K tokens each, the hyper-parameters ``runners.train.hparams`` gives:
+Eight t32 runs (seeds 0-7, 60K tokens each, the hyper-parameters ``runners.train.trainer.hparams`` gives:
 batch 4 x 128) trained (a) one after another with ``train_run`` and (b) stacked with
 ``train_group``; whole runs, data preparation and validation included (the same for both), plus the
 optimiser-step time alone from a timed loop of each. The ratio is the figure; the issue's target is
@@ -24,9 +24,10 @@ warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 
-from runners import batched, train  # noqa: E402
-from runners.model import GPT, GPTConfig  # noqa: E402
-from runners.spec import RunSpec  # noqa: E402
+from runners.train import batched  # noqa: E402
+from runners.train import trainer as train
+from runners.models.gpt import GPT, GPTConfig  # noqa: E402
+from runners.grid.spec import RunSpec  # noqa: E402
 from scaling.accounting import shape  # noqa: E402
 
 

@@ -68,7 +68,8 @@ def main() -> int:
         best[name] = g.iloc[i]["run_id"]
 
     # extra seeds of each budget's best measured run, stacked or not as the launcher decides
-    from runners import launch, plan
+    from runners.train import launch
+    from runners.grid import plan
     from scaling.accounting import parse_budgets
     specs = {s.run_id: s for b in parse_budgets(args.budget) for s in plan.isoflop_grid(b)}
     seeds = [int(x) for x in args.seeds.split(",")]

@@ -7,7 +7,7 @@ and filtering after it (cold: no index; warm), and ``python -m scaling.fit`` on 
 
     python benchmarks/store_scale.py [--sizes 100,1000,10000] [--json]
 
-A store row here is a real one (the columns ``runners.train`` writes, from the shipped
+A store row here is a real one (the columns ``runners.train.trainer`` writes, from the shipped
 example store), so schemas and widths are those of real grids; its params, tokens and loss are
 set from the Chinchilla law (Hoffmann et al. 2022, Approach 3 values) with 1% noise, over 25
 sizes, so that the fit has a real problem to solve.

@@ -1,4 +1,4 @@
-"""The multi-seed sweep behind ``runners.train.hparams`` for the tiny CPU shapes: shapes x token
+"""The multi-seed sweep behind ``runners.train.trainer.hparams`` for the tiny CPU shapes: shapes x token
 counts x seeds at a forced batch (sequences of 128) and a multiple of the rule's peak LR; one JSON
 line per run (loss, throughput). docs/benchmarks.md records what it gave.
 
@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from runners import train  # noqa: E402
-from runners.spec import RunSpec  # noqa: E402
+from runners.train import trainer as train  # noqa: E402
+from runners.grid.spec import RunSpec  # noqa: E402
 from scaling import accounting  # noqa: E402
 
 

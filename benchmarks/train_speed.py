@@ -1,8 +1,8 @@
-"""Training throughput of our step (``runners.train``) against a plain PyTorch GPT, in one run.
+"""Training throughput of our step (``runners.train.trainer``) against a plain PyTorch GPT, in one run.
 
 The reference is written here: nanoGPT-style manual attention (explicit T x T scores, mask,
 softmax), fp32, ``torch.optim.AdamW`` with its defaults, batch 8 - what a first implementation
-looks like. Ours is ``runners.model.GPT`` driven by ``runners.train.train_step`` with the settings
+looks like. Ours is ``runners.models.gpt.GPT`` driven by ``runners.train.trainer.train_step`` with the settings
 ``train_run`` uses on this device, plus the alternatives it could use (bf16 autocast,
 ``torch.compile``); the fastest is reported as ``tokens_per_s``. Measurements of the two sides
 are interleaved, best of several rounds, so load from other processes hits both alike.
@@ -31,8 +31,8 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from runners.model import GPT, GPTConfig  # noqa: E402
-from runners.train import Hparams, Settings, build, resolve_settings, train_step  # noqa: E402
+from runners.models.gpt import GPT, GPTConfig  # noqa: E402
+from runners.train.trainer import Hparams, Settings, build, resolve_settings, train_step  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------

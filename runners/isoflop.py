@@ -1,51 +1,9 @@
-"""isoFLOP grids of the data-constrained paper (Muennighoff et al. 2023): at each budget, the
-compute-optimal model at several unique-data levels plus other model sizes on the same budget.
-
-Rerunning the same command trains only the runs not yet ``ok`` in the store.
-"""
-
-from __future__ import annotations
+"""``python -m runners.isoflop``: an isoFLOP grid: sizes x tokens at fixed compute budgets; the command lives in ``runners.grid.isoflop``."""
 
 import sys
 
-from scaling import accounting
 from scaling.cli import run_cli
-from runners import common, plan
-
-EXAMPLE = """\
-examples:
-  python -m runners.isoflop --budget 2b8 --dry-run          # the paper's 2b8 grid and its cost
-  python -m runners.isoflop --budget smoke results  # train a CPU grid (a few minutes)
-  python -m runners.isoflop --budget tiny --epochs 1,4,16 --seeds 0,1 --dry-run --json
-"""
-
-
-def build_parser():
-    p = common.make_parser("python -m runners.isoflop", __doc__.split("\n\n")[0], EXAMPLE)
-    p.add_argument("--budget", required=True,
-                   help="named budget (1b1, 2b8, 4b2, 8b7), FLOP count (3e13), CPU preset "
-                        "(smoke, tiny) or a comma list of them")
-    p.add_argument("--n-sizes", type=int, default=None,
-                   help="model sizes along the budget at full data (default 5; the CPU presets set their own)")
-    common.add_common_args(p, unique_help="unique-data levels in tokens, replacing the budget's "
-                                          "(e.g. 55B,4B,1.25B)")
-    return p
-
-
-def build_plan(args) -> list:
-    budgets = accounting.parse_budgets(args.budget)
-    unique, epochs = common.parse_unique(args.unique), common.parse_epochs(args.epochs)
-    kw = common.axes(args)
-    specs = []
-    for b in budgets:
-        specs += plan.isoflop_grid(b, unique=unique, epochs=epochs, n_sizes=args.n_sizes, **kw)
-    return specs
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return common.execute(build_plan(args), args)
-
+from runners.grid.isoflop import main
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

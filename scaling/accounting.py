@@ -77,7 +77,7 @@ def mamba_dt_rank(d_model: int) -> int:
 
 def mamba_param_count(d_model: int, ffw_size: int, n_layers: int, vocab: int, seq_len: int,
                       activation: str = "gelu") -> int:
-    """Parameters of ``runners.mamba.MambaLM`` (the Mamba + dense hybrid of P. Obara 2025's SWELU
+    """Parameters of ``runners.models.mamba.MambaLM`` (the Mamba + dense hybrid of P. Obara 2025's SWELU
     study), embeddings included, term for term. Per Mamba block (Gu & Dao 2023; E = 2d, N = 16,
     R = ceil(d/16), conv width 4): norm ``d``, in_proj ``2Ed``, conv ``4E + E``, x_proj ``E(R + 2N)``,
     dt_proj ``RE + E``, A ``EN``, D ``E``, out_proj ``Ed``. The dense block (three layers, hidden

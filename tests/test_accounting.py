@@ -59,7 +59,7 @@ def test_convention_columns_and_with_convention():
 
 
 def test_isoflop_grid_spends_the_budget_in_its_convention():
-    from runners.plan import isoflop_grid
+    from runners.grid.plan import isoflop_grid
     budget = A.parse_budgets("1e11")[0]
     for conv in A.FLOP_CONVENTIONS:
         for spec in isoflop_grid(budget, flops_convention=conv):

@@ -1,4 +1,4 @@
-"""Pluggable architectures: the Mamba + dense hybrid and SWELU (``runners.mamba``) against their
+"""Pluggable architectures: the Mamba + dense hybrid and SWELU (``runners.models.mamba``) against their
 definitions, its parameter and FLOP counts (``scaling.accounting``) against the built model, the
 chunked scan against the step-by-step one, a plug-in factory, and a real grid that trains and
 fits each architecture on the CPU, then ``runners.compare`` of GPT vs Mamba at equal FLOPs."""
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from runners.arch import build_model, check_arch
-from runners.mamba import SWELU, selective_scan_chunked, selective_scan_sequential
-from runners.model import GPTConfig
+from runners.models.arch import build_model, check_arch
+from runners.models.mamba import SWELU, selective_scan_chunked, selective_scan_sequential
+from runners.models.gpt import GPTConfig
 from scaling import accounting
 from scaling.cli import UsageError
 
@@ -81,19 +81,19 @@ def test_swelu_is_its_formula_and_learns_its_shape():
 
 
 def test_a_plugin_factory_is_built_and_counted_and_a_bad_one_is_a_usage_error():
-    from runners import plan
-    specs = plan.isoflop_grid(accounting.parse_budgets("smoke")[0], arch="runners.model:GPT", flops_convention="6N")
+    from runners.grid import plan
+    specs = plan.isoflop_grid(accounting.parse_budgets("smoke")[0], arch="runners.models.gpt:GPT", flops_convention="6N")
     ref = plan.isoflop_grid(accounting.parse_budgets("smoke")[0], flops_convention="6N")
     assert [s.params for s in specs] == [s.params for s in ref]
     assert all(abs(s.flops - accounting.parse_budgets("smoke")[0].flops) / s.flops < 1e-3 for s in specs)
     assert {s.run_id for s in specs}.isdisjoint(s.run_id for s in ref)   # the arch is part of the run
-    for bad in ("transformer", "no.such.module:f", "runners.model:NOPE"):
+    for bad in ("transformer", "no.such.module:f", "runners.models.gpt:NOPE"):
         with pytest.raises(UsageError):
             check_arch(bad)
 
 
 def test_the_default_arch_leaves_run_ids_unchanged():
-    from runners import plan
+    from runners.grid import plan
     b = accounting.parse_budgets("smoke")[0]
     assert [s.run_id for s in plan.isoflop_grid(b)] == [s.run_id for s in plan.isoflop_grid(b, arch="gpt")]
     assert plan.isoflop_grid(b)[0].to_dict()["arch"] == "gpt"

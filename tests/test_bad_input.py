@@ -45,9 +45,9 @@ def files(tmp_path_factory):
     (d / "fit_list.json").write_text('[1, 2, 3]')
     (d / "fit_binary.json").write_bytes(b"\x00\x01\x02\xff")
     # saved models whose files were damaged: m0's config.json, m1's weights
-    from runners.export import model_dir, save_model
-    from runners.model import GPT, GPTConfig
-    from runners.spec import RunSpec
+    from runners.models.files import model_dir, save_model
+    from runners.models.gpt import GPT, GPTConfig
+    from runners.grid.spec import RunSpec
     spec = RunSpec(shape="s8", d_model=8, ffw_size=32, n_heads=1, n_layers=1, vocab_size=256, seq_len=128,
                    tokens=1000, unique_tokens=1000)
     for rid in ("m0", "m1"):

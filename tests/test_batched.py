@@ -1,4 +1,4 @@
-"""Batched training (runners.batched): K same-shape runs stacked in one module give each run what
+"""Batched training (runners.train.batched): K same-shape runs stacked in one module give each run what
 it would get alone: the same initialisation, data, clipping and AdamW steps (to float tolerance),
 its own row, curve and weights, and a failure of its own."""
 
@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from runners import batched, train
-from runners.model import GPT, GPTConfig
-from runners.spec import RunSpec
+from runners.train import batched
+from runners.train import trainer as train
+from runners.models.gpt import GPT, GPTConfig
+from runners.grid.spec import RunSpec
 from scaling import store
 from scaling.accounting import shape
 

@@ -17,15 +17,17 @@ import pytest
 from scaling.accounting import parse_budgets
 from scaling.cli import UsageError, run_cli
 from scaling.store import completed_run_ids, read_runs, write_run
-from runners import isoflop, isounique, plan
-from runners.launch import LAUNCHERS, launch
+from runners.grid import isoflop
+from runners.grid import isounique
+from runners.grid import plan
+from runners.train.launch import LAUNCHERS, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def fake_trainer(monkeypatch):
-    """A stand-in ``runners.train`` whose ``train_run`` writes a row (``failed`` for run ids in
+    """A stand-in ``runners.train.trainer`` whose ``train_run`` writes a row (``failed`` for run ids in
     ``fail``) and records what it was asked to train."""
     calls, fail = [], set()
 
@@ -36,9 +38,9 @@ def fake_trainer(monkeypatch):
         write_run(store, row)
         return row
 
-    module = types.ModuleType("runners.train")
+    module = types.ModuleType("runners.train.trainer")
     module.train_run = train_run
-    monkeypatch.setitem(sys.modules, "runners.train", module)
+    monkeypatch.setitem(sys.modules, "runners.train.trainer", module)
     return types.SimpleNamespace(calls=calls, fail=fail)
 
 
@@ -146,7 +148,7 @@ def test_smoke_grid_trains_for_real_and_reruns_skip_everything(tmp_path):
     """``python -m runners.isoflop --budget smoke`` on this CPU, then the same command again."""
     pytest.importorskip("torch")
     pytest.importorskip("runners.data")
-    pytest.importorskip("runners.train")
+    pytest.importorskip("runners.train.trainer")
     store = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "runners.isoflop", "--budget", "smoke", "--store", str(store), "--json", "--quiet"]

@@ -19,7 +19,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from runners import compare, diversity as div  # noqa: E402
+from runners.studies import compare  # noqa: E402
+from runners.studies import diversity as div
 from scaling import store as rstore  # noqa: E402
 from scaling.cli import run_cli  # noqa: E402
 

@@ -16,11 +16,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("deepspeed")
 
-from runners import isoflop, isounique  # noqa: E402
-from runners.distributed import DeepSpeedOptions, batch_split  # noqa: E402
-from runners.launch import launch  # noqa: E402
-from runners.plan import isoflop_grid  # noqa: E402
-from runners.train import train_run  # noqa: E402
+from runners.grid import isoflop  # noqa: E402
+from runners.grid import isounique
+from runners.train.distributed import DeepSpeedOptions, batch_split  # noqa: E402
+from runners.train.launch import launch  # noqa: E402
+from runners.grid.plan import isoflop_grid  # noqa: E402
+from runners.train.trainer import train_run  # noqa: E402
 from scaling.accounting import parse_budgets  # noqa: E402
 from scaling.cli import UsageError, run_cli  # noqa: E402
 from scaling.store import read_curve, read_runs  # noqa: E402
@@ -117,7 +118,7 @@ def test_dry_run_prints_the_deepspeed_command_of_each_run(tmp_path, capsys):
     assert code == 0, out.err
     commands = [line for line in out.out.splitlines() if "deepspeed.launcher.runner" in line]
     assert len(commands) == len(SMOKE)
-    assert all("--num_nodes 2 --num_gpus 2" in c and "--module runners.distributed" in c and "--zero 2" in c
+    assert all("--num_nodes 2 --num_gpus 2" in c and "--module runners.train.distributed" in c and "--zero 2" in c
                for c in commands)
     assert all(s.run_id in c for s, c in zip(SMOKE, commands))
     code, out = _main(["--budget", "smoke", "--store", str(tmp_path / "s"), "--launcher", "deepspeed",

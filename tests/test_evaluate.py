@@ -15,12 +15,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("lm_eval")
 
-from runners import evaluate as ev  # noqa: E402
-from runners.export import load_model, load_run_model, model_dir, tokenizer_for  # noqa: E402
-from runners.model import GPT, GPTConfig  # noqa: E402
-from runners.plan import _spec  # noqa: E402
-from runners.tasks.cloze import cloze_items  # noqa: E402
-from runners.train import train_run  # noqa: E402
+from runners.eval import evaluate as ev  # noqa: E402
+from runners.models.files import load_model, load_run_model, model_dir, tokenizer_for  # noqa: E402
+from runners.models.gpt import GPT, GPTConfig  # noqa: E402
+from runners.grid.plan import _spec  # noqa: E402
+from runners.eval.tasks.cloze import cloze_items  # noqa: E402
+from runners.train.trainer import train_run  # noqa: E402
 from scaling import accounting  # noqa: E402
 from scaling.store import read_run, read_runs  # noqa: E402
 
@@ -129,7 +129,7 @@ def test_evaluate_cli_writes_scores_above_chance_into_the_store(trained):
 
 def test_generation_is_deterministic_under_a_seed(trained):
     store, run_id = trained
-    from runners.generate import sample_texts
+    from runners.eval.generate import sample_texts
     model, config = load_run_model(store, run_id)
     tok = tokenizer_for(config)
     a, b = (sample_texts(model, tok, "def ", samples=2, max_new_tokens=40, seed=7) for _ in range(2))

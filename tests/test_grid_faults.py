@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("torch")
 
 from scaling.accounting import parse_budgets  # noqa: E402
-from runners.plan import isoflop_grid  # noqa: E402
+from runners.grid.plan import isoflop_grid  # noqa: E402
 from scaling.store import run_files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

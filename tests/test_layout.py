@@ -59,16 +59,27 @@ SCALING_STAGES = [
     {"scaling.predict", "scaling.backtest"},
     {"scaling.plot"},
 ]
-#: ``runners``: plan, then run (data, models, training, launching), then the CLIs; studies apart.
+#: ``runners``, in data-flow order: plans, data, models, training, evaluation, then the commands;
+#: studies apart. A folder is a room (``runners.grid`` holds the plans and, a stage later, the grid
+#: commands that use everything before them).
 RUNNER_STAGES = [
-    {"runners", "runners.spec", "runners.plan"},
+    {"runners", "runners.grid", "runners.grid.spec", "runners.grid.plan"},
     {"runners.data", "runners.data.cache", "runners.data.tokenizers", "runners.data.corpus", "runners.data.streams",
-     "runners.data.filters", "runners.data.mixing", "runners.data.batches", "runners.model", "runners.mamba", "runners.arch", "runners.cpu_dtype", "runners.tasks",
-     "runners.tasks.cloze", "runners.train", "runners.export", "runners.batched", "runners.distributed",
-     "runners.launch", "runners.evaluate", "runners.generate"},
-    {"runners.common", "runners.isoflop", "runners.isounique", "runners.mixgrid", "runners.scripts"},
+     "runners.data.filters", "runners.data.mixing", "runners.data.batches"},
+    {"runners.models", "runners.models.gpt", "runners.models.mamba", "runners.models.arch", "runners.models.files"},
+    {"runners.train", "runners.train.cpu_dtype", "runners.train.trainer", "runners.train.batched",
+     "runners.train.distributed", "runners.train.launch"},
+    {"runners.eval", "runners.eval.tasks", "runners.eval.tasks.cloze", "runners.eval.evaluate",
+     "runners.eval.generate", "runners.eval.export"},
+    {"runners.grid.command", "runners.grid.isoflop", "runners.grid.isounique", "runners.grid.mixgrid",
+     "runners.isoflop", "runners.isounique", "runners.mixgrid", "runners.evaluate", "runners.generate",
+     "runners.export", "runners.scripts"},
 ]
-STUDIES = {"runners.compare", "runners.merge", "runners.diversity"}
+STUDIES = {"runners.studies", "runners.studies.compare", "runners.studies.diversity",
+           *(m for m in MODULES if m.startswith("runners.studies.merge")),
+           "runners.compare", "runners.merge", "runners.diversity"}
+#: the commands: ``python -m runners.X`` for each X, each a few lines naming where it lives
+COMMANDS = {"isoflop", "isounique", "mixgrid", "evaluate", "generate", "export", "compare", "diversity", "merge"}
 
 
 def test_every_module_has_a_stage():
@@ -111,3 +122,15 @@ def test_there_are_no_import_circles():
     for m in sorted(MODULES):
         if m not in state:
             visit(m, [m])
+
+
+def test_the_top_level_of_runners_holds_only_commands():
+    """A newcomer sees the commands at ``runners/`` and one folder per room: every top-level module
+    but ``scripts`` is a command of a few lines that runs ``main`` of the module it names."""
+    top = {p.stem for p in (ROOT / "runners").glob("*.py")} - {"__init__", "scripts"}
+    assert top == COMMANDS
+    for name in COMMANDS:
+        text = (ROOT / "runners" / f"{name}.py").read_text()
+        target = next(i for i in _imports(ROOT / "runners" / f"{name}.py")[0] if i.startswith("runners."))
+        assert target.endswith(f".{name}") and target in MODULES, (name, target)
+        assert "__main__" in text and len(text.splitlines()) <= 12, name

@@ -14,10 +14,10 @@ import math
 import pytest
 import torch
 
-from runners import merge
-from runners.export import CONFIG_FILE, MODEL_FILE
-from runners.model import GPT, GPTConfig
-from runners.spec import RunSpec
+from runners.studies import merge
+from runners.models.files import CONFIG_FILE, MODEL_FILE
+from runners.models.gpt import GPT, GPTConfig
+from runners.grid.spec import RunSpec
 
 TINY = GPTConfig(d_model=16, ffw_size=64, n_heads=2, n_layers=1, vocab_size=256, seq_len=32)
 

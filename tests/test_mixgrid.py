@@ -9,8 +9,8 @@ import sys
 import pandas as pd
 import pytest
 
-from runners.mixgrid import draw_mixtures, prior_of
-from runners.spec import format_mix, parse_mix
+from runners.grid.mixgrid import draw_mixtures, prior_of
+from runners.grid.spec import format_mix, parse_mix
 from scaling.cli import UsageError
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from runners.model import GPT, GPTConfig, count_params
+from runners.models.gpt import GPT, GPTConfig, count_params
 from scaling.accounting import PAPER_VOCAB, PAPER_SEQ_LEN, SHAPES, TINY_SHAPES, param_count
 
 

@@ -100,7 +100,7 @@ def test_store_show_takes_the_store_either_way(tmp_path, argv):
 
 
 def test_grid_clis_take_the_store_either_way_and_refuse_two(tmp_path, capsys):
-    from runners import isoflop
+    from runners.grid import isoflop
     from scaling.cli import run_cli
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     assert run_cli(isoflop.main, ["--budget", "smoke", a, "--dry-run", "--json"]) == 0

@@ -16,8 +16,10 @@ import pytest
 from scaling import accounting
 from scaling.accounting import AccountingError, parse_budgets
 from scaling.cli import UsageError, run_cli
-from runners import isoflop, isounique, plan
-from runners.spec import RunSpec
+from runners.grid import isoflop
+from runners.grid import isounique
+from runners.grid import plan
+from runners.grid.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 B = 1e9

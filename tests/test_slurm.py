@@ -43,7 +43,7 @@ def _in_process(args, capsys):
     """What ``python -m runners.isoflop`` runs, in this process (no interpreter start)."""
     from types import SimpleNamespace
 
-    from runners import isoflop
+    from runners.grid import isoflop
     from scaling.cli import run_cli
     code = run_cli(isoflop.main, args)
     captured = capsys.readouterr()

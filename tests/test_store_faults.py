@@ -44,8 +44,8 @@ def test_readers_skip_bad_files_with_one_warning_each_and_keep_every_intact_run(
 
 
 def test_the_run_of_a_torn_file_is_retrained_and_its_file_replaced(tmp_path):
-    from runners import launch
-    from runners.plan import isounique_grid
+    from runners.train import launch
+    from runners.grid.plan import isounique_grid
     d = faulty_store(tmp_path)
     specs = isounique_grid(1e5, shapes=["t24"], epochs=[1, 2])
     for s in specs:
@@ -120,7 +120,7 @@ class _Evil:
 
 def test_a_pickle_placed_as_a_checkpoint_does_not_run_and_is_set_aside(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
-    from runners import train
+    from runners.train import trainer as train
     marker = tmp_path / "pwned"
     monkeypatch.setenv("EVIL_MARKER", str(marker))
     path = tmp_path / "ckpt.pt"
@@ -138,8 +138,8 @@ def test_a_pickle_placed_as_a_checkpoint_does_not_run_and_is_set_aside(tmp_path,
 @pytest.mark.slow
 def test_a_checkpoint_that_no_longer_matches_the_model_is_set_aside_and_the_run_restarts(tmp_path):
     torch = pytest.importorskip("torch")
-    from runners import train
-    from runners.spec import RunSpec
+    from runners.train import trainer as train
+    from runners.grid.spec import RunSpec
     from scaling.accounting import shape
     s = shape("t24")
     spec = RunSpec("t24", s.d_model, s.ffw_size, s.attention_heads, s.n_layers, 256, 128, 20_000, 20_000)

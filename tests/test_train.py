@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from runners import data as rdata
-from runners import train
-from runners.spec import RunSpec
+from runners.train import trainer as train
+from runners.grid.spec import RunSpec
 from scaling import store
 from scaling.accounting import shape
 
@@ -183,7 +183,7 @@ def test_bf16_autocast_matches_fp32_within_seed_noise(tmp_path, cache):
 def test_cpu_dtype_is_measured_once_and_cached(tmp_path, monkeypatch):
     """Native bf16 is detected, one measurement decides, the decision is cached and reused; the
     environment override wins; a CPU without bf16 instructions is fp32 without measuring."""
-    from runners import cpu_dtype
+    from runners.train import cpu_dtype
     monkeypatch.delenv("SCALING_CPU_DTYPE", raising=False)
     calls = []
 
@@ -212,8 +212,9 @@ def test_one_failure_policy_across_the_trainers_callers(tmp_path, cache, monkeyp
     """The one Trainer ends every loop at the first non-finite step with the same reason:
     ``runners.compare`` stores the model as a failed row, ``runners.merge`` stops (a diverged expert
     cannot be merged) naming the step; hooks see every finished step."""
-    from runners import compare, merge
-    from runners import diversity as div
+    from runners.studies import compare
+    from runners.studies import merge
+    from runners.studies import diversity as div
     absurd = train.Hparams(lr=1e30, batch_size=4, warmup_fraction=0.05, min_lr_ratio=0.1,
                            weight_decay=0.1, grad_clip=1.0)
     real = train.hparams
@@ -239,8 +240,8 @@ def test_one_failure_policy_across_the_trainers_callers(tmp_path, cache, monkeyp
 
 def test_every_run_of_the_tiny_preset_takes_the_same_batch():
     """One isoFLOP curve, one batch: the rule's switch between 4, 8 and 16 sequences showed as a
-    ~0.1-nat step along a curve (runners.train.hparams)."""
-    from runners import plan
+    ~0.1-nat step along a curve (runners.train.trainer.hparams)."""
+    from runners.grid import plan
     from scaling.accounting import parse_budgets
     specs = [s for b in parse_budgets("tiny") for s in plan.isoflop_grid(b)]
     assert len(specs) == 20

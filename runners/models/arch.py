@@ -1,8 +1,8 @@
 """Architectures by name: ``--arch gpt|mamba|PACKAGE.MODULE:FACTORY``.
 
-``gpt`` is ``runners.model.GPT``; ``mamba`` the Mamba + dense hybrid of ``runners.mamba``; anything
+``gpt`` is ``runners.models.gpt.GPT``; ``mamba`` the Mamba + dense hybrid of ``runners.models.mamba``; anything
 else names a factory ``FACTORY(config) -> torch.nn.Module`` importable as ``PACKAGE.MODULE``, given
-the run's ``runners.model.GPTConfig`` (d_model, ffw_size, n_heads, n_layers, vocab_size, seq_len,
+the run's ``runners.models.gpt.GPTConfig`` (d_model, ffw_size, n_heads, n_layers, vocab_size, seq_len,
 activation). A plug-in model needs ``forward(idx, targets=None) -> (logits, loss)``, like ``GPT``;
 ``num_params()`` and ``configure_optimizer(...)`` are used when it has them (else a parameter count
 and AdamW with decay on matrices). Its parameters are counted by building it on the meta device,
@@ -46,29 +46,29 @@ def build_model(cfg) -> torch.nn.Module:
     """The model ``cfg`` describes (``cfg.arch``)."""
     arch = getattr(cfg, "arch", "gpt") or "gpt"
     if arch == "gpt":
-        from runners.model import GPT
+        from runners.models.gpt import GPT
         return GPT(cfg)
     if arch == "mamba":
-        from runners.mamba import MambaLM
+        from runners.models.mamba import MambaLM
         return MambaLM(cfg)
     model = _factory(arch)(cfg)
     if not hasattr(model, "num_params"):
         model.num_params = lambda: sum(p.numel() for p in model.parameters())
     if not hasattr(model, "configure_optimizer"):
-        from runners.model import GPT
+        from runners.models.gpt import GPT
         model.configure_optimizer = lambda *a, **k: GPT.configure_optimizer(model, *a, **k)
     return model
 
 
 @functools.lru_cache(maxsize=256)
 def _count(cfg_items: tuple) -> int:
-    from runners.model import GPTConfig
+    from runners.models.gpt import GPTConfig
     with torch.device("meta"):
         return int(build_model(GPTConfig(**dict(cfg_items))).num_params())
 
 
 def plugin_param_count(spec) -> int:
     """Parameters of a plug-in architecture's model for ``spec``, built on the meta device."""
-    from runners.model import GPTConfig
+    from runners.models.gpt import GPTConfig
     cfg = GPTConfig.from_spec(spec)
     return _count(tuple(sorted(vars(cfg).items())))

@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 from scaling import accounting
 from scaling.humanise import count as human, seconds as duration
 from scaling.cli import ArgumentParser as Parser, UsageError, add_store_argument
-from runners import plan
-from runners.spec import RunSpec
+from runners.grid import plan
+from runners.grid.spec import RunSpec
 
 
 def make_parser(prog: str, description: str, example: str) -> Parser:
@@ -49,7 +49,7 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     m = p.add_argument_group("model")
     m.add_argument("--arch", default="gpt", metavar="gpt|mamba|PACKAGE.MODULE:FACTORY",
                    help="architecture of every run: gpt (default), mamba (Mamba blocks + a dense block, "
-                        "runners.mamba), or a factory FACTORY(config) -> nn.Module (see runners.arch)")
+                        "runners.models.mamba), or a factory FACTORY(config) -> nn.Module (see runners.models.arch)")
     m.add_argument("--activation", default="gelu", choices=accounting.ACTIVATIONS,
                    help="gelu (default) or swelu, the learnable activation (with --arch mamba)")
     d = p.add_argument_group("data")
@@ -171,7 +171,7 @@ def parse_mixes(items) -> list[str] | None:
     """``--mix`` values (one mixture each) as canonical mix strings."""
     if not items:
         return None
-    from runners.spec import format_mix, parse_mix
+    from runners.grid.spec import format_mix, parse_mix
     return [format_mix(parse_mix(item)) for item in items]
 
 
@@ -191,7 +191,7 @@ def axes(args) -> dict:
 
 def model_axes(args) -> dict:
     """``arch`` and ``activation`` of the grid CLIs, checked before anything is planned."""
-    from runners.arch import check_arch
+    from runners.models.arch import check_arch
     arch = check_arch(getattr(args, "arch", "gpt") or "gpt")
     activation = getattr(args, "activation", "gelu") or "gelu"
     if activation != "gelu" and arch == "gpt":
@@ -366,7 +366,7 @@ def slurm_options(args):
         import submitit  # noqa: F401
     except ImportError:
         raise UsageError("--launcher slurm needs submitit: pip install -e '.[slurm]'") from None
-    from runners.launch import SlurmOptions, parse_time
+    from runners.train.launch import SlurmOptions, parse_time
     for key in ("nodes", "gpus_per_node"):
         if key in given and given[key] < (1 if key == "nodes" else 0):
             raise UsageError(f"--{key.replace('_', '-')} must be {'>= 1' if key == 'nodes' else '>= 0'}")
@@ -379,7 +379,7 @@ def slurm_options(args):
 def deepspeed_options(args):
     """``DeepSpeedOptions`` for ``--launcher deepspeed`` (None otherwise); its flags without it,
     or the launcher without deepspeed installed, are usage errors."""
-    from runners.distributed import INSTALL_HINT, DeepSpeedOptions, deepspeed_installed
+    from runners.train.distributed import INSTALL_HINT, DeepSpeedOptions, deepspeed_installed
 
     given = {k: getattr(args, k) for k in ("nproc_per_node", "zero", "micro_batch", "hostfile")
              if getattr(args, k) is not None}
@@ -409,31 +409,31 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
     slurm = slurm_options(args)
     eval_tasks = None
     if args.eval is not None:
-        from runners.evaluate import check_tasks
+        from runners.eval.evaluate import check_tasks
         eval_tasks = check_tasks(args.eval)
     elif args.eval_limit is not None:
         raise UsageError("--eval-limit needs --eval")
     ds = deepspeed_options(args)
     if ds is not None:
-        from runners.distributed import check_batches
-        from runners.launch import todo
+        from runners.train.distributed import check_batches
+        from runners.train.launch import todo
         ds_todo = todo(specs, store)[:args.limit] if args.limit is not None else todo(specs, store)
         check_batches(ds_todo, ds)
     if args.dry_run:
         if ds is not None and not args.json:
-            from runners.distributed import format_command, launch_command
+            from runners.train.distributed import format_command, launch_command
             print(ds.describe(len(ds_todo)) + " (each run's --spec file is written just before its launch, "
                   "with a free --master_port):", file=out)
             for s in ds_todo:
                 print("  " + format_command(launch_command(s, store, ds, device=args.device, progress=not args.quiet,
                                                            checkpoint_every_s=args.checkpoint_every)), file=out)
         if slurm is not None and not args.json:
-            from runners.launch import todo
+            from runners.train.launch import todo
             print(slurm.describe(len(todo(specs, store))), file=out)
         if args.json:
             records = plan_records(specs, store)
             if ds is not None:
-                from runners.distributed import launch_command
+                from runners.train.distributed import launch_command
                 commands = {s.run_id: launch_command(s, store, ds, device=args.device, progress=not args.quiet,
                                                      checkpoint_every_s=args.checkpoint_every) for s in ds_todo}
                 for r in records:
@@ -446,7 +446,7 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
             print(f"time here: {per_token:g} s/token + 6N/{fps:.3g} FLOP/s + {plan.RUN_OVERHEAD_S:g} s/run "
                   f"(SCALING_FLOPS_PER_S, SCALING_PER_TOKEN_S recalibrate); A100 h at 40% MFU", file=out)
             if args.launcher == "local":
-                from runners.launch import thread_policy, todo
+                from runners.train.launch import thread_policy, todo
                 pending = todo(specs, store)
                 n_proc, _ = thread_policy(pending, workers, args.device)
                 if n_proc > 1:
@@ -455,7 +455,7 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
                           f"(one thread each): about {duration(total / n_proc * WORKER_EFFICIENCY)}", file=out)
         return 0
 
-    from runners.launch import launch, todo
+    from runners.train.launch import launch, todo
 
     pending = todo(specs, store)
     if pending:
@@ -470,7 +470,7 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
                      progress=not args.quiet, checkpoint_every_s=args.checkpoint_every, **extra)
     print(summary.to_json() if args.json else summary.summary(), file=out)
     if eval_tasks and not summary.submitted:  # slurm jobs evaluate nothing here: they may still run
-        from runners.evaluate import evaluate_store
+        from runners.eval.evaluate import evaluate_store
         scored = evaluate_store(store, eval_tasks, limit=args.eval_limit, device=args.device,
                                 progress=not args.quiet)
         print(f"evaluated {len(scored)} run(s) on {','.join(eval_tasks)}", file=out if not args.json else sys.stderr)

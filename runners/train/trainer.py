@@ -1,7 +1,7 @@
 """Train one ``RunSpec`` and write its row to the results store: the function every launcher calls.
 
 ``train_run(spec, store)`` loads the unique data (``runners.data``), trains the GPT of
-``runners.model`` for ``ceil(tokens / (batch * seq_len))`` steps with AdamW, linear warmup and
+``runners.models.gpt`` for ``ceil(tokens / (batch * seq_len))`` steps with AdamW, linear warmup and
 cosine decay, evaluates validation loss per domain and writes one row (``scaling.store.write_run``)
 plus its loss curve. It checkpoints every ``checkpoint_every_s`` seconds and resumes from the
 checkpoint when rerun, so a killed grid loses at most that much work; batches are a pure function
@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 
 from runners import data as rdata
-from runners.arch import build_model
-from runners.model import GPT, GPTConfig, fused_adamw_available
+from runners.models.arch import build_model
+from runners.models.gpt import GPT, GPTConfig, fused_adamw_available
 from scaling import store as rstore
 from scaling.cli import UsageError
 from scaling.errors import DataError
@@ -129,7 +129,7 @@ def lr_at(step: int, steps: int, hp: Hparams) -> float:
 class Settings:
     """Where and how a step runs. Defaults measured by ``benchmarks/train_speed.py``: on CUDA bf16
     autocast + ``torch.compile``; on CPU eager (compile time dominates tiny runs and was no faster
-    per step), bf16 autocast only where ``runners.cpu_dtype.decide`` measured native bf16 faster."""
+    per step), bf16 autocast only where ``runners.train.cpu_dtype.decide`` measured native bf16 faster."""
 
     device: str
     dtype: str
@@ -147,7 +147,7 @@ def resolve_settings(device: str | None = None, dtype: str | None = None,
         if device_type == "cuda":
             dtype = "bf16"
         else:
-            from runners.cpu_dtype import decide     # native bf16 measured once, cached
+            from runners.train.cpu_dtype import decide     # native bf16 measured once, cached
             dtype = decide()["dtype"]
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
@@ -323,7 +323,7 @@ def _git_commit() -> str:
 class TrainingLog:
     """What every training loop records per step: the loss EMA, the curve, the progress bar and log
     lines, the first non-finite step; and the row fields they give. Shared by this module's loop
-    and ``runners.distributed``'s; a resumed run passes back ``start``, ``curve``, ``ema``, ``elapsed``."""
+    and ``runners.train.distributed``'s; a resumed run passes back ``start``, ``curve``, ``ema``, ``elapsed``."""
 
     def __init__(self, spec, batches, tokens_per_step: int, *, start: int = 0, curve=None, ema=None,
                  elapsed: float = 0.0, progress: bool = True, log_every: int = 50, desc: str | None = None,
@@ -390,7 +390,7 @@ class Trainer:
     caller stores it as a failed run), checkpoints through ``state_dict()`` every
     ``checkpoint_every_s`` when given a ``checkpoint`` callback, and calls ``hooks`` after each step
     (``hook(trainer, step, loss, lr)``: logging, evaluation). Used by ``train_run``,
-    ``runners.compare`` and ``runners.merge``; ``runners.distributed`` and ``runners.batched`` keep
+    ``runners.compare`` and ``runners.merge``; ``runners.train.distributed`` and ``runners.train.batched`` keep
     loops of their own around the same ``TrainingLog`` and schedule (their step is collective, or K
     models at once)."""
 
@@ -555,7 +555,7 @@ def _train_run(spec, store, *, device, progress, log_every, checkpoint_every_s, 
 def store_finished_run(store, spec, model: GPT, row: dict, curve_frame: pd.DataFrame) -> dict:
     """Weights (``runners.export``), then the loss curve, then the ``ok`` row: a row that says
     ``ok`` always has its weights and curve beside it. Every launcher finishes a run here."""
-    from runners.export import model_dir, save_model
+    from runners.models.files import model_dir, save_model
 
     save_model(model, spec, model_dir(store, spec.run_id))
     row["status"] = "ok"

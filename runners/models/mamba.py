@@ -11,7 +11,7 @@ The hybrid is the one the SWELU study trains (P. Obara 2025, github.com/Powwpol/
 ``src/model.py``: token + learned position embeddings, 6 Mamba blocks, then 3 dense layers
 d -> h -> h -> d, output head tied to the embedding): ``n_layers`` Mamba blocks, then a dense
 block of three layers with ``ffw_size`` hidden units. Two changes, for trainability at every size
-and to count parameters like ``runners.model.GPT``: the dense block is residual with a pre-norm
+and to count parameters like ``runners.models.gpt.GPT``: the dense block is residual with a pre-norm
 (``x + W3 act(W2 act(W1 norm(x))))``) where the study stacks them bare, and a final parameter-free
 LayerNorm precedes the head. Parameter and FLOP counts: ``scaling.accounting.mamba_param_count``.
 
@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from runners.model import GPT, embed, head
+from runners.models.gpt import GPT, embed, head
 from scaling.accounting import MAMBA_D_CONV, MAMBA_D_STATE, MAMBA_EXPAND, flops_per_token, mamba_dt_rank
 
 
@@ -154,7 +154,7 @@ class DenseBlock(nn.Module):
 
 class MambaLM(nn.Module):
     """Embeddings (tied head with bias, learned positions, as ``GPT``), ``n_layers`` Mamba
-    blocks, one dense block, a final parameter-free norm. Same interface as ``runners.model.GPT``."""
+    blocks, one dense block, a final parameter-free norm. Same interface as ``runners.models.gpt.GPT``."""
 
     def __init__(self, cfg):
         super().__init__()

@@ -35,7 +35,7 @@ class RunSpec:
     flops_convention: str = "6N"   #: the FLOP convention the run's budget was spent in
     mix: str = ""              #: domain shares "d1=0.3,d2=0.7" (replaces code_fraction when given)
     domain_column: str = ""    #: column labelling each document's domain in --data files
-    arch: str = "gpt"          #: gpt | mamba | PACKAGE.MODULE:FACTORY (runners.arch)
+    arch: str = "gpt"          #: gpt | mamba | PACKAGE.MODULE:FACTORY (runners.models.arch)
     activation: str = "gelu"   #: gelu | swelu (mamba's learnable activation)
 
     @property
@@ -43,7 +43,7 @@ class RunSpec:
         if self.arch in accounting.ARCHS:
             return accounting.arch_param_count(self.arch, self.d_model, self.ffw_size, self.n_layers,
                                                self.vocab_size, self.seq_len, self.activation)
-        from runners.arch import plugin_param_count      # a plug-in: counted by building it
+        from runners.models.arch import plugin_param_count      # a plug-in: counted by building it
         return plugin_param_count(self)
 
     @property

@@ -8,7 +8,7 @@ are grouped matrix products (``torch.baddbmm``), attention folds the K models in
 (``scaled_dot_product_attention`` on [K*B, H, T, hd]), and the loss is one cross-entropy per model.
 The K models never mix: the gradient of the summed per-model losses is each model's own gradient.
 Each run keeps its own initialisation (``torch.manual_seed(spec.seed)`` then ``GPT(cfg)``, copied
-in, as ``runners.train.train_run`` draws it), its own data (its ``EpochBatches``), its own gradient
+in, as ``runners.train.trainer.train_run`` draws it), its own data (its ``EpochBatches``), its own gradient
 clipping (per-model global norm) and its own AdamW state (``torch.optim.AdamW`` is elementwise, so
 one optimiser over stacked tensors is K optimisers), and ends as its own row, loss curve and
 weights through the same ``store_finished_run`` / ``store_failed_run`` as every launcher. A run whose
@@ -35,9 +35,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from runners import train
-from runners.model import GPT, GPTConfig
-from runners.spec import RunSpec
+from runners.train import trainer as train
+from runners.models.gpt import GPT, GPTConfig
+from runners.grid.spec import RunSpec
 from scaling.cli import UsageError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ _LAYER = ("ln_1.weight", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.
 
 
 class StackedGPT(nn.Module):
-    """K ``runners.model.GPT``s of one config as one module with a leading model axis."""
+    """K ``runners.models.gpt.GPT``s of one config as one module with a leading model axis."""
 
     def __init__(self, models: Sequence[GPT]):
         super().__init__()

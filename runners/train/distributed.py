@@ -1,29 +1,29 @@
 """Train one ``RunSpec`` across processes with DeepSpeed: what ``--launcher deepspeed`` starts.
 
-``runners.launch.launch_deepspeed`` runs, for each missing run, the real DeepSpeed launcher (the
+``runners.train.launch.launch_deepspeed`` runs, for each missing run, the real DeepSpeed launcher (the
 ``deepspeed`` command, as ``python -m deepspeed.launcher.runner`` of this interpreter)::
 
     python -m deepspeed.launcher.runner --num_nodes M --num_gpus K --master_port P --no_local_rank \\
-        --module runners.distributed --spec STORE/_deepspeed/RUN_ID.json --store STORE --zero Z
+        --module runners.train.distributed --spec STORE/_deepspeed/RUN_ID.json --store STORE --zero Z
 
 which starts K processes per node (on a CPU-only machine ``--num_gpus K`` is taken as K slots of
 DeepSpeed's CPU accelerator); each runs ``main`` here, i.e. ``train_distributed``:
 
-* ``deepspeed.initialize`` with a config dict built from ``runners.train.hparams``: the global
+* ``deepspeed.initialize`` with a config dict built from ``runners.train.trainer.hparams``: the global
   batch is ``hparams(N).batch_size`` sequences, each rank takes rows ``rank::world`` of
   ``EpochBatches.batch(step)`` (split into micro-batches with gradient accumulation when
   ``micro_batch`` asks for it), so the data of every step is the local run's; AdamW from
   ``GPT.configure_optimizer`` as DeepSpeed's client optimizer, the learning rate of
-  ``runners.train.lr_at`` set each step, ``gradient_clipping`` = ``hp.grad_clip``, ZeRO stage
+  ``runners.train.trainer.lr_at`` set each step, ``gradient_clipping`` = ``hp.grad_clip``, ZeRO stage
   0-3, bf16 on CUDA (NCCL), fp32 on CPU (gloo).
 * ``engine.save_checkpoint`` into ``_checkpoints/RUN_ID/`` every ``checkpoint_every_s`` seconds
   (rank 0's clock decides; the decision rides on the per-step loss all-reduce), with a small
   ``run.json`` naming the tag and the settings, so a rerun resumes only a checkpoint of this very
-  run, world size and ZeRO stage (``runners.train`` semantics).
+  run, world size and ZeRO stage (``runners.train.trainer`` semantics).
 * At the end the full fp32 weights are gathered (``deepspeed.utils.safe_get_full_fp32_param``:
   works for every ZeRO stage, including partitioned ZeRO-3 parameters) into a plain ``GPT`` on
   rank 0, which computes ``validation_metrics`` and writes the run through
-  ``runners.train.store_finished_run``, exactly as the local launcher does: one row per run.
+  ``runners.train.trainer.store_finished_run``, exactly as the local launcher does: one row per run.
 
 A DeepSpeed checkpoint (a directory) and a local one (``_checkpoints/RUN_ID.pt``) do not stand
 in for each other: a run started by one launcher and resumed by the other starts over.
@@ -45,7 +45,7 @@ from pathlib import Path
 
 from scaling import store as rstore
 from scaling.cli import ArgumentParser, UsageError, run_cli
-from runners.spec import RunSpec
+from runners.grid.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def check_batches(specs, opts: DeepSpeedOptions) -> None:
     """Every run's batch splits over the world size (before any process is started)."""
     if not specs:
         return
-    from runners.train import hparams
+    from runners.train.trainer import hparams
     for s in specs:
         try:
             batch_split(hparams(s.params, s.seq_len, tokens=s.tokens).batch_size, opts.world_size, opts.micro_batch)
@@ -183,7 +183,7 @@ def launch_command(spec: RunSpec, store, opts: DeepSpeedOptions, *, master_port:
         cmd += ["--master_port", str(master_port)]
     if not progress:
         cmd += ["--log_level", "warning"]
-    cmd += ["--no_local_rank", "--module", "runners.distributed",
+    cmd += ["--no_local_rank", "--module", "runners.train.distributed",
             "--spec", str(spec_path(store, spec.run_id)), "--store", str(store), "--zero", str(opts.zero_stage),
             "--checkpoint-every", f"{checkpoint_every_s:g}"]
     if opts.micro_batch is not None:
@@ -281,15 +281,15 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
     """Train ``spec`` on this rank of a DeepSpeed job; rank 0 writes the row and the loss curve.
 
     ``max_steps`` stops after that many steps (counted from step 0) leaving a checkpoint and no
-    row (``status: "running"``), as ``runners.train.train_run`` does.
+    row (``status: "running"``), as ``runners.train.trainer.train_run`` does.
     """
     import deepspeed
     import torch
     import torch.distributed as dist
     from datetime import timedelta
 
-    from runners import train as rtrain
-    from runners.model import GPTConfig
+    from runners.train import trainer as rtrain
+    from runners.models.gpt import GPTConfig
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -315,7 +315,7 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
 
     torch.manual_seed(spec.seed)         # the same initial weights on every rank (and as a local run)
     cfg = GPTConfig.from_spec(spec)
-    from runners.arch import build_model
+    from runners.models.arch import build_model
     model = build_model(cfg)
     if model.num_params() != spec.params:
         raise RuntimeError(f"model has {model.num_params()} parameters, accounting says {spec.params}")
@@ -438,11 +438,11 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m runners.distributed",
+    p = ArgumentParser(prog="python -m runners.train.distributed",
                        description="One rank of a DeepSpeed run; started by --launcher deepspeed.",
                        epilog="example (what runners.isoflop --launcher deepspeed --nproc-per-node 2 runs):\n"
                               "  python -m deepspeed.launcher.runner --num_gpus 2 --no_local_rank --module "
-                              "runners.distributed --spec results/_deepspeed/RUN.json --store results --zero 1")
+                              "runners.train.distributed --spec results/_deepspeed/RUN.json --store results --zero 1")
     p.add_argument("--spec", required=True, help="RunSpec JSON file (written by the launcher)")
     p.add_argument("--store", required=True)
     p.add_argument("--zero", type=int, default=0, choices=ZERO_STAGES)

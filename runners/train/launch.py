@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from scaling.cli import UsageError
 from scaling.store import completed_run_ids
-from runners.spec import RunSpec
+from runners.grid.spec import RunSpec
 
 
 @dataclass
@@ -118,11 +118,11 @@ def _worker_init(threads: int) -> None:
 
 
 def _train_one(spec: RunSpec, store, train_opts: dict) -> dict:
-    from runners.train import train_run
+    from runners.train.trainer import train_run
     return train_run(spec, store, progress=False, skip_done=True, **train_opts) or {}
 
 
-#: ``--batch-runs auto``: stack up to this many same-shape tiny runs (``runners.batched``)
+#: ``--batch-runs auto``: stack up to this many same-shape tiny runs (``runners.train.batched``)
 AUTO_BATCH = 8
 
 
@@ -130,7 +130,7 @@ def batch_size_for(specs: Sequence[RunSpec], batch_runs, device: str | None) -> 
     """How many same-shape runs to stack: ``auto`` = ``AUTO_BATCH`` for tiny runs on a CPU (where
     one small model's step is mostly per-op overhead: 1.8x for 8 t32 runs at batch 4 here), else 1."""
     if any(getattr(s, "arch", "gpt") != "gpt" for s in specs):
-        return 1                        # runners.batched stacks GPTs only
+        return 1                        # runners.train.batched stacks GPTs only
     if batch_runs in (None, "auto"):
         on_cpu = (device or "cpu").startswith("cpu") or (device is None and not _cuda())
         return AUTO_BATCH if on_cpu and all(s.params < TINY_PARAMS for s in specs) else 1
@@ -139,7 +139,7 @@ def batch_size_for(specs: Sequence[RunSpec], batch_runs, device: str | None) -> 
 
 def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limit: int | None = None,
                  workers="auto", batch_runs="auto", **train_opts) -> LaunchSummary:
-    """Train the missing runs: same-shape groups stacked in this process (``runners.batched``,
+    """Train the missing runs: same-shape groups stacked in this process (``runners.train.batched``,
     ``batch_runs`` at a time), the rest one after another, or, when ``thread_policy`` says so (tiny
     runs on a multi-core CPU), in several single-threaded worker processes at once. Every run
     writes its own row (the store serialises writers)."""
@@ -148,7 +148,7 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
     ok: dict[str, bool] = {}
     k = batch_size_for(pending, batch_runs, train_opts.get("device"))
     if k > 1 and not train_opts.get("max_steps"):
-        from runners import batched
+        from runners.train import batched
         rest = []
         for group in batched.groups(pending, k):
             if len(group) == 1:
@@ -160,7 +160,7 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
         pending = [s for s in pending if s in rest]
     n_proc, threads = thread_policy(pending, workers, train_opts.get("device"))
     if n_proc <= 1:
-        from runners.train import train_run  # lazy: torch is needed only when something is trained
+        from runners.train.trainer import train_run  # lazy: torch is needed only when something is trained
         bar = _progress(pending, progress)
         for spec in bar:
             if hasattr(bar, "set_postfix_str"):
@@ -246,7 +246,7 @@ class SlurmOptions:
 
 def train_one(spec_dict: dict, store: str, train_opts: dict) -> str:
     """One run inside a submitted job (module level, so that submitit can pickle it)."""
-    from runners.train import train_run
+    from runners.train.trainer import train_run
     row = train_run(RunSpec.from_dict(spec_dict), store, progress=False, **train_opts) or {}
     return str(row.get("status", "ok"))
 
@@ -287,7 +287,7 @@ def launch_deepspeed(specs: Sequence[RunSpec], store, *, progress: bool = True, 
                      max_steps: int | None = None, dtype: str | None = None, compile: bool | None = None,
                      cache_dir=None) -> LaunchSummary:
     """Train the missing runs one after another, each as its own DeepSpeed job started through
-    the ``deepspeed`` launcher (``runners.distributed``): ``deepspeed.nproc_per_node`` processes
+    the ``deepspeed`` launcher (``runners.train.distributed``): ``deepspeed.nproc_per_node`` processes
     on each of ``deepspeed.nodes`` nodes. A run is ``trained`` when its store row says ``ok``.
     The precision is DeepSpeed's (bf16 on CUDA, fp32 on CPU) and nothing is compiled, so a
     ``dtype``, ``compile`` or ``cache_dir`` asked of it is refused rather than dropped."""
@@ -298,7 +298,7 @@ def launch_deepspeed(specs: Sequence[RunSpec], store, *, progress: bool = True, 
     import subprocess
     import sys
 
-    from runners import distributed
+    from runners.train import distributed
     from scaling.store import completed_run_ids
 
     opts = deepspeed or distributed.DeepSpeedOptions()

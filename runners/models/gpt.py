@@ -31,13 +31,13 @@ class GPTConfig:
     seq_len: int = 128
     #: the papers train without dropout; kept for completeness
     dropout: float = 0.0
-    #: which model these dimensions describe (``runners.arch.build_model``): gpt | mamba | PACKAGE.MODULE:FACTORY
+    #: which model these dimensions describe (``runners.models.arch.build_model``): gpt | mamba | PACKAGE.MODULE:FACTORY
     arch: str = "gpt"
     activation: str = "gelu"
 
     @classmethod
     def from_spec(cls, spec) -> "GPTConfig":
-        """The model of a ``runners.spec.RunSpec``."""
+        """The model of a ``runners.grid.spec.RunSpec``."""
         return cls(d_model=spec.d_model, ffw_size=spec.ffw_size, n_heads=spec.n_heads,
                    n_layers=spec.n_layers, vocab_size=spec.vocab_size, seq_len=spec.seq_len,
                    arch=getattr(spec, "arch", "gpt"), activation=getattr(spec, "activation", "gelu"))

@@ -60,7 +60,7 @@ def native_bf16() -> bool:
 
 def _step_seconds(dtype: str, steps: int = 12) -> float:
     """Best per-step time of a t64-sized training step (batch 8 x 128) in ``dtype``."""
-    from runners.model import GPT, GPTConfig
+    from runners.models.gpt import GPT, GPTConfig
     torch.manual_seed(0)
     model = GPT(GPTConfig(d_model=64, ffw_size=256, n_heads=4, n_layers=3, vocab_size=256, seq_len=128))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

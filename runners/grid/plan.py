@@ -7,7 +7,7 @@ Two grids of the data-constrained paper ("Scaling Data-Constrained Language Mode
   sizes on the same budget at full data to trace the isoFLOP curve. Every run spends C = 6 N D.
 * ``isounique_grid``: unique data fixed (the paper: 100M, 400M, 1.5B tokens), model sizes x epochs.
 
-A plan knows nothing about how it is run: ``runners.launch`` executes any list of specs. Nothing
+A plan knows nothing about how it is run: ``runners.train.launch`` executes any list of specs. Nothing
 here imports torch, so dry-runs are instant.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from scaling import accounting
 from scaling.humanise import count as human
 from scaling.accounting import AccountingError, Budget, Shape
-from runners.spec import RunSpec
+from runners.grid.spec import RunSpec
 
 #: Perplexity filters and deduplication of the paper (§3; C4 also the 25-75 percentile band).
 VALID_FILTERS = ("none", "ppl25", "ppl50", "ppl25-75", "dedup")
@@ -69,7 +69,7 @@ def _mix_axis(mixes, code_fractions) -> list[tuple[float, str]]:
     grouping), else the code fractions with no mix."""
     if not mixes:
         return [(c, "") for c in code_fractions]
-    from runners.spec import parse_mix
+    from runners.grid.spec import parse_mix
     return [(float(parse_mix(m).get("code", 0.0)), m) for m in mixes]
 
 
@@ -170,7 +170,7 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
     ``code_fractions`` (default: the budget's own, 0 but for the ``tiny`` preset) x ``filters`` x
     ``seeds``; duplicates removed. ``tokenizer=None`` means
     ``byte`` for CPU budgets and ``gpt2`` otherwise (the vocabulary the budget's shapes assume).
-    ``arch`` (``runners.arch``) builds each shape as that architecture; tokens are then what the
+    ``arch`` (``runners.models.arch``) builds each shape as that architecture; tokens are then what the
     budget buys at that architecture's FLOPs per token (a plug-in: 6 N of its own count), so two
     architectures' grids of one budget are compared at equal FLOPs. The shapes are the budget's.
     """

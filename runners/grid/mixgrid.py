@@ -1,0 +1,132 @@
+"""A RegMix-style grid of mixtures (Liu et al. 2024, "RegMix: Data Mixture as Regression for
+Language Model Pre-training"): K mixtures of a corpus's domains drawn from a Dirichlet around a
+prior (the corpus's token distribution by default), each trained once at one small shape and token
+count, so that ``python -m scaling.mixture fit`` can regress per-domain losses on the mixture.
+
+Runs are ordinary ``RunSpec``s (``mix`` set), stored one row each with ``mix.<d>`` and
+``loss.<d>`` for every domain, run through the same launchers as the other grids, resumable
+(rerunning trains only what is missing) and shown by ``--dry-run``. The draw is a pure function of
+``--mix-seed``, so the same command always plans the same mixtures.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from scaling import accounting
+from scaling.cli import UsageError, run_cli, nonnegative_int
+from runners.grid import command as common
+from runners.grid import plan
+from runners.grid.spec import format_mix
+
+EXAMPLE = """\
+examples:
+  python -m runners.mixgrid --n-mixtures 64 --prior tokens --shape t32 --tokens 1M --dry-run
+  python -m runners.mixgrid --n-mixtures 16 --shape t24 --tokens 200K results-mix
+  python -m runners.mixgrid --n-mixtures 32 --data corpus.jsonl --domain-column source --prior uniform
+"""
+
+#: shares are rounded to this step (and below it dropped), as published mixture tables are
+SHARE_STEP = 1e-3
+
+
+def build_parser():
+    p = common.make_parser("python -m runners.mixgrid", __doc__.split("\n\n")[0], EXAMPLE)
+    g = p.add_argument_group("mixture grid")
+    g.add_argument("--n-mixtures", type=int, required=True, metavar="K", help="mixtures to draw and train")
+    g.add_argument("--prior", default="tokens", metavar="tokens|uniform|D1=S1,...",
+                   help="centre of the Dirichlet: the corpus's token distribution (default), uniform, or shares")
+    g.add_argument("--shape", default="t32", help="model shape of every run (default t32)")
+    g.add_argument("--tokens", default="1M", help="training tokens per run, one epoch of unique data (default 1M)")
+    g.add_argument("--mix-seed", type=nonnegative_int, default=0, help="seed of the mixture draw (default 0)")
+    common.add_common_args(p)
+    p.set_defaults(data="embedded-domains")
+    return p
+
+
+def domain_tokens(data: str, text_column: str, domain_column: str, tokenizer: str) -> dict[str, int]:
+    """Train tokens per domain of the corpus (what ``--prior tokens`` is)."""
+    from runners import data as rdata
+    corpus = rdata.load_corpus(data, text_column=text_column, domain_column=domain_column or None)
+    tok = rdata.get_tokenizer(tokenizer, corpus)
+    return {d: rdata.corpus_tokens_available(corpus, tok, d) for d in corpus.domains}
+
+
+def prior_of(text: str, sizes: dict[str, int]) -> dict[str, float]:
+    domains = sorted(sizes)
+    if text == "tokens":
+        total = sum(sizes.values())
+        return {d: sizes[d] / total for d in domains}
+    if text == "uniform":
+        return {d: 1.0 / len(domains) for d in domains}
+    from runners.grid.spec import parse_mix
+    given = parse_mix(text)
+    unknown = [d for d in given if d not in sizes]
+    if unknown:
+        raise UsageError(f"unknown domain(s) {', '.join(unknown)} in --prior (corpus has: {', '.join(domains)})")
+    return {d: given.get(d, 0.0) for d in domains}
+
+
+def draw_mixtures(prior: dict[str, float], k: int, seed: int) -> list[dict[str, float]]:
+    """``k`` distinct mixtures around ``prior`` (``scaling.mixture.dirichlet_samples``), shares
+    rounded to ``SHARE_STEP`` and renormalised (the rounding remainder goes to the largest share)."""
+    from scaling.mixture import dirichlet_samples
+    domains = list(prior)
+    p = np.maximum(np.array([prior[d] for d in domains]), 1e-6)
+    rng = np.random.default_rng(seed)
+    out, seen = [], set()
+    for _ in range(100):
+        for r in dirichlet_samples(p / p.sum(), 4 * k, rng):
+            q = np.round(r / SHARE_STEP) * SHARE_STEP
+            q[np.argmax(q)] += 1.0 - q.sum()
+            key = tuple(np.round(q, 6))
+            if q.min() >= 0 and key not in seen:
+                seen.add(key)
+                out.append({d: float(v) for d, v in zip(domains, q) if v > 0})
+            if len(out) == k:
+                return out
+    raise UsageError(f"could not draw {k} distinct mixtures at a share step of {SHARE_STEP:g}")
+
+
+def build_plan(args) -> list:
+    for flag in ("unique", "epochs", "code_fraction", "mix"):
+        if getattr(args, flag, None) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')} does not apply to a mixture grid (it draws its own mixtures)")
+    if args.n_mixtures < 1:
+        raise UsageError("--n-mixtures must be >= 1")
+    if args.mix_seed < 0:
+        raise UsageError("--mix-seed must be >= 0")
+    shape = accounting.shape(args.shape)
+    tokens = accounting.parse_size(args.tokens)
+    kw = common.axes(args)
+    data, domain_column = kw["data"], kw["domain_column"]
+    tokenizer = kw["tokenizer"] or "byte"
+    sizes = domain_tokens(data, kw["text_column"], domain_column, tokenizer)
+    if len(sizes) < 2:
+        raise UsageError(f"--data {data!r} has {len(sizes)} domain(s); a mixture grid needs 2 or more "
+                         f"(label rows with --domain-column)")
+    prior = prior_of(args.prior, sizes)
+    cpu = shape.name in accounting.TINY_SHAPES or shape.name in accounting.MICRO_SHAPES
+    V, S = (accounting.CPU_VOCAB, accounting.CPU_SEQ_LEN) if cpu else (accounting.PAPER_VOCAB, accounting.PAPER_SEQ_LEN)
+    specs = []
+    for mix in draw_mixtures(prior, args.n_mixtures, args.mix_seed):
+        for seed in kw["seeds"]:
+            for f in kw["filters"]:
+                specs.append(plan._spec(shape, vocab=V, seq_len=S, tokens=tokens, unique=tokens, grid="mixgrid",
+                                        budget=f"mix-{args.shape}-{args.tokens}", code_fraction=float(mix.get("code", 0.0)),
+                                        filter=f, seed=seed, data=data, tokenizer=tokenizer,
+                                        text_column=kw["text_column"], flops_convention=kw["flops_convention"] or "6N",
+                                        mix=format_mix(mix), domain_column=domain_column, arch=kw["arch"],
+                                        activation=kw["activation"]))
+    return specs
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return common.execute(build_plan(args), args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
