@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ from runners.studies import merge
 from runners.models.files import CONFIG_FILE, MODEL_FILE
 from runners.models.gpt import GPT, GPTConfig
 from runners.grid.spec import RunSpec
+from scaling.cli import UsageError
 
 TINY = GPTConfig(d_model=16, ffw_size=64, n_heads=2, n_layers=1, vocab_size=256, seq_len=32)
 
@@ -94,11 +96,11 @@ def test_weights_are_mixture_proportions_that_sum_to_one():
     assert merge.parse_weights("1/3,1/3,1/3") == pytest.approx([1 / 3] * 3)
     assert merge.parse_weights("0.333,0.333,0.334") == pytest.approx([0.333, 0.333, 0.334])
     for bad in ("0.3,0.6", "0.5,0.6", "-0.5,1.5", "nan,1", "a,b", ""):
-        with pytest.raises(merge.UsageError):
+        with pytest.raises(UsageError):
             merge.parse_weights(bad)
-    with pytest.raises(merge.UsageError, match="2 weight"):
+    with pytest.raises(UsageError, match="2 weight"):
         merge.check_weights([0.5, 0.5], 3)
-    with pytest.raises(merge.UsageError, match="sum to"):
+    with pytest.raises(UsageError, match="sum to"):
         merge.merge_models([tiny_model(0), tiny_model(1)], [0.5, 0.4])
 
 
@@ -258,7 +260,7 @@ def test_the_proxy_ranks_mixtures_and_reports_rank_statistics(tiny_experiment):
     # what was written: models, merged proxies, table and report
     assert {p.name for p in (out / "models").iterdir()} == {"seed", "text", "code", "code0.5"}
     assert {p.name for p in (out / "merged").iterdir()} == {"code0", "code0.5", "code1"}
-    table = merge.pd.read_csv(out / "table.csv")
+    table = pd.read_csv(out / "table.csv")
     assert sorted(table["source"].unique()) == ["proxy", "trained"] and len(table) == 6
     again = merge.ProxyReport.from_json((out / "report.json").read_text())
     assert again.agreement == report.agreement
@@ -269,7 +271,7 @@ def test_a_rerun_reuses_the_saved_models(tiny_experiment, capsys):
     cfg, out, report = tiny_experiment
     again = merge.run(cfg, out, progress=True)
     assert "reusing" in capsys.readouterr().err
-    merge.pd.testing.assert_frame_equal(again.trained.drop(columns="eval_s", errors="ignore"),
+    pd.testing.assert_frame_equal(again.trained.drop(columns="eval_s", errors="ignore"),
                                         report.trained.drop(columns="eval_s", errors="ignore"))
 
 
@@ -318,5 +320,5 @@ def test_the_proxy_takes_any_number_of_domains(tmp_path):
     assert sum(uniform[f"mix.{d}"] for d in domains) == pytest.approx(1.0)
     assert set(report.agreement) == {*(f"loss.{d}" for d in domains), "loss", "target_loss"}
     assert {p.name for p in (tmp_path / "models").iterdir()} >= {"seed", *domains}
-    with pytest.raises(merge.UsageError, match="DOMAIN=SHARE"):      # a code share means nothing here
+    with pytest.raises(UsageError, match="DOMAIN=SHARE"):      # a code share means nothing here
         merge.mixture_of(merge.Data("embedded-domains").corpus, 0.5)

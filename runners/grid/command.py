@@ -1,6 +1,7 @@
 """Argument plumbing shared by the grid CLIs (``runners.isoflop``, ``runners.isounique``).
 
-Each CLI builds its plan (a list of ``RunSpec``) and hands it to ``execute``, which either prints
+Each CLI builds its plan (a list of ``RunSpec``) and its ``RunOptions`` (the running flags, checked
+once) and hands both to ``execute``, which either prints
 it (``--dry-run``, OLMo-ladder style: what would run, what it costs, what is already done) or
 checks the data once for the whole grid and launches it.
 """
@@ -11,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -396,46 +398,80 @@ def deepspeed_options(args):
                             micro_batch=args.micro_batch, hostfile=args.hostfile)
 
 
-def execute(specs: Sequence[RunSpec], args, out=None) -> int:
+@dataclass(frozen=True)
+class RunOptions:
+    """How a grid command runs its plan: every running flag parsed and checked once
+    (``from_args``), then passed whole to ``execute``, which never sees the argparse namespace."""
+
+    store: str
+    dry_run: bool = False
+    as_json: bool = False
+    launcher: str = "local"
+    device: str | None = None
+    workers: int | str = "auto"                   # processes training at once, or "auto"
+    batch_runs: int | str = "auto"                # runs stacked in one process, or "auto"
+    limit: int | None = None
+    progress: bool = True
+    checkpoint_every_s: float = 30.0
+    eval_tasks: tuple[str, ...] | None = None
+    eval_limit: int | None = None
+    slurm: object = None                          # runners.train.launch.SlurmOptions
+    deepspeed: object = None                      # runners.train.distributed.DeepSpeedOptions
+
+    @classmethod
+    def from_args(cls, args) -> "RunOptions":
+        """The options of ``add_common_args``' running flags; a usage error names the first bad one."""
+        store = check_store_arg(args.store, writing=not args.dry_run)
+        if args.limit is not None and args.limit < 0:
+            raise UsageError(f"--limit must be >= 0, got {args.limit}")
+        workers = parse_workers(args.workers)                       # checked in a dry run too
+        batch_runs = parse_workers(args.batch_runs, "--batch-runs")
+        if not args.checkpoint_every > 0:
+            raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every:g}")
+        slurm = slurm_options(args)
+        eval_tasks = None
+        if args.eval is not None:
+            from runners.eval.evaluate import check_tasks
+            eval_tasks = tuple(check_tasks(args.eval))
+        elif args.eval_limit is not None:
+            raise UsageError("--eval-limit needs --eval")
+        return cls(store=store, dry_run=args.dry_run, as_json=args.json, launcher=args.launcher,
+                   device=args.device, workers=workers, batch_runs=batch_runs, limit=args.limit,
+                   progress=not args.quiet, checkpoint_every_s=args.checkpoint_every, eval_tasks=eval_tasks,
+                   eval_limit=args.eval_limit, slurm=slurm, deepspeed=deepspeed_options(args))
+
+
+def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
     """``--dry-run``: print the plan; otherwise check the data and launch. Returns the exit code."""
     out = out or sys.stdout
-    store = check_store_arg(args.store, writing=not args.dry_run)
+    store, ds, slurm = opts.store, opts.deepspeed, opts.slurm
     if not specs:
         raise UsageError("the plan is empty")
-    if args.limit is not None and args.limit < 0:
-        raise UsageError(f"--limit must be >= 0, got {args.limit}")
-    workers = parse_workers(args.workers)                       # checked in a dry run too
-    batch_runs = parse_workers(args.batch_runs, "--batch-runs")
-    slurm = slurm_options(args)
-    eval_tasks = None
-    if args.eval is not None:
-        from runners.eval.evaluate import check_tasks
-        eval_tasks = check_tasks(args.eval)
-    elif args.eval_limit is not None:
-        raise UsageError("--eval-limit needs --eval")
-    ds = deepspeed_options(args)
     if ds is not None:
         from runners.train.distributed import check_batches
         from runners.train.launch import todo
-        ds_todo = todo(specs, store)[:args.limit] if args.limit is not None else todo(specs, store)
+        ds_todo = todo(specs, store)[:opts.limit] if opts.limit is not None else todo(specs, store)
         check_batches(ds_todo, ds)
-    if args.dry_run:
-        if ds is not None and not args.json:
-            from runners.train.distributed import format_command, launch_command
+
+    def command(spec):
+        from runners.train.distributed import launch_command
+        return launch_command(spec, store, ds, device=opts.device, progress=opts.progress,
+                              checkpoint_every_s=opts.checkpoint_every_s)
+
+    if opts.dry_run:
+        if ds is not None and not opts.as_json:
+            from runners.train.distributed import format_command
             print(ds.describe(len(ds_todo)) + " (each run's --spec file is written just before its launch, "
                   "with a free --master_port):", file=out)
             for s in ds_todo:
-                print("  " + format_command(launch_command(s, store, ds, device=args.device, progress=not args.quiet,
-                                                           checkpoint_every_s=args.checkpoint_every)), file=out)
-        if slurm is not None and not args.json:
+                print("  " + format_command(command(s)), file=out)
+        if slurm is not None and not opts.as_json:
             from runners.train.launch import todo
             print(slurm.describe(len(todo(specs, store))), file=out)
-        if args.json:
+        if opts.as_json:
             records = plan_records(specs, store)
             if ds is not None:
-                from runners.train.distributed import launch_command
-                commands = {s.run_id: launch_command(s, store, ds, device=args.device, progress=not args.quiet,
-                                                     checkpoint_every_s=args.checkpoint_every) for s in ds_todo}
+                commands = {s.run_id: command(s) for s in ds_todo}
                 for r in records:
                     if r["run_id"] in commands:
                         r["launch_command"] = commands[r["run_id"]]
@@ -445,13 +481,13 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
             fps, per_token = plan.throughput_here()
             print(f"time here: {per_token:g} s/token + 6N/{fps:.3g} FLOP/s + {plan.RUN_OVERHEAD_S:g} s/run "
                   f"(SCALING_FLOPS_PER_S, SCALING_PER_TOKEN_S recalibrate); A100 h at 40% MFU", file=out)
-            if args.launcher == "local":
+            if opts.launcher == "local":
                 from runners.train.launch import thread_policy, todo
                 pending = todo(specs, store)
-                n_proc, _ = thread_policy(pending, workers, args.device)
+                n_proc, _ = thread_policy(pending, opts.workers, opts.device)
                 if n_proc > 1:
                     total = sum(plan.estimate_seconds_here(s) for s in pending)
-                    print(f"the total is one process's; --workers {args.workers} trains {n_proc} at once "
+                    print(f"the total is one process's; --workers {opts.workers} trains {n_proc} at once "
                           f"(one thread each): about {duration(total / n_proc * WORKER_EFFICIENCY)}", file=out)
         return 0
 
@@ -460,18 +496,17 @@ def execute(specs: Sequence[RunSpec], args, out=None) -> int:
     pending = todo(specs, store)
     if pending:
         check_corpus(pending)
-    if not args.checkpoint_every > 0:
-        raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every:g}")
     extra = {"slurm": slurm} if slurm is not None else {"deepspeed": ds} if ds is not None else {}
-    if args.launcher == "local":
-        extra["workers"] = workers
-        extra["batch_runs"] = batch_runs
-    summary = launch(specs, store, launcher=args.launcher, device=args.device, limit=args.limit,
-                     progress=not args.quiet, checkpoint_every_s=args.checkpoint_every, **extra)
-    print(summary.to_json() if args.json else summary.summary(), file=out)
-    if eval_tasks and not summary.submitted:  # slurm jobs evaluate nothing here: they may still run
+    if opts.launcher == "local":
+        extra["workers"] = opts.workers
+        extra["batch_runs"] = opts.batch_runs
+    summary = launch(specs, store, launcher=opts.launcher, device=opts.device, limit=opts.limit,
+                     progress=opts.progress, checkpoint_every_s=opts.checkpoint_every_s, **extra)
+    print(summary.to_json() if opts.as_json else summary.summary(), file=out)
+    if opts.eval_tasks and not summary.submitted:  # slurm jobs evaluate nothing here: they may still run
         from runners.eval.evaluate import evaluate_store
-        scored = evaluate_store(store, eval_tasks, limit=args.eval_limit, device=args.device,
-                                progress=not args.quiet)
-        print(f"evaluated {len(scored)} run(s) on {','.join(eval_tasks)}", file=out if not args.json else sys.stderr)
+        scored = evaluate_store(store, list(opts.eval_tasks), limit=opts.eval_limit, device=opts.device,
+                                progress=opts.progress)
+        print(f"evaluated {len(scored)} run(s) on {','.join(opts.eval_tasks)}",
+              file=out if not opts.as_json else sys.stderr)
     return 0 if summary.ok else 1

@@ -45,7 +45,7 @@ def build_plan(args) -> list:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return common.execute(build_plan(args), args)
+    return common.execute(build_plan(args), common.RunOptions.from_args(args))
 
 
 if __name__ == "__main__":
