@@ -678,7 +678,8 @@ def check(store) -> dict:
     zero bytes, not Parquet, not a run) and files whose columns conflict with the others' types."""
     d = _as_dir(store)
     with _reader_lock(store):
-        files = [*run_files(store), *segment_files(store), *update_files(store)]
+        kinds = {"run_files": run_files(store), "segments": segment_files(store), "updates": update_files(store)}
+    files = [f for fs in kinds.values() for f in fs]
     bad, schemas = [], {}
     for f in files:
         name = f.relative_to(d).as_posix()
@@ -700,7 +701,8 @@ def check(store) -> dict:
         for col, by_type in types.items():
             if _unified_schema([pa.schema([pa.field(col, t)]) for t, _ in by_type.values()]) is None:
                 conflicts.append({"column": col, "types": {k: sorted(v)[:5] for k, (_, v) in by_type.items()}})
-    return {"files": len(files), "readable": len(files) - len(bad), "bad": bad, "conflicts": conflicts}
+    return {"files": len(files), **{k: len(v) for k, v in kinds.items()}, "readable": len(files) - len(bad),
+            "bad": bad, "conflicts": conflicts}
 
 
 def completed_run_ids(store) -> set[str]:
@@ -886,7 +888,8 @@ def main(argv=None) -> int:
         if args.json:
             print(json.dumps(report, indent=1))
         else:
-            print(f"{args.store}: {report['files']} run file(s), {report['readable']} readable")
+            print(f"{args.store}: {report['files']} file(s) ({report['run_files']} run file(s), {report['segments']} "
+                  f"segment(s), {report['updates']} side file(s)), {report['readable']} readable")
             for b in report["bad"]:
                 print(f"  {b['file']}: {b['problem']}")
             for c in report["conflicts"]:

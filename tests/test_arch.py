@@ -80,6 +80,18 @@ def test_swelu_is_its_formula_and_learns_its_shape():
     assert act.k.grad is not None and act.lam.grad is not None and act.lam.grad != 0
 
 
+def test_weight_decay_spares_a_log_as_mambas_reference_does():
+    model = build_model(GPTConfig(n_layers=2, d_model=16, n_heads=1, ffw_size=64, vocab_size=256, seq_len=32,
+                                  arch="mamba"))
+    decay, no_decay = (group["params"] for group in model.configure_optimizer(1e-3, 0.1, (0.9, 0.95)).param_groups)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay}
+    assert not any(n.endswith("A_log") for n in decayed)
+    assert sum(n.endswith("A_log") for n in map(names.get, map(id, no_decay))) == 2       # one per block
+    assert any(n.endswith("in_proj.weight") for n in decayed)                         # matrices still decay
+    assert len(decay) + len(no_decay) == len(list(model.parameters()))
+
+
 def test_a_plugin_factory_is_built_and_counted_and_a_bad_one_is_a_usage_error():
     from runners.grid import plan
     specs = plan.isoflop_grid(accounting.parse_budgets("smoke")[0], arch="runners.models.gpt:GPT", flops_convention="6N")

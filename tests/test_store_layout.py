@@ -90,7 +90,7 @@ def test_compact_makes_one_segment_that_every_reader_reads_once(tmp_path, capsys
     assert len(store.segment_files(d)) == 1 and len(pd.read_parquet(d)) == 51
 
 
-def test_check_reports_a_torn_segment(tmp_path):
+def test_check_reports_a_torn_segment(tmp_path, capsys):
     d = tmp_path / "s"
     for r in runs(5):
         store.write_run(d, r)
@@ -99,6 +99,9 @@ def test_check_reports_a_torn_segment(tmp_path):
     seg.write_bytes(seg.read_bytes()[:50])
     report = store.check(d)
     assert [b["file"] for b in report["bad"]] == [seg.relative_to(d).as_posix()]
+    assert (report["files"], report["run_files"], report["segments"], report["updates"]) == (1, 0, 1, 0)
+    assert store.main(["check", str(d)]) == 1
+    assert "1 file(s) (0 run file(s), 1 segment(s), 0 side file(s)), 0 readable" in capsys.readouterr().out
 
 
 READER = textwrap.dedent("""

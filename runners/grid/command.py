@@ -510,3 +510,11 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
         print(f"evaluated {len(scored)} run(s) on {','.join(opts.eval_tasks)}",
               file=out if not opts.as_json else sys.stderr)
     return 0 if summary.ok else 1
+
+
+def run(build_parser: Callable[[], argparse.ArgumentParser], build_plan: Callable, argv=None, out=None) -> int:
+    """A grid command's ``main``: its flags parsed, its plan built, the running options checked
+    (``RunOptions.from_args``), then ``execute``."""
+    args = build_parser().parse_args(argv)
+    specs = build_plan(args)
+    return execute(specs, RunOptions.from_args(args), out)

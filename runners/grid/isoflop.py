@@ -44,8 +44,7 @@ def build_plan(args) -> list:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return common.execute(build_plan(args), common.RunOptions.from_args(args))
+    return common.run(build_parser, build_plan, argv)
 
 
 if __name__ == "__main__":

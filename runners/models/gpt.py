@@ -147,14 +147,16 @@ class GPT(nn.Module):
 
     def configure_optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float],
                             device_type: str = "cpu", fused: bool | None = None) -> torch.optim.AdamW:
-        """AdamW with decay on matrices only (biases, norms stay undecayed, as in nanoGPT/GPT-2).
+        """AdamW with decay on matrices only (biases, norms stay undecayed, as in nanoGPT/GPT-2), and
+        never on a parameter marked ``_no_weight_decay`` (mamba_ssm's convention: Mamba's ``A_log``).
 
         ``fused`` defaults to the fused kernel wherever this torch has it (CUDA, and CPU since
         torch 2.4), else the multi-tensor (foreach) path.
         """
         params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        decayed = [p.dim() >= 2 and not getattr(p, "_no_weight_decay", False) for p in params]
+        decay = [p for p, d in zip(params, decayed) if d]
+        no_decay = [p for p, d in zip(params, decayed) if not d]
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         if fused is None:

@@ -113,6 +113,7 @@ class MambaBlock(nn.Module):
         self.dt_proj = nn.Linear(R, E, bias=True)
         # S4D-real initialisation A = -(1..N), and dt in [1e-3, 1e-1] (Mamba's defaults)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1))
+        self.A_log._no_weight_decay = True      # as in Mamba's reference: decay would pull A towards -1
         self.D = nn.Parameter(torch.ones(E))
         self.out_proj = nn.Linear(E, d_model, bias=False)
         self.act_x, self.act_z = activation(act, dense=False), activation(act, dense=False)
@@ -189,9 +190,8 @@ class MambaLM(nn.Module):
                                vocab=cfg.vocab_size, seq_len=seq_len or cfg.seq_len, arch="mamba",
                                activation=cfg.activation)
 
-    # GPT's: all parameters once; MFU from the FLOPs above; AdamW with decay on every 2-d tensor, so
-    # A_log ([E, N]) is decayed too (Mamba's reference exempts it); D, biases, norms, SWELU's k and
-    # lambda are not
+    # GPT's: all parameters once; MFU from the FLOPs above; AdamW with decay on the 2-d tensors but
+    # A_log (marked, as Mamba's reference does); D, biases, norms, SWELU's k and lambda are 1-d
     num_params = GPT.num_params
     estimate_mfu = GPT.estimate_mfu
     configure_optimizer = GPT.configure_optimizer
