@@ -6,9 +6,9 @@ same directory and are ``os.replace``d into place (atomic on POSIX), so a reader
 file and a killed writer leaves at most a hidden ``.tmp-*`` file, which readers ignore.
 Keyed by ``run_id``, writing a run twice replaces it. ``pandas.read_parquet(DIR)`` returns all
 runs (run files and segments; every file carries the store's one schema): per-run side data (loss
-curves, checkpoints, columns added later such as evaluations) lives under ``_curves/``,
-``_checkpoints/``, ``_updates/``, which pyarrow's dataset discovery skips (names starting with ``_``
-or ``.``). This module's readers join ``_updates/``; ``compact`` folds it into the segment, after
+curves, checkpoints, columns added later such as evaluations, scores along training) lives under
+``_curves/``, ``_checkpoints/``, ``_updates/``, ``_evals/``, which pyarrow's dataset discovery skips
+(names starting with ``_`` or ``.``). This module's readers join ``_updates/``; ``compact`` folds it into the segment, after
 which ``pandas.read_parquet(DIR)`` sees those columns too. Layout, costs and what the locks rely
 on: README, "The results store".
 
@@ -727,8 +727,52 @@ def read_curve(store, run_id: str) -> pd.DataFrame:
     return pd.read_parquet(side_path(store, "curves", run_id, ".parquet"))
 
 
+#: Side folder of evaluations along training: one file per run, one row per scored checkpoint
+EVALS = "evals"
+
+
+def write_checkpoint_evals(store, run_id: str, rows) -> Path:
+    """The scored checkpoints of one run (``_evals/<run_id>.parquet``: ``run_id``, ``step``,
+    ``tokens`` seen so far, ``params``, the validation ``loss`` at that step and ``eval.<task>.<metric>``
+    columns), rewritten whole and atomically after each checkpoint, so a killed run keeps what it
+    had scored."""
+    frame = pd.DataFrame(list(rows) if not isinstance(rows, pd.DataFrame) else rows)
+    path = side_path(store, EVALS, run_id, ".parquet")
+    atomic_write_bytes(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return path
+
+
+def read_checkpoint_evals(store, run_id: str | None = None) -> pd.DataFrame:
+    """One run's scored checkpoints, or every run's (ordered by run and step); an unreadable file
+    is skipped with one warning. Empty frame when there are none."""
+    folder = _as_dir(store) / f"_{EVALS}"
+    files = [folder / f"{run_id}.parquet"] if run_id is not None else _parquet_files(folder)
+    frames = []
+    for f in files:
+        if not f.exists():
+            continue
+        try:
+            frames.append(pd.read_parquet(f))
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            _warn_once(f, f"unreadable: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}")
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True, sort=False)
+    if {"run_id", "step"} <= set(table.columns):
+        table = table.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+    return table
+
+
+def is_checkpoint_table(path) -> bool:
+    """A store's ``_evals`` folder given as a SOURCE: read as the checkpoint table."""
+    p = Path(path)
+    return p.name == f"_{EVALS}" and p.is_dir()
+
+
 def read_table(source) -> pd.DataFrame:
-    """A store directory, a CSV or a Parquet file, or a shipped ``dataset:NAME``, as a DataFrame."""
+    """A store directory, a CSV or a Parquet file, or a shipped ``dataset:NAME``, as a DataFrame;
+    a store's ``_evals`` folder (``results/_evals``) is its table of scored checkpoints."""
     from scaling import datasets
     if datasets.is_dataset(source):
         return datasets.load(source)
@@ -736,7 +780,9 @@ def read_table(source) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{source}: no such file or directory")
     try:
-        if path.is_dir():
+        if is_checkpoint_table(path):
+            table = read_checkpoint_evals(path.parent)
+        elif path.is_dir():
             table = read_runs(path)
         elif path.suffix.lower() in (".parquet", ".pq"):
             table = pd.read_parquet(path)
@@ -843,6 +889,7 @@ def _parser() -> ArgumentParser:
         epilog="example:\n  python -m scaling.store import runs.csv results/ "
                "--column params='Model Size' --column flops='Training FLOP'\n"
                "  python -m scaling.store show results/ --json\n"
+               "  python -m scaling.store show results/ --checkpoints\n"
                "  python -m scaling.store check results/ --repair\n"
                "  python -m scaling.store compact results/")
     sub = p.add_subparsers(dest="command", required=True)
@@ -853,6 +900,8 @@ def _parser() -> ArgumentParser:
     show = sub.add_parser("show", help="summarise a store")
     add_store_argument(show, positional=True, help="store directory")
     show.add_argument("--json", action="store_true")
+    show.add_argument("--checkpoints", action="store_true",
+                      help="the runs' scored checkpoints (evaluation along training: --eval-every) instead of the runs")
     chk = sub.add_parser("check", help="list unreadable run files (torn, empty, foreign) and type conflicts")
     add_store_argument(chk, positional=True, help="store directory")
     chk.add_argument("--json", action="store_true")
@@ -900,6 +949,18 @@ def main(argv=None) -> int:
                 print("  all run files readable, one schema")
         left = [b for b in report["bad"] if b["file"] not in set(report.get("quarantined", []))]
         return 1 if left or report["conflicts"] else 0
+    if args.checkpoints:
+        table = read_checkpoint_evals(args.store)
+        if args.json:
+            print(json.dumps(json.loads(table.to_json(orient="records")), indent=1))
+            return 0
+        print(f"{len(table)} scored checkpoint(s) of {table['run_id'].nunique() if len(table) else 0} run(s) in {args.store}")
+        if len(table):
+            shown = [c for c in table.columns if c in ("run_id", "step", "tokens", "params", "loss")
+                     or (c.startswith("eval.") and c.endswith((".acc", ".bpb")))]
+            with pd.option_context("display.width", 160, "display.max_rows", 200):
+                print(table[shown].to_string(index=False))
+        return 0
     runs = read_runs(args.store)
     if args.json:
         print(json.dumps(json.loads(runs.to_json(orient="records")), indent=1))

@@ -109,6 +109,10 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
                         "corpus_cloze,code_cloze (see python -m runners.evaluate --help)")
     r.add_argument("--eval-limit", type=int, default=None, metavar="N",
                    help="with --eval: at most N examples per task")
+    r.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
+                   help="with --eval: also score each run's model along training, at step 0, every STEPS "
+                        "optimiser steps and at the end (one row per checkpoint in the store's _evals/, "
+                        "read by scaling.downstream; local and slurm launchers, one run at a time)")
     r.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                    help="checkpoint each run this often, so a killed grid resumes (default 30)")
 
@@ -257,34 +261,57 @@ def store_status(specs: Sequence[RunSpec], store) -> dict[str, str]:
     return {s.run_id: by_id.get(s.run_id, "todo") for s in specs}
 
 
-def plan_records(specs: Sequence[RunSpec], store) -> list[dict]:
+def eval_cost(opts: "RunOptions") -> Callable[[RunSpec], float] | None:
+    """Seconds of evaluation along training per run (``plan.estimate_eval_seconds_here``) when the
+    options ask for it, else None. Counting a run's steps needs its hyper-parameters."""
+    if not opts.eval_every:
+        return None
+    from runners.train.trainer import hparams
+
+    def cost(spec: RunSpec) -> float:
+        hp = hparams(spec.params, spec.seq_len, tokens=spec.tokens)
+        steps = math.ceil(spec.tokens / (hp.batch_size * spec.seq_len))
+        return plan.estimate_eval_seconds_here(spec, steps, opts.eval_every, len(opts.eval_tasks), opts.eval_limit)
+
+    return cost
+
+
+def plan_records(specs: Sequence[RunSpec], store, eval_seconds=None) -> list[dict]:
     """The plan as JSON-ready dicts: every spec field, the derived columns (run_id, params, flops,
-    epochs), the cost estimates and the store status."""
+    epochs), the cost estimates and the store status. ``eval_seconds(spec)`` (``eval_cost``): the
+    time of evaluation along training, given apart (``est_eval_seconds_here``) and included in
+    ``est_seconds_here``."""
     status = store_status(specs, store)
     out = []
     for s in specs:
         d = s.to_dict()
-        d.update(est_seconds_here=plan.estimate_seconds_here(s), a100_gpu_hours=plan.a100_gpu_hours(s),
-                 status=status[s.run_id])
+        seconds = plan.estimate_seconds_here(s)
+        if eval_seconds is not None:
+            d["est_eval_seconds_here"] = float(eval_seconds(s))
+            seconds += d["est_eval_seconds_here"]
+        d.update(est_seconds_here=seconds, a100_gpu_hours=plan.a100_gpu_hours(s), status=status[s.run_id])
         out.append(d)
     return out
 
 
-def render_table(specs: Sequence[RunSpec], store) -> str:
-    records = plan_records(specs, store)
+def render_table(specs: Sequence[RunSpec], store, eval_seconds=None) -> str:
+    records = plan_records(specs, store, eval_seconds)
     varying = [k for k in ("budget", "code_fraction", "mix", "filter", "seed")
                if len({r[k] for r in records}) > 1]
+    evals = eval_seconds is not None
     head = ["run_id", "shape", "params", "tokens", "unique", "epochs", "flops", *varying,
-            "time here", "A100 h", "status"]
+            "time here", *(["of it eval"] if evals else []), "A100 h", "status"]
     rows = []
     for r in records:
         rows.append([r["run_id"], r["shape"], human(r["params"]), human(r["tokens"]),
                      human(r["unique_tokens"]), f"{r['epochs']:.3g}", f"{r['flops']:.3g}",
                      *[str(r[k]) for k in varying], duration(r["est_seconds_here"]),
+                     *([duration(r["est_eval_seconds_here"])] if evals else []),
                      f"{r['a100_gpu_hours']:.3g}", r["status"]])
     todo = [r for r in records if r["status"] != "done"]
     total = ["total", f"{len(records)} runs", "", "", "", "", f"{sum(r['flops'] for r in records):.3g}",
              *[""] * len(varying), duration(sum(r["est_seconds_here"] for r in todo)) + " (todo)",
+             *([duration(sum(r["est_eval_seconds_here"] for r in todo))] if evals else []),
              f"{sum(r['a100_gpu_hours'] for r in records):.3g}",
              f"{len(records) - len(todo)} done, {len(todo)} todo"]
     widths = [max(len(str(row[i])) for row in [head, *rows, total]) for i in range(len(head))]
@@ -415,6 +442,7 @@ class RunOptions:
     checkpoint_every_s: float = 30.0
     eval_tasks: tuple[str, ...] | None = None
     eval_limit: int | None = None
+    eval_every: int | None = None                 # score along training every this many steps
     slurm: object = None                          # runners.train.launch.SlurmOptions
     deepspeed: object = None                      # runners.train.distributed.DeepSpeedOptions
 
@@ -435,10 +463,27 @@ class RunOptions:
             eval_tasks = tuple(check_tasks(args.eval))
         elif args.eval_limit is not None:
             raise UsageError("--eval-limit needs --eval")
+        elif args.eval_every is not None:
+            raise UsageError("--eval-every needs --eval TASKS (what to score along training)")
+        if args.eval_limit is not None and args.eval_limit < 1:
+            raise UsageError(f"--eval-limit must be at least 1, got {args.eval_limit}")
+        if args.eval_every is not None:
+            if args.eval_every < 1:
+                raise UsageError(f"--eval-every must be a positive number of steps, got {args.eval_every}")
+            if args.launcher == "deepspeed":
+                raise UsageError("--eval-every scores the model inside the training loop: use --launcher local "
+                                 "or slurm (or score the finished runs with --eval alone)")
         return cls(store=store, dry_run=args.dry_run, as_json=args.json, launcher=args.launcher,
                    device=args.device, workers=workers, batch_runs=batch_runs, limit=args.limit,
                    progress=not args.quiet, checkpoint_every_s=args.checkpoint_every, eval_tasks=eval_tasks,
-                   eval_limit=args.eval_limit, slurm=slurm, deepspeed=deepspeed_options(args))
+                   eval_limit=args.eval_limit, eval_every=args.eval_every, slurm=slurm,
+                   deepspeed=deepspeed_options(args))
+
+    def train_options(self) -> dict:
+        """What the launcher passes on to every ``train_run``: evaluation along training, when asked."""
+        if not self.eval_every:
+            return {}
+        return {"eval_every": self.eval_every, "eval_tasks": list(self.eval_tasks), "eval_limit": self.eval_limit}
 
 
 def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
@@ -469,7 +514,7 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
             from runners.train.launch import todo
             print(slurm.describe(len(todo(specs, store))), file=out)
         if opts.as_json:
-            records = plan_records(specs, store)
+            records = plan_records(specs, store, eval_cost(opts))
             if ds is not None:
                 commands = {s.run_id: command(s) for s in ds_todo}
                 for r in records:
@@ -477,7 +522,7 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
                         r["launch_command"] = commands[r["run_id"]]
             print(json.dumps(records, indent=1), file=out)
         else:
-            print(render_table(specs, store), file=out)
+            print(render_table(specs, store, eval_cost(opts)), file=out)
             fps, per_token = plan.throughput_here()
             print(f"time here: {per_token:g} s/token + 6N/{fps:.3g} FLOP/s + {plan.RUN_OVERHEAD_S:g} s/run "
                   f"(SCALING_FLOPS_PER_S, SCALING_PER_TOKEN_S recalibrate); A100 h at 40% MFU", file=out)
@@ -486,7 +531,8 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
                 pending = todo(specs, store)
                 n_proc, _ = thread_policy(pending, opts.workers, opts.device)
                 if n_proc > 1:
-                    total = sum(plan.estimate_seconds_here(s) for s in pending)
+                    cost = eval_cost(opts)
+                    total = sum(plan.estimate_seconds_here(s) + (cost(s) if cost else 0.0) for s in pending)
                     print(f"the total is one process's; --workers {opts.workers} trains {n_proc} at once "
                           f"(one thread each): about {duration(total / n_proc * WORKER_EFFICIENCY)}", file=out)
         return 0
@@ -501,7 +547,8 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
         extra["workers"] = opts.workers
         extra["batch_runs"] = opts.batch_runs
     summary = launch(specs, store, launcher=opts.launcher, device=opts.device, limit=opts.limit,
-                     progress=opts.progress, checkpoint_every_s=opts.checkpoint_every_s, **extra)
+                     progress=opts.progress, checkpoint_every_s=opts.checkpoint_every_s, **extra,
+                     **opts.train_options())
     print(summary.to_json() if opts.as_json else summary.summary(), file=out)
     if opts.eval_tasks and not summary.submitted:  # slurm jobs evaluate nothing here: they may still run
         from runners.eval.evaluate import evaluate_store

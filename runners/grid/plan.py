@@ -329,3 +329,30 @@ MAMBA_PER_TOKEN_LAYER_S = 35e-6
 def a100_gpu_hours(spec: RunSpec, mfu: float = 0.4) -> float:
     """A100 GPU-hours of one run at ``mfu`` (``scaling.accounting.a100_gpu_hours``)."""
     return accounting.a100_gpu_hours(spec.flops, mfu=mfu)
+
+
+def checkpoint_steps(steps: int, every: int) -> list[int]:
+    """The optimiser steps after which evaluation along training scores a run of ``steps`` steps
+    (``--eval-every``): 0 (the initial model), every, 2*every, ... and the last."""
+    return sorted(set(range(0, int(steps) + 1, int(every))) | {int(steps)})
+
+
+#: Evaluation along training on a CPU, measured on a 2-core EPYC (t32, 40 cloze items, 2 domains):
+#: lm-eval's own cost per task and checkpoint, and loading the tasks once per run
+EVAL_TASK_OVERHEAD_S = 0.03
+EVAL_SETUP_S = 1.0
+#: validation tokens per domain scored at each checkpoint (``runners.eval.along``)
+CHECKPOINT_VALIDATION_TOKENS = 8192
+
+
+def estimate_eval_seconds_here(spec: RunSpec, steps: int, every: int, n_tasks: int, limit: int | None,
+                               choices: int = 4, domains: int = 2) -> float:
+    """Rough seconds of evaluation along training for one run: forward passes only (a third of a
+    training token's cost) over each checkpoint's task items (``limit`` per task, 500 when unset,
+    ``choices`` continuations of at most 128 tokens each) and validation windows, plus lm-eval's own
+    overhead."""
+    flops_per_s, per_token = throughput_here()
+    tokens = n_tasks * (limit or 500) * choices * min(spec.seq_len, 128) + domains * CHECKPOINT_VALIDATION_TOKENS
+    per_checkpoint = (tokens * per_token / 3 + accounting.flops(spec.params, tokens) / 3 / flops_per_s
+                      + n_tasks * EVAL_TASK_OVERHEAD_S)
+    return EVAL_SETUP_S + len(checkpoint_steps(steps, every)) * per_checkpoint

@@ -147,7 +147,8 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
     order = [s.run_id for s in pending]
     ok: dict[str, bool] = {}
     k = batch_size_for(pending, batch_runs, train_opts.get("device"))
-    if k > 1 and not train_opts.get("max_steps"):
+    # stacked runs share one loop: evaluation along training scores one model, so they run alone
+    if k > 1 and not train_opts.get("max_steps") and not train_opts.get("eval_every"):
         from runners.train import batched
         rest = []
         for group in batched.groups(pending, k):

@@ -340,6 +340,21 @@ class TrainingLog:
         #: CPU seconds of this process from here on, times ``cpu_share`` (1/K for K batched runs)
         self.c0, self.cpu_share = time.process_time(), cpu_share
         self._log_tokens = 0
+        #: seconds inside the loop that were not training (evaluation along training), and their CPU time
+        self.excluded, self.excluded_cpu = 0.0, 0.0
+
+    def exclude(self, seconds: float, cpu_seconds: float | None = None) -> None:
+        """Book time spent inside the loop on something else (scoring a checkpoint): it leaves
+        ``wall_time_s``, ``cpu_time_s`` and ``tokens_per_s``, and the progress bar shows it apart."""
+        self.excluded += seconds
+        self.excluded_cpu += seconds if cpu_seconds is None else cpu_seconds
+        self._last_log += seconds
+        self.bar.set_postfix_str(self._postfix())
+
+    def _postfix(self) -> str:
+        parts = ([f"loss {self.ema:.3f}"] if self.ema is not None else []) + \
+            ([f"eval {self.excluded:.1f}s"] if self.excluded else [])
+        return " | ".join(parts)
 
     def record(self, step: int, loss: float, grad_norm: float | None, lr: float) -> bool:
         """Book one finished step; False (and ``failure`` set) if its loss or gradient norm is not finite."""
@@ -354,7 +369,7 @@ class TrainingLog:
         self.bar.update(1)
         if self.log_every and (step + 1) % self.log_every == 0:
             now = time.perf_counter()
-            self.bar.set_postfix_str(f"loss {self.ema:.3f}")
+            self.bar.set_postfix_str(self._postfix())
             log.info("run %s step %d/%d loss %.4f lr %.2e grad %s tok/s %.0f epochs %.2f", self.run_id,
                      step + 1, self.steps, self.ema, lr, "?" if grad_norm is None else f"{grad_norm:.2f}",
                      self._log_tokens / max(now - self._last_log, 1e-9), self.batches.epochs_at(step + 1))
@@ -363,7 +378,7 @@ class TrainingLog:
 
     def wall(self) -> float:
         """Seconds of training so far, earlier (resumed-from) sessions included."""
-        return self.elapsed + time.perf_counter() - self.t0
+        return self.elapsed + time.perf_counter() - self.t0 - self.excluded
 
     def close(self) -> None:
         self.bar.close()
@@ -374,10 +389,10 @@ class TrainingLog:
                 "train_loss": self.ema if self.ema is not None else float("nan"), "wall_time_s": self.wall(),
                 # the run's own compute, whatever else shares the machine (wall_time_s grows with
                 # contention; this does not): this session's CPU seconds in the training loop
-                "cpu_time_s": (time.process_time() - self.c0) * self.cpu_share,
+                "cpu_time_s": (time.process_time() - self.c0 - self.excluded_cpu) * self.cpu_share,
                 "resumed_from_step": self.start,
                 "tokens_per_s": (self.done - self.start) * self.tokens_per_step
-                / max(time.perf_counter() - self.t0, 1e-9)}
+                / max(time.perf_counter() - self.t0 - self.excluded, 1e-9)}
 
     def curve_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.curve, columns=["step", "tokens", "train_loss", "lr"])
@@ -470,8 +485,14 @@ def prepare_data(spec, cache_dir=None):
 
 def train_run(spec, store, *, device: str | None = None, progress: bool = True, log_every: int = 50,
               checkpoint_every_s: float = 30.0, compile: bool | None = None, dtype: str | None = None,
-              max_steps: int | None = None, cache_dir=None, skip_done: bool = False) -> dict:
+              max_steps: int | None = None, cache_dir=None, skip_done: bool = False,
+              eval_every: int | None = None, eval_tasks=None, eval_limit: int | None = None) -> dict:
     """Train ``spec``, write its row and loss curve to ``store``, return the row.
+
+    ``eval_every`` with ``eval_tasks``: score the in-memory model at step 0, every ``eval_every``
+    steps and at the end (``runners.eval.along``), one row per checkpoint in the store's
+    ``_evals/``; the last checkpoint's scores also go into the run's row, and ``eval_time_s`` says
+    how long scoring took (it is not in ``wall_time_s``).
 
     ``max_steps`` stops after that many steps of the run (counted from step 0), leaving a
     checkpoint and writing no row (returns ``status: "running"``); the next call resumes.
@@ -484,7 +505,8 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
             return {"run_id": spec.run_id, "status": BUSY}
         return _train_run(spec, store, device=device, progress=progress, log_every=log_every,
                           checkpoint_every_s=checkpoint_every_s, compile=compile, dtype=dtype,
-                          max_steps=max_steps, cache_dir=cache_dir)
+                          max_steps=max_steps, cache_dir=cache_dir, eval_every=eval_every,
+                          eval_tasks=eval_tasks, eval_limit=eval_limit)
 
 
 #: What ``train_run`` returns for a run another launcher holds or has just finished.
@@ -492,7 +514,7 @@ BUSY = rstore.CLAIMED_ELSEWHERE
 
 
 def _train_run(spec, store, *, device, progress, log_every, checkpoint_every_s, compile, dtype,
-               max_steps, cache_dir) -> dict:
+               max_steps, cache_dir, eval_every=None, eval_tasks=None, eval_limit=None) -> dict:
     settings = resolve_settings(device, dtype, compile)
     corpus, tokenizer, hp, batches = prepare_data(spec, cache_dir)
     steps = batches.steps
@@ -520,20 +542,32 @@ def _train_run(spec, store, *, device, progress, log_every, checkpoint_every_s, 
             torch.manual_seed(spec.seed)
             model, forward, optimizer = build(cfg, hp, settings)
             resumed = {}
+    scorer = None
+    if eval_every and eval_tasks:
+        # evaluation is the next room's; imported here so that training alone never loads lm-eval
+        from runners.eval.along import CheckpointScorer
+        scorer = CheckpointScorer(spec, store, list(eval_tasks), every=eval_every, steps=steps,
+                                  tokens_per_step=tokens_per_step, corpus=corpus, tokenizer=tokenizer,
+                                  settings=settings, limit=eval_limit, cache_dir=cache_dir)
     tl = TrainingLog(spec, batches, tokens_per_step, progress=progress, log_every=log_every, **resumed)
+    if scorer is not None:
+        scorer.at(model, tl.start, tl)           # the initial model (step 0)
 
     def checkpoint(step):
         save_checkpoint(ckpt_path, {"run_id": spec.run_id, "steps": steps, "batch_size": hp.batch_size,
                                     **trainer.state_dict(), "step": step})
 
     trainer = Trainer(model, forward, optimizer, batches, hp, settings, tl, checkpoint=checkpoint,
-                      checkpoint_every_s=checkpoint_every_s)
+                      checkpoint_every_s=checkpoint_every_s, hooks=[scorer] if scorer is not None else ())
     stop = steps if max_steps is None else min(steps, max_steps)
     trainer.train(stop)
     done, wall = tl.done, tl.wall()
 
     row = {**spec.to_dict(), **_environment(settings, corpus, tokenizer), "hparams": asdict(hp),
            "lr": hp.lr, "batch_size": hp.batch_size, **tl.row()}
+    if scorer is not None:
+        row.update(scorer.final_columns(), eval_every=int(eval_every), eval_time_s=scorer.total_seconds(),
+                   eval_checkpoints=len(scorer.rows))
     curve_frame = tl.curve_frame()
     if tl.failure is not None:
         store_failed_run(store, row, curve_frame, tl.failure)
