@@ -6,6 +6,7 @@
     python -m scaling.plot residuals results/ --fit fit.json --out residuals.png
     python -m scaling.backtest results/ --out backtest.json && python -m scaling.plot backtest --result backtest.json --out backtest.png
     python -m scaling.plot mixture results-mix --fit mix.json --params 1.7e6 --tokens 3e6 --optimum opt.json --out mixture.png
+    python -m scaling.plot downstream results/ --fit down.json --params 7e9 --tokens 4e12 --out downstream.png
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from scaling.errors import DataError
 from scaling.laws import get_law
 from scaling.results import FitResult
 
-KINDS = ("isoflop", "return-on-repetition", "contour", "residuals", "backtest", "mixture")
+KINDS = ("isoflop", "return-on-repetition", "contour", "residuals", "backtest", "mixture", "downstream")
 
 
 def new_figure():
@@ -300,6 +301,100 @@ def mixture_plot(fit, params: float, tokens: float, out, source=None, optimum=No
             "mean": np.mean(list(pred.values()), axis=0).tolist(), "optimum": best, "ci": ci}
 
 
+def downstream_plot(source, fit, out, params: float | None = None, tokens: float | None = None) -> dict:
+    """The two steps of a downstream fit (``scaling.downstream``) beside each other. Left: the
+    intermediate at each run's final point against training compute (6ND), the fitted law along
+    each model size, and the target with its interval. Right: the metric against the intermediate at
+    every checkpoint (raw, and as fitted: after the skip and the moving average), the fitted curve,
+    the chance level and the target with its intervals. Draws; never fits. Returns the arrays drawn."""
+    from scaling.downstream import read_checkpoints, step2_points, task_data
+    from scaling.downstream.data import final_rows
+
+    table = cols.canonicalise(read_checkpoints(source), cols.parse_mapping(fit.settings.get("column") or []))
+    data = task_data(cols.where(table, fit.settings.get("where") or []), fit.task, fit.metric, str(source))
+    limit = fit.settings.get("max_params")
+    if fit.via_column not in data.table.columns:
+        raise DataError(f"{source} has no column {fit.via_column}, the fit's intermediate")
+    finals = final_rows(data.table)
+    finals = finals[np.isfinite(pd_numeric(finals[fit.via_column])) & (finals["tokens"] > 0)]
+    points = step2_points(data, fit.via_column)
+    compute = 6.0 * finals["params"].to_numpy(float) * finals["tokens"].to_numpy(float)
+    x_final = pd_numeric(finals[fit.via_column])
+    target = None
+    if params is not None and tokens is not None:
+        target = fit.predict(params, tokens)
+    plt = new_figure()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    sizes = np.sort(finals["params"].unique())
+    cmap = plt.get_cmap("viridis")
+    colour = {n: cmap(i / max(len(sizes) - 1, 1)) for i, n in enumerate(sizes)}
+    curves = {}
+    for n in sizes:
+        d = finals.loc[finals["params"] == n, "tokens"].to_numpy(float)
+        grid = np.geomspace(d.min() / 1.5, d.max() * 1.5, 60)
+        curves[float(n)] = {"compute": (6 * n * grid).tolist(), "intermediate": fit.intermediate(n, grid).tolist()}
+        ax1.plot(6 * n * grid, curves[float(n)]["intermediate"], color=colour[n], lw=1)
+        sel = (finals["params"] == n).to_numpy()
+        fitted = limit is None or n <= limit
+        ax1.scatter(compute[sel], x_final[sel], s=22, zorder=3, label=f"N={n:.3g}" + ("" if fitted else " (not fitted)"),
+                    **({"color": colour[n]} if fitted else {"facecolors": "none", "edgecolors": colour[n]}))
+    if target is not None:
+        tc = 6.0 * np.asarray(target["params"]) * np.asarray(target["tokens"])
+        tx = np.asarray(target["intermediate"])
+        err = None
+        if target["intermediate_interval"]:
+            ci = np.asarray(target["intermediate_interval"])
+            err = [tx - ci[:, 0], ci[:, 1] - tx]
+        ax1.errorbar(tc, tx, yerr=err, fmt="*", color="crimson", ms=12, capsize=4, label="target (95% interval)")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("training compute 6ND (FLOPs)")
+    ax1.set_ylabel(f"{fit.via} ({fit.via_column})")
+    ax1.set_title(f"Step 1: {fit.via} at each run's final point, law per size")
+    ax1.legend(fontsize=7)
+    raw_x = pd_numeric(data.table[fit.via_column])
+    raw_m = data.table[data.metric_column].to_numpy(float)
+    ax2.scatter(raw_x, raw_m, s=6, color="0.75", label="checkpoints (raw)")
+    shown_metric = data.metric_of(points["s"].to_numpy(float))
+    for n in sizes:
+        sel = (points["params"] == n).to_numpy()
+        fitted = limit is None or n <= limit
+        ax2.scatter(points["x"].to_numpy(float)[sel], shown_metric[sel], s=12 if fitted else 30,
+                    **({"color": colour[n]} if fitted else {"facecolors": "none", "edgecolors": colour[n]}))
+    lo_x = min(np.nanmin(raw_x), *(target["intermediate"] if target else []))
+    hi_x = max(np.nanmax(raw_x), *(target["intermediate"] if target else []))
+    grid_x = np.linspace(lo_x - 0.05 * (hi_x - lo_x), hi_x + 0.05 * (hi_x - lo_x), 200)
+    curve = fit.metric_at(grid_x)
+    ax2.plot(grid_x, curve, color="black", lw=1.5, label=f"{fit.form} fit")
+    chance = None
+    if fit.chance is not None:
+        chance = 1.0 - fit.chance if fit.lower_is_better else fit.chance
+        ax2.axhline(chance, color="gray", ls="--", lw=1, label=f"chance ({chance:.3g})")
+    if target is not None:
+        tx, tm = np.asarray(target["intermediate"]), np.asarray(target["prediction"])
+        xerr = yerr = None
+        if target["interval"]:
+            ci = np.asarray(target["interval"])
+            yerr = [tm - ci[:, 0], ci[:, 1] - tm]
+            cx = np.asarray(target["intermediate_interval"])
+            xerr = [tx - cx[:, 0], cx[:, 1] - tx]
+        ax2.errorbar(tx, tm, xerr=xerr, yerr=yerr, fmt="*", color="crimson", ms=12, capsize=4,
+                     label="target (95% interval)")
+    ax2.set_xlabel(f"{fit.via} ({fit.via_column})")
+    ax2.set_ylabel(f"{fit.task} {fit.metric}")
+    ax2.set_title(f"Step 2: {fit.metric} against {fit.via} ({fit.form})")
+    ax2.legend(fontsize=7)
+    save_figure(fig, out)
+    return {"step1": {"compute": compute.tolist(), "intermediate": x_final.tolist(), "curves": curves},
+            "step2": {"x": points["x"].tolist(), "metric": shown_metric.tolist(), "curve_x": grid_x.tolist(),
+                      "curve": np.asarray(curve).tolist(), "chance": chance},
+            "target": target}
+
+
+def pd_numeric(values) -> np.ndarray:
+    import pandas as pd
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+
+
 def _result(value, what: str, how: str, valid) -> dict:
     """A result a plot draws: the dict itself, or the JSON file a command wrote (``how``), checked
     by ``valid``; an unreadable or foreign file is one DataError line."""
@@ -331,7 +426,8 @@ def _parser():
         prog="python -m scaling.plot", description="Plots of runs and fits.",
         epilog="examples:\n  python -m scaling.plot isoflop results/ --fit fit.json --out isoflop.png\n"
                "  python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png\n"
-               "  python -m scaling.plot contour --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9 --out c.png")
+               "  python -m scaling.plot contour --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9 --out c.png\n"
+               "  python -m scaling.plot downstream results/ --fit down.json --params 7e9 --tokens 4e12 --out down.png")
     p.add_argument("kind", help=f"one of {', '.join(KINDS)}")
     add_store_argument(p, positional=True, required=False, help="store directory, CSV or Parquet (isoflop, residuals)")
     p.add_argument("--fit", help="fit file (JSON)")
@@ -340,9 +436,10 @@ def _parser():
     p.add_argument("--result", metavar="BACKTEST.json", help="backtest: the result of python -m scaling.backtest --out")
     p.add_argument("--optimum", metavar="OPT.json",
                    help="mixture: the optimum to mark (python -m scaling.mixture optimize ... --out OPT.json)")
-    p.add_argument("--params", help="mixture: model size N of the target, e.g. 174K or 1.7e6; return-on-repetition: the "
-                        "model size of the loss panel (default: 20 tokens per parameter of the middle U_D)")
-    p.add_argument("--tokens", help="mixture: training tokens D of the target, e.g. 300K")
+    p.add_argument("--params", help="mixture, downstream: model size N of the target, e.g. 174K or 1.7e6; "
+                        "return-on-repetition: the model size of the loss panel (default: 20 tokens per parameter "
+                        "of the middle U_D)")
+    p.add_argument("--tokens", help="mixture, downstream: training tokens D of the target, e.g. 300K")
     p.add_argument("--out", required=True, help="output .png/.svg/.pdf")
     return p
 
@@ -359,6 +456,18 @@ def main(argv=None) -> int:
             raise UsageError("mixture needs positive --params and --tokens")
         mixture_plot(MixtureFit.load(args.fit), parse_size(args.params), parse_size(args.tokens), args.out,
                      args.source, optimum=args.optimum)
+        print(f"wrote {args.out}")
+        return 0
+    if args.kind == "downstream":
+        from scaling.downstream import DownstreamFit
+        if not args.fit:
+            raise UsageError("downstream needs --fit DOWN.json (from python -m scaling.downstream fit ... --out)")
+        if not args.source:
+            raise UsageError("downstream needs a SOURCE (the store or table the fit was made from)")
+        if bool(args.params) != bool(args.tokens):
+            raise UsageError("downstream: give both --params and --tokens for a target, or neither")
+        target = (parse_size(args.params), parse_size(args.tokens)) if args.params else (None, None)
+        downstream_plot(args.source, DownstreamFit.load(args.fit), args.out, *target)
         print(f"wrote {args.out}")
         return 0
     fit = FitResult.load(args.fit) if args.fit else None

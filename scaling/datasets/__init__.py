@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 
+import numpy as np
 import pandas as pd
 
 from scaling.cli import UsageError
@@ -89,6 +90,16 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             "scaling-toolkit's own runs, for notebooks and examples without a store",
             "made by the command above on a 2-core AMD EPYC", "MIT (this project's)",
             "the store's columns, with mix.text, mix.code, loss.text, loss.code"),
+    Dataset("gadre2024", "gadre2024_c4_refinedweb_runs.csv.gz",
+            "69 runs of the over-training study on C4 and RefinedWeb: 4 sizes 11M-411M at 5-640 tokens/param, "
+            "1.4B (20, 80 or 320) and 6.9B (20); C4-eval loss and 7 other losses, top-1 error on 46 tasks",
+            "Gadre et al. 2024, 'Language models scale reliably with over-training and on downstream tasks' "
+            "(arXiv:2403.08540)",
+            "github.com/mlfoundations/scaling @ a003c49 (exp_data/models, exp_data/evals), flattened", "MIT (the repository's)",
+            "run_id, dataset (c4_original | rw_original), params (N with embeddings, as the authors count), "
+            "params_no_embed, tokens (D), tok_mult (D/N), flops (6ND), loss (C4 eval, the loss the paper predicts), "
+            "loss.<set> (8 sets), eval.<task>.err (1 - accuracy), eval.<task>.acc, eval.<task>.chance (the "
+            "authors' random baseline, as accuracy) for 46 tasks, avg46 and avg17_subset (the paper's 17 tasks)"),
     Dataset("doremi-weights", "doremi_domain_weights.json",
             "domain weights for the Pile and RedPajama: baseline, uniform and DoReMi-optimised",
             "Xie et al. 2023, 'DoReMi: Optimizing Data Mixtures Speeds Up Language Model Pretraining' (arXiv:2305.10429)",
@@ -143,6 +154,40 @@ def _five_domain(long: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: The 17 tasks of Gadre et al. 2024's downstream average (err_avg17_subset is their mean; found
+#: as the only 0/1 combination of the 46 err_ columns that reproduces it on all 69 runs)
+GADRE_17_TASKS = ("arc_easy", "bigbench_cs_algorithms", "bigbench_dyck_languages", "bigbench_novel_concepts",
+                  "bigbench_operators", "bigbench_qa_wikidata", "boolq", "commonsense_qa", "copa", "coqa",
+                  "hellaswag", "hellaswag_zeroshot", "lambada_openai", "piqa", "pubmed_qa_labeled", "squad",
+                  "winograd")
+
+
+def _gadre(raw: pd.DataFrame) -> pd.DataFrame:
+    """The authors' flattened table in the toolkit's columns: one run per row, ``loss`` the C4
+    eval loss, ``eval.<task>.err``/``.acc``/``.chance`` per task (chance from their random baselines)."""
+    with resources.as_file(resources.files("scaling.datasets").joinpath("data", "gadre2024_eval_metadata.csv.gz")) as p:
+        meta = pd.read_csv(p)
+    chance = dict(zip(meta["Eval Task"], meta["Random baseline"].astype(float) / 100.0))
+    out = pd.DataFrame({"run_id": raw["name"], "dataset": raw["dataset"], "model": raw["model"],
+                        "params": raw["N"].astype(float), "params_no_embed": raw["N_no_embed"].astype(float),
+                        "tokens": raw["D"].astype(float), "tok_mult": raw["tok_mult"].astype(float),
+                        "flops": raw["flops_6ND"].astype(float), "loss": raw["loss_c4_val"].astype(float)})
+    columns = {}
+    for c in raw.columns:
+        if c.startswith("loss_"):
+            columns[f"loss.{c[5:]}"] = raw[c].astype(float)
+        elif c.startswith("err_"):
+            task = c[4:]
+            columns[f"eval.{task}.err"] = raw[c].astype(float)
+            columns[f"eval.{task}.acc"] = 1.0 - raw[c].astype(float)
+            members = (GADRE_17_TASKS if task == "avg17_subset"
+                       else [t for t in chance if f"err_{t}" in raw.columns] if task == "avg46" else [task])
+            if all(t in chance for t in members):
+                columns[f"eval.{task}.chance"] = pd.Series(float(np.mean([chance[t] for t in members])),
+                                                           index=raw.index)
+    return pd.concat([out, pd.DataFrame(columns)], axis=1)
+
+
 def _path(d: Dataset):
     return resources.files("scaling.datasets").joinpath("data", d.file)
 
@@ -167,6 +212,8 @@ def load(name: str) -> pd.DataFrame:
         if d.file.endswith(".parquet"):
             return pd.read_parquet(path)
         table = pd.read_csv(path, low_memory=False)
+        if d.name == "gadre2024":
+            return _gadre(table)
         return _five_domain(table) if d.name == "mixing-laws-5domain" else table
 
 

@@ -1,0 +1,177 @@
+"""``DownstreamFit``: a two-step downstream law as a value (statsmodels-style Results): ``predict``
+with intervals from both steps' bootstrap draws, ``conf_int``, ``summary``, ``save``/``load``.
+
+The chain (Bhagia et al. 2024; Gadre et al. 2024): the intermediate x = E + A/N^alpha + B/D^beta
+(``step1``, a ``scaling.fit`` result), then the metric from x (``step2``, ``scaling.laws.downstream``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scaling.errors import DataError
+from scaling.intervals import interval
+from scaling.laws import get_law
+from scaling.laws.downstream import FORMS
+from scaling.results import FitResult, JsonFile, format_number, plain
+
+KIND = "downstream"
+#: a target whose intermediate lies this many fitted spans of x beyond the step-2 data is flagged
+FAR = 0.5
+
+
+@dataclass
+class DownstreamFit(JsonFile):
+    task: str
+    metric: str
+    via: str                       #: bpb | ce | loss | a column
+    via_column: str
+    form: str                      #: sigmoid | exponential
+    lower_is_better: bool          #: the metric is an error rate (fitted as 1 - metric)
+    chance: float | None           #: chance accuracy, the sigmoid's floor
+    step1: dict                    #: the ``FitResult`` of the intermediate (``scaling.fit``)
+    step2: dict                    #: params, residual_sd, n_points, at_bounds, x_range, draws
+    n_runs: int
+    n_points: int
+    selection: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    data_sha256: str | None = None
+    version: str = ""
+    kind: str = KIND
+
+    # --- values -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {k: plain(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict, path="fit file") -> "DownstreamFit":
+        if not isinstance(d, dict) or d.get("kind") != KIND:
+            what = "a scaling-law fit (scaling.fit)" if isinstance(d, dict) and "law" in d else \
+                "a mixture fit (scaling.mixture)" if isinstance(d, dict) and "domains" in d else "not a fit file"
+            raise DataError(f"{path} is {what}, not a downstream fit (python -m scaling.downstream fit ... --out FILE)")
+        need = [k for k in ("task", "metric", "via", "form", "step1", "step2") if k not in d]
+        if need:
+            raise DataError(f"{path}: downstream fit lacks {', '.join(need)}")
+        if d["form"] not in FORMS:
+            raise DataError(f"{path}: unknown step-2 form {d['form']!r} (known: {', '.join(FORMS)})")
+        params = (d["step2"] or {}).get("params") if isinstance(d["step2"], dict) else None
+        names = FORMS[d["form"]].names
+        if not isinstance(params, dict) or any(
+                isinstance(params.get(n), bool) or not isinstance(params.get(n), (int, float))
+                or not np.isfinite(params.get(n)) for n in names):
+            raise DataError(f"{path}: step2.params must give finite {', '.join(names)}")
+        FitResult.from_dict(d["step1"])            # validated as any scaling fit
+        keys = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in keys})
+
+    @classmethod
+    def load(cls, path) -> "DownstreamFit":
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such fit file") from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read fit file {path}: {str(exc).splitlines()[0][:200]}") from None
+        return cls.from_dict(d, path)
+
+    @property
+    def law(self) -> FitResult:
+        """Step 1 as a ``FitResult``."""
+        return FitResult.from_dict(self.step1)
+
+    # --- prediction ---------------------------------------------------------------------------
+    def intermediate(self, params, tokens) -> np.ndarray:
+        """Step 1 at (N, D): the predicted intermediate."""
+        N, D = np.broadcast_arrays(np.asarray(params, float), np.asarray(tokens, float))
+        return get_law("chinchilla").predict(self.step1["params"], N, D)
+
+    def metric_at(self, x) -> np.ndarray:
+        """Step 2: the metric at intermediate ``x``."""
+        s = FORMS[self.form].predict(self.step2["params"], x)
+        return 1.0 - s if self.lower_is_better else s
+
+    def _draws(self, N, D, seed: int = 0):
+        """Joint draws [B, n] of the intermediate and the metric: step 1's bootstrap draw i chained
+        with step 2's draw i (independent resamples), or None without bootstrap draws."""
+        law = FitResult.from_dict(self.step1)
+        d1, d2 = law.bootstrap_draws, self.step2.get("draws")
+        if d1 is None or not d2:
+            return None
+        names = law.settings["bootstrap"]["names"]
+        A, B, E, alpha, beta = (d1[:, names.index(n)][:, None] for n in ("A", "B", "E", "alpha", "beta"))
+        x = E + A / N[None, :] ** alpha + B / D[None, :] ** beta
+        d2 = np.asarray(d2, dtype=float)
+        b = min(len(x), len(d2))
+        rng = np.random.default_rng(seed)
+        i1, i2 = rng.permutation(len(x))[:b], rng.permutation(len(d2))[:b]
+        x = x[i1]
+        form = FORMS[self.form]
+        s = np.stack([form.predict(dict(zip(form.names, d2[j])), x[r]) for r, j in enumerate(i2)])
+        return x, s
+
+    def predict(self, params, tokens, seed: int = 0) -> dict:
+        """Prediction at targets (N, D) (lists or scalars, broadcast): ``prediction``, its 95%
+        ``interval`` (both steps' bootstrap), ``observation_interval`` (plus the scatter of single
+        evaluations about step 2's curve), the ``intermediate`` and its interval, and how far each
+        target's intermediate lies beyond the step-2 data (``extrapolation``, in spans of x)."""
+        N, D = np.broadcast_arrays(np.atleast_1d(np.asarray(params, float)), np.atleast_1d(np.asarray(tokens, float)))
+        x = self.intermediate(N, D)
+        metric = self.metric_at(x)
+        out = {"task": self.task, "metric": self.metric, "via": self.via, "form": self.form,
+               "params": N.tolist(), "tokens": D.tolist(), "prediction": metric.tolist(), "interval": None,
+               "observation_interval": None, "intermediate": x.tolist(), "intermediate_interval": None}
+        drawn = self._draws(N, D, seed)
+        if drawn is not None:
+            xd, sd = drawn
+            md = 1.0 - sd if self.lower_is_better else sd
+            rng = np.random.default_rng(seed + 1)
+            noisy = md + rng.normal(0.0, float(self.step2.get("residual_sd") or 0.0), size=md.shape)
+            out["interval"] = np.stack(interval(md, axis=0), axis=1).tolist()
+            out["observation_interval"] = np.stack(interval(noisy, axis=0), axis=1).tolist()
+            out["intermediate_interval"] = np.stack(interval(xd, axis=0), axis=1).tolist()
+        lo, hi = self.step2["x_range"]
+        span = max(hi - lo, 1e-12)
+        beyond = np.where(x < lo, (lo - x) / span, np.where(x > hi, (x - hi) / span, 0.0))
+        out["extrapolation"] = beyond.tolist()
+        out["warnings"] = [
+            f"target N={n:.3g}, D={d:.3g}: its {self.via} {xi:.4g} lies {b:.2g} spans of the fitted range "
+            f"[{lo:.4g}, {hi:.4g}] {'below' if xi < lo else 'above'} the step-2 data; the metric is extrapolated"
+            for n, d, xi, b in zip(N, D, x, beyond) if b > FAR]
+        return out
+
+    def conf_int(self) -> dict:
+        """95% intervals of every parameter: step 1's (``scaling.fit``'s bootstrap) and step 2's."""
+        out = {f"step1.{k}": v for k, v in (self.step1.get("ci") or {}).items()}
+        draws = self.step2.get("draws")
+        if draws:
+            lo, hi = interval(np.asarray(draws, float), axis=0)
+            out.update({f"step2.{n}": [float(a), float(b)] for n, a, b in zip(FORMS[self.form].names, lo, hi)})
+        return out
+
+    def summary(self) -> str:
+        law = FitResult.from_dict(self.step1)
+        ci = self.conf_int()
+        lines = [f"task: {self.task}    metric: {self.metric}{' (an error rate)' if self.lower_is_better else ''}"
+                 f"    runs: {self.n_runs}    step-2 points: {self.n_points}",
+                 f"step 1: {self.via} ({self.via_column}) = E + A/N^alpha + B/D^beta on each run's final point"
+                 f" (variant {(law.settings.get('variant') or {}).get('chosen', '-')}, R^2 {format_number(law.r2)})"]
+        for name, value in law.params.items():
+            c = ci.get(f"step1.{name}")
+            lines.append(f"  {name:<8} {format_number(value):>14}" + (f"   [{format_number(c[0])}, {format_number(c[1])}]" if c else ""))
+        formula = ("b + a / (1 + exp(k (x - x0)))" if self.form == "sigmoid" else "1 - epsilon + k exp(-gamma x)")
+        lines.append(f"step 2: {'1 - ' if self.lower_is_better else ''}{self.metric} = {formula} ({self.form}; "
+                     f"{FORMS[self.form].citation}), residual sd {format_number(self.step2.get('residual_sd'))}, "
+                     f"chance {format_number(self.chance)}")
+        for name, value in self.step2["params"].items():
+            c = ci.get(f"step2.{name}")
+            lines.append(f"  {name:<8} {format_number(value):>14}" + (f"   [{format_number(c[0])}, {format_number(c[1])}]" if c else ""))
+        if self.selection.get("chosen"):
+            lines.append(f"chosen: {self.selection['chosen']} ({self.selection.get('reason', '')})")
+        for w in self.warnings:
+            lines.append(f"warning: {w}")
+        return "\n".join(lines)
