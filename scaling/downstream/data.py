@@ -139,7 +139,15 @@ def step1_table(data: TaskData, x_column: str) -> pd.DataFrame:
     ``scaling.fit`` fits; ``unique_tokens`` kept so that runs repeating data are left out as the
     Chinchilla law requires. One error when fewer than 3 distinct sizes remain."""
     finals = final_rows(data.table)
-    keep = ["run_id", "params", "tokens"] + [c for c in ("unique_tokens",) if c in finals.columns]
+    if {"run_tokens", "unique_tokens"} <= set(finals.columns):
+        # checkpoint tables: whether a run repeats data is a property of the run (its planned tokens;
+        # the last checkpoint may overshoot them by part of a batch)
+        repeats = pd.to_numeric(finals["run_tokens"], errors="coerce") > \
+            pd.to_numeric(finals["unique_tokens"], errors="coerce") * (1 + 1e-9)
+        finals = finals[~repeats.to_numpy()]
+        keep = ["run_id", "params", "tokens"]
+    else:
+        keep = ["run_id", "params", "tokens"] + [c for c in ("unique_tokens",) if c in finals.columns]
     out = finals[keep].copy()
     out["loss"] = pd.to_numeric(finals[x_column], errors="coerce")
     out = out[np.isfinite(out["loss"]) & (out["loss"] > 0) & (out["tokens"] > 0)].reset_index(drop=True)

@@ -24,7 +24,7 @@ import pandas as pd
 import scaling
 from scaling.downstream import data as ddata
 from scaling.downstream.result import DownstreamFit
-from scaling.errors import DataError, FitError, UsageError
+from scaling.errors import DataError, UsageError
 from scaling.laws import get_law
 from scaling.laws.downstream import FORMS, fit_step2
 
@@ -59,8 +59,8 @@ def fit_both(data: ddata.TaskData, via: str, form: str, *, runs=None, bootstrap:
                                                   data.table[data.table["run_id"].isin(runs)].reset_index(drop=True),
                                                   data.lower_is_better, data.chance)
     column = data.via_column(via)
+    points = ddata.step2_points(sub, column)          # checked first: cheap, and its errors say more
     law = fit_step1(ddata.step1_table(sub, column), bootstrap=bootstrap, seed=seed, variant=variant, source=source)
-    points = ddata.step2_points(sub, column)
     if form == "sigmoid" and not ((points["s"] >= -1e-9) & (points["s"] <= 1 + 1e-9)).all():
         raise DataError(f"{data.metric_column} has values outside [0, 1]: the sigmoid form needs an accuracy or "
                         f"an error rate (use --form exponential, or another --metric)")
@@ -110,8 +110,10 @@ def select(data: ddata.TaskData, vias, forms, variant: str | None = None, source
     scores = {n: record["candidates"][n]["held_out_mae"] for n in names}
     low = min(scores.values())
     if not np.isfinite(low):
-        raise FitError("no intermediate and form could be fitted without the largest model size: "
-                       + "; ".join(f"{n}: {record['candidates'][n].get('error', '')}" for n in names))
+        first = next((c.get("error") for c in record["candidates"].values() if c.get("error")), "")
+        record.update(chosen=names[0], reason=f"no candidate could be fitted without the largest model size "
+                                              f"({first}); {names[0]} is the default")
+        return record
     chosen = next(n for n in names if scores[n] <= low * (1 + TIE_TOLERANCE) + TIE_ABSOLUTE)
     record.update(chosen=chosen, reason=f"held-out MAE of the metric at N={sizes[-1]:.3g} ({len(held)} run(s)): "
                   + ", ".join(f"{n} {scores[n]:.4g}" for n in names))
