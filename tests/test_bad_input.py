@@ -129,6 +129,17 @@ CASES = [
     ("scaling.mixture", ["predict", "--fit", "OUT.json", "--mixture", "a=1"]),
     ("scaling.mixture", ["optimize", "--fit", "OUT.json", "--params", "1M", "--tokens", "1M"]),
     ("scaling.mixture", ["fit", "STORE"]),
+    # scaling.downstream
+    ("scaling.downstream", ["fit", "STORE", "--task", "corpus_cloze"]),           # no eval.* column
+    ("scaling.downstream", ["fit", "no-such-dir", "--task", "x"]), ("scaling.downstream", ["fit", "--task", "x"]),
+    ("scaling.downstream", ["fit", DS, "--task", "x", "--form", "bogus"]),
+    ("scaling.downstream", ["fit", "dataset:gadre2024", "--task", "avg17_subset", "--max-params", "1"]),
+    ("scaling.downstream", ["fit", "dataset:gadre2024", "--task", "avg17_subset", "--bootstrap", "-1"]),
+    ("scaling.downstream", ["fit", "dataset:gadre2024", "--task", "avg17_subset", "--out", "PROC/x.json"]),
+    ("scaling.downstream", ["predict", "--fit", "H", "--params", "1e9", "--tokens", "1e10"]),
+    ("scaling.downstream", ["predict", "--fit", "FIT_BINARY", "--params", "1e9", "--tokens", "1e10"]),
+    ("scaling.downstream", ["predict", "--fit", "OUT.json", "--params", "1e9", "--tokens", "1e10"]),
+    ("scaling.plot", ["downstream", "STORE", "--fit", "H", "--out", "OUT.png"]),
     # scaling.datasets
     ("scaling.datasets.__main__", ["show", "nope"]), ("scaling.datasets.__main__", ["bogus"]),
     ("scaling.datasets.__main__", ["export", "epoch-chinchilla", "--out", "PROC/x.csv"]),
@@ -160,6 +171,12 @@ CASES = [
     ("runners.isoflop", ["--budget", "smoke", "--arch", "no.such.module:factory", "--dry-run"]),
     ("runners.isoflop", ["--budget", "smoke", "--activation", "swelu", "--dry-run"]),
     ("runners.isoflop", ["--budget", "smoke", "--arch", "mamba", "--activation", "relu", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--eval-every", "25", "--dry-run"]),             # no --eval
+    ("runners.isoflop", ["--budget", "smoke", "--eval", "corpus_cloze", "--eval-every", "0", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--eval", "corpus_cloze", "--eval-every", "-5", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--eval", "corpus_cloze", "--eval-limit", "-1", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--eval", "corpus_cloze", "--eval-every", "25", "--launcher",
+                         "deepspeed", "--dry-run"]),
     # runners.isounique
     ("runners.isounique", ["--unique", "0", "--dry-run"]), ("runners.isounique", ["--unique", "1M", "--sizes", "nope", "--dry-run"]),
     ("runners.isounique", ["--unique", "1M,,2M", "--dry-run"]), ("runners.isounique", ["--unique", "1M", "--epochs", "-1", "--dry-run"]),
@@ -204,6 +221,7 @@ def test_there_are_at_least_80_cases_over_every_cli():
     assert len(CASES) >= 80
     assert {m for m, _ in CASES} >= {"scaling.fit", "scaling.predict", "scaling.plot", "scaling.store",
                                       "scaling.backtest", "scaling.mixture", "scaling.datasets.__main__",
+                                      "scaling.downstream",
                                       "runners.isoflop", "runners.isounique", "runners.mixgrid", "runners.evaluate",
                                       "runners.export", "runners.generate", "runners.compare", "runners.merge",
                                       "runners.diversity"}

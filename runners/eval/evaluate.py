@@ -377,17 +377,21 @@ class TaskSuite:
 
 @contextlib.contextmanager
 def _quiet_tqdm():
-    """lm-eval draws a progress bar each time it builds a task's requests, which at every
-    checkpoint of a run would bury the training's own; tqdm reads ``TQDM_DISABLE`` when a bar is made."""
-    before = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    """lm-eval draws a progress bar each time a task builds its requests (``lm_eval.api.task``
+    calls ``tqdm`` with no way to turn it off, and tqdm reads ``TQDM_DISABLE`` only at import):
+    at every checkpoint of a run it would bury the training's own bar, so that module's ``tqdm``
+    is a disabled one for the duration."""
+    import lm_eval.api.task as task_module
+
+    original = getattr(task_module, "tqdm", None)
+    if original is None:
+        yield
+        return
+    task_module.tqdm = functools.partial(original, disable=True)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = before
+        task_module.tqdm = original
 
 
 def _byte_size(context: str, continuation: str) -> tuple[int, int]:
