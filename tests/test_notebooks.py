@@ -58,6 +58,7 @@ def test_notebook_executes(name, images_at_least, says, results, tmp_path, monke
     ("isoflop.ipynb", "MAPE"),
     ("return_on_repetition.ipynb", "data-constrained: N=7.03e+09"),   # the paper's allocation
     ("mixtures.ipynb", "code share"),
+    ("downstream.ipynb", "step 2 at the observed loss"),
 ])
 def test_notebook_runs_on_a_fresh_clone_without_a_store(name, also_says, tmp_path, monkeypatch):
     """In a clean directory with no store, each notebook says so in one line and runs on the
