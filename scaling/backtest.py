@@ -49,9 +49,12 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
     held = split_holdout(runs, holdout)
     if (~held).sum() < 3:
         raise UsageError("too few runs would remain to fit after holding out the largest compute")
+    test = runs[held]
+    # the variant is chosen for the extrapolation asked for: the farthest held-out run
+    far = test.sort_values(["params", "tokens"]).iloc[-1]
+    fit_options.setdefault("target", (float(far["params"]), float(far["tokens"])))
     result = fit(runs[~held], law_name, bootstrap=bootstrap, seed=seed, want_profiles=False, **fit_options)
     the_law = get_law(law_name)
-    test = runs[held]
     u = test["unique_tokens"].values if "unique_tokens" in the_law.required else None
     args = (test["params"].values, test["tokens"].values) + ((u,) if u is not None else ())
     pred = the_law.predict(result.params, *args)

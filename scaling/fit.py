@@ -37,7 +37,7 @@ from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.optimize import batched_lbfgs, polish
 from scaling.results import FitResult
-from scaling.variants import VARIANTS, choose, variant_bounds
+from scaling.variants import SPREAD_RESAMPLES, VARIANTS, choose, default_target, variant_bounds
 from scaling.accounting import FLOP_CONVENTIONS
 from scaling.approach2 import DEFAULT_ESTIMATOR, ESTIMATORS
 from scaling.intervals import interval
@@ -435,14 +435,15 @@ def _r2(loss, pred):
 def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base: FitResult | None = None,
         exclude_top: int = 0, start=None, bootstrap: int = 0, seed: int = 0, source: str = "data",
         want_profiles: bool = True, paper_tie: bool = True, variant: str | None = None,
-        select_variant: bool = True) -> FitResult:
+        select_variant: bool = True, target: tuple[float, float] | None = None) -> FitResult:
     """Fit a law to a run table. ``fix``/``start``: {public name: value}; ``tie``: ["alpha=beta"].
 
     ``variant`` forces one of ``scaling.variants.VARIANTS`` for the Chinchilla law (or the stage-1
     fit of the data-constrained law); otherwise, when the user constrains nothing (no tie, fix,
     start or base), ``select_variant`` chooses it by a rolling backtest on these data and the fit
     file records the choice (``settings.variant``). ``paper_tie=False`` (``--untie``) forces the
-    free variant in stage 1, the paper's own stage 1 is ``variant="tied"``."""
+    free variant in stage 1, the paper's own stage 1 is ``variant="tied"``. ``target`` (N, D): where
+    the user will predict, which the variant choice weighs (``scaling.variants``)."""
     t0 = time.perf_counter()
     law_name, fd = prepare(table, law, exclude_top, source)
     the_law = get_law(law_name)
@@ -472,7 +473,7 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
         elif law_name == "data-constrained" and not paper_tie:
             chosen, record = VARIANTS["free"], {"chosen": "free", "reason": "forced by --untie"}
         elif not constrained and select_variant:
-            record = _choose_variant(chin, fd, mask, {k: v for k, v in fixed.items() if k in chin.fit_names})
+            record = _choose_variant(chin, fd, mask, {k: v for k, v in fixed.items() if k in chin.fit_names}, target)
             chosen = VARIANTS[record["chosen"]]
         if chosen is not None:
             settings["variant"] = record
@@ -548,10 +549,16 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
                      data_sha256=data_sha256(fd), version=scaling.__version__)
 
 
-def _choose_variant(chin: Law, fd: FitData, mask: np.ndarray, fixed: dict) -> dict:
-    """Rolling backtest of the Chinchilla variants on the runs of ``mask`` (``scaling.variants``)."""
+def _choose_variant(chin: Law, fd: FitData, mask: np.ndarray, fixed: dict, target=None) -> dict:
+    """Backtest and interval at the target of the Chinchilla variants on the runs of ``mask``
+    (``scaling.variants.choose``); ``target`` (N, D), by default ``scaling.variants.default_target``."""
     frame = fd.frame[mask].reset_index(drop=True)
     data, loss = fd.data.take(mask), fd.loss[mask]
+    if target is None:
+        n_t, d_t = default_target(frame)
+        how = "default: 10x the largest training compute, at the runs' median tokens per parameter"
+    else:
+        (n_t, d_t), how = target, "given (--target-params, --target-tokens)"
 
     def fit_once(train, v):
         problem, z, *_ = fit_stage(chin, data.take(train), loss[train], fixed=fixed, tie=list(v.tie),
@@ -561,7 +568,20 @@ def _choose_variant(chin: Law, fd: FitData, mask: np.ndarray, fixed: dict) -> di
     def predict(params, test):
         return chin.predict(params, data.params[test], data.tokens[test])
 
-    return choose(frame, loss, fit_once, predict)
+    def spread(v):
+        """Half-width (%) of the variant's 95% bootstrap interval at the target, fitted on all runs."""
+        stage = fit_stage(chin, data, loss, fixed=fixed, tie=list(v.tie), want_profiles=False,
+                          bounds=variant_bounds(v, loss))
+        draws = bootstrap_draws(chin, stage.problem, stage.z, FitData(data, loss, frame, []), None,
+                                SPREAD_RESAMPLES, seed=0)
+        draws = draws[np.isfinite(draws).all(axis=1)]
+        A, B, E, alpha, beta = (draws[:, chin.public_names.index(n)] for n in ("A", "B", "E", "alpha", "beta"))
+        lo, hi = interval(E + A / n_t ** alpha + B / d_t ** beta)
+        point = float(chin.predict(chin.to_public(stage.problem.theta(stage.z)[0]), n_t, d_t))
+        return float((hi - lo) / 2 / point * 100)
+
+    return choose(frame, loss, fit_once, predict, spread=spread,
+                  target={"params": float(n_t), "tokens": float(d_t), "how": how})
 
 
 def bootstrap_draws(law: Law, problem: Problem, z, fd: FitData, stage1, n: int, seed: int) -> np.ndarray:
@@ -618,6 +638,10 @@ def _parser():
     p.add_argument("--variant", choices=list(VARIANTS), default=None,
                    help="force an Approach 3 variant (default: chosen by a rolling backtest on the data; "
                         "see scaling.variants)")
+    p.add_argument("--target-params", metavar="N", default=None,
+                   help="where you will predict (with --target-tokens): the variant choice weighs each variant's "
+                        "interval there (default: 10x the largest compute at the runs' median tokens per parameter)")
+    p.add_argument("--target-tokens", metavar="D", default=None, help="training tokens of the target (with --target-params)")
     p.add_argument("--base", metavar="FIT.json", help="hold E, A, B, alpha, beta at this fit's values")
     p.add_argument("--start", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
                    help="one local optimisation from this point instead of the multi-start search")
@@ -662,6 +686,7 @@ def main(argv=None) -> int:
     if args.tie and args.untie:
         raise UsageError("--tie and --untie contradict each other")
     mapping = cols.parse_mapping(args.column)
+    target = _target(args.target_params, args.target_tokens)
     if args.approach == 1:
         from scaling.approach1 import approach1, checkpoints_from_store
         if args.checkpoints:
@@ -693,7 +718,8 @@ def main(argv=None) -> int:
     result = fit(table, args.law, fix=_parse_assignments(args.fix, "--fix"), tie=args.tie, base=base,
                  exclude_top=args.exclude_top, start=_parse_assignments(args.start, "--start") or None,
                  bootstrap=(args.bootstrap or 0) if args.approach == 3 else 0, seed=args.seed, source=args.source,
-                 want_profiles=not args.no_profiles, paper_tie=not args.untie, variant=args.variant)
+                 want_profiles=not args.no_profiles, paper_tie=not args.untie, variant=args.variant,
+                 target=target)
     if convention:
         result.settings["flops_convention"] = convention
     if a2 is not None:
@@ -705,6 +731,16 @@ def main(argv=None) -> int:
         return 0
     print(result.to_json() if args.json else result.summary())
     return 0
+
+
+def _target(params, tokens) -> tuple[float, float] | None:
+    """``--target-params N --target-tokens D`` as (N, D): both or neither, positive and finite."""
+    if (params is None) != (tokens is None):
+        raise UsageError("give --target-params and --target-tokens together")
+    if params is None:
+        return None
+    from scaling.accounting import parse_size
+    return parse_size(params), parse_size(tokens)
 
 
 def print_approach2(a2, result: FitResult, as_json: bool) -> None:

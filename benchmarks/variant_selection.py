@@ -1,0 +1,107 @@
+"""Which Approach 3 variant the default chooses on every public ladder shipped, against the held-out truth.
+
+For each ladder the largest scale is held out (the (Mis)Fitting 1B model, the Llama 3 1e22 and Marin
+3e20 budgets, Gadre et al.'s 1.4B and 6.9B runs, Epoch's models of 5B and more); each variant is
+fitted on the rest and scored on it (MAPE of the loss). Three choices are compared with the best
+single variant:
+
+* ``rolling``: the rolling backtest alone (the default before issue 26);
+* ``default``: backtest and 95% interval at the default target (``scaling.variants.default_target``);
+* ``target``: the same with the target given, the farthest held-out run (what ``scaling.backtest``
+  passes, and a user with ``--target-params/--target-tokens``).
+
+    python benchmarks/variant_selection.py [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scaling import columns as cols, datasets       # noqa: E402
+from scaling.fit import fit                          # noqa: E402
+from scaling.laws import get_law                     # noqa: E402
+from scaling.variants import TIE_TOLERANCE, VARIANTS  # noqa: E402
+
+LAW = get_law("chinchilla")
+
+
+def ladders():
+    f = datasets.load("misfitting-final")
+    for n in ("N", "N_no_emb"):
+        g = f.assign(params=f[n].astype(float), tokens=f["D"].astype(float))
+        g = g.groupby(["params", "tokens"], as_index=False)["loss"].min()     # best learning rate
+        yield f"(Mis)Fitting, {n}, 1B held out", g, g["params"] >= g["params"].max() * 0.99
+    for name in ("llama3-isoflops", "marin-isoflops"):
+        t = datasets.load(name)
+        for e, g in t.groupby("experiment"):
+            g = g.reset_index(drop=True)[["params", "tokens", "loss", "budget"]]
+            yield f"{e}, {g['budget'].max():.0e} held out", g, g["budget"] == g["budget"].max()
+    t = datasets.load("gadre2024")
+    for ds in ("c4_original", "rw_original"):
+        g = t[t["dataset"] == ds][["params", "tokens", "loss"]].reset_index(drop=True)
+        yield f"Gadre et al. {ds}, 1.4B and 6.9B held out", g, g["params"] > 1e9
+    e = cols.canonicalise(datasets.load("epoch-chinchilla"), {"params": "Model Size", "flops": "Training FLOP"})
+    e = e[["params", "tokens", "loss"]].reset_index(drop=True)
+    yield "Epoch (Chinchilla Fig. 4), N >= 5B held out", e, e["params"] >= 5e9
+
+
+def mape(params, test) -> float:
+    pred = LAW.predict(params, test["params"].to_numpy(float), test["tokens"].to_numpy(float))
+    return float(np.mean(np.abs(pred / test["loss"].to_numpy(float) - 1)) * 100)
+
+
+def rolling_choice(record: dict) -> str:
+    scores = {n: c["backtest_mape"] for n, c in record["candidates"].items()}
+    low = min(scores.values())
+    return next(n for n in VARIANTS if scores[n] <= low * (1 + TIE_TOLERANCE) + 1e-12)
+
+
+def run() -> list[dict]:
+    rows = []
+    for name, t, held in ladders():
+        train, test = t[~held].reset_index(drop=True), t[held].reset_index(drop=True)
+        held_out = {v: mape(fit(train, "chinchilla", want_profiles=False, variant=v).params, test) for v in VARIANTS}
+        default = fit(train, "chinchilla", want_profiles=False).settings["variant"]
+        far = test.sort_values(["params", "tokens"]).iloc[-1]
+        given = fit(train, "chinchilla", want_profiles=False,
+                    target=(float(far["params"]), float(far["tokens"]))).settings["variant"]
+        best = min(held_out.values())
+        row = {"ladder": name, "n_train": len(train), "n_test": len(test), "held_out": held_out, "best": best}
+        for key, choice in (("rolling", rolling_choice(default)), ("default", default["chosen"]),
+                            ("target", given["chosen"])):
+            row[key] = {"chosen": choice, "mape": held_out[choice], "gap": held_out[choice] - best}
+        row["default_target"] = default.get("target")
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    rows = run()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print("| ladder | " + " | ".join(VARIANTS) + " | rolling (before) | default | target given |")
+    print("|---|" + "---:|" * len(VARIANTS) + "---|---|---|")
+    for r in rows:
+        cells = [f"{r['held_out'][v]:.2f}%" for v in VARIANTS]
+        picks = [f"{r[k]['chosen']} {r[k]['mape']:.2f}% ({r[k]['gap']:+.2f})" for k in ("rolling", "default", "target")]
+        print(f"| {r['ladder']} | " + " | ".join(cells) + " | " + " | ".join(picks) + " |")
+    for k in ("rolling", "default", "target"):
+        ok = sum(r[k]["gap"] <= 0.2 for r in rows)
+        print(f"{k}: within 0.2 points of the best variant on {ok} of {len(rows)} ladders; "
+              f"mean gap {np.mean([r[k]['gap'] for r in rows]):.2f} points")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
