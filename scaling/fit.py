@@ -440,7 +440,8 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
 
     ``variant`` forces one of ``scaling.variants.VARIANTS`` for the Chinchilla law (or the stage-1
     fit of the data-constrained law); otherwise, when the user constrains nothing (no tie, fix,
-    start or base), ``select_variant`` chooses it by a rolling backtest on these data and the fit
+    start or base), ``select_variant`` chooses it by a backtest on these data and its interval at the
+    ``target`` (``scaling.variants``), and the fit
     file records the choice (``settings.variant``). ``paper_tie=False`` (``--untie``) forces the
     free variant in stage 1, the paper's own stage 1 is ``variant="tied"``. ``target`` (N, D): where
     the user will predict, which the variant choice weighs (``scaling.variants``)."""
@@ -636,7 +637,7 @@ def _parser():
     p.add_argument("--fix", nargs="+", action="extend", default=[], metavar="NAME=VALUE")
     p.add_argument("--tie", action="append", default=[], metavar="alpha=beta")
     p.add_argument("--variant", choices=list(VARIANTS), default=None,
-                   help="force an Approach 3 variant (default: chosen by a rolling backtest on the data; "
+                   help="force an Approach 3 variant (default: chosen by a backtest on the data and the interval at the target; "
                         "see scaling.variants)")
     p.add_argument("--target-params", metavar="N", default=None,
                    help="where you will predict (with --target-tokens): the variant choice weighs each variant's "
