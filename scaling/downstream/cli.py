@@ -48,7 +48,11 @@ def _parser() -> ArgumentParser:
     f.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS",
                    help="map a column, e.g. --column params=N")
     f.add_argument("--variant", choices=list(VARIANTS), default=None,
-                   help="step 1's Chinchilla variant (default: chosen by scaling.fit's backtest)")
+                   help="step 1's Chinchilla variant (default: chosen as scaling.fit chooses it)")
+    f.add_argument("--target-params", metavar="N", default=None,
+                   help="where you will predict (with --target-tokens): step 1's variant choice weighs each "
+                        "variant's interval there (default: 10x the largest compute of the runs)")
+    f.add_argument("--target-tokens", metavar="D", default=None, help="training tokens of the target")
     f.add_argument("--bootstrap", type=nonnegative_int, default=200, metavar="B",
                    help=f"bootstrap resamples of runs for the intervals (default 200, at most {MAX_BOOTSTRAP}; 0: none)")
     f.add_argument("--seed", type=nonnegative_int, default=0)
@@ -117,8 +121,13 @@ def main(argv=None) -> int:
         table = table[pd.to_numeric(table.get("params"), errors="coerce") <= limit].reset_index(drop=True)
         if table.empty:
             raise UsageError(f"--max-params {args.max_params}: no run is that small")
+    if (args.target_params is None) != (args.target_tokens is None):
+        raise UsageError("give --target-params and --target-tokens together")
+    target = None
+    if args.target_params is not None:
+        target = (_sizes(args.target_params, "--target-params")[0], _sizes(args.target_tokens, "--target-tokens")[0])
     fit = fit_downstream(table, args.task, args.metric, via=args.via, form=args.form, bootstrap=args.bootstrap,
-                         seed=args.seed, variant=args.variant, source=str(args.source))
+                         seed=args.seed, variant=args.variant, source=str(args.source), target=target)
     fit.settings.update(where=list(args.where), max_params=limit, column=list(args.column))
     if args.out:
         fit.save(args.out)

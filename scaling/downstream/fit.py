@@ -36,11 +36,12 @@ AUTO_FORMS = ("sigmoid", "exponential")
 
 
 def fit_step1(step1: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0, variant: str | None = None,
-              source: str = "data"):
-    """``scaling.fit.fit`` on (params, tokens, loss = the intermediate): a ``FitResult``."""
+              source: str = "data", target=None):
+    """``scaling.fit.fit`` on (params, tokens, loss = the intermediate): a ``FitResult``; ``target``
+    (N, D) is where the variant choice weighs each variant's interval (``scaling.variants``)."""
     from scaling.fit import fit
     return fit(step1, "chinchilla", bootstrap=bootstrap, seed=seed, source=source, want_profiles=False,
-               variant=variant)
+               variant=variant, target=target)
 
 
 def _floor(data: ddata.TaskData) -> float:
@@ -53,14 +54,15 @@ def _anchor(form: str, points: pd.DataFrame) -> bool:
 
 
 def fit_both(data: ddata.TaskData, via: str, form: str, *, runs=None, bootstrap: int = 0, seed: int = 0,
-             variant: str | None = None, source: str = "data"):
+             variant: str | None = None, source: str = "data", target=None):
     """(step-1 FitResult, step-2 Step2Fit, step-2 points) on the runs ``runs`` (all by default)."""
     sub = data if runs is None else ddata.TaskData(data.task, data.metric, data.metric_column,
                                                   data.table[data.table["run_id"].isin(runs)].reset_index(drop=True),
                                                   data.lower_is_better, data.chance)
     column = data.via_column(via)
     points = ddata.step2_points(sub, column)          # checked first: cheap, and its errors say more
-    law = fit_step1(ddata.step1_table(sub, column), bootstrap=bootstrap, seed=seed, variant=variant, source=source)
+    law = fit_step1(ddata.step1_table(sub, column), bootstrap=bootstrap, seed=seed, variant=variant, source=source,
+                    target=target)
     if form == "sigmoid" and not ((points["s"] >= -1e-9) & (points["s"] <= 1 + 1e-9)).all():
         raise DataError(f"{data.metric_column} has values outside [0, 1]: the sigmoid form needs an accuracy or "
                         f"an error rate (use --form exponential, or another --metric)")
@@ -144,8 +146,9 @@ def step2_bootstrap(data: ddata.TaskData, points: pd.DataFrame, form: str, start
 
 def fit_downstream(table: pd.DataFrame, task: str, metric: str = "acc", *, via: str = "auto", form: str = "auto",
                    bootstrap: int = 200, seed: int = 0, variant: str | None = None,
-                   source: str = "data") -> DownstreamFit:
-    """Fit the two-step law for ``task``'s ``metric`` on ``table`` (see the module docstring)."""
+                   source: str = "data", target=None) -> DownstreamFit:
+    """Fit the two-step law for ``task``'s ``metric`` on ``table`` (see the module docstring);
+    ``target`` (N, D): where it will predict, for step 1's variant choice."""
     t0 = time.perf_counter()
     if form not in ("auto", *FORMS):
         raise UsageError(f"unknown --form {form!r} (known: auto, {', '.join(FORMS)})")
@@ -162,7 +165,8 @@ def fit_downstream(table: pd.DataFrame, task: str, metric: str = "acc", *, via: 
     forms = list(AUTO_FORMS) if form == "auto" else [form]
     selection = select(data, vias, forms, variant, source)
     via, form = selection["chosen"].split("/", 1)
-    law, f2, points = fit_both(data, via, form, bootstrap=bootstrap, seed=seed, variant=variant, source=source)
+    law, f2, points = fit_both(data, via, form, bootstrap=bootstrap, seed=seed, variant=variant, source=source,
+                               target=target)
     warnings = [f"step 1: {w}" for w in law.warnings]
     for name in f2.at_bounds:
         if name in ("k", "x0", "gamma"):
