@@ -20,6 +20,7 @@ from typing import NamedTuple
 import hashlib
 import itertools
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -284,6 +285,48 @@ def diagnose(problem: Problem, z_best, f_best, candidates, want_profiles=True):
                 f"{' or '.join(flat)} of its estimate (others re-optimised) changes the objective by only "
                 f"{100 * rise:.2g}%; report its bootstrap interval, not the point")
     return warnings, {"profiles": {_public_free_name(law, k): v for k, v in prof.items()}, "optima": optima}
+
+
+def warning_kind(message: str) -> tuple[str, tuple[str, ...]]:
+    """(kind, parameters) of a ``diagnose`` warning, its numbers dropped, so that many fits'
+    warnings can be counted by kind ("ill-determined A or E in 57 of 420 fits")."""
+    m = re.match(r"parameter (\S+) sits at its (lower|upper) bound", message)
+    if m:
+        return f"at its {m[2]} bound", (m[1],)
+    m = re.search(r"distinct optimum lies within .* with different (.+?) \(", message)
+    if m:
+        return "ill-determined (a distinct optimum within 0.1% of the best objective)", tuple(m[1].split(", "))
+    m = re.match(r"parameter (\S+) is not identifiable", message)
+    if m:
+        return "not identifiable (a flat profile)", (m[1],)
+    m = re.match(r"only \d+ distinct (model sizes|token counts)", message)
+    if m:
+        return f"fewer than 3 distinct {m[1]}", ()
+    return re.sub(r"[-+]?\d[\d.]*(e[-+]?\d+)?", "#", message), ()
+
+
+def count_warnings(messages_per_fit, total: int, what: str) -> list[str]:
+    """One line per kind of warning over many fits (``messages_per_fit``: one list of ``diagnose``
+    messages per fit that warned): how many of ``total`` fits had it, and which parameters."""
+    kinds: dict[str, tuple[int, list[str]]] = {}
+    for messages in messages_per_fit:
+        seen = set()
+        for msg in messages:
+            kind, names = warning_kind(msg)
+            n, union = kinds.get(kind, (0, []))
+            union += [x for x in names if x not in union]
+            kinds[kind] = (n + (kind not in seen), union)
+            seen.add(kind)
+    lines = []
+    for kind, (n, names) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
+        who = (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]) + " " if names else ""
+        if kind.startswith(("at its", "ill-determined", "not identifiable")):
+            head = (f"parameter {who}{kind}" if kind.startswith("at its")
+                    else f"{kind.split(' (')[0]} {who}({kind.split(' (', 1)[1]}")
+        else:
+            head = kind
+        lines.append(f"{head.replace('  ', ' ')} in {n} of {total} {what} (--verbose lists them)")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------

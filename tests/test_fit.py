@@ -232,3 +232,21 @@ def test_presets_have_the_fit_shape(name):
     assert tuple(d) == FIT_KEYS
     law = get_law(d["law"])
     assert set(d["params"]) == set(law.public_names)
+
+
+def test_warnings_of_many_fits_are_counted_by_kind():
+    from scaling.fit import count_warnings, warning_kind
+    bound = "parameter alpha sits at its upper bound (5); the optimum may lie outside the allowed range"
+    assert warning_kind(bound) == ("at its upper bound", ("alpha",))
+    a = ("a distinct optimum lies within 6.74e-09% of the best objective with different A, E (A 3.418e+08 vs "
+         "5.594e+06, E 2.953e-08 vs 3.926e-09): these parameters are ill-determined by the data")
+    b = a.replace("6.74e-09", "0.02").replace("different A, E (A 3.418e+08", "different B (B 12")
+    assert warning_kind(a)[0] == warning_kind(b)[0] and warning_kind(b)[1] == ("B",)
+    assert warning_kind("only 2 distinct model sizes: the exponents are poorly constrained") == \
+        ("fewer than 3 distinct model sizes", ())
+    assert warning_kind("something else at 3.5 and 1e-3") == ("something else at # and #", ())
+    lines = count_warnings([[a, a.replace("6.74e-09", "1e-5")], [b, bound], [bound]], 420, "per-mixture fits")
+    assert lines == [
+        "ill-determined A, E or B (a distinct optimum within 0.1% of the best objective) in 2 of 420 per-mixture "
+        "fits (--verbose lists them)",
+        "parameter alpha at its upper bound in 2 of 420 per-mixture fits (--verbose lists them)"]

@@ -43,6 +43,8 @@ def _parser():
     f.add_argument("--seed", type=nonnegative_int, default=0)
     f.add_argument("--out", metavar="FIT.json")
     f.add_argument("--json", action="store_true")
+    f.add_argument("--verbose", action="store_true",
+                   help="list every per-mixture fit's warnings (by default counted by kind, one line each)")
     pr = sub.add_parser("predict", help="predicted per-domain losses (with 95%% intervals) of any mixtures",
                         epilog="example:\n  python -m scaling.mixture predict --fit mix.json --mixtures candidates.csv "
                                "--out pred.csv")
@@ -135,6 +137,9 @@ def main(argv=None) -> int:
         if args.out:
             result.save(args.out)
         print(result.to_json() if args.json else result.summary())
+        if args.verbose and not args.json:
+            for line in (result.settings.get("diagnostics") or {}).get("per_mixture_warnings", []):
+                print(f"  {line}")
         return 0
     if args.command == "optimize":
         fit = MixtureFit.load(args.fit)

@@ -12,7 +12,7 @@ import pandas as pd
 from scaling import mixture_models as mm
 from scaling.accounting import flops
 from scaling.cli import UsageError
-from scaling.fit import DELTA, Problem, fit_stage, local_batch
+from scaling.fit import DELTA, Problem, count_warnings, fit_stage, local_batch
 from scaling.laws.base import LawData
 from scaling.laws.mixture import MixingLaw
 from scaling.mixing_fit import fit_mixing, fit_mixing_batch
@@ -209,7 +209,8 @@ def _fit_nested(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -
     _check_enough(law, len(keep))
     form = scaling_law if scaling_law != "auto" else min((forms[m] for m in keep), key=rank.get)
     mixtures, scaling_r2 = [], {d: [] for d in runs.loss_domains}
-    messages: dict[str, int] = {}
+    warned: list[list[str]] = []
+    every: list[str] = []
     boot_theta = {d: [] for d in runs.loss_domains}
     for m in keep:
         idx = members[m]
@@ -220,8 +221,9 @@ def _fit_nested(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -
         for d in runs.loss_domains:
             loss = runs.loss(d)[idx]
             problem, z, f, w = _fit_scaling(form, data, loss)
-            for msg in w:
-                messages[msg] = messages.get(msg, 0) + 1
+            if w:
+                warned.append(list(w))
+            every += [f"mixture m{len(mixtures)} ({len(idx)} runs), loss.{d}: {msg}" for msg in w]
             theta = problem.theta(z)[0]
             rec[d] = {"params": problem.law.to_public(theta), "objective": f}
             scaling_r2[d].append((loss, np.exp(problem.law.log_predict(theta[None], data)[0])))
@@ -234,8 +236,7 @@ def _fit_nested(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -
                 boot_theta[d].append(_public_array(problem.law, tb))
         mixtures.append({"id": f"m{len(mixtures)}", "mix": dict(zip(runs.domains, runs.mixtures[m].tolist())),
                          "runs": int(len(idx)), "scaling": rec})
-    warnings += [f"per-mixture {form} fits ({n} of {len(keep) * len(runs.loss_domains)}): {msg}"
-                 for msg, n in messages.items()]
+    warnings += count_warnings(warned, len(keep) * len(runs.loss_domains), f"per-mixture {form} fits")
     fit = {"kind": "nested", "domains": runs.domains, "loss_domains": runs.loss_domains, "mixtures": mixtures,
            "scaling_law": form}
     c_all = flops(N, D)
@@ -244,7 +245,8 @@ def _fit_nested(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -
                                                  "compute": "E + A/C^gamma, C = 6ND",
                                                  "power": "A/C^gamma, C = 6ND"}[form])
     settings["diagnostics"] = {"scaling_r2": {d: _r2(*(np.concatenate(x) for x in zip(*v)))
-                                              for d, v in scaling_r2.items()}}
+                                              for d, v in scaling_r2.items()},
+                               "per_mixture_warnings": every}
     if bootstrap:
         settings["bootstrap"] = {
             "n": int(bootstrap), "resample": "runs within each mixture (scaling laws), mixtures (mixing law)",
