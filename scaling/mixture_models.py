@@ -6,6 +6,8 @@ choice by cross-validation.
   least squares with a small ridge.
 * ``gbdt``: gradient-boosted trees (LightGBM), as RegMix (Liu et al. 2024) regresses proxy losses on
   mixture weights. Optional extra ``mixtures``.
+* ``mean``: the training runs' mean loss, whatever the mixture: what knowing nothing about the
+  mixture gives; the yardstick of calibration below, and the choice when nothing beats it.
 * ensembles ``law+gbdt``, ``log-linear+gbdt``, ``law+log-linear+gbdt``: the mean of the members'
   standardised predictions (each member's predictions on its training runs scaled to mean 0, sd 1),
   mapped back to the loss scale with the training losses' mean and sd. Ranking by it is ranking by
@@ -15,7 +17,10 @@ choice by cross-validation.
 ``cross_validate`` scores every candidate by k-fold cross-validation over the *runs given* (folds
 by distinct mixture, so repeated seeds of a mixture never sit on both sides): Spearman's rank
 correlation and MAE of the out-of-fold predictions. ``auto`` keeps, per domain, the candidate with
-the highest CV Spearman (MAE breaks ties, then the simpler candidate). Intervals come from the same
+the highest CV Spearman (MAE breaks ties, then the simpler candidate) among the *calibrated* ones:
+a candidate whose out-of-fold MAE exceeds the losses' own spread (the out-of-fold MAE of ``mean``,
+in the same folds) is never chosen, whatever its rank (an ensemble whose law's t_ij reached -49 on
+12 runs ranked 0.83 and missed by 1.4e4 nats); when none is, ``mean`` is. Intervals come from the same
 folds: a prediction's 95% interval is the prediction plus the 2.5 and 97.5 percentiles of the
 chosen candidate's out-of-fold residuals (a cross-validation conformal interval, Barber et al.
 2021's CV+ in its simplest form), so every predictor, trees and ensembles included, has one.
@@ -29,7 +34,7 @@ from scipy.stats import pearsonr, spearmanr
 from scaling.cli import UsageError
 from scaling.intervals import interval_list
 
-MODELS = ("law", "log-linear", "gbdt")
+MODELS = ("law", "log-linear", "gbdt", "mean")
 ENSEMBLES = {"law+gbdt": ("law", "gbdt"), "log-linear+gbdt": ("log-linear", "gbdt"),
              "law+log-linear+gbdt": ("law", "log-linear", "gbdt")}
 CANDIDATES = MODELS + tuple(ENSEMBLES)
@@ -97,6 +102,8 @@ def fit_base(name: str, r, y, law=None, start=None) -> dict:
     if name == "log-linear":
         A = r.T @ r + RIDGE * np.eye(r.shape[1])
         return {"beta": np.linalg.solve(A, r.T @ np.log(y)).tolist()}
+    if name == "mean":
+        return {"mean": float(np.mean(y))}
     if name == "gbdt":
         lgb = lightgbm()
         params = dict(GBDT_PARAMS, min_data_in_leaf=max(2, len(y) // 50), min_data_in_bin=1)
@@ -115,6 +122,8 @@ def predict_base(name: str, state: dict, r, law=None) -> np.ndarray:
         return np.exp(r @ np.asarray(state["beta"], float))
     if name == "gbdt":
         return np.asarray(_booster(state).predict(r), float)
+    if name == "mean":
+        return np.full(len(r), float(state["mean"]))
     raise UsageError(f"unknown model {name!r}")
 
 
@@ -132,13 +141,39 @@ def combine(name: str, base_states: dict, r_train, y_train, law=None) -> dict:
 
 
 def predict(candidate: dict, r, law=None) -> np.ndarray:
-    """Loss predictions of a stored candidate (``combine``'s output) at proportions ``r``."""
+    """Loss predictions of a stored candidate (``combine``'s output) at proportions ``r``, held
+    inside ``bounds`` (``with_bounds``) when the candidate carries them."""
     name = candidate["model"]
     if name not in ENSEMBLES:
-        return predict_base(name, candidate["state"], r, law)
-    z = np.mean([(predict_base(m, s, r, law) - candidate["scale"][m][0]) / candidate["scale"][m][1]
-                 for m, s in candidate["members"].items()], axis=0)
-    return candidate["y"][0] + candidate["y"][1] * z
+        out = predict_base(name, candidate["state"], r, law)
+    else:
+        z = np.mean([(predict_base(m, s, r, law) - candidate["scale"][m][0]) / candidate["scale"][m][1]
+                     for m, s in candidate["members"].items()], axis=0)
+        out = candidate["y"][0] + candidate["y"][1] * z
+    if "bounds" in candidate:
+        out = np.clip(out, *candidate["bounds"]["loss"])
+    return out
+
+
+def with_bounds(candidate: dict, r_train, y_train) -> dict:
+    """The candidate with the range it was trained on: the proportions' per-component range and a
+    band of plausible losses, the training losses' range widened by itself on each side. A
+    prediction is held inside the band (so no predictor, however it extrapolates, answers 32 nats
+    for losses of 3), and mixtures outside the proportions' range are flagged (``outside``)."""
+    r, y = np.atleast_2d(np.asarray(r_train, float)), np.asarray(y_train, float)
+    lo, hi = float(np.min(y)), float(np.max(y))
+    width = max(hi - lo, 1e-6 * max(abs(hi), 1.0))
+    return {**candidate, "bounds": {"loss": [lo - width, hi + width], "r_min": r.min(axis=0).tolist(),
+                                    "r_max": r.max(axis=0).tolist()}}
+
+
+def outside(candidate: dict, r, tol: float = 1e-9) -> np.ndarray:
+    """Rows of ``r`` outside the proportions the candidate was trained on (any component)."""
+    b = candidate.get("bounds")
+    r = np.atleast_2d(np.asarray(r, float))
+    if not b:
+        return np.zeros(len(r), bool)
+    return ((r < np.asarray(b["r_min"]) - tol) | (r > np.asarray(b["r_max"]) + tol)).any(axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,13 +243,37 @@ def _law_fold(law, r, y, start):
     return law.to_record(problem.theta(z)[0])
 
 
-def choose(cv: dict) -> str:
-    """Highest CV Spearman; then lower MAE; then the earlier (simpler) candidate."""
+def spread(cv: dict, y=None) -> float:
+    """The losses' own spread: the out-of-fold MAE of ``mean`` when it was cross-validated, else
+    the losses' mean absolute deviation."""
+    if "mean" in cv and np.isfinite(cv["mean"]["mae"]):
+        return float(cv["mean"]["mae"])
+    y = np.asarray(y, float)
+    y = y[np.isfinite(y)]
+    return float(np.mean(np.abs(y - y.mean()))) if len(y) else float("nan")
+
+
+def calibrated(cv: dict, y=None) -> list[str]:
+    """Candidates whose out-of-fold MAE is finite and at most the losses' spread (``spread``)."""
+    limit = spread(cv, y)
+    return [n for n in cv if np.isfinite(cv[n]["mae"]) and cv[n]["mae"] <= limit * (1 + 1e-12)]
+
+
+def choose(cv: dict, y=None) -> str:
+    """Highest CV Spearman among the calibrated candidates (all of them when neither ``mean`` nor
+    ``y`` says what calibrated is); then lower MAE; then the earlier (simpler) candidate; ``mean``
+    when nothing else is calibrated."""
     def key(n):
-        s = cv[n]["spearman"]
+        s = cv[n]["spearman"] if n != "mean" else np.nan        # a constant ranks nothing
         return (-(s if np.isfinite(s) else -np.inf), cv[n]["mae"] if np.isfinite(cv[n]["mae"]) else np.inf,
                 CANDIDATES.index(n))
-    return min(cv, key=key)
+    pool = list(cv) if ("mean" not in cv and y is None) else calibrated(cv, y)
+    others = [n for n in pool if n != "mean"]
+    if others:
+        return min(others, key=key)
+    if pool:
+        return pool[0]
+    return min(cv, key=lambda n: (cv[n]["mae"] if np.isfinite(cv[n]["mae"]) else np.inf, CANDIDATES.index(n)))
 
 
 def residual_interval(y, oof) -> list[float]:

@@ -77,6 +77,10 @@ def test_fit_predict_evaluate_optimize_end_to_end(grid, tmp_path):
     assert ev["n_runs"] == 4 and len(ev["domains"]) == 3 and all(v["n"] == 4 for v in ev["domains"].values())
     # a held-out mixture's loss is predicted within 0.3 nats on every domain (losses span 2.7-3.5)
     assert max(v["mae"] for v in ev["domains"].values()) < 0.3
+    # no chosen predictor is worse out of fold than the losses' own spread (predicting their mean,
+    # in the same folds), on any CPU
+    for d, chosen in f["model"].items():
+        assert f["cv"][d][chosen]["mae"] <= f["cv"][d]["mean"]["mae"], (d, chosen, f["cv"][d])
     code, out, err = run("scaling.mixture", "optimize", "--fit", fit, "--params", "23824", "--tokens", "40K",
                          "--weights", "reference=1", "--kl-max", "1.0", "--json")
     assert code == 0, err

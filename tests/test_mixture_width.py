@@ -244,3 +244,25 @@ def test_cli_predict_evaluate_and_optimize(small_fit):
     assert code == 0, err
     opt = json.loads(out)
     assert opt["kl_to_prior"] <= 0.1 + 1e-6 and set(opt["losses_interval"]) == {"d0", "d1"}
+
+
+
+def test_a_predictor_worse_than_the_mean_is_never_chosen_and_predictions_stay_in_band():
+    """Selection scores calibration as well as rank: a candidate that ranks best but misses by more
+    than the losses' own spread loses to a calibrated one; stored predictors hold their predictions
+    within the band of plausible losses, and flag mixtures outside the trained proportions."""
+    from scaling import mixture_models as mm
+    y = np.array([3.0, 3.2, 3.4, 3.1, 3.3])
+    cv = {"law": {"spearman": 0.6, "mae": 0.08}, "law+log-linear+gbdt": {"spearman": 0.83, "mae": 1.4e4},
+          "log-linear": {"spearman": 0.5, "mae": 0.09}}
+    assert mm.choose(cv) == "law+log-linear+gbdt"            # rank alone (the old rule)
+    assert mm.choose(cv, y) == "law" and mm.calibrated(cv, y) == ["law", "log-linear"]   # spread 0.12
+    cv["mean"] = {"spearman": float("nan"), "mae": 0.085}     # the yardstick, cross-validated
+    assert mm.calibrated(cv) == ["law", "mean"] and mm.choose(cv) == "law"
+    assert mm.choose({"gbdt": {"spearman": 0.9, "mae": 5.0}, "law": {"spearman": 0.1, "mae": 3.0},
+                      "mean": {"spearman": float("nan"), "mae": 0.1}}) == "mean"
+    r = np.array([[0.2, 0.8], [0.5, 0.5], [0.7, 0.3], [0.4, 0.6], [0.6, 0.4]])
+    cand = mm.with_bounds({"model": "log-linear", "state": {"beta": [40.0, -40.0]}}, r, y)
+    pred = mm.predict(cand, np.array([[0.5, 0.5], [1.0, 0.0]]))
+    assert pred.tolist() == pytest.approx([2.6, 3.8])      # exp(0) = 1 and exp(40): held in [3.0 - 0.4, 3.4 + 0.4]
+    assert mm.outside(cand, np.array([[0.5, 0.5], [1.0, 0.0]])).tolist() == [False, True]

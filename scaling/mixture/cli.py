@@ -168,6 +168,10 @@ def main(argv=None) -> int:
         if (n is None) != (d is None):
             raise UsageError("--params and --tokens go together")
         frame = predict_frame(fit, read_table(args.mixtures), n, d, source=args.mixtures)
+        if "outside_trained" in frame and frame["outside_trained"].any():
+            print(f"warning: {int(frame['outside_trained'].sum())} mixture(s) lie outside the proportions the fit was "
+                  f"trained on (outside_trained): their predictions are extrapolated, held within the band of "
+                  f"plausible losses", file=sys.stderr)
         if args.out:
             write_table_file(frame, args.out)
         if args.json:

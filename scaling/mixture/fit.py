@@ -162,7 +162,7 @@ def _fit_predictors(runs: MixtureRuns, law, out: dict, model: str, folds: int, s
                             f"the mixing law is used")
     else:
         names = [model]
-        need = {"law": len(runs.domains) + 1, "log-linear": len(runs.domains)}.get(model, MIN_TREE_MIXTURES)
+        need = {"law": len(runs.domains) + 1, "log-linear": len(runs.domains), "mean": 1}.get(model, MIN_TREE_MIXTURES)
         if any(mm.needs_lightgbm(n) for n in names):
             need = max(need, MIN_TREE_MIXTURES)
         if n_mix < need:
@@ -177,15 +177,21 @@ def _fit_predictors(runs: MixtureRuns, law, out: dict, model: str, folds: int, s
         else:
             res = {n: {"spearman": float("nan"), "pearson": float("nan"), "mae": float("nan"), "n": 0,
                        "oof": np.full(len(y), np.nan)} for n in names}
-        pick = mm.choose(res) if model == "auto" else model
+        pick = mm.choose(res, y) if model == "auto" else model
+        if model == "auto" and pick == "mean" and n_mix >= 2 and k >= 2:
+            warnings.append(f"loss.{d}: no predictor beats the mean loss out of fold (its MAE {mm.spread(res, y):.3g}); "
+                            f"the mean is used: these runs do not say how the mixture moves this loss")
         bases = {m: (out["params"][d] if m == "law" else mm.fit_base(m, runs.r, y, law)) for m in mm.members(pick)}
-        cand = mm.combine(pick, bases, runs.r, y, law)
+        cand = mm.with_bounds(mm.combine(pick, bases, runs.r, y, law), runs.r, y)
         cand["interval"] = mm.residual_interval(y, res[pick]["oof"])
         chosen[d], predictors[d] = pick, cand
         cv[d] = {n: {key: res[n][key] for key in ("spearman", "pearson", "mae", "n")} for n in names}
     settings["cv_folds"] = int(k)
-    settings["predictors"] = {"candidates": names, "selection": "highest cross-validated Spearman per domain "
-                              "(folds by mixture; MAE breaks ties)" if model == "auto" else f"forced: {model}",
+    settings["predictors"] = {"candidates": names, "selection": "highest cross-validated Spearman per domain among "
+                              "the candidates whose out-of-fold MAE is within the losses' own spread (folds by "
+                              "mixture; MAE breaks ties)" if model == "auto" else f"forced: {model}",
+                              "bounds": "predictions held within the training losses' range widened by itself on "
+                                        "each side; mixtures outside the trained proportions flagged",
                               "interval": "prediction + 2.5/97.5 percentiles of out-of-fold residuals"}
     out["warnings"] = out.get("warnings", []) + warnings
     return {"model": chosen, "predictors": predictors, "cv": cv}

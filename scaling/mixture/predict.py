@@ -158,6 +158,8 @@ def predict_frame(fit: MixtureFit, table: pd.DataFrame, params=None, tokens=None
     out = table[keep].reset_index(drop=True).copy()
     for d, (p, lo, hi) in predict_table(fit, r, params, tokens).items():
         out[f"pred.{d}"], out[f"pred.{d}.lo"], out[f"pred.{d}.hi"] = p, lo, hi
+    if fit.kind == "direct" and fit.predictors:
+        out["outside_trained"] = np.any([mm.outside(c, r) for c in fit.predictors.values()], axis=0)
     return out
 
 
