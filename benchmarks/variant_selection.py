@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fits_real_data                                # noqa: E402
 
 from scaling import columns as cols, datasets       # noqa: E402
 from scaling.fit import fit                          # noqa: E402
@@ -33,16 +36,8 @@ LAW = get_law("chinchilla")
 
 
 def ladders():
-    f = datasets.load("misfitting-final")
-    for n in ("N", "N_no_emb"):
-        g = f.assign(params=f[n].astype(float), tokens=f["D"].astype(float))
-        g = g.groupby(["params", "tokens"], as_index=False)["loss"].min()     # best learning rate
-        yield f"(Mis)Fitting, {n}, 1B held out", g, g["params"] >= g["params"].max() * 0.99
-    for name in ("llama3-isoflops", "marin-isoflops"):
-        t = datasets.load(name)
-        for e, g in t.groupby("experiment"):
-            g = g.reset_index(drop=True)[["params", "tokens", "loss", "budget"]]
-            yield f"{e}, {g['budget'].max():.0e} held out", g, g["budget"] == g["budget"].max()
+    """``fits_real_data``'s ladders ((Mis)Fitting, Llama 3, Marin), then Gadre et al.'s and Epoch's."""
+    yield from fits_real_data.ladders()
     t = datasets.load("gadre2024")
     for ds in ("c4_original", "rw_original"):
         g = t[t["dataset"] == ds][["params", "tokens", "loss"]].reset_index(drop=True)
