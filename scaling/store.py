@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -51,8 +52,25 @@ def _as_dir(store) -> Path:
     return Path(store)
 
 
+#: A run id: 1-128 characters, letters, digits and ``. _ - + = ,``, starting with a letter or a
+#: digit. Every path the store builds from a run id (run file, side files, claims, models) is one
+#: file name inside the store: no ``/``, no ``..``, no hidden or ``_``-prefixed names that would
+#: overwrite the store's own files (``_schema``, ``_index``) or be skipped by readers (``.tmp-*``).
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,-]{0,127}")
+
+
+def check_run_id(run_id) -> str:
+    """``run_id`` as text when it is a valid run id (``RUN_ID``), else one ``DataError`` saying why."""
+    text = str(run_id)
+    if not RUN_ID.fullmatch(text):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise DataError(f"invalid run_id {shown!r}: a run id is 1-128 letters, digits or . _ - + = , starting "
+                        f"with a letter or digit (no '/', no leading '.' or '_')")
+    return text
+
+
 def run_path(store, run_id: str) -> Path:
-    return _as_dir(store) / f"{run_id}.parquet"
+    return _as_dir(store) / f"{check_run_id(run_id)}.parquet"
 
 
 def _file_mode() -> int:
@@ -261,6 +279,7 @@ def claim_run(store, run_id: str):
     lock file (``claim_owner``), so a user can see who holds a run. Where flock is missing, every
     claim succeeds."""
     d = _as_dir(store) / "_claims"
+    check_run_id(run_id)
     try:
         import fcntl
         d.mkdir(parents=True, exist_ok=True)
@@ -378,7 +397,7 @@ def segment_files(store) -> list[Path]:
 
 
 def update_path(store, run_id: str) -> Path:
-    return _as_dir(store) / UPDATES / f"{run_id}.parquet"
+    return _as_dir(store) / UPDATES / f"{check_run_id(run_id)}.parquet"
 
 
 def update_files(store) -> list[Path]:
@@ -714,7 +733,7 @@ def completed_run_ids(store) -> set[str]:
 
 def side_path(store, kind: str, run_id: str, suffix: str = "") -> Path:
     """Where per-run side data lives (``_curves``, ``_checkpoints``): invisible to read_parquet(DIR)."""
-    return _as_dir(store) / f"_{kind}" / f"{run_id}{suffix}"
+    return _as_dir(store) / f"_{kind}" / f"{check_run_id(run_id)}{suffix}"
 
 
 def write_curve(store, run_id: str, curve: pd.DataFrame) -> Path:
@@ -823,11 +842,18 @@ def import_table(path, store, mapping: dict[str, str] | None = None) -> int:
     """Import a CSV/Parquet table into a store, one run per row; returns rows written."""
     table = read_table(path)
     table = _validated_import(cols.canonicalise(table, mapping or {}), path)
-    rows = []
-    for raw in table.to_dict("records"):
+    rows, first = [], {}
+    for i, raw in enumerate(table.to_dict("records")):
         row = {k: v for k, v in raw.items() if not (isinstance(v, float) and math.isnan(v))}
         row.setdefault("run_id", row_id(raw))
-        row["run_id"] = str(row["run_id"])
+        try:
+            row["run_id"] = check_run_id(row["run_id"])
+        except DataError as exc:
+            raise DataError(f"{path}: row {i + 1}: {exc}; nothing imported") from None
+        if row["run_id"] in first:
+            raise DataError(f"{path}: rows {first[row['run_id']] + 1} and {i + 1} have the same run_id "
+                            f"{row['run_id']!r}; nothing imported")
+        first[row["run_id"]] = i
         row.setdefault("status", "ok" if "loss" in row else "failed")
         row.setdefault("source", str(Path(path).name))
         rows.append(row)

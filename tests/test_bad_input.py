@@ -36,6 +36,12 @@ def files(tmp_path_factory):
     (d / "inf.csv").write_text("params,tokens,loss\n1e6,2e7,3.0\ninf,2e7,2.9\n")
     (d / "negative.csv").write_text("params,tokens,loss\n1e6,2e7,3.0\n-2e6,2e7,2.9\n")
     (d / "nanloss.csv").write_text("params,tokens,loss\n1e6,2e7,\n2e6,2e7,\n")
+    # run ids that would write outside the store, over its own files, or where readers never look
+    for name, rid in (("escape", "../../escaped"), ("subdir", "sub/dir"), ("schema", "_schema"), ("hidden", ".tmp-x"),
+                      ("long", "x" * 300), ("dup", None), ("late", None)):
+        rows = {"dup": "ok1,1e6,2e7,3.0\nok1,2e6,2e7,2.9", "late": "good,1e6,2e7,3.0\n../bad,2e6,2e7,2.9"}.get(
+            name, f"{rid},1e6,2e7,3.0")
+        (d / f"ids_{name}.csv").write_text(f"run_id,params,tokens,loss\n{rows}\n")
     (d / "fit_null.json").write_text('{"law": "chinchilla", "params": {"A": 1, "B": 2, "E": null, "alpha": 0.3, "beta": 0.3}}')
     (d / "fit_nan.json").write_text('{"law": "chinchilla", "params": {"A": 1, "B": 2, "E": 1, "alpha": NaN, "beta": 0.3}}')
     (d / "fit_missing.json").write_text('{"law": "chinchilla", "params": {"A": 1, "B": 2}}')
@@ -65,6 +71,8 @@ def _argv(argv, d: Path):
              "PROC": "/proc/no/such/dir/x", "OUT": d / "must-not-exist", "ADIR": d / "adir.json"}
     for key in ("null", "nan", "missing", "law", "nolaw", "types", "list", "binary"):
         table[f"FIT_{key.upper()}"] = d / f"fit_{key}.json"
+    for key in ("escape", "subdir", "schema", "hidden", "long", "dup", "late"):
+        table[f"IDS_{key.upper()}"] = d / f"ids_{key}.csv"
     out = []
     for a in argv:
         for k, v in sorted(table.items(), key=lambda kv: -len(kv[0])):
@@ -121,6 +129,8 @@ CASES = [
     ("scaling.store", ["import", "CSV_NONNUMERIC", "OUT"]), ("scaling.store", ["import", "CSV_INF", "OUT"]),
     ("scaling.store", ["import", "CSV_NEG", "OUT"]), ("scaling.store", ["import", "CSV_NANLOSS", "OUT"]),
     ("scaling.store", ["import", "CSV_INF", "PROC"]), ("scaling.store", ["check", "no-such-dir"]), ("scaling.store", ["bogus"]),
+    *(("scaling.store", ["import", f"IDS_{k}", where]) for k in ("ESCAPE", "SUBDIR", "SCHEMA", "HIDDEN", "LONG", "DUP", "LATE")
+      for where in ("OUT", "STORE")),
     # scaling.backtest
     ("scaling.backtest", ["no-such-dir"]), ("scaling.backtest", [DS, "--bootstrap", "-3"]),
     ("scaling.backtest", [DS, "--holdout", "bogus"]), ("scaling.backtest", [DS, "--seed", "-1"]), ("scaling.backtest", ["TORN"]),
