@@ -82,13 +82,22 @@ def test_the_wheel_serves_presets_and_datasets(tmp_path):
     assert show.returncode == 0 and "245" in show.stdout
 
 
+def _script(name: str) -> str | None:
+    """A console script where this interpreter installs them (a virtualenv's bin need not be on PATH)."""
+    import sysconfig
+    here = Path(sysconfig.get_path("scripts")) / name
+    return str(here) if here.exists() else shutil.which(name)
+
+
 def test_console_scripts_are_installed_and_run():
-    exe = shutil.which("scaling-predict")
-    assert exe, "scaling-predict not on PATH: is the package installed (pip install -e .)?"
+    exe = _script("scaling-predict")
+    assert exe, "scaling-predict is not installed: pip install -e ."
     out = subprocess.run([exe, "allocate", "--fit", "hoffmann2022", "--flops", "1e22"], capture_output=True, text=True)
     assert out.returncode == 0 and json.loads(out.stdout)["tokens"] > 1e11
-    bad = subprocess.run([shutil.which("scaling-fit"), "--no-such-flag"], capture_output=True, text=True)
+    bad = subprocess.run([_script("scaling-fit"), "--no-such-flag"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+    down = subprocess.run([_script("scaling-downstream"), "--help"], capture_output=True, text=True)
+    assert down.returncode == 0 and down.stdout.splitlines()[-1].strip().startswith("python -m scaling.downstream")
 
 
 @pytest.mark.parametrize("argv", [["show", "STORE"], ["show", "--store", "STORE"]])

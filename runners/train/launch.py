@@ -68,10 +68,14 @@ def todo(specs: Sequence[RunSpec], store) -> list[RunSpec]:
 
 def _pending(specs: Sequence[RunSpec], store, limit: int | None) -> tuple[LaunchSummary, list[RunSpec]]:
     """A summary with the already-``ok`` runs skipped and the ones beyond ``limit`` deferred, and
-    the specs left to run."""
+    the specs left to run. A skipped run's leftover checkpoint (a launcher killed after the run's
+    row was written and before its checkpoint was removed) is removed now."""
     summary = LaunchSummary()
     done = completed_run_ids(store)
     summary.skipped = [s.run_id for s in specs if s.run_id in done]
+    from scaling.store import side_path
+    for run_id in summary.skipped:
+        side_path(store, "checkpoints", run_id, ".pt").unlink(missing_ok=True)
     pending = [s for s in specs if s.run_id not in done]
     if limit is not None:
         summary.deferred = [s.run_id for s in pending[limit:]]
