@@ -28,8 +28,11 @@ def _parser():
                               "--out mix.json")
     add_store_argument(f, positional=True, help="store directory, CSV or Parquet file")
     f.add_argument("--domains", help="loss domains to model, e.g. text,code (default: every loss.<d>)")
-    f.add_argument("--kind", choices=["auto", "nested", "direct"], default="auto",
-                   help="auto: nested when the runs span more than one (N, D)")
+    f.add_argument("--kind", choices=["auto", "nested", "direct", "joint"], default="auto",
+                   help="direct (one scale), nested (a scaling law per mixture, then the mixing law at the target; "
+                        "Ye et al. 2024), joint (one law in N, D and the mixture on every run and checkpoint; "
+                        "Shukor et al. 2025); auto: direct at one scale, else nested or joint by holding out the "
+                        "largest model size")
     f.add_argument("--scaling-law", choices=["auto", *SCALING_FORMS], default="auto",
                    help="per-mixture law of a nested fit (auto: the richest every mixture supports)")
     f.add_argument("--where", action="append", default=[], metavar="COL=VALUE",

@@ -13,13 +13,15 @@ from scaling import mixture_models as mm
 from scaling.accounting import flops
 from scaling.cli import UsageError
 from scaling.fit import DELTA, Problem, count_warnings, fit_stage, local_batch
+from scaling.laws.mixture_scale import JointMixtureLaw, MixScaleData
 from scaling.laws.base import LawData
 from scaling.laws.mixture import MixingLaw
 from scaling.mixing_fit import fit_mixing, fit_mixing_batch
 import scaling
 from scaling.mixture.runs import MixtureRuns, read_mixtures
 from scaling.mixture.result import MixtureFit, SCALING_FORMS, _interval
-from scaling.mixture.predict import _mixing_at, _mixing_draws, _public_array
+from scaling.mixture.predict import _mixing_at, _mixing_draws, _public_array, evaluate_fit
+from scaling.intervals import interval
 
 
 #: distinct mixtures below which --model auto does not cross-validate (the law alone), and the
@@ -75,25 +77,32 @@ def fit_mixture(table: pd.DataFrame, domains=None, *, kind="auto", scaling_law="
         mm.lightgbm()
     if cv_folds < 2:
         raise UsageError("--cv-folds must be >= 2")
-    if kind not in ("auto", "nested", "direct"):
-        raise UsageError(f"unknown kind {kind!r} (auto, nested, direct)")
+    if kind not in ("auto", "nested", "direct", "joint"):
+        raise UsageError(f"unknown kind {kind!r} (auto, nested, direct, joint)")
     if scaling_law not in ("auto", *SCALING_FORMS):
         raise UsageError(f"unknown scaling law {scaling_law!r} (auto, {', '.join(SCALING_FORMS)})")
     if bootstrap < 0:
         raise UsageError("--bootstrap must be >= 0")
+    choice = None
     if kind == "auto":
         kind = "nested" if _n_scales(read_mixtures(table, domains, need_scale=False, source=source).frame) > 1 \
             else "direct"
-    runs = read_mixtures(table, domains, need_scale=(kind == "nested"), source=source)
+        if kind == "nested":
+            choice = choose_kind(read_mixtures(table, domains, need_scale=True, source=source), scaling_law)
+            kind = choice["chosen"]
+    runs = read_mixtures(table, domains, need_scale=(kind in ("nested", "joint")), source=source)
     law = MixingLaw(runs.domains)
     rng = np.random.default_rng(seed)
     settings = {"delta": DELTA, "objective": "sum of Huber(delta) of log-loss residuals",
                 "normalisation": "sum_j t_ij = 0 (k_i is the reducible loss at the uniform mixture)",
                 "reference_paper": "Ye et al. 2024, Data Mixing Laws", "notes": runs.notes}
-    if kind == "nested" and model not in ("auto", "law"):
-        raise UsageError(f"--model {model}: a nested fit (runs at several scales) uses the mixing law, nested "
-                         f"over per-mixture scaling laws; fit one scale with --kind direct for other predictors")
-    out = (_fit_nested if kind == "nested" else _fit_direct)(runs, law, scaling_law, bootstrap, rng, settings)
+    if kind in ("nested", "joint") and model not in ("auto", "law"):
+        raise UsageError(f"--model {model}: a {kind} fit (runs at several scales) uses its own law; fit one scale "
+                         f"with --kind direct for other predictors")
+    if choice is not None:
+        settings["kind_choice"] = choice
+    fitter = {"nested": _fit_nested, "direct": _fit_direct, "joint": _fit_joint}[kind]
+    out = fitter(runs, law, scaling_law, bootstrap, rng, settings)
     if kind == "direct":
         out.update(_fit_predictors(runs, law, out, model, cv_folds, seed, settings))
     frame = runs.frame
@@ -112,6 +121,78 @@ def fit_mixture(table: pd.DataFrame, domains=None, *, kind="auto", scaling_law="
     return MixtureFit(kind=kind, domains=runs.domains, loss_domains=runs.loss_domains, n_points=len(frame),
                       n_mixtures=len(runs.mixtures), range=fitted, warnings=runs.notes + out.pop("warnings"),
                       settings=settings, data_sha256=sha, version=scaling.__version__, **out)
+
+
+def _fit_joint(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -> dict:
+    """Shukor et al. 2025's additive law per loss domain on every run and checkpoint at once
+    (``scaling.laws.mixture_scale``), by the toolkit's fitter; bootstrap over runs."""
+    frame = runs.frame
+    N, D = frame["params"].to_numpy(float), frame["tokens"].to_numpy(float)
+    data = MixScaleData(N, D, runs.r)
+    params, objective, r2, ci, warned, every, draws_out, resid_sd = {}, {}, {}, {}, [], [], {}, {}
+    counts = rng.multinomial(len(N), np.full(len(N), 1.0 / len(N)), size=bootstrap).astype(float) if bootstrap else None
+    for d in runs.loss_domains:
+        loss = runs.loss(d)
+        joint = JointMixtureLaw(runs.domains, loss_scale=float(np.median(loss)))
+        stage = fit_stage(joint, data, loss, want_profiles=False)
+        theta = stage.problem.theta(stage.z)[0]
+        params[d] = joint.to_record(theta)
+        objective[d] = float(stage.objective)
+        log_fit = joint.log_predict(theta[None], data)[0]
+        r2[d] = _r2(loss, np.exp(log_fit))
+        resid_sd[d] = float(np.std(np.log(loss) - log_fit))
+        if stage.warnings:
+            warned.append(list(stage.warnings))
+            every += [f"loss.{d}: {w}" for w in stage.warnings]
+        if bootstrap:
+            bp = Problem(joint, data, stage.problem.y, np.repeat(stage.problem.base[None], bootstrap, 0),
+                         stage.problem.M, stage.problem.free, counts)
+            zb, fb = local_batch(bp, np.repeat(stage.z[None], bootstrap, 0))
+            tb = bp.theta(zb, np.arange(bootstrap))
+            tb = tb[np.isfinite(fb) & np.isfinite(tb).all(axis=1)]
+            public = np.array([list(joint.to_public(t).values()) for t in tb])
+            draws_out[d] = public.tolist()
+            lo, hi = interval(public, axis=0)
+            ci[d] = {n: [float(a), float(b)] for n, a, b in zip(joint.public_names, lo, hi)}
+    settings.update(scaling_form="L_i(N, D, h) = E + A/N^alpha + B/D^beta + 1/sum_j C_j h_j^gamma_j "
+                                 "(Shukor et al. 2025, additive law)",
+                    reference={"params": float(N[np.argmax(N * D)]), "tokens": float(D[np.argmax(N * D)])})
+    settings["diagnostics"] = {"warnings": every, "residual_sd": resid_sd}
+    if bootstrap:
+        settings["bootstrap"] = {"n": int(bootstrap), "resample": "runs (rows: every checkpoint)",
+                                 "names": list(JointMixtureLaw(runs.domains).public_names), "draws": draws_out}
+    warnings = count_warnings(warned, len(runs.loss_domains), "joint fits") if warned else []
+    return {"params": params, "objective": objective, "r2": r2, "ci": ci, "warnings": warnings,
+            "mixtures": [], "scaling_law": None}
+
+
+def choose_kind(runs: MixtureRuns, scaling_law="auto") -> dict:
+    """Nested or joint, by fitting both without the largest model size and scoring its runs (mean
+    absolute error of their losses over the loss domains): the extrapolation in N a user asks for.
+    With fewer than 3 sizes nothing can be held out and the nested fit stays the default."""
+    frame = runs.frame
+    N = frame["params"].to_numpy(float)
+    sizes = np.unique(N)
+    record = {"criterion": "fit without the largest model size, mean absolute error of its runs' losses",
+              "candidates": {}}
+    if len(sizes) < 3:
+        record.update(chosen="nested", reason=f"{len(sizes)} model size(s): nothing to hold out; nested is the default")
+        return record
+    held = N == sizes[-1]
+    train = frame[~held]
+    record["held_out"] = {"params": float(sizes[-1]), "runs": int(held.sum())}
+    for kind in ("nested", "joint"):
+        try:
+            probe = fit_mixture(train, runs.domains, kind=kind, scaling_law=scaling_law)
+            ev = evaluate_fit(probe, frame[held].assign(status="ok"), source="held-out runs")
+            record["candidates"][kind] = float(np.mean([v["mae"] for v in ev["domains"].values()]))
+        except UsageError as exc:
+            record["candidates"][kind] = float("inf")
+            record.setdefault("errors", {})[kind] = str(exc).splitlines()[0][:200]
+    best = min(record["candidates"], key=lambda k: (record["candidates"][k], k != "nested"))
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in record["candidates"].items())
+    record.update(chosen=best, reason=f"held-out MAE at N={sizes[-1]:.3g} ({int(held.sum())} runs): {scores}")
+    return record
 
 
 def _n_scales(frame) -> int:

@@ -18,6 +18,7 @@ from scaling.laws.mixture import MixingLaw, effective_mixture, simplex_grid
 from scaling.mixture.runs import SIZE_TOL
 from scaling.mixture.result import MixtureFit, _interval
 from scaling.mixture.predict import _losses, _mixing_at, _mixing_draws
+from scaling.laws.mixture_scale import JointMixtureLaw
 
 
 def _preset_rd_star() -> float:
@@ -236,18 +237,22 @@ def optimize_mixture(fit: MixtureFit, params: float, tokens: float, weights: dic
     predictors = fit.kind == "direct" and bool(fit.predictors) and any(
         fit.predictors[d]["model"] != "law" for d in used)
     smooth = not predictors or all(fit.predictors[d]["model"] in ("law", "log-linear") for d in used)
+    joint = JointMixtureLaw(fit.domains) if fit.kind == "joint" else None
     if fit.kind == "nested" and unique_tokens:
         probe = np.vstack([cons.prior[None], dirichlet_samples(cons.prior, 2000, np.random.default_rng(seed))])
         lowest = effective_mixture(probe, tokens, limits, rd_star).total.min()
     else:
         lowest = tokens
     token_grid = np.geomspace(lowest, tokens, TOKEN_GRID) if lowest < tokens * (1 - 1e-9) else np.array([tokens])
-    at = _mixing_at(fit, params, token_grid)
+    # the joint law has D in it: no refit at the target; ``thetas`` are then its records by domain
+    at = None if joint is not None else _mixing_at(fit, params, token_grid)
 
     def per_domain(thetas, R):
         if predictors:
             return {d: mm.predict(fit.predictors[d], R, law) for d in fit.loss_domains}
         eff = effective_mixture(R, tokens, limits, rd_star)
+        if joint is not None:
+            return {d: joint.predict(thetas[d], params, eff.total, eff.proportions) for d in fit.loss_domains}
         return _losses(law, thetas, np.log(at.tokens), eff.proportions, np.log(eff.total))
 
     def solve_for(thetas, rng_):
@@ -258,7 +263,7 @@ def optimize_mixture(fit: MixtureFit, params: float, tokens: float, weights: dic
         per = {d: float(v[0]) for d, v in per_domain(thetas, r[None]).items()}
         return r, float(sum(w[d] * per[d] for d in used)), per, method
 
-    r, loss, per, method = solve_for(at.thetas, rng)
+    r, loss, per, method = solve_for(dict(fit.params) if joint is not None else at.thetas, rng)
     eff = effective_mixture(r[None], tokens, limits, rd_star)
     out = {"kind": fit.kind, "params": float(params), "tokens": float(tokens), "weights": w,
            "mixture": dict(zip(fit.domains, r.tolist())), "loss": loss, "losses": per,
@@ -287,11 +292,14 @@ def optimize_mixture(fit: MixtureFit, params: float, tokens: float, weights: dic
             warnings.append(f"the optimal proportion of {d} ({v:.3g}) lies outside the trained range "
                             f"[{lo_hi[d][0]:.3g}, {lo_hi[d][1]:.3g}]: the predictor extrapolates")
     if fit.boot and not predictors:
-        draws = _mixing_draws(fit, at, params)
+        if joint is not None:
+            draws = {d: [joint.record_of(row) for row in fit.boot["draws"][d]] for d in fit.loss_domains}
+        else:
+            draws = _mixing_draws(fit, at, params)
         results = []
-        for b in range(len(next(iter(draws.values())))):
+        for b in range(min(len(v) for v in draws.values())):
             th = {d: draws[d][b] for d in fit.loss_domains}
-            if all(np.isfinite(t).all() for t in th.values()):
+            if joint is not None or all(np.isfinite(t).all() for t in th.values()):
                 results.append(solve_for(th, np.random.default_rng(seed + 1 + b))[:3])
         if results:
             out["ci"] = {"mixture": {d: _interval([x[0][j] for x in results]) for j, d in enumerate(fit.domains)},
@@ -311,7 +319,8 @@ def _range_warnings(fit: MixtureFit, params, tokens) -> list[str]:
         if fit.kind == "direct" and not (lo * (1 - SIZE_TOL) <= value <= hi * (1 + SIZE_TOL)):
             out.append(f"target {name} {value:.4g} differs from the fitted scale [{lo:.4g}, {hi:.4g}]: a direct "
                        f"fit does not model scale, so this is the optimum at the fitted scale")
-        elif fit.kind == "nested" and not lo <= value <= hi:
+        elif fit.kind in ("nested", "joint") and not lo <= value <= hi:
             out.append(f"target {name} {value:.4g} is outside the fitted range [{lo:.4g}, {hi:.4g}]: "
-                       f"the per-mixture scaling laws extrapolate")
+                       + ("the per-mixture scaling laws extrapolate" if fit.kind == "nested"
+                          else "the joint law extrapolates"))
     return out

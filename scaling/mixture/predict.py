@@ -12,6 +12,7 @@ from scaling.cli import UsageError
 from scaling.intervals import interval
 from scaling.laws.base import LawData
 from scaling.laws.mixture import MixingLaw, Proportions
+from scaling.laws.mixture_scale import JointMixtureLaw
 from scaling.mixing_fit import fit_mixing, fit_mixing_batch
 from scaling.mixture.runs import RENORM_TOL, SUM_TOL
 from scaling.mixture.result import MixtureFit, SCALING_FORMS
@@ -74,6 +75,9 @@ def predict_losses(fit: MixtureFit, params: float, tokens: float, proportions) -
     r = np.atleast_2d(np.asarray(proportions, float))
     if r.shape[1] != len(fit.domains) or not np.allclose(r.sum(axis=1), 1.0, atol=SUM_TOL):
         raise UsageError(f"proportions must be rows over {', '.join(fit.domains)} summing to 1")
+    if fit.kind == "joint":
+        joint = JointMixtureLaw(fit.domains)
+        return {d: joint.predict(fit.params[d], params, tokens, r) for d in fit.loss_domains}
     at = _mixing_at(fit, params, [tokens])
     return _losses(MixingLaw(fit.domains), at.thetas, np.log(at.tokens), r, np.full(len(r), np.log(tokens)))
 
@@ -104,7 +108,18 @@ def predict_table(fit: MixtureFit, proportions, params: float | None = None, tok
                     out[d] = (pred, np.full(len(r), np.nan), np.full(len(r), np.nan))
         return out
     if params is None or tokens is None:
-        raise UsageError("this is a nested fit (runs at several scales): give --params and --tokens")
+        raise UsageError(f"this is a {fit.kind} fit (runs at several scales): give --params and --tokens")
+    if fit.kind == "joint":
+        joint = JointMixtureLaw(fit.domains)
+        for d in fit.loss_domains:
+            pred = joint.predict(fit.params[d], params, tokens, r)
+            draws = (fit.boot or {}).get("draws", {}).get(d)
+            if draws:
+                out[d] = (pred, *interval(joint.predict_draws(np.asarray(draws, float), params, tokens, r), axis=0))
+            else:
+                sd = float(((fit.settings.get("diagnostics") or {}).get("residual_sd") or {}).get(d, np.nan))
+                out[d] = (pred, pred * np.exp(-1.96 * sd), pred * np.exp(1.96 * sd))
+        return out
     at = _mixing_at(fit, params, [tokens])
     preds = _losses(law, at.thetas, np.log(at.tokens), r, np.full(len(r), np.log(tokens)))
     draws = _mixing_draws(fit, at, params) if fit.boot else None

@@ -67,7 +67,7 @@ class MixtureFit(JsonFile):
                              f"make one with python -m scaling.mixture fit")
         missing = [k for k in ("kind", "domains", "loss_domains", "params") if k not in d]
         nested_ok = d.get("mixtures") and d.get("scaling_law") in SCALING_FORMS
-        if missing or d["kind"] not in ("nested", "direct") or (d["kind"] == "nested" and not nested_ok):
+        if missing or d["kind"] not in ("nested", "direct", "joint") or (d["kind"] == "nested" and not nested_ok):
             raise UsageError(f"{path}: malformed mixture fit (lacks {', '.join(missing) or 'per-mixture laws'})")
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in known})
@@ -78,6 +78,8 @@ class MixtureFit(JsonFile):
         return b if b.get("n") else None
 
     def summary(self) -> str:
+        if self.kind == "joint":
+            return self._joint_summary()
         head = (f"law: mixture (Ye et al. 2024), {self.kind}"
                 + (f" over per-mixture {self.scaling_law} laws" if self.kind == "nested" else "")
                 + f"    runs: {self.n_points}    mixtures: {self.n_mixtures}")
@@ -111,6 +113,27 @@ class MixtureFit(JsonFile):
                     cells.append(f"{c['spearman']:.3f}/{c['mae']:.3g}{mark}" if c and c["spearman"] is not None
                                  and np.isfinite(c["spearman"]) else "-")
                 lines.append(f"{d:<12} " + " ".join(f"{c:>20}" for c in cells))
+        choice = self.settings.get("kind_choice")
+        if choice:
+            lines.append(f"kind: {choice['chosen']} ({choice['reason']})")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def _joint_summary(self) -> str:
+        """The joint law's table: per loss domain E, A, alpha, B, beta, then C and gamma by component."""
+        lines = [f"law: mixture-scale, joint (Shukor et al. 2025, additive)    runs: {self.n_points}    "
+                 f"mixtures: {self.n_mixtures}",
+                 "L_i(N, D, h) = E + A/N^alpha + B/D^beta + 1/sum_j C_j h_j^gamma_j, fitted on every run and checkpoint",
+                 f"{'domain':<10} {'E':>10} {'A':>10} {'alpha':>8} {'B':>10} {'beta':>8} {'R^2':>8}"]
+        for d in self.loss_domains:
+            p = self.params[d]
+            lines.append(f"{d:<10} {format_number(p['E']):>10} {format_number(p['A']):>10} {format_number(p['alpha']):>8} "
+                         f"{format_number(p['B']):>10} {format_number(p['beta']):>8} {format_number(self.r2.get(d)):>8}")
+            lines.append("  C: " + ", ".join(f"{j} {format_number(v)}" for j, v in p["C"].items()))
+            lines.append("  gamma: " + ", ".join(f"{j} {format_number(v)}" for j, v in p["gamma"].items()))
+        choice = self.settings.get("kind_choice")
+        if choice:
+            lines.append(f"kind: {choice['chosen']} ({choice['reason']})")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
