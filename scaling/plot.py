@@ -234,9 +234,7 @@ def residuals(source, fit: FitResult, out) -> dict:
 def backtest_plot(result, out) -> dict:
     """Held-out runs of a backtest result (``scaling.backtest``'s dict or its ``--out`` JSON file):
     observed against predicted loss, with 95% predictive intervals. Draws; never fits."""
-    result = _result(result, "a backtest result", "python -m scaling.backtest SOURCE --out FILE",
-                     lambda r: isinstance(r.get("runs"), list) and bool(r["runs"]) and
-                     all(isinstance(x, dict) and {"loss", "predicted"} <= set(x) for x in r["runs"]))
+    result = _result(result, "backtest")
     plt = new_figure()
     runs = result["runs"]
     obs = np.array([r["loss"] for r in runs])
@@ -395,25 +393,16 @@ def pd_numeric(values) -> np.ndarray:
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
 
 
-def _result(value, what: str, how: str, valid) -> dict:
-    """A result a plot draws: the dict itself, or the JSON file a command wrote (``how``), checked
-    by ``valid``; an unreadable or foreign file is one DataError line."""
-    if isinstance(value, dict):
-        return value
-    path = Path(value)
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"cannot read {what} {path}: {str(exc).splitlines()[0][:120]}") from None
-    if not isinstance(value, dict) or not valid(value):
-        raise DataError(f"{path} is not {what} ({how})")
-    return value
+def _result(value, kind: str) -> dict:
+    """A result a plot draws: the dict itself, or the JSON file a command wrote, validated against
+    its schema (``scaling.schemas``); an unreadable or foreign file is one DataError line."""
+    from scaling.schemas import load, validate
+    return validate(value, kind, "result") if isinstance(value, dict) else load(value, kind)
 
 
 def _load_optimum(optimum, params: float, tokens: float) -> dict:
     """An optimum dict, or its JSON file, checked to be at (N, D) within 1%."""
-    optimum = _result(optimum, "an optimum", "python -m scaling.mixture optimize ... --out FILE",
-                      lambda r: isinstance(r.get("mixture"), dict))
+    optimum = _result(optimum, "optimum")
     for key, want in (("params", params), ("tokens", tokens)):
         got = optimum.get(key)
         if isinstance(got, (int, float)) and abs(got / want - 1) > 0.01:

@@ -55,26 +55,11 @@ class FitResult(JsonFile):
         return {k: plain(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FitResult":
-        """Validated whole: a known law, and every parameter it needs present and a finite number
-        (a fit file with a null, NaN or missing parameter would otherwise predict NaN)."""
-        missing = [k for k in ("law", "params") if k not in d]
-        if missing:
-            raise DataError(f"fit file lacks key(s) {', '.join(missing)}")
-        if not isinstance(d["law"], str):
-            raise DataError(f"fit file: 'law' must be a law's name, got {d['law']!r}")
-        from scaling.laws import get_law
-        law = get_law(d["law"])                      # unknown law: UsageError naming the known ones
-        params = d["params"]
-        if not isinstance(params, dict):
-            raise DataError("fit file: 'params' must be an object of parameter values")
-        need = [n for n in law.public_names if n not in params]
-        if need:
-            raise DataError(f"fit file: 'params' lacks {', '.join(need)} (the {d['law']} law needs "
-                             f"{', '.join(law.public_names)})")
-        for name, value in params.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise DataError(f"fit file: parameter {name} must be a finite number, got {value!r}")
+    def from_dict(cls, d: dict, path="fit file") -> "FitResult":
+        """Validated whole against the scaling-fit schema (``scaling.schemas``): a known law, every
+        parameter it needs present, finite and of the right sign, bootstrap draws rectangular."""
+        from scaling.schemas import validate
+        validate(d, "scaling-fit", path)
         return cls(**{k: d.get(k, default) for k, default in
                       (("law", None), ("params", None), ("objective", None), ("n_points", 0), ("r2", None),
                        ("ci", {}), ("warnings", []), ("settings", {}), ("data_sha256", None), ("version", ""))})
@@ -82,17 +67,12 @@ class FitResult(JsonFile):
     @classmethod
     def load(cls, path) -> "FitResult":
         """Read a fit file; a name that is no file but a preset's (``hoffmann2022``) reads the preset."""
+        from scaling.schemas import read_json
         path = resolve_fit_path(path)
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
+        if not Path(path).exists():
             import fits
-            raise DataError(f"{path}: no such fit file (presets by name: {', '.join(fits.names())})") from None
-        except (OSError, ValueError) as exc:          # ValueError: bad JSON, or not UTF-8 text
-            raise DataError(f"cannot read fit file {path}: {str(exc).splitlines()[0][:200]}") from None
-        if not isinstance(d, dict):
-            raise DataError(f"{path}: not a fit file (expected a JSON object)")
-        return cls.from_dict(d)
+            raise DataError(f"{path}: no such fit file (presets by name: {', '.join(fits.names())})")
+        return cls.from_dict(read_json(path), path)
 
     @property
     def bootstrap_draws(self) -> np.ndarray | None:

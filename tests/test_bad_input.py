@@ -50,6 +50,25 @@ def files(tmp_path_factory):
     (d / "fit_types.json").write_text('{"law": "chinchilla", "params": {"A": "big", "B": 2, "E": 1, "alpha": 0.3, "beta": 0.3}}')
     (d / "fit_list.json").write_text('[1, 2, 3]')
     (d / "fit_binary.json").write_bytes(b"\x00\x01\x02\xff")
+    # fit files whose values are finite but make the law degenerate, or whose shapes are wrong
+    good = '"A": 406.4, "B": 410.7, "E": 1.69'
+    (d / "fit_negalpha.json").write_text('{"law": "chinchilla", "params": {%s, "alpha": -0.3, "beta": 0.28}}' % good)
+    (d / "fit_zeroa.json").write_text('{"law": "chinchilla", "params": {"A": 0, "B": 410.7, "E": 1.69, "alpha": 0.34, "beta": 0.28}}')
+    (d / "fit_hugeint.json").write_text('{"law": "chinchilla", "params": {"A": 1%s, "B": 410.7, "E": 1.69, "alpha": 0.34, '
+                                        '"beta": 0.28}}' % ("0" * 400))
+    (d / "fit_settings.json").write_text('{"law": "chinchilla", "params": {%s, "alpha": 0.34, "beta": 0.28}, '
+                                         '"settings": [1, 2]}' % good)
+    (d / "fit_ragged.json").write_text('{"law": "chinchilla", "params": {%s, "alpha": 0.34, "beta": 0.28}, "settings": '
+                                       '{"bootstrap": {"names": ["A", "B", "E", "alpha", "beta"], "draws": [[1, 2, 3, 0.3, 0.3], '
+                                       '[1, 2]]}}}' % good)
+    (d / "fit_rdzero.json").write_text('{"law": "data-constrained", "params": {%s, "alpha": 0.34, "beta": 0.28, '
+                                       '"rd_star": 0, "rn_star": 5.3}}' % good)
+    (d / "fit_deep.json").write_text("[" * 100000 + "]" * 100000)
+    (d / "mix_binary.json").write_bytes(b"\xff\xfe\x00binary")
+    (d / "mix_ragged.json").write_text('{"law": "mixture", "kind": "direct", "domains": ["a", "b"], "loss_domains": ["a"], '
+                                       '"params": {"a": {"c": 1.0, "k": 1.0, "t": [0.5]}}}')
+    (d / "backtest_bad.json").write_text('{"law": "chinchilla", "mape": 1.0, "runs": [{"loss": "x", "predicted": 2.0}]}')
+    (d / "optimum_bad.json").write_text('{"mixture": {"a": 1.5, "b": -0.5}, "loss": 2.0}')
     # saved models whose files were damaged: m0's config.json, m1's weights
     from runners.models.files import model_dir, save_model
     from runners.models.gpt import GPT, GPTConfig
@@ -69,8 +88,11 @@ def _argv(argv, d: Path):
              "CSV_NONNUMERIC": d / "nonnumeric.csv", "CSV_INF": d / "inf.csv", "CSV_NEG": d / "negative.csv",
              "CSV_NANLOSS": d / "nanloss.csv", "H": "hoffmann2022", "C4": "muennighoff2023_c4",
              "PROC": "/proc/no/such/dir/x", "OUT": d / "must-not-exist", "ADIR": d / "adir.json"}
-    for key in ("null", "nan", "missing", "law", "nolaw", "types", "list", "binary"):
+    for key in ("null", "nan", "missing", "law", "nolaw", "types", "list", "binary", "negalpha", "zeroa", "hugeint",
+                "settings", "ragged", "rdzero", "deep"):
         table[f"FIT_{key.upper()}"] = d / f"fit_{key}.json"
+    for name in ("mix_binary", "mix_ragged", "backtest_bad", "optimum_bad"):
+        table[name.upper()] = d / f"{name}.json"
     for key in ("escape", "subdir", "schema", "hidden", "long", "dup", "late"):
         table[f"IDS_{key.upper()}"] = d / f"ids_{key}.csv"
     out = []
@@ -139,6 +161,17 @@ CASES = [
     ("scaling.mixture", ["predict", "--fit", "OUT.json", "--mixture", "a=1"]),
     ("scaling.mixture", ["optimize", "--fit", "OUT.json", "--params", "1M", "--tokens", "1M"]),
     ("scaling.mixture", ["fit", "STORE"]),
+    # fit files that are valid JSON with finite numbers but make the law degenerate (issue 23)
+    *(("scaling.predict", ["allocate", "--fit", f"FIT_{k}", "--flops", "1e22"])
+      for k in ("NEGALPHA", "ZEROA", "HUGEINT", "SETTINGS", "RAGGED", "DEEP")),
+    ("scaling.predict", ["allocate", "--fit", "FIT_RDZERO", "--flops", "1e22", "--unique-tokens", "1e9"]),
+    ("scaling.predict", ["loss", "--fit", "FIT_NEGALPHA", "--params", "1e9", "--tokens", "2e10"]),
+    ("scaling.mixture", ["predict", "--fit", "MIX_BINARY", "--mixtures", "STORE"]),
+    ("scaling.mixture", ["predict", "--fit", "MIX_RAGGED", "--mixtures", "STORE"]),
+    ("scaling.mixture", ["predict", "--fit", "FIT_NEGALPHA", "--mixtures", "STORE"]),
+    ("scaling.plot", ["backtest", "--result", "BACKTEST_BAD", "--out", "OUT.png"]),
+    ("scaling.plot", ["backtest", "--result", "FIT_DEEP", "--out", "OUT.png"]),
+    ("scaling.downstream", ["predict", "--fit", "FIT_NEGALPHA", "--params", "1e9", "--tokens", "1e10"]),
     # scaling.downstream
     ("scaling.downstream", ["fit", "STORE", "--task", "corpus_cloze"]),           # no eval.* column
     ("scaling.downstream", ["fit", "no-such-dir", "--task", "x"]), ("scaling.downstream", ["fit", "--task", "x"]),

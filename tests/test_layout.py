@@ -50,13 +50,13 @@ def _internal_top(m: str) -> set[str]:
 #: The stages of ``scaling``, in data-flow order; a module may import its own or earlier stages.
 SCALING_STAGES = [
     {"scaling.errors", "scaling.cli", "scaling.intervals", "scaling.humanise", "scaling.accounting", "scaling.columns", "scaling.datasets",
-     "scaling.datasets.__main__", "scaling.scripts", "scaling", "scaling.store"},
+     "scaling.datasets.__main__", "scaling.scripts", "scaling", "scaling.store", "scaling.schemas"},
     {"scaling.optimize", "scaling.results", "scaling.variants", "scaling.laws", "scaling.laws.base",
      "scaling.laws.chinchilla", "scaling.laws.data_constrained", "scaling.laws.mixture", "scaling.fit",
      "scaling.approach1", "scaling.approach2", "scaling.mixing_fit", "scaling.mixture_models", "scaling.mixture",
      "scaling.mixture.__main__", "scaling.mixture.runs", "scaling.mixture.result", "scaling.mixture.predict",
      "scaling.mixture.fit", "scaling.mixture.optimize", "scaling.mixture.transfer", "scaling.mixture.cli",
-     "scaling.laws.downstream", "scaling.downstream", "scaling.downstream.__main__", "scaling.downstream.data",
+     "scaling.laws.downstream", "scaling.laws.mixture_scale", "scaling.downstream", "scaling.downstream.__main__", "scaling.downstream.data",
      "scaling.downstream.result", "scaling.downstream.fit", "scaling.downstream.cli", "scaling.downstream.synthetic"},
     {"scaling.predict", "scaling.backtest"},
     {"scaling.plot"},

@@ -7,9 +7,7 @@ The chain (Bhagia et al. 2024; Gadre et al. 2024): the intermediate x = E + A/N^
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -50,34 +48,16 @@ class DownstreamFit(JsonFile):
 
     @classmethod
     def from_dict(cls, d: dict, path="fit file") -> "DownstreamFit":
-        if not isinstance(d, dict) or d.get("kind") != KIND:
-            what = "a scaling-law fit (scaling.fit)" if isinstance(d, dict) and "law" in d else \
-                "a mixture fit (scaling.mixture)" if isinstance(d, dict) and "domains" in d else "not a fit file"
-            raise DataError(f"{path} is {what}, not a downstream fit (python -m scaling.downstream fit ... --out FILE)")
-        need = [k for k in ("task", "metric", "via", "form", "step1", "step2") if k not in d]
-        if need:
-            raise DataError(f"{path}: downstream fit lacks {', '.join(need)}")
-        if d["form"] not in FORMS:
-            raise DataError(f"{path}: unknown step-2 form {d['form']!r} (known: {', '.join(FORMS)})")
-        params = (d["step2"] or {}).get("params") if isinstance(d["step2"], dict) else None
-        names = FORMS[d["form"]].names
-        if not isinstance(params, dict) or any(
-                isinstance(params.get(n), bool) or not isinstance(params.get(n), (int, float))
-                or not np.isfinite(params.get(n)) for n in names):
-            raise DataError(f"{path}: step2.params must give finite {', '.join(names)}")
-        FitResult.from_dict(d["step1"])            # validated as any scaling fit
+        """Validated whole against the downstream-fit schema (``scaling.schemas``)."""
+        from scaling.schemas import validate
+        validate(d, "downstream-fit", path)
         keys = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in keys})
 
     @classmethod
     def load(cls, path) -> "DownstreamFit":
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such fit file") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read fit file {path}: {str(exc).splitlines()[0][:200]}") from None
-        return cls.from_dict(d, path)
+        from scaling.schemas import read_json
+        return cls.from_dict(read_json(path), path)
 
     @property
     def law(self) -> FitResult:

@@ -56,19 +56,9 @@ class MixtureFit(JsonFile):
 
     @classmethod
     def load(cls, path) -> "MixtureFit":
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such fit file") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"cannot read fit file {path}: {exc}") from None
-        if not isinstance(d, dict) or d.get("law") != "mixture":
-            raise UsageError(f"{path}: not a mixture fit (law {d.get('law') if isinstance(d, dict) else None!r}); "
-                             f"make one with python -m scaling.mixture fit")
-        missing = [k for k in ("kind", "domains", "loss_domains", "params") if k not in d]
-        nested_ok = d.get("mixtures") and d.get("scaling_law") in SCALING_FORMS
-        if missing or d["kind"] not in ("nested", "direct", "joint") or (d["kind"] == "nested" and not nested_ok):
-            raise UsageError(f"{path}: malformed mixture fit (lacks {', '.join(missing) or 'per-mixture laws'})")
+        """Read and validate a mixture fit file (``scaling.schemas``: kinds, shapes, signs)."""
+        from scaling.schemas import load
+        d = load(path, "mixture-fit")
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in known})
 

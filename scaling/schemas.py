@@ -1,0 +1,254 @@
+"""One schema per kind of file the toolkit reads back, and the one loader every command uses.
+
+Kinds: ``scaling-fit`` (``scaling.fit --out``), ``downstream-fit`` (``scaling.downstream fit --out``),
+``mixture-fit`` (``scaling.mixture fit --out``), ``backtest`` (``scaling.backtest --out``) and
+``optimum`` (``scaling.mixture optimize --out``). Types, shapes, signs and ranges are declared once,
+with pydantic, and checked whole when a file is read: a fit whose exponent is negative, whose
+coefficient is zero, whose bootstrap draws are ragged or whose numbers overflow a float is one
+``DataError`` naming the field, never a complex number, a ZeroDivisionError or a confident Infinity
+further on. ``load(path, kind)`` reads, parses and validates; a file of another kind says which
+kind it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, \
+    model_validator
+
+from scaling.errors import DataError
+
+
+def _finite(v: float) -> float:
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return float(v)
+
+
+#: a JSON number (not a bool, not text), finite, within a float's range
+Number = Annotated[StrictFloat | StrictInt, AfterValidator(lambda v: _finite(float(v)))]
+Positive = Annotated[Number, Field(gt=0)]
+NonNegative = Annotated[Number, Field(ge=0)]
+Fraction = Annotated[Number, Field(ge=0, le=1)]
+
+
+class _Open(BaseModel):
+    """Extra keys are kept (files carry more than any reader needs)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+#: what each law's parameters must satisfy: positive coefficients and exponents (zero or negative
+#: ones make the law degenerate: complex powers, division by zero), R_D*, R_N* positive
+LAW_PARAMETERS = {
+    "chinchilla": {"A": "positive", "B": "positive", "E": "positive", "alpha": "positive", "beta": "positive"},
+    "data-constrained": {"A": "positive", "B": "positive", "E": "positive", "alpha": "positive", "beta": "positive",
+                         "rd_star": "positive", "rn_star": "positive"},
+}
+
+
+def _check_params(params: dict, rules: dict[str, str], where: str) -> None:
+    missing = [n for n in rules if n not in params]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)} (needs {', '.join(rules)})")
+    for name, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}.{name} must be a number, got {value!r}")
+        try:
+            v = float(value)
+        except OverflowError:
+            raise ValueError(f"{where}.{name} is too large for a float") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{where}.{name} must be a finite number, got {value!r}")
+        if rules.get(name) == "positive" and not v > 0:
+            raise ValueError(f"{where}.{name} must be positive, got {value!r}")
+
+
+def _check_draws(boot: Any, k: int | None, where: str) -> None:
+    """Bootstrap draws, when present: a list of rows of ``k`` finite numbers."""
+    if not boot:
+        return
+    if not isinstance(boot, dict):
+        raise ValueError(f"{where} must be an object")
+    draws = boot.get("draws")
+    if draws is None:
+        return
+    names = boot.get("names")
+    k = len(names) if isinstance(names, list) else k
+    if not isinstance(draws, list) or not all(isinstance(r, list) for r in draws):
+        raise ValueError(f"{where}.draws must be a list of rows")
+    for i, row in enumerate(draws):
+        if k is not None and len(row) != k:
+            raise ValueError(f"{where}.draws row {i} has {len(row)} values, not {k} (ragged draws)")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x)) for x in row):
+            raise ValueError(f"{where}.draws row {i} holds a value that is not a finite number")
+
+
+class ScalingFitFile(_Open):
+    law: Literal["chinchilla", "data-constrained"]
+    params: dict[str, Any]
+    objective: Number | None = None
+    n_points: StrictInt = 0
+    r2: Number | None = None
+    ci: dict[str, list[Number]] = {}
+    warnings: list[str] = []
+    settings: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _laws_parameters(self):
+        _check_params(self.params, LAW_PARAMETERS[self.law], "params")
+        _check_draws(self.settings.get("bootstrap"), None, "settings.bootstrap")
+        return self
+
+
+class DownstreamFitFile(_Open):
+    kind: Literal["downstream"]
+    task: str
+    metric: str
+    via: str
+    via_column: str = ""
+    form: Literal["sigmoid", "exponential"]
+    lower_is_better: bool = False
+    chance: Fraction | None = None
+    step1: ScalingFitFile
+    step2: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _step2(self):
+        rules = {"sigmoid": {"a": "number", "b": "number", "k": "positive", "x0": "number"},
+                 "exponential": {"epsilon": "number", "k": "number", "gamma": "positive"}}[self.form]
+        params = self.step2.get("params")
+        if not isinstance(params, dict):
+            raise ValueError("step2.params must be an object")
+        _check_params(params, rules, "step2.params")
+        rng = self.step2.get("x_range")
+        if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, (int, float)) and math.isfinite(x)
+                                                                  for x in rng) and rng[0] <= rng[1]):
+            raise ValueError("step2.x_range must be [low, high]")
+        if self.step2.get("draws"):
+            _check_draws({"draws": self.step2["draws"]}, len(rules), "step2")
+        return self
+
+
+class MixtureFitFile(_Open):
+    law: Literal["mixture"]
+    kind: Literal["direct", "nested", "joint"]
+    domains: list[str] = Field(min_length=2)
+    loss_domains: list[str] = Field(min_length=1)
+    params: dict[str, dict[str, Any]]
+    mixtures: list[dict[str, Any]] = []
+    scaling_law: str | None = None
+    settings: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        k = len(self.domains)
+        for d in self.loss_domains:
+            p = self.params.get(d)
+            if p is None:
+                raise ValueError(f"params lacks loss domain {d}")
+            if self.kind == "joint":
+                _check_params({n: p.get(n) for n in ("E", "A", "alpha", "B", "beta")},
+                              {n: "positive" for n in ("E", "A", "B")}, f"params.{d}")
+                for key, rule in (("C", "positive"), ("gamma", "number")):
+                    sub = p.get(key)
+                    if not isinstance(sub, dict) or set(sub) != set(self.domains):
+                        raise ValueError(f"params.{d}.{key} must give a value for each of {', '.join(self.domains)}")
+                    _check_params(sub, {n: rule for n in self.domains}, f"params.{d}.{key}")
+            else:
+                _check_params({"c": p.get("c"), "k": p.get("k")}, {"c": "number", "k": "number"}, f"params.{d}")
+                t = p.get("t")
+                if not isinstance(t, list) or len(t) != k:
+                    raise ValueError(f"params.{d}.t must list {k} values (one per component)")
+                _check_params(dict(enumerate(t)), {}, f"params.{d}.t")
+        if self.kind == "nested" and not (self.mixtures and self.scaling_law in ("chinchilla", "compute", "power")):
+            raise ValueError("a nested fit needs its per-mixture laws (mixtures, scaling_law)")
+        return self
+
+
+class BacktestRun(_Open):
+    loss: Number
+    predicted: Number
+    interval: list[Number] | None = Field(default=None, min_length=2, max_length=2)
+
+
+class BacktestFile(_Open):
+    law: str
+    mape: Number
+    runs: list[BacktestRun] = Field(min_length=1)
+
+
+class OptimumFile(_Open):
+    mixture: dict[str, Fraction]
+    params: Positive | None = None
+    tokens: Positive | None = None
+
+
+KINDS: dict[str, tuple[type[BaseModel], str]] = {
+    "scaling-fit": (ScalingFitFile, "python -m scaling.fit SOURCE --out FILE"),
+    "downstream-fit": (DownstreamFitFile, "python -m scaling.downstream fit SOURCE --task TASK --out FILE"),
+    "mixture-fit": (MixtureFitFile, "python -m scaling.mixture fit SOURCE --out FILE"),
+    "backtest": (BacktestFile, "python -m scaling.backtest SOURCE --out FILE"),
+    "optimum": (OptimumFile, "python -m scaling.mixture optimize ... --out FILE"),
+}
+
+
+def kind_of(d: Any) -> str | None:
+    """Which kind of toolkit file a parsed JSON value looks like, by its keys."""
+    if not isinstance(d, dict):
+        return None
+    if d.get("kind") == "downstream":
+        return "downstream-fit"
+    if d.get("law") == "mixture":
+        return "mixture-fit"
+    if "runs" in d and "mape" in d:
+        return "backtest"
+    if "law" in d and "params" in d:
+        return "scaling-fit"
+    if "mixture" in d and "loss" in d:
+        return "optimum"
+    return None
+
+
+def read_json(path) -> Any:
+    """A JSON file's value; any failure to read or parse it (missing, unreadable, not UTF-8, not
+    JSON, nested beyond the parser's depth) is one ``DataError``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a file") from None
+    except (OSError, ValueError, RecursionError) as exc:       # UnicodeDecodeError is a ValueError
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read {path}: {first}") from None
+
+
+def validate(d: Any, kind: str, path="file") -> dict:
+    """``d`` checked against ``kind``'s schema; the first problem as one ``DataError``."""
+    schema, how = KINDS[kind]
+    if not isinstance(d, dict):
+        raise DataError(f"{path} is not a {kind.replace('-', ' ')} (expected a JSON object; {how})")
+    seen = kind_of(d)
+    if seen is not None and seen != kind:
+        raise DataError(f"{path} is a {seen.replace('-', ' ')}, not a {kind.replace('-', ' ')} ({how})")
+    try:
+        schema.model_validate(d)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        raise DataError(f"{path}: {where + ': ' if where else ''}{msg}") from None
+    except (OverflowError, RecursionError) as exc:
+        raise DataError(f"{path}: {type(exc).__name__}: a number or nesting beyond what can be read") from None
+    return d
+
+
+def load(path, kind: str) -> dict:
+    """Read ``path`` and validate it as ``kind``: the parsed dict, or one ``DataError``."""
+    return validate(read_json(path), kind, path)
