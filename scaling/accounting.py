@@ -413,6 +413,8 @@ CPU_PRESETS: dict[str, CpuPreset] = {
 }
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+#: a FLOP count as typed: digits, a point, an exponent (no ``1_000``, no ``inf``)
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmbgt]?)\s*$", re.I)
 
 
@@ -456,10 +458,12 @@ def parse_budgets(text: str, cpu: bool | None = None) -> list[Budget]:
             budgets.extend(_cpu_budget(f, f"{key}-{f:.2g}".replace("+", ""), preset) for f in preset.budgets)
         else:
             try:
-                value = float(part)
+                value = float(part) if _PLAIN_NUMBER.fullmatch(part) else float("nan")
             except ValueError:
+                value = float("nan")
+            if math.isnan(value):
                 known = ", ".join([*NAMED_BUDGETS, *CPU_PRESETS])
-                raise AccountingError(f"unknown budget {part!r} (known: {known}, or a FLOP count such as 3e13)") from None
+                raise AccountingError(f"unknown budget {part!r} (known: {known}, or a FLOP count such as 3e13)")
             if not value > 0 or not math.isfinite(value):
                 raise AccountingError(f"budget must be a positive FLOP count, got {part!r}")
             is_cpu = value < 1e17 if cpu is None else cpu

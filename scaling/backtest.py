@@ -19,7 +19,7 @@ import pandas as pd
 from scaling import columns as cols
 from scaling.store import read_table
 from scaling.approach2 import budget_groups, run_flops
-from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int, bootstrap_count
 from scaling.fit import fit, prepare
 from scaling.laws import get_law
 from scaling.intervals import interval
@@ -98,7 +98,7 @@ def _parser():
     p.add_argument("--law", choices=["chinchilla", "data-constrained"])
     p.add_argument("--holdout", default="largest-compute", help="largest-compute (default) or K runs")
     p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS")
-    p.add_argument("--bootstrap", type=nonnegative_int, default=200)
+    p.add_argument("--bootstrap", type=bootstrap_count, default=200)
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", metavar="BACKTEST.json",

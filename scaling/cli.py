@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 
@@ -57,15 +58,65 @@ def check_writable(path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: cannot write under {base} ({exc.strerror or exc})") from None
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse ``type`` for seeds and resample counts: a whole number >= 0."""
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+import re as _re
+
+#: a plain decimal number as a user types one: no ``1_000`` (Python's own float() takes it), no
+#: hex, no words (``inf``, ``nan``)
+_NUMBER = _re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def parse_number(text, what: str = "value") -> float:
+    """``text`` as a finite float, or a ``UsageError`` naming ``what``: one rule for every number a
+    command reads from its arguments."""
+    t = str(text).strip()
+    if not _NUMBER.fullmatch(t):
+        raise UsageError(f"{what}: {text!r} is not a number (e.g. 3, 0.5, 1e9)")
+    value = float(t)
+    if not math.isfinite(value):
+        raise UsageError(f"{what}: {text!r} is beyond a float's range")
     return value
+
+
+def parse_count(text, what: str, maximum: int | None = None, why: str = "", minimum: int = 0) -> int:
+    """A whole number in [minimum, maximum] (``why`` the bound is), or one ``UsageError``."""
+    t = str(text).strip()
+    if not _re.fullmatch(r"[+-]?\d+", t):
+        raise UsageError(f"{what}: {text!r} is not a whole number")
+    value = int(t)
+    if value < minimum:
+        raise UsageError(f"{what} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise UsageError(f"{what} must be at most {maximum:,}{f' ({why})' if why else ''}, got {value:,}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse ``type`` for seeds and resample counts: a whole number >= 0 (no ``1_000``, no
+    ``1e3``), and below 2^63 (numpy's and torch's seeds)."""
+    try:
+        return parse_count(text, "value", maximum=2 ** 63 - 1, why="a 64-bit seed")
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ").removeprefix("value ")) from None
+
+
+#: bootstrap resamples at most: every command keeps its draws (in memory, and in the fit file)
+MAX_BOOTSTRAP = 100_000
+
+
+def bootstrap_count(text: str) -> int:
+    """argparse ``type`` of every ``--bootstrap``: 0 to ``MAX_BOOTSTRAP``."""
+    return bounded_int(MAX_BOOTSTRAP, "each resample is a refit whose draws are kept")(text)
+
+
+def bounded_int(maximum: int, why: str, minimum: int = 0):
+    """argparse ``type``: a whole number in [minimum, maximum]; ``why`` says what the bound protects."""
+    def parse(text: str) -> int:
+        try:
+            return parse_count(text, "value", maximum=maximum, why=why, minimum=minimum)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ").removeprefix("value ")) from None
+    parse.__name__ = "whole number"
+    return parse
 
 
 #: Where each kind of CLI keeps the store: ``scaling`` commands call it ``source`` (a store

@@ -32,7 +32,8 @@ import pandas as pd
 import scaling
 from scaling import columns as cols
 from scaling.store import read_table
-from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int
+from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int, bootstrap_count, \
+    parse_number
 from scaling.errors import DataError, FitError
 from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
@@ -56,6 +57,8 @@ MAX_STARTS = 20000
 SCREEN_POINTS = 256
 SCREEN_KEEP = 48
 BASE_NAMES = ("E", "A", "B", "alpha", "beta")
+#: pairs of fit-space parameters that ``--tie`` may tie (of one kind, as the papers tie them)
+TIEABLE = ({"alpha", "beta"}, {"rd_star", "rn_star"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +271,7 @@ def diagnose(problem: Problem, z_best, f_best, candidates, want_profiles=True):
             if differ:
                 optima.append({"objective": float(f), "params": p_other})
                 warnings.append(
-                    f"a distinct optimum lies within {100 * (f - f_best) / f_best:.3g}% of the best objective "
+                    f"a distinct optimum lies within {100 * (f - f_best) / max(f_best, 1e-300):.3g}% of the best objective "
                     f"with different {', '.join(differ)} ("
                     + ", ".join(f"{n} {p_other[n]:.4g} vs {public[n]:.4g}" for n in differ)
                     + "): these parameters are ill-determined by the data")
@@ -370,6 +373,13 @@ def prepare(table: pd.DataFrame, law_name: str | None, exclude_top: int = 0, sou
         table = table.sort_values("loss", kind="stable").iloc[:-exclude_top].reset_index(drop=True)
     if table.empty:
         raise DataError(f"{source}: no usable rows")
+    loss = table["loss"].to_numpy(float)
+    if np.ptp(loss) <= 1e-12 * max(abs(loss.max()), 1.0):
+        raise DataError(f"{source}: every run has the same loss ({loss[0]:.6g}): nothing to fit a scaling law to")
+    distinct = len(np.unique(np.round(np.log(table[list(law.required)].to_numpy(float)), 9), axis=0))
+    if distinct < 3:
+        raise DataError(f"{source}: {distinct} distinct ({', '.join(law.required)}) point(s): a scaling law needs runs "
+                        f"at several sizes and token counts")
     data = LawData(table["params"].values, table["tokens"].values,
                    table["unique_tokens"].values if "unique_tokens" in law.required else None)
     return law_name, FitData(data, table["loss"].values.astype(float), table, notes)
@@ -399,14 +409,9 @@ def _parse_assignments(items, what) -> dict[str, float]:
     for item in items or []:
         for part in str(item).split(","):
             name, sep, value = part.partition("=")
-            try:
-                out[name.strip()] = float(value)
-            except ValueError:
-                raise UsageError(f"malformed {what} {part!r} (expected NAME=VALUE, e.g. alpha=0.35)") from None
-            if not sep:
-                raise UsageError(f"malformed {what} {part!r} (expected NAME=VALUE)")
-            if not math.isfinite(out[name.strip()]):
-                raise UsageError(f"{what} {part!r}: the value must be a finite number")
+            if not sep or not name.strip():
+                raise UsageError(f"malformed {what} {part!r} (expected NAME=VALUE, e.g. alpha=0.35)")
+            out[name.strip()] = parse_number(value, f"{what} {name.strip()}")
     return out
 
 
@@ -420,7 +425,12 @@ def _to_fit_names(law: Law, public: dict[str, float], what: str) -> dict[str, fl
                              f"(known: {', '.join(law.public_names)})") from None
         if f in law.exp_params and not value > 0:
             raise UsageError(f"{what} {name}={value}: must be positive")
-        out[f] = law.public_value_to_fit(f, value)
+        lo, hi = law.bounds[f]
+        v = law.public_value_to_fit(f, value)
+        if f not in law.exp_params and not (max(lo, 0.0) < v <= hi):
+            raise UsageError(f"{what} {name}={value}: must be in ({max(lo, 0.0):g}, {hi:g}] (a zero or negative "
+                             f"exponent makes the law degenerate)")
+        out[f] = v
     return out
 
 
@@ -431,9 +441,15 @@ def _parse_tie(law: Law, tie) -> list[tuple[str, str]]:
         if not sep:
             raise UsageError(f"malformed --tie {item!r} (expected e.g. alpha=beta)")
         try:
-            pairs.append((law.public_to_fit_name(a.strip()), law.public_to_fit_name(b.strip())))
+            pair = (law.public_to_fit_name(a.strip()), law.public_to_fit_name(b.strip()))
         except KeyError as exc:
             raise UsageError(f"unknown parameter {exc.args[0]!r} in --tie for law {law.name}") from None
+        if pair[0] == pair[1]:
+            raise UsageError(f"--tie {item}: ties a parameter to itself")
+        if set(pair) not in TIEABLE:
+            raise UsageError(f"--tie {item}: only the exponents alpha=beta (or rd_star=rn_star) can be tied; "
+                             f"a coefficient tied to another is no law of the papers")
+        pairs.append(pair)
     return pairs
 
 
@@ -689,7 +705,7 @@ def _parser():
     p.add_argument("--base", metavar="FIT.json", help="hold E, A, B, alpha, beta at this fit's values")
     p.add_argument("--start", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
                    help="one local optimisation from this point instead of the multi-start search")
-    p.add_argument("--bootstrap", type=nonnegative_int, default=None, metavar="N",
+    p.add_argument("--bootstrap", type=bootstrap_count, default=None, metavar="N",
                    help="bootstrap resamples for 95%% CIs (default: 0 for Approach 3, 200 for Approaches 1 and 2)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--no-profiles", action="store_true", help="skip the identifiability profiles")

@@ -36,6 +36,8 @@ def files(tmp_path_factory):
     (d / "inf.csv").write_text("params,tokens,loss\n1e6,2e7,3.0\ninf,2e7,2.9\n")
     (d / "negative.csv").write_text("params,tokens,loss\n1e6,2e7,3.0\n-2e6,2e7,2.9\n")
     (d / "nanloss.csv").write_text("params,tokens,loss\n1e6,2e7,\n2e6,2e7,\n")
+    (d / "equal.csv").write_text("params,tokens,loss\n" + "".join(f"{n},{t},3.0\n" for n in (1e6, 2e6, 4e6) for t in (2e7, 4e7)))
+    (d / "same.csv").write_text("params,tokens,loss\n" + "1e6,2e7,3.0\n1e6,2e7,2.9\n" * 3)
     # run ids that would write outside the store, over its own files, or where readers never look
     for name, rid in (("escape", "../../escaped"), ("subdir", "sub/dir"), ("schema", "_schema"), ("hidden", ".tmp-x"),
                       ("long", "x" * 300), ("dup", None), ("late", None)):
@@ -86,7 +88,7 @@ def files(tmp_path_factory):
 def _argv(argv, d: Path):
     table = {"STORE": d / "store", "MSTORE": d / "mstore", "TORN": d / "torn", "EMPTY": d / "empty", "FILE": d / "file.txt",
              "CSV_NONNUMERIC": d / "nonnumeric.csv", "CSV_INF": d / "inf.csv", "CSV_NEG": d / "negative.csv",
-             "CSV_NANLOSS": d / "nanloss.csv", "H": "hoffmann2022", "C4": "muennighoff2023_c4",
+             "CSV_NANLOSS": d / "nanloss.csv", "CSV_EQUAL": d / "equal.csv", "CSV_SAME": d / "same.csv", "H": "hoffmann2022", "C4": "muennighoff2023_c4",
              "PROC": "/proc/no/such/dir/x", "OUT": d / "must-not-exist", "ADIR": d / "adir.json"}
     for key in ("null", "nan", "missing", "law", "nolaw", "types", "list", "binary", "negalpha", "zeroa", "hugeint",
                 "settings", "ragged", "rdzero", "deep"):
@@ -172,6 +174,15 @@ CASES = [
     ("scaling.plot", ["backtest", "--result", "BACKTEST_BAD", "--out", "OUT.png"]),
     ("scaling.plot", ["backtest", "--result", "FIT_DEEP", "--out", "OUT.png"]),
     ("scaling.downstream", ["predict", "--fit", "FIT_NEGALPHA", "--params", "1e9", "--tokens", "1e10"]),
+    # numbers: no 1_000, no zero-token plans, bounded resources, constraints that keep the law a law
+    ("scaling.fit", ["CSV_EQUAL"]), ("scaling.fit", ["CSV_SAME"]),
+    ("scaling.fit", [DS, "--tie", "alpha=alpha"]), ("scaling.fit", [DS, "--tie", "E=A"]),
+    ("scaling.fit", [DS, "--fix", "alpha=-0.3"]), ("scaling.fit", [DS, "--fix", "alpha=1_0"]),
+    ("scaling.fit", [DS, "--bootstrap", "1000000000000"]), ("scaling.fit", [DS, "--target-params", "1e9"]),
+    ("runners.isoflop", ["--budget", "1_000", "--dry-run"]), ("runners.isoflop", ["--budget", "1e-300", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "1", "--dry-run"]), ("runners.isoflop", ["--budget", "smoke", "--workers", "1_000", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--workers", "100000", "--dry-run"]),
+    ("runners.isounique", ["--unique", "1M", "--epochs", "1e-9", "--dry-run"]),
     # scaling.downstream
     ("scaling.downstream", ["fit", "STORE", "--task", "corpus_cloze"]),           # no eval.* column
     ("scaling.downstream", ["fit", "no-such-dir", "--task", "x"]), ("scaling.downstream", ["fit", "--task", "x"]),

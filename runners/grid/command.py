@@ -223,16 +223,17 @@ def check_data_arg(data: str) -> str:
     return data
 
 
+#: processes or stacked runs at most: more than a machine's cores (or memory for K models) holds
+MAX_WORKERS = 256
+
+
 def parse_workers(text, flag: str = "--workers"):
     if text in (None, "auto"):
         return "auto"
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise UsageError(f"{flag} must be a positive integer or auto, got {text!r}")
-    return n
+    import re
+    if not re.fullmatch(r"\d+", str(text).strip()) or not 1 <= int(text) <= MAX_WORKERS:
+        raise UsageError(f"{flag} must be a whole number from 1 to {MAX_WORKERS} or auto, got {text!r}")
+    return int(text)
 
 
 def check_store_arg(store: str, writing: bool = False) -> str:
@@ -492,6 +493,12 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
     store, ds, slurm = opts.store, opts.deepspeed, opts.slurm
     if not specs:
         raise UsageError("the plan is empty")
+    short = [s for s in specs if min(s.tokens, s.unique_tokens) < s.seq_len]
+    if short:
+        s = short[0]
+        raise UsageError(f"{len(short)} run(s) of the plan would see fewer tokens than one sequence of {s.seq_len} "
+                         f"(e.g. {s.shape}: {s.tokens} tokens, {s.unique_tokens} unique): raise the budget, the unique "
+                         f"data or the epochs")
     if ds is not None:
         from runners.train.distributed import check_batches
         from runners.train.launch import todo

@@ -16,7 +16,7 @@ from scaling.downstream.result import DownstreamFit
 from scaling.laws.downstream import FORMS
 from scaling.variants import VARIANTS
 
-#: bootstrap resamples at most (each refits both steps: ~10 ms each for step 2 on a few hundred points)
+#: bootstrap resamples at most (each refits step 2: ~10 ms on a few hundred points)
 MAX_BOOTSTRAP = 10_000
 
 

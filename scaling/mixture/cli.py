@@ -7,7 +7,7 @@ import sys
 
 from scaling import columns as cols, mixture_models as mm
 from scaling.accounting import parse_size
-from scaling.cli import ArgumentParser, UsageError, add_store_argument, nonnegative_int, run_cli
+from scaling.cli import ArgumentParser, UsageError, add_store_argument, bootstrap_count, nonnegative_int, run_cli
 from scaling.results import format_number, plain
 from scaling.store import read_table, write_table_file
 from scaling.mixture.result import MixtureFit, SCALING_FORMS
@@ -42,7 +42,7 @@ def _parser():
                         "among law, log-linear, gbdt and their ensembles (default)")
     f.add_argument("--cv-folds", type=int, default=mm.CV_FOLDS, metavar="K",
                    help=f"folds (by mixture) of the cross-validation (default {mm.CV_FOLDS})")
-    f.add_argument("--bootstrap", type=nonnegative_int, default=0, metavar="B", help="bootstrap resamples for intervals")
+    f.add_argument("--bootstrap", type=bootstrap_count, default=0, metavar="B", help="bootstrap resamples for intervals")
     f.add_argument("--seed", type=nonnegative_int, default=0)
     f.add_argument("--out", metavar="FIT.json")
     f.add_argument("--json", action="store_true")
@@ -91,7 +91,7 @@ def _parser():
     add_store_argument(t, positional=True, help="store directory, CSV or Parquet file")
     t.add_argument("--small-params", required=True)
     t.add_argument("--large-params", required=True)
-    t.add_argument("--bootstrap", type=nonnegative_int, default=1000, metavar="B")
+    t.add_argument("--bootstrap", type=bootstrap_count, default=1000, metavar="B")
     t.add_argument("--seed", type=nonnegative_int, default=0)
     t.add_argument("--json", action="store_true")
     return p
