@@ -99,6 +99,25 @@ def nonnegative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ").removeprefix("value ")) from None
 
 
+def quantity(low: float, high: float, why: str):
+    """argparse ``type``: a number in [low, high] (``why`` says what the range is)."""
+    def parse(text: str) -> float:
+        try:
+            value = parse_number(text, "value")
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g} ({why}), got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+#: FLOPs and tokens a law can be asked about: beyond every training run (10^30 FLOPs is 10^5 times
+#: the largest published ones), and where a float and the law's powers still hold
+FLOPS = quantity(1.0, 1e30, "FLOPs from 1 to 1e30")
+TOKENS = quantity(1.0, 1e20, "tokens from 1 to 1e20")
+
 #: bootstrap resamples at most: every command keeps its draws (in memory, and in the fit file)
 MAX_BOOTSTRAP = 100_000
 

@@ -21,7 +21,7 @@ from scaling import columns as cols
 from scaling.store import read_table
 from scaling.accounting import chinchilla_optimal, parse_size, tokens_for
 from scaling.approach2 import budget_groups
-from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
+from scaling.cli import FLOPS, TOKENS, ArgumentParser, UsageError, run_cli, add_store_argument
 from scaling.errors import DataError
 from scaling.laws import get_law
 from scaling.results import FitResult
@@ -420,8 +420,8 @@ def _parser():
     p.add_argument("kind", help=f"one of {', '.join(KINDS)}")
     add_store_argument(p, positional=True, required=False, help="store directory, CSV or Parquet (isoflop, residuals)")
     p.add_argument("--fit", help="fit file (JSON)")
-    p.add_argument("--flops", type=float, help="contour: the compute budget")
-    p.add_argument("--unique-tokens", type=float, help="contour: unique tokens available")
+    p.add_argument("--flops", type=FLOPS, help="contour: the compute budget")
+    p.add_argument("--unique-tokens", type=TOKENS, help="contour: unique tokens available")
     p.add_argument("--result", metavar="BACKTEST.json", help="backtest: the result of python -m scaling.backtest --out")
     p.add_argument("--optimum", metavar="OPT.json",
                    help="mixture: the optimum to mark (python -m scaling.mixture optimize ... --out OPT.json)")

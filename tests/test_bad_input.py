@@ -183,6 +183,12 @@ CASES = [
     ("runners.isoflop", ["--budget", "1", "--dry-run"]), ("runners.isoflop", ["--budget", "smoke", "--workers", "1_000", "--dry-run"]),
     ("runners.isoflop", ["--budget", "smoke", "--workers", "100000", "--dry-run"]),
     ("runners.isounique", ["--unique", "1M", "--epochs", "1e-9", "--dry-run"]),
+    ("scaling.plot", ["contour", "--fit", "C4", "--flops", "inf", "--unique-tokens", "1e9", "--out", "OUT.png"]),
+    ("scaling.plot", ["contour", "--fit", "C4", "--flops", "1e300", "--unique-tokens", "1e9", "--out", "OUT.png"]),
+    ("scaling.plot", ["contour", "--fit", "C4", "--flops", "1e22", "--unique-tokens", "1e-300", "--out", "OUT.png"]),
+    ("runners.mixgrid", ["--n-mixtures", "1000000000000", "--dry-run"]),
+    ("runners.compare", ["--datasets", "text", "--ratio", "1e12"]),
+    ("runners.evaluate", ["STORE", "--tasks", "corpus_cloze", "--batch-size", "100000000"]),
     # scaling.downstream
     ("scaling.downstream", ["fit", "STORE", "--task", "corpus_cloze"]),           # no eval.* column
     ("scaling.downstream", ["fit", "no-such-dir", "--task", "x"]), ("scaling.downstream", ["fit", "--task", "x"]),

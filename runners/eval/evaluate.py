@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from scaling import store as rstore
-from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument
+from scaling.cli import bounded_int, ArgumentParser, UsageError, run_cli, add_store_argument
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=None, metavar="IDS", help="only these run ids (comma list)")
     p.add_argument("--force", action="store_true", help="rescore runs that already have scores")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
+    p.add_argument("--batch-size", type=bounded_int(4096, "sequences in memory at once", minimum=1), default=32, help="sequences per forward pass (default 32)")
     p.add_argument("--allow-download", action="store_true",
                    help="let lm-eval fetch hub task data (default: local cache only)")
     p.add_argument("--json", action="store_true", help="print the scored runs' new columns as JSON")

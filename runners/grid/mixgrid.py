@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from scaling import accounting
-from scaling.cli import UsageError, run_cli, nonnegative_int
+from scaling.cli import bounded_int, UsageError, run_cli, nonnegative_int
 from runners.grid import command as common
 from runners.grid import plan
 from runners.grid.spec import format_mix
@@ -35,7 +35,8 @@ SHARE_STEP = 1e-3
 def build_parser():
     p = common.make_parser("python -m runners.mixgrid", __doc__.split("\n\n")[0], EXAMPLE)
     g = p.add_argument_group("mixture grid")
-    g.add_argument("--n-mixtures", type=int, required=True, metavar="K", help="mixtures to draw and train")
+    g.add_argument("--n-mixtures", type=bounded_int(100_000, "each mixture is a training run", minimum=1), required=True,
+                   metavar="K", help="mixtures to draw and train")
     g.add_argument("--prior", default="tokens", metavar="tokens|uniform|D1=S1,...",
                    help="centre of the Dirichlet: the corpus's token distribution (default), uniform, or shares")
     g.add_argument("--shape", default="t32", help="model shape of every run (default t32)")

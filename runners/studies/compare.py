@@ -72,6 +72,10 @@ def eval_sets(sources: list[div.DataSource]) -> list[EvalSet]:
     return sets
 
 
+#: tokens per parameter at most
+MAX_RATIO = 10_000
+
+
 def parse_ratios(text: str | None) -> list[float]:
     items = [t.strip() for t in (text or "").split(",")]
     if not any(items):
@@ -84,6 +88,9 @@ def parse_ratios(text: str | None) -> list[float]:
             raise UsageError(f"malformed ratio {t!r} in {text!r} (expected numbers, e.g. 20,100)") from None
         if not value > 0 or not math.isfinite(value):
             raise UsageError(f"tokens-per-parameter ratios must be positive, got {t!r}")
+        if value > MAX_RATIO:
+            raise UsageError(f"ratio {t}: at most {MAX_RATIO:g} tokens per parameter (the most over-trained published "
+                             f"runs use 640; a larger ratio is a run that does not finish)")
         out.append(value)
     if len(set(out)) < len(out):
         raise UsageError(f"a ratio is listed twice in {text!r}")
