@@ -121,10 +121,52 @@ def _clean(value):
 
 def _parquet_files(path: Path) -> list[Path]:
     """The ``.parquet`` files of one folder, sorted; hidden temporaries (``.tmp-*``) and the
-    store's own files (``_schema``, ``_index``) are not data."""
+    store's own files (``_schema``, ``_index``) are not data, and neither is anything that is not a
+    regular file (a directory, a FIFO, a dangling link, a link loop: ``odd_files``), which readers
+    skip with one warning instead of hanging on it or giving up on the whole store."""
+    regular, odd = _listing(path)
+    for f, what in odd:
+        _warn_once(f, what)
+    return regular
+
+
+def _listing(path: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(regular ``*.parquet`` files, [(other entry, what it is)]) of one folder."""
     if not path.is_dir():
-        return []
-    return sorted(f for f in path.glob("*.parquet") if not f.name.startswith((".", "_")))
+        return [], []
+    regular, odd = [], []
+    for f in sorted(path.glob("*.parquet")):
+        if f.name.startswith((".", "_")):
+            continue
+        if f.is_file():                      # follows a link to a regular file; False for loops
+            regular.append(f)
+        else:
+            odd.append((f, _what_is(f)))
+    return regular, odd
+
+
+def _what_is(f: Path) -> str:
+    import stat
+    try:
+        if f.is_symlink():
+            try:
+                os.stat(f)
+            except OSError as exc:
+                return "a symbolic link loop" if exc.errno == 40 else "a dangling symbolic link"
+        mode = os.stat(f).st_mode
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return "a directory, not a run file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO, not a run file"
+    return "not a regular file"
+
+
+def odd_files(store) -> list[tuple[Path, str]]:
+    """Entries named like run files, segments or side files that are not regular files."""
+    d = _as_dir(store)
+    return [x for folder in (d, d / SEGMENTS, d / UPDATES) for x in _listing(folder)[1]]
 
 
 def run_files(store) -> list[Path]:
@@ -685,7 +727,7 @@ def quarantine(store, names) -> list[str]:
     with _writer_lock(store):
         for name in names:
             src = d / name
-            if src.exists():
+            if os.path.lexists(src):               # a dangling link or a loop is moved too
                 stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
                 os.replace(src, d / QUARANTINE / f"{name.replace('/', '__')}.{stamp}")
                 moved.append(name)
@@ -700,6 +742,9 @@ def check(store) -> dict:
         kinds = {"run_files": run_files(store), "segments": segment_files(store), "updates": update_files(store)}
     files = [f for fs in kinds.values() for f in fs]
     bad, schemas = [], {}
+    odd = odd_files(store)
+    for f, what in odd:
+        bad.append({"file": f.relative_to(d).as_posix(), "problem": what})
     for f in files:
         name = f.relative_to(d).as_posix()
         try:
@@ -720,8 +765,8 @@ def check(store) -> dict:
         for col, by_type in types.items():
             if _unified_schema([pa.schema([pa.field(col, t)]) for t, _ in by_type.values()]) is None:
                 conflicts.append({"column": col, "types": {k: sorted(v)[:5] for k, (_, v) in by_type.items()}})
-    return {"files": len(files), **{k: len(v) for k, v in kinds.items()}, "readable": len(files) - len(bad),
-            "bad": bad, "conflicts": conflicts}
+    return {"files": len(files) + len(odd), **{k: len(v) for k, v in kinds.items()},
+            "readable": len(files) - (len(bad) - len(odd)), "bad": bad, "conflicts": conflicts}
 
 
 def completed_run_ids(store) -> set[str]:

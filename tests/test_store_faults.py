@@ -221,3 +221,28 @@ def test_four_concurrent_imports_of_one_table_each_report_what_they_really_wrote
     assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
     counts = [int(re.search(r"imported (\d+) new", o[0]).group(1)) for o in outs]
     assert sum(counts) == 400 and len(store.read_runs(d)) == 400
+
+
+def test_entries_that_are_not_regular_files_are_skipped_listed_and_moved(tmp_path, capsys):
+    """A link loop, a dangling link, a FIFO and a directory named like run files: readers skip each
+    with one warning (a FIFO would otherwise block the read, a loop abort it), ``check`` lists them,
+    ``check --repair`` moves them into _quarantine/, and writes go on."""
+    s = tmp_path / "s"
+    for i in range(3):
+        store.write_run(s, {"run_id": f"r{i}", "params": 1e6 * (i + 1), "tokens": 2e7, "loss": 3.0 - 0.1 * i})
+    os.symlink("loop.parquet", s / "loop.parquet")
+    os.symlink("nowhere.parquet", s / "dangling.parquet")
+    os.mkfifo(s / "fifo.parquet")
+    (s / "dir.parquet").mkdir()
+    assert sorted(store.read_runs(s)["run_id"]) == ["r0", "r1", "r2"]
+    err = capsys.readouterr().err
+    for name, what in (("loop", "a symbolic link loop"), ("dangling", "a dangling symbolic link"),
+                       ("fifo", "a FIFO"), ("dir", "a directory")):
+        assert err.count(f"{name}.parquet: {what}") == 1, err
+    report = store.check(s)
+    assert sorted(b["file"] for b in report["bad"]) == ["dangling.parquet", "dir.parquet", "fifo.parquet", "loop.parquet"]
+    assert report["readable"] == 3 and report["files"] == 7
+    store.write_run(s, {"run_id": "r3", "params": 4e6, "tokens": 2e7, "loss": 2.7})
+    assert store.quarantine(s, [b["file"] for b in report["bad"]]) == [b["file"] for b in report["bad"]]
+    assert store.check(s)["bad"] == [] and len(store.read_runs(s)) == 4
+    assert len(list((s / store.QUARANTINE).iterdir())) == 4
