@@ -19,7 +19,6 @@ from typing import NamedTuple
 
 import hashlib
 import itertools
-import math
 import re
 import sys
 import time

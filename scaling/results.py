@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.cli import UsageError
 from scaling.errors import DataError
 
 FIT_KEYS = ("law", "params", "objective", "n_points", "r2", "ci", "warnings", "settings",

@@ -189,6 +189,12 @@ CASES = [
     ("runners.mixgrid", ["--n-mixtures", "1000000000000", "--dry-run"]),
     ("runners.compare", ["--datasets", "text", "--ratio", "1e12"]),
     ("runners.evaluate", ["STORE", "--tasks", "corpus_cloze", "--batch-size", "100000000"]),
+    # values torch would reject, refused when the command line is read
+    ("runners.generate", ["r0", "STORE", "--temperature", "nan"]), ("runners.generate", ["r0", "STORE", "--temperature", "1e-300"]),
+    ("runners.generate", ["r0", "STORE", "--device", "bogus"]), ("runners.generate", ["r0", "STORE", "--seed", str(2 ** 63)]),
+    ("runners.generate", ["r0", "STORE", "--max-new-tokens", "1000000000"]),
+    ("runners.evaluate", ["STORE", "--tasks", "corpus_cloze", "--device", "bogus"]),
+    ("runners.compare", ["--datasets", "text", "--ratio", "20", "--device", "tpu"]),
     # scaling.downstream
     ("scaling.downstream", ["fit", "STORE", "--task", "corpus_cloze"]),           # no eval.* column
     ("scaling.downstream", ["fit", "no-such-dir", "--task", "x"]), ("scaling.downstream", ["fit", "--task", "x"]),

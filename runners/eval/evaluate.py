@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from scaling import store as rstore
 from scaling.cli import bounded_int, ArgumentParser, UsageError, run_cli, add_store_argument
+from runners.models.device import device_arg
 
 log = logging.getLogger(__name__)
 
@@ -474,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N examples per task")
     p.add_argument("--runs", default=None, metavar="IDS", help="only these run ids (comma list)")
     p.add_argument("--force", action="store_true", help="rescore runs that already have scores")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None, type=device_arg, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--batch-size", type=bounded_int(4096, "sequences in memory at once", minimum=1), default=32, help="sequences per forward pass (default 32)")
     p.add_argument("--allow-download", action="store_true",
                    help="let lm-eval fetch hub task data (default: local cache only)")

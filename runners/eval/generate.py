@@ -15,7 +15,8 @@ import sys
 import torch
 
 from runners.models.gpt import GPT
-from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int
+from scaling.cli import ArgumentParser, UsageError, bounded_int, quantity, run_cli, add_store_argument, nonnegative_int
+from runners.models.device import device_arg
 
 
 @torch.no_grad()
@@ -57,6 +58,14 @@ def sample_texts(model: GPT, tokenizer, prompt: str, *, samples: int = 1, max_ne
             for i in range(samples)]
 
 
+def temperature(text: str) -> float:
+    """argparse ``type``: 0 (greedy) or 0.001-100; below, logits / T overflow to inf and NaN."""
+    value = quantity(0.0, 100.0, "0 is greedy")(text)
+    if 0 < value < 1e-3:
+        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or at least 0.001, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m runners.generate",
                        description="Print samples from a finished run's model.",
@@ -65,12 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", help="run id (or a unique prefix) in the store")
     add_store_argument(p, positional=False, default="results")
     p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
-    p.add_argument("--samples", type=int, default=1, help="number of samples (default 1)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens per sample (default 128)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens (default 50)")
+    p.add_argument("--samples", type=bounded_int(10_000, "samples are printed", minimum=1), default=1,
+                   help="number of samples (default 1)")
+    p.add_argument("--max-new-tokens", type=bounded_int(65_536, "one token per forward pass", minimum=1), default=128,
+                   help="tokens per sample (default 128)")
+    p.add_argument("--temperature", type=temperature, default=0.8, help="0 = greedy, else 0.001-100 (default 0.8)")
+    p.add_argument("--top-k", type=bounded_int(1_000_000, "a vocabulary's size", minimum=1), default=50,
+                   help="sample among the k likeliest tokens (default 50)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="sample i uses seed + i (default 0)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default="cpu", type=device_arg, help="torch device (default cpu)")
     return p
 
 

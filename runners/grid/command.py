@@ -21,6 +21,7 @@ from scaling.humanise import count as human, seconds as duration
 from scaling.cli import ArgumentParser as Parser, UsageError, add_store_argument
 from runners.grid import plan
 from runners.grid.spec import RunSpec
+from runners.models.device import device_arg  # noqa: F401  (the grid CLIs' --device)
 
 
 def make_parser(prog: str, description: str, example: str) -> Parser:
@@ -123,14 +124,6 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
 #: Measured: 2 single-threaded processes on 2 cores ran the tiny demo's 20 runs in 196 s against
 #: the one-process estimate's 573 s / 2 (docs/benchmarks.md); the estimate is per process.
 WORKER_EFFICIENCY = 0.7
-
-
-def device_arg(text: str) -> str:
-    """argparse ``type`` for ``--device``: checked when parsed, not after a grid has been planned."""
-    import re
-    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(text).strip()):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r} (expected cpu, cuda, cuda:N or mps)")
-    return str(text).strip()
 
 
 def parse_list(text: str | None, parse: Callable[[str], object], what: str) -> list | None:

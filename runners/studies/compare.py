@@ -33,6 +33,7 @@ from runners.grid.spec import RunSpec
 from scaling import accounting
 from scaling.humanise import count as human
 from scaling.cli import ArgumentParser, UsageError, run_cli, nonnegative_int
+from runners.models.device import device_arg
 
 log = logging.getLogger(__name__)
 
@@ -510,7 +511,7 @@ def build_parser() -> ArgumentParser:
                    help="held-out tokens per dataset part (default: runners.train.trainer's 65536)")
     p.add_argument("--text-column", default="text", help="text column of .jsonl/.parquet datasets")
     p.add_argument("--tokenizer", default="byte", help="byte (default) or a pretrained tokenizer")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None, type=device_arg, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     div.add_probe_args(p, skip_note=" (0: do not measure diversity)")

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from scaling.errors import DataError
 from scaling.intervals import interval
 from scaling.laws import get_law
 from scaling.laws.downstream import FORMS

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from scaling.cli import UsageError
 from scaling.intervals import interval
 from scaling.laws.chinchilla import Chinchilla
 from scaling.laws.mixture import ComputeLaw

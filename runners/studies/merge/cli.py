@@ -20,6 +20,7 @@ from runners.studies.merge.proxy import (
 from runners.studies.merge.scoring import parse_target
 from runners.studies.merge.report import ProxyReport
 from runners.studies.merge.experiments import run, score, validate
+from runners.models.device import device_arg
 
 
 def parse_experts(text: str) -> dict[str, SavedModel]:
@@ -46,7 +47,7 @@ def _add_training(p, steps_default, lr_help="peak LR (default: runners.train.tra
 
 
 def _add_common(p):
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None, type=device_arg, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress")
 
 
