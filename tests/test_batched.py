@@ -106,5 +106,5 @@ def test_grid_cli_validates_the_flag(tmp_path):
     import sys
     p = subprocess.run([sys.executable, "-m", "runners.isoflop", "--budget", "smoke", "--batch-runs", "0",
                         "--store", tmp_path / "x"], capture_output=True, text=True)
-    assert p.returncode == 2 and "--batch-runs must be a positive integer" in p.stderr
+    assert p.returncode == 2 and "--batch-runs must be a whole number from 1 to 256 or auto" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -321,7 +321,7 @@ def test_cli_optimize_errors_are_one_line(fit_file, args, message):
 def test_cli_rejects_a_fit_that_is_not_a_mixture_fit():
     code, _, err = cli("optimize", "--fit", ROOT / "fits" / "hoffmann2022.json", "--params", "1e8",
                        "--tokens", "2e9")
-    assert code == 2 and "not a mixture fit" in err and err.count("\n") == 1
+    assert code == 1 and "is a scaling fit, not a mixture fit" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("command", ["fit", "optimize", "transfer"])
