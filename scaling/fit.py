@@ -38,7 +38,7 @@ from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.optimize import batched_lbfgs, polish
 from scaling.results import FitResult
-from scaling.variants import SPREAD_RESAMPLES, VARIANTS, choose, default_target, variant_bounds
+from scaling.variants import E_FLOOR_FRACTION, SPREAD_RESAMPLES, VARIANTS, choose, default_target, variant_bounds
 from scaling.accounting import FLOP_CONVENTIONS
 from scaling.approach2 import DEFAULT_ESTIMATOR, ESTIMATORS
 from scaling.intervals import interval
@@ -627,8 +627,14 @@ def _choose_variant(chin: Law, fd: FitData, mask: np.ndarray, fixed: dict, targe
     def predict(params, test):
         return chin.predict(params, data.params[test], data.tokens[test])
 
+    unfloored = {}           # tie -> (params, half-width) of the variant without the E floor
+
     def spread(v):
-        """Half-width (%) of the variant's 95% bootstrap interval at the target, fitted on all runs."""
+        """Half-width (%) of the variant's 95% bootstrap interval at the target, fitted on all runs
+        (a floored variant whose floor does not bind is its unfloored twin: not refitted)."""
+        twin = unfloored.get(v.tie) if v.e_floor else None
+        if twin is not None and twin[0]["E"] >= E_FLOOR_FRACTION * float(np.min(loss)):
+            return twin[1]
         stage = fit_stage(chin, data, loss, fixed=fixed, tie=list(v.tie), want_profiles=False,
                           bounds=variant_bounds(v, loss))
         draws = bootstrap_draws(chin, stage.problem, stage.z, FitData(data, loss, frame, []), None,
@@ -636,8 +642,11 @@ def _choose_variant(chin: Law, fd: FitData, mask: np.ndarray, fixed: dict, targe
         draws = draws[np.isfinite(draws).all(axis=1)]
         A, B, E, alpha, beta = (draws[:, chin.public_names.index(n)] for n in ("A", "B", "E", "alpha", "beta"))
         lo, hi = interval(E + A / n_t ** alpha + B / d_t ** beta)
-        point = float(chin.predict(chin.to_public(stage.problem.theta(stage.z)[0]), n_t, d_t))
-        return float((hi - lo) / 2 / point * 100)
+        params = chin.to_public(stage.problem.theta(stage.z)[0])
+        half = float((hi - lo) / 2 / float(chin.predict(params, n_t, d_t)) * 100)
+        if not v.e_floor:
+            unfloored[v.tie] = (params, half)
+        return half
 
     return choose(frame, loss, fit_once, predict, spread=spread,
                   target={"params": float(n_t), "tokens": float(d_t), "how": how})
