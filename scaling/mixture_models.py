@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
-from scaling.cli import UsageError
+from scaling.cli import DataError, UsageError
 from scaling.intervals import interval_list
 
 MODELS = ("law", "log-linear", "gbdt", "mean")
@@ -208,7 +208,7 @@ def cross_validate(r, y, mixture_ids, names, law=None, k: int = CV_FOLDS, seed: 
     n_mix = len(np.unique(mixture_ids))
     k = min(k, n_mix)
     if k < 2:
-        raise UsageError(f"{n_mix} distinct mixture(s): cross-validation needs at least 2")
+        raise DataError(f"{n_mix} distinct mixture(s): cross-validation needs at least 2")
     fold = folds_of(mixture_ids, k, seed)
     bases = sorted({m for n in names for m in members(n)}, key=MODELS.index)
     oof = {n: np.full(len(y), np.nan) for n in names}

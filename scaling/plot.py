@@ -217,6 +217,7 @@ def residuals(source, fit: FitResult, out) -> dict:
     plt = new_figure()
     runs = _ok_runs(source, fit.settings.get("flops_convention"))
     law = get_law(fit.law)
+    runs, _ = cols.numeric_columns(runs, [*law.required, "loss"], f"{source} (for a {fit.law} fit)")
     u = runs["unique_tokens"].values if "unique_tokens" in law.required else None
     pred = law.predict(fit.params, runs["params"].values, runs["tokens"].values, u)
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -234,8 +234,8 @@ def main(argv=None) -> int:
             raise UsageError("--params, --tokens and --unique-tokens lists must have equal lengths (or one value)") from None
         out = predict_loss(fit, n, d, rest[0] if rest else None)
     else:
-        n = _sizes(args.params)
-        out = [repetition(fit, u, _sizes(args.epochs), n[0] if n else None) for u in _sizes(args.unique_tokens)]
+        sizes = _sizes(args.params) or [None]           # every (unique data, size) pair, as allocate does
+        out = [repetition(fit, u, _sizes(args.epochs), n) for u in _sizes(args.unique_tokens) for n in sizes]
     if isinstance(out, list) and len(out) == 1:
         out = out[0]
     print(json.dumps(out, indent=None if args.json else 1))

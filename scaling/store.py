@@ -861,17 +861,34 @@ def read_table(source) -> pd.DataFrame:
     return table
 
 
+#: ``--out`` suffixes a table is written as: the format follows the name, never a guess
+TABLE_SUFFIXES = {".csv": "csv", ".txt": "csv", "": "csv", ".parquet": "parquet", ".pq": "parquet",
+                  ".json": "json", ".jsonl": "jsonl"}
+
+
+def table_format(path) -> str:
+    """The format ``write_table_file`` writes ``path`` in, or a ``UsageError`` for a suffix it does
+    not write (so that ``--out x.xlsx`` is refused, not written as CSV)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise UsageError(f"--out {path}: cannot write a table as {suffix} (use .csv, .parquet, .json or .jsonl)")
+    return TABLE_SUFFIXES[suffix]
+
+
 def write_table_file(frame: pd.DataFrame, path) -> Path:
-    """A table as CSV, or Parquet for ``.parquet``/``.pq``, written atomically (``--out`` of the
-    CLIs); an unwritable path is a ``UsageError``, and nothing is left half-written."""
+    """A table as CSV, Parquet (``.parquet``/``.pq``), JSON records (``.json``) or JSON lines
+    (``.jsonl``), written atomically (``--out`` of the CLIs); an unwritable path or an unknown
+    suffix is a ``UsageError``, and nothing is left half-written."""
     out = Path(path)
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory")
+    kind = table_format(out)
+    writers = {"parquet": lambda tmp: frame.to_parquet(tmp, index=False),
+               "csv": lambda tmp: frame.to_csv(tmp, index=False),
+               "json": lambda tmp: frame.to_json(tmp, orient="records", indent=1),
+               "jsonl": lambda tmp: frame.to_json(tmp, orient="records", lines=True)}
     try:
-        if out.suffix.lower() in (".parquet", ".pq"):
-            atomic_write_bytes(out, lambda tmp: frame.to_parquet(tmp, index=False))
-        else:
-            atomic_write_bytes(out, lambda tmp: frame.to_csv(tmp, index=False))
+        atomic_write_bytes(out, writers[kind])
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out

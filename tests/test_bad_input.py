@@ -71,6 +71,11 @@ def files(tmp_path_factory):
                                        '"params": {"a": {"c": 1.0, "k": 1.0, "t": [0.5]}}}')
     (d / "backtest_bad.json").write_text('{"law": "chinchilla", "mape": 1.0, "runs": [{"loss": "x", "predicted": 2.0}]}')
     (d / "optimum_bad.json").write_text('{"mixture": {"a": 1.5, "b": -0.5}, "loss": 2.0}')
+    (d / "deep_corpus.json").write_text("[" * 100000 + "]" * 100000)
+    (d / "prior_onecol.csv").write_text("domain\ncode\n")
+    from scaling.mixture import main as mixture_main
+    assert run_cli(mixture_main, ["fit", "dataset:example-mixtures", "--model", "law", "--bootstrap", "0",
+                                  "--out", str(d / "mix_fit.json")]) == 0
     # saved models whose files were damaged: m0's config.json, m1's weights
     from runners.models.files import model_dir, save_model
     from runners.models.gpt import GPT, GPTConfig
@@ -93,8 +98,9 @@ def _argv(argv, d: Path):
     for key in ("null", "nan", "missing", "law", "nolaw", "types", "list", "binary", "negalpha", "zeroa", "hugeint",
                 "settings", "ragged", "rdzero", "deep"):
         table[f"FIT_{key.upper()}"] = d / f"fit_{key}.json"
-    for name in ("mix_binary", "mix_ragged", "backtest_bad", "optimum_bad"):
+    for name in ("mix_binary", "mix_ragged", "backtest_bad", "optimum_bad", "deep_corpus", "mix_fit"):
         table[name.upper()] = d / f"{name}.json"
+    table["PRIOR_ONECOL"] = d / "prior_onecol.csv"
     for key in ("escape", "subdir", "schema", "hidden", "long", "dup", "late"):
         table[f"IDS_{key.upper()}"] = d / f"ids_{key}.csv"
     out = []
@@ -264,6 +270,16 @@ CASES = [
     ("runners.compare", ["--datasets", "text", "--ratio", "20", "--arch", "gpt,gpt"]),
     ("runners.compare", ["--datasets", "text", "--ratio", "20", "--arch", "gpt,rnn"]),
     ("runners.merge", ["validate"]), ("runners.diversity", ["--datasets", "OUT.jsonl"]),
+    ("runners.merge", ["merge", "--models", "OUT/a,OUT/b", "--weights", "1e400,0", "--out", "OUT"]),
+    # issue 23, item 7: what used to crash, or to pass a dry run that the real run refuses
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--data", "DEEP_CORPUS"]),
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--arch", "math:sqrt"]),
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--mix", "bogus=0.5,text=0.5"]),
+    ("scaling.mixture", ["optimize", "--fit", "MIX_FIT", "--prior", "PRIOR_ONECOL", "--params", "1e8", "--tokens", "1e9"]),
+    ("scaling.mixture", ["predict", "--fit", "MIX_FIT", "--mixtures", "dataset:example-mixtures", "--params", "1e6",
+                         "--tokens", "1e8", "--out", "OUT.xlsx"]),
+    ("scaling.datasets.__main__", ["export", "epoch-chinchilla", "--out", "OUT.xlsx"]),
+    ("scaling.plot", ["residuals", DS, "--fit", "C4", "--out", "OUT.png"]),
     ("runners.diversity", ["--datasets", "text", "--seed", "-1"]),
 ]
 
@@ -300,6 +316,14 @@ def test_there_are_at_least_80_cases_over_every_cli():
     ("scaling.predict", ["allocate", "--fit", "FIT_NAN", "--flops", "1e22"], 1),   # data: a broken fit file
     ("scaling.store", ["import", "CSV_INF", "OUT"], 1),         # data: nothing imported
     ("runners.isoflop", ["--budget", "nope", "--dry-run"], 2),
+    # mixture, merge, compare and diversity: data errors exit 1 too
+    ("scaling.mixture", ["fit", "STORE"], 1),                   # runs without mixture columns
+    ("scaling.mixture", ["optimize", "--fit", "MIX_FIT", "--prior", "PRIOR_ONECOL", "--params", "1e8", "--tokens", "1e9"], 1),
+    ("runners.merge", ["merge", "--models", "OUT/a,OUT/b", "--weights", "0.5,0.5", "--out", "OUT"], 1),
+    ("runners.merge", ["merge", "--models", "OUT/a,OUT/b", "--weights", "1e400,0", "--out", "OUT"], 2),
+    ("runners.diversity", ["--datasets", "OUT.jsonl"], 1),
+    ("runners.compare", ["--datasets", "OUT.jsonl", "--ratio", "20"], 1),
+    ("scaling.plot", ["residuals", DS, "--fit", "C4", "--out", "OUT.png"], 1),
 ])
 def test_exit_codes_say_the_kind_of_error(module, argv, code, files, capsys):
     assert run_cli(importlib.import_module(module).main, _argv(argv, files)) == code
@@ -316,3 +340,14 @@ def test_a_fit_that_cannot_converge_exits_1_and_ctrl_c_exits_130(capsys):
         raise KeyboardInterrupt
     assert run_cli(fails, []) == 1 and run_cli(interrupted, []) == 130
     assert capsys.readouterr().err.splitlines() == ["error: the fit failed from every start", "error: interrupted"]
+
+
+def test_a_dry_run_warns_of_what_only_this_machine_lacks(capsys):
+    """A plan may be for a cluster: a tokenizer not cached here is a warning, and the plan is printed;
+    a mix naming a domain the corpus lacks is refused whatever the machine (as the real run refuses it)."""
+    from runners.isoflop import main
+    assert run_cli(main, ["--budget", "smoke", "--dry-run", "--tokenizer", "no-such-tokenizer"]) == 0
+    out, err = capsys.readouterr()
+    assert "total" in out and err.startswith("warning: a run here would stop: cannot load tokenizer 'no-such-tokenizer'")
+    assert run_cli(main, ["--budget", "smoke", "--dry-run", "--mix", "code=0.5,wiki=0.5"]) == 1
+    assert "unknown domain(s) wiki in the mix" in capsys.readouterr().err

@@ -124,11 +124,11 @@ def test_merged_directories_record_their_mixture_so_merges_of_merges_are_merges(
     assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == [CONFIG_FILE, MODEL_FILE]
 
 
-# -- bad input: one error line, exit 2, nothing written ------------------------------------------
+# -- bad input: one error line, exit 2 (usage) or 1 (the models given), nothing written ------------------------------------------
 
 
-def _assert_one_error(code, err, pattern):
-    assert code == 2
+def _assert_one_error(code, err, pattern, exit_code=2):
+    assert code == exit_code
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], err
 
@@ -150,7 +150,7 @@ def test_mismatched_architectures_are_refused(tmp_path, capsys):
     b = saved(tmp_path, "b", 1, {"code": 1.0}, cfg=wide)
     out = tmp_path / "out"
     code, _, err = run_main(["merge", "--models", f"{a},{b}", "--weights", "0.5,0.5", "--out", str(out)], capsys)
-    _assert_one_error(code, err, "different architectures (d_model 16 vs 32)")
+    _assert_one_error(code, err, "different architectures (d_model 16 vs 32)", 1)
     assert not out.exists()
 
 
@@ -159,11 +159,11 @@ def test_a_missing_model_directory_is_refused(tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = run_main(["merge", "--models", f"{a},{tmp_path / 'nope'}", "--weights", "0.5,0.5",
                              "--out", str(out)], capsys)
-    _assert_one_error(code, err, "does not exist")
+    _assert_one_error(code, err, "does not exist", 1)
     (tmp_path / "empty").mkdir()
     code, _, err = run_main(["merge", "--models", f"{a},{tmp_path / 'empty'}", "--weights", "0.5,0.5",
                              "--out", str(out)], capsys)
-    _assert_one_error(code, err, "holds no saved model")
+    _assert_one_error(code, err, "holds no saved model", 1)
     assert not out.exists()
 
 

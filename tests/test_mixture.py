@@ -337,7 +337,7 @@ def test_module_entry_point_gives_no_tracebacks(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "scaling.mixture", "transfer", _two_mixtures(tmp_path),
                           "--small-params", "5M", "--large-params", "3M"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+    assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
     assert "no runs within 5%" in bad.stderr
 
 

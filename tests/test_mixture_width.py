@@ -217,9 +217,10 @@ def test_cli_bad_input_is_one_error_line(small_fit, args, message):
     t.iloc[:2].to_csv(d / "few.csv", index=False)
     out_path = d / "should_not_exist.csv"
     code, out, err = cli(*[a.format(d=d) for a in args], *(["--out", out_path] if args[0] in ("predict", "fit") else []))
-    # a file of another kind is a data error (exit 1); the rest are still usage errors here (issue 23 lists
-    # the mixture commands' data errors that exit 2)
-    assert code == (1 if message == "not a mixture fit" else 2) and err.startswith("error:") and message in err, err
+    # what is wrong with a file (a fit of another kind, a table without mixtures, too few of them) is a data
+    # error (exit 1); a flag naming what the data lacks is a usage error (exit 2)
+    data_errors = ("not a mixture fit", "no mixture columns", "negative", "at least", "no mix.<domain> columns")
+    assert code == (1 if message in data_errors else 2) and err.startswith("error:") and message in err, err
     assert len(err.strip().splitlines()) == 1 and not out_path.exists()
 
 

@@ -81,3 +81,15 @@ def test_cli_lists_are_vectorised():
                            "--flops", "1e21,1e22", "--unique-tokens", "25e9", "--json"], capture_output=True, text=True)
     out = json.loads(proc.stdout)
     assert len(out) == 2 and out[1]["params"] == pytest.approx(7.03e9, rel=0.01)
+
+
+def test_repetition_answers_every_size_asked_for():
+    """``--params 1e8,2e8`` gives one answer per (unique data, size) pair, not the first size's."""
+    proc = subprocess.run([sys.executable, "-m", "scaling.predict", "repetition", "--fit", str(FITS / "muennighoff2023_c4.json"),
+                           "--unique-tokens", "1e9,2e9", "--params", "1e8,2e8", "--epochs", "1,4", "--json"],
+                          capture_output=True, text=True)
+    out = json.loads(proc.stdout)
+    assert [(o["unique_tokens"], o["params"]) for o in out] == [(1e9, 1e8), (1e9, 2e8), (2e9, 1e8), (2e9, 2e8)]
+    one = P.repetition(C4, 1e9, [1, 4], params=2e8)
+    assert out[1]["loss"] == pytest.approx(one["loss"])
+    assert out[1]["loss"][0] < out[0]["loss"][0]                 # the larger model, the lower loss

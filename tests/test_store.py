@@ -269,3 +269,18 @@ def test_bad_store_cli_input_is_one_error_line_and_exit_2(args, chinchilla_copy,
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_table_files_are_written_in_the_format_their_name_says(tmp_path):
+    """``--out x.json`` is JSON, not CSV under a JSON name; a suffix with no writer is refused unwritten."""
+    from scaling.store import write_table_file
+    frame = pd.DataFrame({"run_id": ["a", "b"], "loss": [3.25, 2.5]})
+    for name, read in (("t.csv", pd.read_csv), ("t.parquet", pd.read_parquet), ("t.json", pd.read_json),
+                       ("t.jsonl", lambda p: pd.read_json(p, lines=True))):
+        write_table_file(frame, tmp_path / name)
+        pd.testing.assert_frame_equal(read(tmp_path / name), frame)
+    assert json.loads((tmp_path / "t.json").read_text())[1] == {"run_id": "b", "loss": 2.5}
+    from scaling.cli import UsageError
+    with pytest.raises(UsageError, match="cannot write a table as .xlsx"):
+        write_table_file(frame, tmp_path / "t.xlsx")
+    assert not (tmp_path / "t.xlsx").exists()

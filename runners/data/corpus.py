@@ -118,6 +118,8 @@ def _file_rows(data: str, text_column: str, domain_column: str | None):
         else:
             raise DataError(f"--data {data!r}: unsupported format {suffix or '(none)'} "
                             "(expected .jsonl, .json or .parquet)")
+    except RecursionError:
+        raise DataError(f"cannot read {data}: JSON nested too deeply to be a corpus") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {data}: {_first_line(exc)}") from None
     return _rows_from_records(records, data, text_column, domain_column)

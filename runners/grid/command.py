@@ -326,51 +326,88 @@ def render_table(specs: Sequence[RunSpec], store, eval_seconds=None) -> str:
 CODE_DOMAIN = "code"
 
 
-def check_corpus(specs: Sequence[RunSpec]) -> None:
+def check_corpus(specs: Sequence[RunSpec], dry_run: bool = False) -> list[str]:
     """Before training anything: every run's unique data (after its filter and code mix) must fit
     in its corpus. Raises ``UsageError`` (``DataError``) saying how much there is.
 
     One check per (corpus, tokenizer, code fraction, filter), with the largest unique-data level.
     A single-domain request is checked with ``corpus_tokens_available``; a mix of domains with
     ``train_tokens`` itself, since a mix runs out when its first domain does.
+
+    ``dry_run``: a plan may be meant for another machine, so what depends on *this* one (a tokenizer
+    or ``hf:`` dataset not cached here, a corpus too small here) is returned as warnings; what is
+    wrong whatever the machine (an unreadable local corpus, a mix naming domains it lacks) still
+    raises, as the real run would.
     """
-    from runners.data import DataError, corpus_tokens_available, get_tokenizer, load_corpus, train_tokens
+    from runners.data import DataError, get_tokenizer, load_corpus
+    from runners.data.mixing import mix_of_corpus
 
     largest: dict[tuple, RunSpec] = {}
     for s in specs:
         key = (s.data, s.text_column, s.domain_column, s.tokenizer, s.code_fraction, s.mix, s.filter)
         if key not in largest or s.unique_tokens > largest[key].unique_tokens:
             largest[key] = s
-    corpora, tokenizers = {}, {}
+    corpora, tokenizers, warnings = {}, {}, []
+
+    def here_only(exc):                        # a failure of this machine: fatal unless dry-running
+        if not dry_run:
+            raise exc
+        if str(exc) not in warnings:
+            warnings.append(str(exc))
+
     for (data, text_column, domain_column, tok_name, cf, mix, filt), s in largest.items():
+        if dry_run and data.startswith("hf:"):
+            here_only(DataError(f"--data {data}: not loaded by a dry run (it checks local corpora only)"))
+            continue
         if (data, text_column, domain_column) not in corpora:
             corpora[data, text_column, domain_column] = load_corpus(data, text_column=text_column,
                                                                     domain_column=domain_column or None)
         corpus = corpora[data, text_column, domain_column]
-        if (data, tok_name) not in tokenizers:
-            tokenizers[data, tok_name] = get_tokenizer(tok_name, corpus)
-        tok = tokenizers[data, tok_name]
         if mix:
             try:
-                train_tokens(corpus, tok, s.unique_tokens, cf, filt, mix=s.mixture)
+                mix_of_corpus(corpus, s.mixture)
             except DataError as exc:
                 raise DataError(f"run {s.run_id} ({s.shape}, mix {mix}): {exc}") from None
-            continue
-        what = f"run {s.run_id} ({s.shape}, {s.epochs:.3g} epochs, code fraction {cf:g}, filter {filt})"
-        text_domains = [d for d in corpus.domains if d != CODE_DOMAIN]
-        domains = [CODE_DOMAIN] if cf == 1 else text_domains if cf == 0 else None
-        if domains is not None and len(domains) == 1 and domains[0] in corpus.domains:
-            have = int(corpus_tokens_available(corpus, tok, domains[0], filt))
-            if s.unique_tokens > have:
-                raise DataError(
-                    f"{what} needs {s.unique_tokens:,} unique {domains[0]} tokens but corpus {data!r} has "
-                    f"only {have:,} (tokenizer {tok_name}, filter {filt}); use a larger --data or "
-                    f"smaller unique-data levels")
+        if (data, tok_name) not in tokenizers:
+            try:
+                tokenizers[data, tok_name] = get_tokenizer(tok_name, corpus)
+            except DataError as exc:
+                here_only(exc)
+                tokenizers[data, tok_name] = None
+        tok = tokenizers[data, tok_name]
+        if tok is None:
             continue
         try:
-            train_tokens(corpus, tok, s.unique_tokens, cf, filt)
+            _check_fits(corpus, tok, s, data, tok_name, cf, mix, filt)
         except DataError as exc:
-            raise DataError(f"{what}: {exc}") from None
+            here_only(exc)
+    return warnings
+
+
+def _check_fits(corpus, tok, s: RunSpec, data, tok_name, cf, mix, filt) -> None:
+    """A ``DataError`` when run ``s``'s unique data does not fit in ``corpus``."""
+    from runners.data import DataError, corpus_tokens_available, train_tokens
+    if mix:
+        try:
+            train_tokens(corpus, tok, s.unique_tokens, cf, filt, mix=s.mixture)
+        except DataError as exc:
+            raise DataError(f"run {s.run_id} ({s.shape}, mix {mix}): {exc}") from None
+        return
+    what = f"run {s.run_id} ({s.shape}, {s.epochs:.3g} epochs, code fraction {cf:g}, filter {filt})"
+    text_domains = [d for d in corpus.domains if d != CODE_DOMAIN]
+    domains = [CODE_DOMAIN] if cf == 1 else text_domains if cf == 0 else None
+    if domains is not None and len(domains) == 1 and domains[0] in corpus.domains:
+        have = int(corpus_tokens_available(corpus, tok, domains[0], filt))
+        if s.unique_tokens > have:
+            raise DataError(
+                f"{what} needs {s.unique_tokens:,} unique {domains[0]} tokens but corpus {data!r} has "
+                f"only {have:,} (tokenizer {tok_name}, filter {filt}); use a larger --data or "
+                f"smaller unique-data levels")
+        return
+    try:
+        train_tokens(corpus, tok, s.unique_tokens, cf, filt)
+    except DataError as exc:
+        raise DataError(f"{what}: {exc}") from None
 
 
 def slurm_options(args):
@@ -504,6 +541,12 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
                               checkpoint_every_s=opts.checkpoint_every_s)
 
     if opts.dry_run:
+        from runners.train.launch import todo
+        pending = todo(specs, store)
+        # what the real run would refuse whatever the machine, the dry run refuses too; what only
+        # this machine lacks is a warning (the plan may be for a cluster)
+        for warning in (check_corpus(pending, dry_run=True) if pending else []):
+            print(f"warning: a run here would stop: {warning}", file=sys.stderr)
         if ds is not None and not opts.as_json:
             from runners.train.distributed import format_command
             print(ds.describe(len(ds_todo)) + " (each run's --spec file is written just before its launch, "

@@ -51,7 +51,16 @@ def build_model(cfg) -> torch.nn.Module:
     if arch == "mamba":
         from runners.models.mamba import MambaLM
         return MambaLM(cfg)
-    model = _factory(arch)(cfg)
+    try:
+        model = _factory(arch)(cfg)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin may raise anything; say which and why, once
+        raise UsageError(f"--arch {arch}: calling it with the model config failed "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--arch {arch}: returned a {type(model).__name__}, not a torch.nn.Module "
+                         f"(a factory takes the model config and returns the model)")
     if not hasattr(model, "num_params"):
         model.num_params = lambda: sum(p.numel() for p in model.parameters())
     if not hasattr(model, "configure_optimizer"):

@@ -64,7 +64,7 @@ def load_model(directory, device: str = "cpu") -> tuple[GPT, dict]:
     directory = Path(directory)
     cfg_path, weights = directory / CONFIG_FILE, directory / MODEL_FILE
     if not cfg_path.exists() or not weights.exists():
-        raise UsageError(f"{directory} holds no saved model ({CONFIG_FILE} + {MODEL_FILE})")
+        raise DataError(f"{directory} holds no saved model ({CONFIG_FILE} + {MODEL_FILE})")
     try:
         config = json.loads(cfg_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -85,7 +85,7 @@ def load_model(directory, device: str = "cpu") -> tuple[GPT, dict]:
 def resolve_run_id(store, run_id: str) -> str:
     """The full run id for ``run_id`` or a unique prefix of it; a clear error otherwise."""
     if not Path(store).is_dir():
-        raise UsageError(f"store {store} does not exist")
+        raise DataError(f"store {store} does not exist")
     ids = [str(i) for i in rstore.read_runs(store)["run_id"]]
     matches = [i for i in ids if i.startswith(run_id)] if run_id else []
     if run_id in ids:

@@ -32,7 +32,7 @@ from runners.studies import diversity as div
 from runners.grid.spec import RunSpec
 from scaling import accounting
 from scaling.humanise import count as human
-from scaling.cli import ArgumentParser, UsageError, run_cli, nonnegative_int
+from scaling.cli import ArgumentParser, DataError, UsageError, nonnegative_int, run_cli
 from runners.models.device import device_arg
 
 log = logging.getLogger(__name__)
@@ -318,7 +318,7 @@ def compare(sources: list[div.DataSource], ratios: list[float], *, shape: str = 
     for part in dict.fromkeys(p for e in sets for p in e.parts):
         held_out[part] = data.validation_tokens(part, eval_tokens)
         if len(held_out[part]) <= accounting.CPU_SEQ_LEN:
-            raise UsageError(f"dataset {part.name!r} has only {len(held_out[part])} validation tokens; "
+            raise DataError(f"dataset {part.name!r} has only {len(held_out[part])} validation tokens; "
                              f"evaluation needs more than {accounting.CPU_SEQ_LEN}")
     unique = min(data.available(s) for s in sources)
     runs = plan(sources, ratios, shape, unique_tokens=unique, seed=seed, tokenizer=tokenizer,
@@ -327,7 +327,7 @@ def compare(sources: list[div.DataSource], ratios: list[float], *, shape: str = 
     for r in runs:
         batch = train.hparams(r.spec.params, r.spec.seq_len, tokens=r.spec.tokens).batch_size
         if (r.spec.unique_tokens - 1) // r.spec.seq_len < batch:
-            raise UsageError(f"ratio {r.tokens_per_param:g} gives {r.spec.unique_tokens} unique tokens, fewer "
+            raise DataError(f"ratio {r.tokens_per_param:g} gives {r.spec.unique_tokens} unique tokens, fewer "
                              f"than one batch ({batch} x {r.spec.seq_len}) of the {shape} model")
 
     diversity = []

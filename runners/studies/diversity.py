@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import accounting
-from scaling.cli import bounded_int, ArgumentParser, UsageError, run_cli, nonnegative_int
+from scaling.cli import ArgumentParser, DataError, UsageError, bounded_int, nonnegative_int, run_cli
 
 #: Domains of the embedded corpus (``runners.data``) that are datasets by name.
 EMBEDDED_DOMAINS = ("text", "code")
@@ -118,7 +118,7 @@ def parse_part(item: str) -> Part:
     path = Path(item).expanduser()
     if path.suffix.lower() in FILE_SUFFIXES:
         if not path.is_file():
-            raise UsageError(f"dataset {item!r}: no such file")
+            raise DataError(f"dataset {item!r}: no such file")
         return Part(str(item), "text")
     raise UsageError(f"unknown dataset {item!r} (expected {', '.join(EMBEDDED_DOMAINS)}, a "
                      f"{'/'.join(FILE_SUFFIXES)} file, or A+B for an equal interleaving)")
@@ -193,7 +193,7 @@ class Sources:
         for source in sources:
             for part in source.parts:
                 if self.part_available(part) == 0:
-                    raise UsageError(f"dataset {part.name!r} has no training tokens")
+                    raise DataError(f"dataset {part.name!r} has no training tokens")
                 self.validation_tokens(part, 1)
 
     def train_tokens(self, source: DataSource, n: int) -> np.ndarray:
@@ -387,7 +387,7 @@ def sample_batches(tokens: np.ndarray, batches: int, batch_size: int, seq_len: i
     """``batches`` pairs ``(x, y)`` of ``[batch_size, seq_len]`` windows at uniform random offsets."""
     tokens = np.asarray(tokens)
     if len(tokens) < seq_len + 2:
-        raise UsageError(f"only {len(tokens)} tokens; a batch needs windows of {seq_len + 1}")
+        raise DataError(f"only {len(tokens)} tokens; a batch needs windows of {seq_len + 1}")
     rng = np.random.default_rng(seed)
     span = np.arange(seq_len + 1)
     for _ in range(batches):

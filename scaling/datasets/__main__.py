@@ -32,6 +32,9 @@ def main(argv=None) -> int:
             print(f"{d.name:<24} {d.description}")
         return 0
     d = get(args.name)
+    if args.command != "show":
+        from scaling.store import table_format
+        table_format(args.out)
     table = load(d.name)
     if args.command == "show":
         print(f"{d.name}: {d.description}\nrows: {len(table)}\ncitation: {d.citation}\nsource: {d.source}\n"

@@ -9,7 +9,7 @@ from scaling import columns as cols, mixture_models as mm
 from scaling.accounting import parse_size
 from scaling.cli import ArgumentParser, UsageError, add_store_argument, bootstrap_count, nonnegative_int, run_cli
 from scaling.results import format_number, plain
-from scaling.store import read_table, write_table_file
+from scaling.store import read_table, table_format, write_table_file
 from scaling.mixture.result import MixtureFit, SCALING_FORMS
 from scaling.mixture.fit import fit_mixture
 from scaling.mixture.predict import evaluate_fit, predict_frame
@@ -165,6 +165,8 @@ def main(argv=None) -> int:
             _print_optimum(out)
         return 0
     if args.command == "predict":
+        if args.out:
+            table_format(args.out)                     # an unwritable format is refused before any work
         fit = MixtureFit.load(args.fit)
         n = parse_size(args.params) if args.params else None
         d = parse_size(args.tokens) if args.tokens else None

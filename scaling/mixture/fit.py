@@ -11,7 +11,7 @@ import pandas as pd
 
 from scaling import mixture_models as mm
 from scaling.accounting import flops
-from scaling.cli import UsageError
+from scaling.cli import DataError, UsageError
 from scaling.fit import DELTA, Problem, count_warnings, fit_stage, local_batch
 from scaling.laws.mixture_scale import JointMixtureLaw, MixScaleData
 from scaling.laws.base import LawData
@@ -35,7 +35,7 @@ MIN_TREE_MIXTURES = 10
 def _check_enough(law: MixingLaw, n_mix: int) -> None:
     k = len(law.domains) + 1
     if n_mix < k:
-        raise UsageError(f"{n_mix} mixture(s) for {k} mixing-law parameters per domain (c, k and "
+        raise DataError(f"{n_mix} mixture(s) for {k} mixing-law parameters per domain (c, k and "
                          f"{len(law.domains) - 1} free t): need at least {k} distinct mixtures")
 
 
@@ -247,7 +247,7 @@ def _fit_predictors(runs: MixtureRuns, law, out: dict, model: str, folds: int, s
         if any(mm.needs_lightgbm(n) for n in names):
             need = max(need, MIN_TREE_MIXTURES)
         if n_mix < need:
-            raise UsageError(f"--model {model} needs at least {need} distinct mixtures; have {n_mix}")
+            raise DataError(f"--model {model} needs at least {need} distinct mixtures; have {n_mix}")
     k = min(folds, n_mix)
     chosen, predictors, cv = {}, {}, {}
     for d in runs.loss_domains:
@@ -286,7 +286,7 @@ def _fit_nested(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -
     rank = {"power": 0, "compute": 1, "chinchilla": 2}
     keep = [m for m, f in enumerate(forms) if f is not None]
     if not keep:
-        raise UsageError("a nested fit needs runs at two or more compute values (6ND) per mixture; "
+        raise DataError("a nested fit needs runs at two or more compute values (6ND) per mixture; "
                          "every mixture here has one scale (use --kind direct)")
     if scaling_law != "auto":
         keep = [m for m in keep if rank[forms[m]] >= rank[scaling_law]]

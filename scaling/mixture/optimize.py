@@ -13,7 +13,7 @@ from scipy.optimize import minimize
 
 from scaling import mixture_models as mm
 from scaling.accounting import parse_size
-from scaling.cli import UsageError
+from scaling.cli import DataError, UsageError
 from scaling.laws.mixture import MixingLaw, effective_mixture, simplex_grid
 from scaling.mixture.runs import SIZE_TOL
 from scaling.mixture.result import MixtureFit, _interval
@@ -184,10 +184,13 @@ def _read_prior(path) -> dict:
             d = d.get("train_domain_weights", d) if isinstance(d, dict) else d
         else:
             t = pd.read_csv(f)
+            if t.shape[1] < 2:
+                raise DataError(f"--prior {path}: a CSV prior has two columns, domain and weight "
+                                f"(this one has {t.shape[1]})")
             d = dict(zip(t.iloc[:, 0].astype(str), pd.to_numeric(t.iloc[:, 1], errors="coerce")))
         return {str(k): float(v) for k, v in d.items()}
-    except (OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read --prior {path}: {exc}") from None
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read --prior {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def optimize_mixture(fit: MixtureFit, params: float, tokens: float, weights: dict | None = None,

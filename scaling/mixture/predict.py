@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from scaling import columns as cols, mixture_models as mm
-from scaling.cli import UsageError
+from scaling.cli import DataError, UsageError
 from scaling.intervals import interval
 from scaling.laws.base import LawData
 from scaling.laws.mixture import MixingLaw, Proportions
@@ -148,20 +148,20 @@ def proportions_for(table: pd.DataFrame, fit: MixtureFit, source="mixtures") -> 
             table = table.assign(**{"mix.text": 1 - cf, "mix.code": cf})
             mix_cols = ["mix.text", "mix.code"]
         else:
-            raise UsageError(f"{source}: no mix.<domain> columns (the fit's domains: {', '.join(fit.domains)})")
+            raise DataError(f"{source}: no mix.<domain> columns (the fit's domains: {', '.join(fit.domains)})")
     mix = table[mix_cols].apply(pd.to_numeric, errors="coerce").fillna(0.0)
     unknown = [str(c)[4:] for c in mix_cols if str(c)[4:] not in fit.domains and (mix[c] > 0).any()]
     if unknown:
-        raise UsageError(f"{source}: unknown domain(s) {', '.join(unknown)} (the fit's domains: {', '.join(fit.domains)})")
+        raise DataError(f"{source}: unknown domain(s) {', '.join(unknown)} (the fit's domains: {', '.join(fit.domains)})")
     r = np.column_stack([mix[f"mix.{d}"].to_numpy(float) if f"mix.{d}" in mix.columns else np.zeros(len(mix))
                          for d in fit.domains])
     if (r < 0).any() or not np.isfinite(r).all():
         i = int(np.flatnonzero((r < 0).any(axis=1) | ~np.isfinite(r).all(axis=1))[0])
-        raise UsageError(f"{source}: row {i + 1} has a negative or non-finite proportion")
+        raise DataError(f"{source}: row {i + 1} has a negative or non-finite proportion")
     sums = r.sum(axis=1)
     if (np.abs(sums - 1) > RENORM_TOL).any():
         i = int(np.flatnonzero(np.abs(sums - 1) > RENORM_TOL)[0])
-        raise UsageError(f"{source}: row {i + 1}: proportions over the fit's domains sum to {sums[i]:.6g}, not 1")
+        raise DataError(f"{source}: row {i + 1}: proportions over the fit's domains sum to {sums[i]:.6g}, not 1")
     return r / sums[:, None]
 
 
@@ -186,7 +186,7 @@ def evaluate_fit(fit: MixtureFit, table: pd.DataFrame, source="data") -> dict:
         table = table[table["status"].astype(str) == "ok"].reset_index(drop=True)
     domains = [d for d in fit.loss_domains if f"loss.{d}" in table.columns]
     if not domains:
-        raise UsageError(f"{source}: no loss.<domain> column of the fit's domains ({', '.join(fit.loss_domains)})")
+        raise DataError(f"{source}: no loss.<domain> column of the fit's domains ({', '.join(fit.loss_domains)})")
     r = proportions_for(table, fit, source)
     preds = {d: np.full(len(table), np.nan) for d in domains}
     if fit.kind == "direct":

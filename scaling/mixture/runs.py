@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from scaling import columns as cols
-from scaling.cli import UsageError
+from scaling.cli import DataError, UsageError
 
 
 #: proportions must sum to 1 within this ...
@@ -55,7 +55,7 @@ def read_mixtures(table: pd.DataFrame, loss_domains=None, need_scale=True, sourc
     mix_cols = [c for c in table.columns if str(c).startswith("mix.")]
     if not mix_cols:
         if "code_fraction" not in table.columns:
-            raise UsageError(f"{source}: no mixture columns (expected mix.<domain> proportions or code_fraction)")
+            raise DataError(f"{source}: no mixture columns (expected mix.<domain> proportions or code_fraction)")
         table["mix.text"], table["mix.code"] = np.nan, np.nan
         mix_cols = ["mix.text", "mix.code"]
     mix = table[mix_cols].apply(pd.to_numeric, errors="coerce")
@@ -75,12 +75,12 @@ def read_mixtures(table: pd.DataFrame, loss_domains=None, need_scale=True, sourc
     values = mix.to_numpy(float)
     if (values < 0).any() or not np.isfinite(values).all():
         i = int(np.flatnonzero((values < 0).any(axis=1) | ~np.isfinite(values).all(axis=1))[0])
-        raise UsageError(f"{source}: {_row_name(table, i)} has a negative or non-finite mixture proportion")
+        raise DataError(f"{source}: {_row_name(table, i)} has a negative or non-finite mixture proportion")
     sums = values.sum(axis=1)
     far = np.abs(sums - 1.0) > RENORM_TOL
     if far.any():
         i = int(np.flatnonzero(far)[0])
-        raise UsageError(f"{source}: {_row_name(table, i)}: mixture proportions sum to {sums[i]:.9g}, "
+        raise DataError(f"{source}: {_row_name(table, i)}: mixture proportions sum to {sums[i]:.9g}, "
                          f"not 1 (rows within {RENORM_TOL:g} of 1 are renormalised)")
     off = np.abs(sums - 1.0) > SUM_TOL
     if off.any():       # published weights rounded to a few decimals: renormalise, say so once
@@ -96,7 +96,7 @@ def read_mixtures(table: pd.DataFrame, loss_domains=None, need_scale=True, sourc
     first = list(loss_domains or [])    # --domains order first, then the table's column order
     order = sorted((n for n, u in zip(names, used) if u), key=lambda n: first.index(n) if n in first else 99)
     if len(order) < 2:
-        raise UsageError(f"{source}: a mixture needs at least two components with non-zero proportions "
+        raise DataError(f"{source}: a mixture needs at least two components with non-zero proportions "
                          f"(have: {', '.join(order) or 'none'})")
     r = mix[[f"mix.{d}" for d in order]].to_numpy(float)
     available = [str(c)[5:] for c in table.columns if str(c).startswith("loss.") and table[c].notna().any()]
@@ -109,14 +109,14 @@ def read_mixtures(table: pd.DataFrame, loss_domains=None, need_scale=True, sourc
     else:
         chosen = sorted(available, key=lambda d: order.index(d) if d in order else 99)
     if loss_columns and not chosen:
-        raise UsageError(f"{source}: no loss.<domain> columns")
+        raise DataError(f"{source}: no loss.<domain> columns")
     needed = (["params", "tokens"] if need_scale else []) + [f"loss.{d}" for d in chosen]
     table["_row"] = np.arange(len(table))
     table, dropped = cols.numeric_columns(table, needed, source)
     if dropped:
         notes.append(f"dropped {dropped} row(s) with missing values")
     if table.empty:
-        raise UsageError(f"{source}: no usable rows")
+        raise DataError(f"{source}: no usable rows")
     r = r[table["_row"].to_numpy()]
     mixtures, inverse = np.unique(np.round(r, 6), axis=0, return_inverse=True)
     return MixtureRuns(table, order, chosen, r, inverse.ravel(), mixtures, notes)

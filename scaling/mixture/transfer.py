@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from scaling.cli import UsageError
+from scaling.cli import DataError, UsageError
 from scaling.mixture.runs import MixtureRuns, SIZE_TOL, read_mixtures
 from scaling.mixture.result import _interval
 
@@ -36,7 +36,7 @@ def _at_size(runs: MixtureRuns, target: float, what: str):
     hit = np.abs(n / target - 1.0) <= SIZE_TOL
     if not hit.any():
         sizes = ", ".join(f"{v:.4g}" for v in np.unique(n))
-        raise UsageError(f"no runs within {SIZE_TOL:.0%} of {what} {target:.4g} (sizes: {sizes})")
+        raise DataError(f"no runs within {SIZE_TOL:.0%} of {what} {target:.4g} (sizes: {sizes})")
     return hit
 
 
@@ -50,7 +50,7 @@ def transfer(table: pd.DataFrame, small_params: float, large_params: float, *, b
     runs = read_mixtures(table, None, need_scale=False, source=source)
     frame = runs.frame
     if "params" not in frame.columns:
-        raise UsageError(f"{source}: missing required column params")
+        raise DataError(f"{source}: missing required column params")
     frame["params"] = pd.to_numeric(frame["params"], errors="coerce")
     small, large = _at_size(runs, small_params, "--small-params"), _at_size(runs, large_params, "--large-params")
     if (small & large).any():
@@ -61,7 +61,7 @@ def transfer(table: pd.DataFrame, small_params: float, large_params: float, *, b
     mean_l = values[large].groupby(runs.mixture[large]).mean()
     common = sorted(set(mean_s.index) & set(mean_l.index))
     if len(common) < 3:
-        raise UsageError(f"{len(common)} mixture(s) were trained at both sizes: "
+        raise DataError(f"{len(common)} mixture(s) were trained at both sizes: "
                          f"need at least 3 to compare rankings")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(common), size=(bootstrap, len(common))) if bootstrap else None

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import torch
 
 from runners.models.gpt import GPT, GPTConfig
-from scaling.cli import UsageError
+from scaling.cli import DataError, UsageError
 
 #: Candidate code shares scored by default: both pure domains and three mixes between them.
 DEFAULT_MIXTURES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -51,9 +51,12 @@ def parse_weights(text: str) -> list[float]:
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     try:
         fractions = [Fraction(t) for t in items]
+        values = [float(f) for f in fractions]
     except (ValueError, ZeroDivisionError):
         raise UsageError(f"malformed --weights {text!r} (expected a comma list like 0.3,0.7 or 1/3,2/3)") from None
-    return check_weights([float(f) for f in fractions])
+    except OverflowError:
+        raise UsageError(f"--weights {text!r}: a weight is beyond a float's range (they are proportions in [0, 1])") from None
+    return check_weights(values)
 
 
 def _architecture(config: GPTConfig) -> dict:
@@ -68,7 +71,7 @@ def check_compatible(configs: Sequence[GPTConfig], names: Sequence[str] | None =
         other = _architecture(cfg)
         diff = [f"{k} {first[k]} vs {other[k]}" for k in first if first[k] != other[k]]
         if diff:
-            raise UsageError(f"cannot merge {names[0]} and {name}: different architectures ({', '.join(diff)})")
+            raise DataError(f"cannot merge {names[0]} and {name}: different architectures ({', '.join(diff)})")
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import pandas as pd
 
 from runners.models import files as model_files
 from runners.train import trainer as train
-from scaling.cli import UsageError
+from scaling.cli import DataError, UsageError
 from runners.studies.merge.arithmetic import LINEAGE, WEIGHT_TOL, check_compatible, fingerprint
 from runners.studies.merge.saved import SavedModel, _base_of, load, save
 from runners.studies.merge.proxy import (
@@ -32,7 +32,7 @@ def _expert_domains(experts: Mapping[str, SavedModel], data: Data) -> dict[str, 
         share = label(domain_mixture(data.corpus, domain))
         mix = saved.mixture
         if mix is not None and abs(mix.get(domain, 0.0) - 1.0) > WEIGHT_TOL:
-            raise UsageError(f"{saved.path} is not a {domain} expert (it stands for the mixture "
+            raise DataError(f"{saved.path} is not a {domain} expert (it stands for the mixture "
                              + ", ".join(f"{d}={w:g}" for d, w in mix.items()) + ")")
         shares[domain] = share
     missing = [d for d in data.domains if d not in experts]
@@ -55,7 +55,7 @@ def score(experts: Mapping[str, SavedModel], shares, *, eval_tokens=train.EVAL_T
     _expert_domains(experts, data)
     check_compatible([s.model.config for s in experts.values()], [str(s.path) for s in experts.values()])
     if _common_base(list(experts.values())) is None:
-        raise UsageError("the experts do not share a seed: the merging proxy averages models grown from one seed")
+        raise DataError("the experts do not share a seed: the merging proxy averages models grown from one seed")
     target = check_target(target, data.domains)
     settings = train.resolve_settings(device)
     t0 = time.perf_counter()
@@ -77,13 +77,13 @@ def validate(seed: SavedModel, experts: Mapping[str, SavedModel], shares, *,
         raise UsageError(f"{len(shares)} mixture(s): need at least 3 to compare rankings")
     trainings = [s.lineage.get("training") for s in experts.values()]
     if any(t is None for t in trainings):
-        raise UsageError("an expert has no training record (was it written by runners.merge expert?)")
+        raise DataError("an expert has no training record (was it written by runners.merge expert?)")
     keys = ("steps", "batch_size", "lr", "data_seed", "unique_tokens")
     if len({tuple(t.get(k) for k in keys) for t in trainings}) > 1:
-        raise UsageError("the experts were trained with different steps, batch sizes, LRs, unique data or data seeds")
+        raise DataError("the experts were trained with different steps, batch sizes, LRs, unique data or data seeds")
     seed_base = _base_of(seed.lineage) or fingerprint(seed.model)
     if _common_base(list(experts.values())) != seed_base:
-        raise UsageError(f"the experts were not trained from the seed {seed.path}")
+        raise DataError(f"the experts were not trained from the seed {seed.path}")
     report = score(experts, shares, eval_tokens=eval_tokens, target=target, device=device, progress=progress,
                    save_dir=None if out is None else Path(out) / "merged", cache_dir=cache_dir)
     spec = seed.spec

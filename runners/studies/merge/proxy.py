@@ -17,7 +17,7 @@ from runners.train import trainer as train
 from runners.models.gpt import GPT, GPTConfig
 from runners.grid.spec import RunSpec, format_mix, parse_mix
 from scaling import accounting
-from scaling.cli import UsageError
+from scaling.cli import FitError, UsageError
 from runners.studies.merge.arithmetic import CONTINUE_LR_RATIO, DEFAULT_MIXTURES, fingerprint
 from runners.studies.merge.saved import SavedModel, _base_of
 
@@ -161,7 +161,7 @@ def _train(model: GPT, optimizer, forward, tokens: np.ndarray, training: dict, s
                            desc=desc)
     train.Trainer(model, forward, optimizer, batches, hp, settings, tl).train()
     if tl.failure is not None:
-        raise UsageError(f"{desc}: training failed, {tl.failure} (lower --lr, now {hp.lr:g})")
+        raise FitError(f"{desc}: training failed, {tl.failure} (lower --lr, now {hp.lr:g})")
     return [loss for _, _, loss, _ in tl.curve]
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 from runners.models import files as model_files
 from runners.models.gpt import GPT
 from runners.grid.spec import RunSpec
-from scaling.cli import UsageError
+from scaling.cli import DataError, UsageError
 from runners.studies.merge.arithmetic import (
     LINEAGE, check_compatible, check_weights, combine_mixtures, fingerprint, merge_models,
 )
@@ -59,7 +59,7 @@ def lineage_of(config: dict) -> dict:
 def load(directory) -> SavedModel:
     directory = Path(directory)
     if not directory.exists():
-        raise UsageError(f"model directory {directory} does not exist")
+        raise DataError(f"model directory {directory} does not exist")
     model, config = model_files.load_model(directory)
     return SavedModel(model, config, directory)
 
@@ -104,7 +104,7 @@ def merge_saved(sources: Sequence[SavedModel], weights: Sequence[float]) -> tupl
     check_compatible([s.model.config for s in sources], names)
     tokenizers = {s.config.get("tokenizer") for s in sources}
     if len(tokenizers) > 1:
-        raise UsageError(f"cannot merge models trained with different tokenizers ({', '.join(map(str, tokenizers))})")
+        raise DataError(f"cannot merge models trained with different tokenizers ({', '.join(map(str, tokenizers))})")
     merged = merge_models([s.model for s in sources], weights)
     mixture = combine_mixtures([s.mixture for s in sources], weights)
     bases = {_base_of(s.lineage) for s in sources}
