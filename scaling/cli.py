@@ -180,6 +180,10 @@ def _merge_store(ns) -> None:
 
 
 def run_cli(main, argv=None) -> int:
+    """``main(argv)``'s exit code; its one-line errors printed as ``error: ...``. An operating-system
+    error that no command anticipated (a path that turned read-only or vanished mid-run) is one line
+    too, naming the path, exit 1; ``SCALING_DEBUG=1`` lets it through with its traceback."""
+    import os
     try:
         return main(argv)
     except UsageError as exc:          # DataError and FitError too, with their own exit codes
@@ -191,3 +195,18 @@ def run_cli(main, argv=None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError) as exc:
+        if os.environ.get("SCALING_DEBUG"):
+            raise
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def os_error_line(exc: BaseException) -> str:
+    """``exc`` in one line: the path(s) and the reason (``[Errno 13] Permission denied: 'x'`` becomes
+    ``x: permission denied``)."""
+    if isinstance(exc, MemoryError):
+        return "out of memory (ask for fewer resamples, mixtures or runs at once)"
+    reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip().splitlines()[0]
+    paths = [str(p) for p in (getattr(exc, "filename", None), getattr(exc, "filename2", None)) if p is not None]
+    return f"{' -> '.join(paths)}: {reason[0].lower() + reason[1:]}" if paths else reason

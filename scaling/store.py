@@ -318,25 +318,24 @@ def claim_run(store, run_id: str):
     (two grids on one store then split the work instead of training every run twice). The claim
     is an ``flock`` on ``_claims/RUN_ID.lock``: the kernel drops it when its holder exits, so a
     killed launcher leaves no stale claim. The holder writes its pid, host and start time into the
-    lock file (``claim_owner``), so a user can see who holds a run. Where flock is missing, every
-    claim succeeds."""
+    lock file (``claim_owner``), so a user can see who holds a run, and removes the file (and an
+    emptied ``_claims``) when it lets go. Where flock is missing, every claim succeeds."""
     d = _as_dir(store) / "_claims"
     check_run_id(run_id)
+    path = d / f"{run_id}.lock"
     try:
         import fcntl
-        d.mkdir(parents=True, exist_ok=True)
-        fd = os.open(d / f"{run_id}.lock", os.O_RDWR | os.O_CREAT, _file_mode())
-    except (ImportError, OSError):
+    except ImportError:
         yield True
         return
+    fd = _locked(d, path, fcntl)
+    if fd is None:
+        yield True
+        return
+    if fd is False:
+        yield False
+        return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        except OSError:                 # a filesystem without flock: unguarded
-            pass
         try:
             import socket
             os.ftruncate(fd, 0)
@@ -346,7 +345,61 @@ def claim_run(store, run_id: str):
             pass
         yield True
     finally:
+        # unlinked while still locked: a claimant that opened the old file sees that its inode is
+        # no longer the path's (``_locked``) and starts again on a new one
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         os.close(fd)
+        with contextlib.suppress(OSError):
+            d.rmdir()                    # only when empty; a racing claimant re-makes it (_locked)
+
+
+def _locked(d: Path, path: Path, fcntl):
+    """A descriptor of ``path`` flocked by this process, False when another holds it, None when
+    the filesystem cannot lock (unguarded). The lock counts only while ``path`` is still the file
+    locked: its holder unlinks it on release, so a claimant that locked the unlinked inode retries."""
+    for _ in range(100):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, _file_mode())
+        except FileNotFoundError:        # _claims removed between mkdir and open: again
+            continue
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError:                  # a filesystem without flock: unguarded
+            return fd
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)                     # locked a file its holder had just unlinked
+    return None
+
+
+def remove_if_empty(store) -> bool:
+    """Remove ``store`` when it holds nothing but empty folders (what a grid that failed before
+    its first run leaves); a checkpoint, a run or any other file keeps it. True when removed."""
+    root = _as_dir(store)
+    if not root.is_dir() or root.is_symlink():
+        return False
+    for folder, dirs, files in os.walk(root, topdown=False):
+        if files:
+            return False
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                (Path(folder) / name).rmdir()
+    try:
+        root.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def claim_owner(store, run_id: str) -> dict | None:

@@ -351,3 +351,16 @@ def test_a_dry_run_warns_of_what_only_this_machine_lacks(capsys):
     assert "total" in out and err.startswith("warning: a run here would stop: cannot load tokenizer 'no-such-tokenizer'")
     assert run_cli(main, ["--budget", "smoke", "--dry-run", "--mix", "code=0.5,wiki=0.5"]) == 1
     assert "unknown domain(s) wiki in the mix" in capsys.readouterr().err
+
+
+def test_an_os_error_nobody_anticipated_is_one_line_naming_the_path(capsys, monkeypatch):
+    """A read-only or vanished path deep in a command (untestable as root, where CI runs): one line,
+    the path and the reason, exit 1; SCALING_DEBUG=1 keeps the traceback for whoever debugs it."""
+    def denied(argv):
+        raise PermissionError(13, "Permission denied", "/data/store/r1.parquet")
+    monkeypatch.delenv("SCALING_DEBUG", raising=False)
+    assert run_cli(denied, []) == 1
+    assert capsys.readouterr().err == "error: /data/store/r1.parquet: permission denied\n"
+    monkeypatch.setenv("SCALING_DEBUG", "1")
+    with pytest.raises(PermissionError):
+        run_cli(denied, [])

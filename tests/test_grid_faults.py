@@ -62,3 +62,24 @@ def test_killed_grid_resumes_and_stores_each_run_once(tmp_path):
     resumed = [r for r in interrupted if by_id.loc[r, "resumed_from_step"] > 0]
     assert resumed, "the interrupted run started again from scratch"
     assert not any(ckpts.iterdir())                    # checkpoints are removed once a run is stored
+
+
+def test_a_run_that_crashes_stops_the_grid_with_one_line_and_leaves_no_store(tmp_path, monkeypatch, capsys):
+    """An ``--arch`` plugin whose forward raises: one ``error:`` line naming the run, exit 1, no
+    traceback, and neither the store directory nor a claim file left behind (the next launch retries)."""
+    from scaling.cli import run_cli
+    from runners.isoflop import main
+    (tmp_path / "crashing_arch.py").write_text(
+        "from runners.models.gpt import GPT\n"
+        "class Crashing(GPT):\n"
+        "    def forward(self, *args, **kwargs):\n"
+        "        raise RuntimeError('boom in forward')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("SCALING_DEBUG", raising=False)
+    store = tmp_path / "store"
+    code = run_cli(main, ["--budget", "smoke", "--store", str(store), "--arch", "crashing_arch:Crashing",
+                          "--limit", "1", "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: run ") and "failed: RuntimeError: boom in forward" in err
+    assert not store.exists()

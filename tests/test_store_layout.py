@@ -149,5 +149,30 @@ def test_a_claim_records_its_owner_and_a_second_claim_fails_while_it_is_held(tmp
                                capture_output=True, text=True,
                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         assert probe.stdout.strip() == "False", probe.stderr[-1000:]
-    with store.claim_run(d, "r1") as mine:                        # released: claimable again
+    assert not (d / "_claims").exists() and store.claim_owner(d, "r1") is None   # released: nothing left
+    with store.claim_run(d, "r1") as mine:                        # and claimable again
         assert mine
+
+
+def test_a_claim_on_a_lock_file_its_holder_just_removed_starts_again(tmp_path, monkeypatch):
+    """Holders remove their lock file on release. A claimant that opened the file just before
+    (and so locks a removed inode) must not count as holding the run: it opens the path again."""
+    d = tmp_path / "s"
+    real_open, opened = os.open, []
+
+    def open_then_holder_releases(path, *args):
+        fd = real_open(path, *args)
+        if str(path).endswith(".lock") and not opened:
+            os.unlink(path)                                         # the previous holder let go
+        opened.append(str(path))
+        return fd
+    monkeypatch.setattr(os, "open", open_then_holder_releases)
+    with store.claim_run(d, "r1") as mine:
+        monkeypatch.setattr(os, "open", real_open)
+        assert mine and len(opened) == 2 and (d / "_claims" / "r1.lock").exists()
+        probe = subprocess.run([sys.executable, "-c", "import sys; from scaling import store\n"
+                                "with store.claim_run(sys.argv[1], 'r1') as m: print(m)", str(d)],
+                               capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        assert probe.stdout.strip() == "False", probe.stderr[-1000:]  # the claim is on the file others see
+    assert not (d / "_claims").exists()

@@ -589,9 +589,16 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
     if opts.launcher == "local":
         extra["workers"] = opts.workers
         extra["batch_runs"] = opts.batch_runs
-    summary = launch(specs, store, launcher=opts.launcher, device=opts.device, limit=opts.limit,
-                     progress=opts.progress, checkpoint_every_s=opts.checkpoint_every_s, **extra,
-                     **opts.train_options())
+    existed = Path(store).exists()
+    try:
+        summary = launch(specs, store, launcher=opts.launcher, device=opts.device, limit=opts.limit,
+                         progress=opts.progress, checkpoint_every_s=opts.checkpoint_every_s, **extra,
+                         **opts.train_options())
+    except BaseException:
+        if not existed:                 # a grid that failed before storing anything leaves no store
+            from scaling.store import remove_if_empty
+            remove_if_empty(store)
+        raise
     print(summary.to_json() if opts.as_json else summary.summary(), file=out)
     if opts.eval_tasks and not summary.submitted:  # slurm jobs evaluate nothing here: they may still run
         from runners.eval.evaluate import evaluate_store

@@ -181,7 +181,11 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
             futures = {pool.submit(_train_one, spec, str(store), train_opts): spec for spec in pending}
             for fut in as_completed(futures):
                 spec = futures[fut]
-                row = fut.result()       # a crash in a worker is raised here, as it would be in-process
+                try:
+                    row = fut.result()   # a crash in a worker is raised here, as it would be in-process
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)   # runs not started stay unstarted
+                    raise
                 ok[spec.run_id] = _outcome(row)
                 if hasattr(bar, "update"):
                     bar.update(1)

@@ -503,10 +503,29 @@ def train_run(spec, store, *, device: str | None = None, progress: bool = True, 
     with rstore.claim_run(store, spec.run_id) as mine:
         if not mine or (skip_done and (rstore.read_run(store, spec.run_id) or {}).get("status") == "ok"):
             return {"run_id": spec.run_id, "status": BUSY}
-        return _train_run(spec, store, device=device, progress=progress, log_every=log_every,
-                          checkpoint_every_s=checkpoint_every_s, compile=compile, dtype=dtype,
-                          max_steps=max_steps, cache_dir=cache_dir, eval_every=eval_every,
-                          eval_tasks=eval_tasks, eval_limit=eval_limit)
+        with run_errors(spec):
+            return _train_run(spec, store, device=device, progress=progress, log_every=log_every,
+                              checkpoint_every_s=checkpoint_every_s, compile=compile, dtype=dtype,
+                              max_steps=max_steps, cache_dir=cache_dir, eval_every=eval_every,
+                              eval_tasks=eval_tasks, eval_limit=eval_limit)
+
+
+@contextlib.contextmanager
+def run_errors(spec):
+    """A run that raises something other than a one-line error (an ``--arch`` plugin whose forward
+    fails, a device that runs out of memory) stops the grid with one ``error:`` line naming the run;
+    nothing is stored for it, so the next launch retries it. ``SCALING_DEBUG=1`` shows the traceback."""
+    try:
+        yield
+    except (UsageError, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of the run's own code becomes one line
+        if os.environ.get("SCALING_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise DataError(f"run {spec.run_id} ({spec.shape}, arch {getattr(spec, 'arch', 'gpt')}) failed: "
+                        f"{type(exc).__name__}{': ' + first if first else ''} (nothing stored for it; "
+                        f"SCALING_DEBUG=1 shows the traceback)") from None
 
 
 #: What ``train_run`` returns for a run another launcher holds or has just finished.
