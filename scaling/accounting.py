@@ -477,9 +477,11 @@ def chinchilla_optimal(flops_budget, E, A, B, alpha, beta):
     """Compute-optimal (N, D) for L = E + A/N^a + B/D^b (Hoffmann et al. 2022, Approach 3):
     G = (alpha A / (beta B))^(1/(alpha+beta)), N = G (C/6)^(beta/(alpha+beta)), D = (C/6)^(alpha/(alpha+beta)) / G."""
     C = np.asarray(flops_budget, dtype=float)
-    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
-    n_opt = G * (C / 6.0) ** (beta / (alpha + beta))
-    d_opt = (C / 6.0) ** (alpha / (alpha + beta)) / G
+    alpha, beta, A, B = (np.float64(x) for x in (alpha, beta, A, B))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):   # beyond a float: inf, for callers to refuse
+        G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+        n_opt = G * (C / 6.0) ** (beta / (alpha + beta))
+        d_opt = (C / 6.0) ** (alpha / (alpha + beta)) / G
     return n_opt, d_opt
 
 

@@ -7,6 +7,8 @@ other name. When ``tokens`` is absent and ``flops`` present, tokens = flops / (6
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -61,6 +63,16 @@ def canonicalise(table: pd.DataFrame, mapping: dict[str, str] | None = None) -> 
     return table
 
 
+def _float_or_inf(value):
+    """``value`` as a float where it can be one, a too-large number as infinity (refused as such)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return -math.inf if isinstance(value, int) and value < 0 else math.inf
+    except (TypeError, ValueError):
+        return value
+
+
 def numeric_columns(table: pd.DataFrame, names, source="table") -> tuple[pd.DataFrame, int]:
     """Coerce ``names`` to positive finite floats. Rows with NaN are dropped (count returned);
     non-numeric, infinite or non-positive values are errors."""
@@ -71,7 +83,11 @@ def numeric_columns(table: pd.DataFrame, names, source="table") -> tuple[pd.Data
     out = table.copy()
     for n in names:
         raw = out[n]
-        vals = pd.to_numeric(raw, errors="coerce")
+        try:
+            vals = pd.to_numeric(raw, errors="coerce")
+        except OverflowError:                     # a whole number beyond a float (a 400-digit cell)
+            raw = pd.Series([_float_or_inf(v) for v in raw], index=raw.index, dtype=object)
+            vals = pd.to_numeric(raw, errors="coerce")
         bad = vals.isna() & raw.notna() & ~raw.astype(str).str.lower().isin(["nan", ""])
         if bad.any():
             raise DataError(f"{source}: column {n} has non-numeric value {raw[bad].iloc[0]!r}")

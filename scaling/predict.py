@@ -18,6 +18,7 @@ from scipy.optimize import minimize_scalar
 
 from scaling.accounting import chinchilla_optimal, parse_size, tokens_for
 from scaling.cli import ArgumentParser, UsageError, run_cli
+from scaling.errors import DataError
 from scaling.laws import get_law
 from scaling.laws.data_constrained import effective_data
 from scaling.results import FitResult
@@ -72,6 +73,16 @@ def _interval(values) -> list[float]:
     return interval_list(v) if len(v) else [None, None]
 
 
+def _finite(out: dict, what: str) -> dict:
+    """``out`` when its params, tokens and loss are finite numbers; a ``DataError`` otherwise (a fit
+    whose law leaves a float's range there would print Infinity or NaN with a straight face)."""
+    for key in ("params", "tokens", "loss"):
+        if key in out and not np.isfinite(np.asarray(out[key], float)).all():
+            raise DataError(f"this fit gives a non-finite {key} for {what}: its parameters (or the request) "
+                            f"lie beyond where its law can be evaluated in floating point")
+    return out
+
+
 def allocate(fit: FitResult, flops: float, unique_tokens: float | None = None) -> dict:
     if not flops > 0:
         raise UsageError(f"--flops must be positive, got {flops:g}")
@@ -88,6 +99,8 @@ def allocate(fit: FitResult, flops: float, unique_tokens: float | None = None) -
         if chin["tokens"] <= unique_tokens:
             out["note"] = ("the unique data covers the compute-optimal token count: the data-constrained "
                            "optimum is the Chinchilla one up to excess-parameter effects")
+    _finite(chin, f"{flops:g} FLOPs")
+    _finite(out, f"{flops:g} FLOPs")
     out["flops"] = float(flops)
     out["chinchilla"] = chin
     draws = _draw_params(fit)
@@ -115,7 +128,7 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
             raise UsageError("--unique-tokens needs a data-constrained fit; this fit's law is chinchilla")
         loss = law.predict(fit.params, n, d)
         draws = [law.predict(p, n, d) for p in _draw_params(fit)]
-    out = {"loss": loss.tolist()}
+    out = _finite({"loss": loss.tolist()}, "these sizes and token counts")
     if draws:
         stack = np.array(draws)
         out["ci"] = {"loss": np.stack(interval(stack, axis=0), axis=-1).tolist()}
@@ -160,8 +173,9 @@ def repetition(fit: FitResult, unique_tokens: float, epochs, params: float | Non
         raise UsageError("--unique-tokens must be positive")
     p = fit.params
     if params is None:
-        g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
-        params = float(g * (unique_tokens * g) ** (p["beta"] / p["alpha"]))
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            g = np.float64(p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
+            params = float(g * (unique_tokens * g) ** (p["beta"] / p["alpha"]))
     tokens = unique_tokens * epochs
     d_eff = effective_data(tokens, unique_tokens, p["rd_star"])
     repeats = epochs - 1.0
@@ -169,6 +183,7 @@ def repetition(fit: FitResult, unique_tokens: float, epochs, params: float | Non
     with np.errstate(invalid="ignore", divide="ignore"):
         average = np.where(repeats > 0, (d_eff - unique_tokens) / (tokens - unique_tokens), 1.0)
     law = get_law("data-constrained")
+    _finite({"params": params}, f"{unique_tokens:g} unique tokens")
     return {"unique_tokens": float(unique_tokens), "params": float(params), "epochs": epochs.tolist(),
             "tokens": tokens.tolist(), "effective_tokens": d_eff.tolist(),
             "loss": law.predict(p, params, tokens, unique_tokens).tolist(),

@@ -42,16 +42,21 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-#: what each law's parameters must satisfy: positive coefficients and exponents (zero or negative
-#: ones make the law degenerate: complex powers, division by zero), R_D*, R_N* positive
+#: the ranges a law's parameters may take, (low, high], low exclusive: coefficients and exponents
+#: positive (zero or negative ones make the law degenerate: complex powers, division by zero) and
+#: within what any fit of a loss in nats has given, by orders of magnitude (published fits: A, B
+#: 10^2-10^4, E 1-2, exponents 0.05-0.8, R_D* 15, R_N* 5): beyond them, the law's powers leave a
+#: float's range at ordinary N, D and C and every prediction is Infinity or NaN
+COEFFICIENT, FLOOR, EXPONENT, EPOCHS = (1e-12, 1e12), (0.0, 1e4), (1e-3, 10.0), (0.0, 1e12)
 LAW_PARAMETERS = {
-    "chinchilla": {"A": "positive", "B": "positive", "E": "positive", "alpha": "positive", "beta": "positive"},
-    "data-constrained": {"A": "positive", "B": "positive", "E": "positive", "alpha": "positive", "beta": "positive",
-                         "rd_star": "positive", "rn_star": "positive"},
+    "chinchilla": {"A": COEFFICIENT, "B": COEFFICIENT, "E": FLOOR, "alpha": EXPONENT, "beta": EXPONENT},
+    "data-constrained": {"A": COEFFICIENT, "B": COEFFICIENT, "E": FLOOR, "alpha": EXPONENT, "beta": EXPONENT,
+                         "rd_star": EPOCHS, "rn_star": EPOCHS},
 }
 
 
-def _check_params(params: dict, rules: dict[str, str], where: str) -> None:
+def _check_params(params: dict, rules: dict, where: str) -> None:
+    """Every value a finite number; ``rules``: name -> "number", "positive" or a (low, high] range."""
     missing = [n for n in rules if n not in params]
     if missing:
         raise ValueError(f"{where} lacks {', '.join(missing)} (needs {', '.join(rules)})")
@@ -64,8 +69,13 @@ def _check_params(params: dict, rules: dict[str, str], where: str) -> None:
             raise ValueError(f"{where}.{name} is too large for a float") from None
         if not math.isfinite(v):
             raise ValueError(f"{where}.{name} must be a finite number, got {value!r}")
-        if rules.get(name) == "positive" and not v > 0:
+        rule = rules.get(name)
+        if rule == "positive" and not v > 0:
             raise ValueError(f"{where}.{name} must be positive, got {value!r}")
+        if isinstance(rule, tuple) and not rule[0] < v <= rule[1]:
+            low = "positive" if rule[0] == 0 else f"above {rule[0]:g}"
+            raise ValueError(f"{where}.{name} must be {low} and at most {rule[1]:g} (a scaling law's range), "
+                             f"got {value!r}")
 
 
 def _check_draws(boot: Any, k: int | None, where: str) -> None:
@@ -140,12 +150,21 @@ class MixtureFitFile(_Open):
     domains: list[str] = Field(min_length=2)
     loss_domains: list[str] = Field(min_length=1)
     params: dict[str, dict[str, Any]]
+    objective: dict[str, Any]
+    n_points: StrictInt = Field(ge=0)
+    n_mixtures: StrictInt = Field(ge=0)
+    r2: dict[str, Any]
     mixtures: list[dict[str, Any]] = []
     scaling_law: str | None = None
     settings: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _shapes(self):
+        for name, names in (("domains", self.domains), ("loss_domains", self.loss_domains)):
+            if any(not n.strip() for n in names) or len(set(names)) != len(names):
+                raise ValueError(f"{name} must be distinct, non-empty names")
+        if self.kind == "nested":
+            self._nested_mixtures()
         k = len(self.domains)
         for d in self.loss_domains:
             p = self.params.get(d)
@@ -168,6 +187,27 @@ class MixtureFitFile(_Open):
         if self.kind == "nested" and not (self.mixtures and self.scaling_law in ("chinchilla", "compute", "power")):
             raise ValueError("a nested fit needs its per-mixture laws (mixtures, scaling_law)")
         return self
+
+
+    def _nested_mixtures(self):
+        """Each per-mixture entry: its proportions over ``domains`` and its scaling law's
+        parameters for every loss domain (``scaling.mixture.result.SCALING_FORMS``)."""
+        from scaling.mixture.result import SCALING_FORMS
+        form = SCALING_FORMS.get(self.scaling_law)
+        names = form[0].public_names if form else ()
+        for i, m in enumerate(self.mixtures):
+            mix = m.get("mix")
+            if not isinstance(mix, dict) or not set(self.domains) <= set(mix):
+                raise ValueError(f"mixtures[{i}].mix must give a proportion for each of {', '.join(self.domains)}")
+            _check_params({d: mix[d] for d in self.domains}, {d: (-1e-12, 1.0) for d in self.domains},
+                          f"mixtures[{i}].mix")
+            scaling = m.get("scaling")
+            for d in self.loss_domains:
+                law = scaling.get(d) if isinstance(scaling, dict) else None
+                params = law.get("params") if isinstance(law, dict) else None
+                if not isinstance(params, dict):
+                    raise ValueError(f"mixtures[{i}].scaling.{d}.params must be an object")
+                _check_params(params, {n: "number" for n in names}, f"mixtures[{i}].scaling.{d}.params")
 
 
 class BacktestRun(_Open):
