@@ -40,6 +40,9 @@ def check_writable(path, flag: str) -> None:
     p = Path(path)
     if str(path).strip() == "":
         raise UsageError(f"{flag}: empty path")
+    broken = broken_link(p)
+    if broken is not None:
+        raise UsageError(f"{flag} {path}: {broken}")
     if p.suffix and p.is_dir():
         raise UsageError(f"{flag} {path}: is a directory (expected a file)")
     if not p.suffix and p.exists() and not p.is_dir():
@@ -56,6 +59,22 @@ def check_writable(path, flag: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise UsageError(f"{flag} {path}: cannot write under {base} ({exc.strerror or exc})") from None
+
+
+def broken_link(path) -> str | None:
+    """Why ``path`` or a folder above it is a symbolic link that leads nowhere (a loop, a missing
+    target), or None: such a path would be replaced by a write, or fail deep inside one."""
+    import os
+    from pathlib import Path
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.is_symlink():
+            try:
+                os.stat(q)
+            except OSError as exc:
+                what = "a link loop" if exc.errno == 40 else "a link to a missing target"
+                return f"{q} is {what}" if q != p else f"is {what}"
+    return None
 
 
 import re as _re

@@ -1057,6 +1057,8 @@ def _parser() -> ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "import":
+        from scaling.cli import check_writable
+        check_writable(args.store, "store")          # a file, a link loop or a read-only place: one line, first
         n = import_table(args.file, args.store, cols.parse_mapping(args.column))
         print(f"imported {n} new run(s) into {args.store}")
         return 0

@@ -71,6 +71,9 @@ def files(tmp_path_factory):
                                        '"params": {"a": {"c": 1.0, "k": 1.0, "t": [0.5]}}}')
     (d / "backtest_bad.json").write_text('{"law": "chinchilla", "mape": 1.0, "runs": [{"loss": "x", "predicted": 2.0}]}')
     (d / "optimum_bad.json").write_text('{"mixture": {"a": 1.5, "b": -0.5}, "loss": 2.0}')
+    (d / "loop1").symlink_to(d / "loop2")
+    (d / "loop2").symlink_to(d / "loop1")
+    (d / "dangling").symlink_to(d / "nowhere")
     (d / "deep_corpus.json").write_text("[" * 100000 + "]" * 100000)
     (d / "prior_onecol.csv").write_text("domain\ncode\n")
     from scaling.mixture import main as mixture_main
@@ -101,6 +104,7 @@ def _argv(argv, d: Path):
     for name in ("mix_binary", "mix_ragged", "backtest_bad", "optimum_bad", "deep_corpus", "mix_fit"):
         table[name.upper()] = d / f"{name}.json"
     table["PRIOR_ONECOL"] = d / "prior_onecol.csv"
+    table["LINKLOOP"], table["DANGLING"] = d / "loop1", d / "dangling"
     for key in ("escape", "subdir", "schema", "hidden", "long", "dup", "late"):
         table[f"IDS_{key.upper()}"] = d / f"ids_{key}.csv"
     out = []
@@ -280,6 +284,12 @@ CASES = [
                          "--tokens", "1e8", "--out", "OUT.xlsx"]),
     ("scaling.datasets.__main__", ["export", "epoch-chinchilla", "--out", "OUT.xlsx"]),
     ("scaling.plot", ["residuals", DS, "--fit", "C4", "--out", "OUT.png"]),
+    # issue 23, item 4: links that lead nowhere, as a store or an output (a write would replace the link)
+    ("scaling.store", ["import", "IDS_DUP", "LINKLOOP"]), ("scaling.store", ["import", "IDS_DUP", "DANGLING"]),
+    ("runners.isoflop", ["--budget", "smoke", "--store", "LINKLOOP", "--limit", "1", "--quiet"]),
+    ("runners.isoflop", ["--budget", "smoke", "--store", "DANGLING", "--limit", "1", "--quiet"]),
+    ("scaling.fit", [DS, "--out", "LINKLOOP"]), ("scaling.fit", [DS, "--out", "DANGLING/fit.json"]),
+    ("scaling.store", ["check", "LINKLOOP"]), ("scaling.store", ["compact", "DANGLING"]),
     ("runners.diversity", ["--datasets", "text", "--seed", "-1"]),
 ]
 
@@ -297,6 +307,7 @@ def test_bad_input_gets_one_error_line_a_nonzero_exit_and_writes_nothing(module,
     assert sum(line.startswith("error:") for line in lines) == 1, err
     assert not any(Path(str(files / "must-not-exist") + s).exists() for s in ("", ".png", ".json", ".csv", ".txt"))
     assert sorted(p.name for p in (files / "store").iterdir()) == before      # the good store untouched
+    assert (files / "loop1").is_symlink() and (files / "dangling").is_symlink()  # links never replaced
 
 
 def test_there_are_at_least_80_cases_over_every_cli():

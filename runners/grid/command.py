@@ -232,6 +232,10 @@ def parse_workers(text, flag: str = "--workers"):
 def check_store_arg(store: str, writing: bool = False) -> str:
     """The store is a directory (or can be one); with ``writing``, one this process can write in,
     checked before anything is trained."""
+    from scaling.cli import broken_link
+    broken = broken_link(store)
+    if broken is not None:
+        raise UsageError(f"--store {store!r}: {broken}")
     if Path(store).exists() and not Path(store).is_dir():
         raise UsageError(f"--store {store!r} exists and is not a directory")
     if writing:
