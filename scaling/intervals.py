@@ -20,3 +20,27 @@ def interval_list(draws, level: float = LEVEL) -> list[float]:
     """``interval`` of a 1-d sample as two plain floats (what JSON files and Results carry)."""
     lo, hi = interval(draws, level)
     return [float(lo), float(hi)]
+
+
+def conf_int_frame(names, draws=None, alpha: float = 0.05, stored=None, what: str = "this fit"):
+    """statsmodels' ``conf_int``: a DataFrame indexed by parameter with columns ``lower`` and
+    ``upper``, the central 1 - ``alpha`` percentile interval of the bootstrap ``draws`` ([B, k] in
+    ``names`` order). Without draws, the ``stored`` 95% intervals ({name: [lo, hi]}) when ``alpha`` is
+    0.05, else NaN with a warning that says how to get them."""
+    import warnings
+
+    import pandas as pd
+    names = list(names)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    frame = pd.DataFrame(np.nan, index=pd.Index(names, name="parameter"), columns=["lower", "upper"])
+    if draws is not None and len(draws):
+        lo, hi = interval(np.asarray(draws, float), 1.0 - alpha, axis=0)
+        frame["lower"], frame["upper"] = lo, hi
+    elif stored and abs(alpha - 0.05) < 1e-12:
+        for n in names:
+            if n in stored and stored[n] is not None and len(stored[n]) == 2:
+                frame.loc[n] = [float(stored[n][0]), float(stored[n][1])]
+    if frame.isna().all().all():
+        warnings.warn(f"{what} has no bootstrap draws: intervals are NaN (fit it with --bootstrap N)", stacklevel=3)
+    return frame

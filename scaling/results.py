@@ -73,6 +73,35 @@ class FitResult(JsonFile):
             raise DataError(f"{path}: no such fit file (presets by name: {', '.join(fits.names())})")
         return cls.from_dict(read_json(path), path)
 
+    # --- statsmodels-style Results: predict, conf_int ---------------------------------------
+    def predict(self, params, tokens, unique_tokens=None) -> np.ndarray:
+        """The law's loss at (N, D[, U_D]) (lists or scalars, broadcast): what
+        ``python -m scaling.predict loss`` prints as ``loss``. A data-constrained fit takes
+        ``unique_tokens`` (default: every token unique)."""
+        from scaling.laws import get_law
+        arrays = [np.atleast_1d(np.asarray(x, float)) for x in (params, tokens, unique_tokens) if x is not None]
+        n, d, *u = np.broadcast_arrays(*arrays)
+        if any((a <= 0).any() for a in (n, d, *u)):
+            raise ValueError("params, tokens and unique_tokens must be positive")
+        law = get_law(self.law)
+        if self.law == "data-constrained":
+            return law.predict(self.params, n, d, u[0] if u else d)
+        if unique_tokens is not None:
+            raise ValueError(f"unique_tokens needs a data-constrained fit; this fit's law is {self.law}")
+        return law.predict(self.params, n, d)
+
+    def conf_int(self, alpha: float = 0.05):
+        """Percentile intervals of the parameters from the bootstrap draws: a DataFrame indexed by
+        parameter, columns ``lower`` and ``upper`` (the stored 95% ones for a fit without draws,
+        NaN with a warning when it has neither)."""
+        from scaling.intervals import conf_int_frame
+        names = list(self.params)
+        draws = self.bootstrap_draws
+        if draws is not None:
+            boot_names = self.settings["bootstrap"].get("names") or names
+            draws = draws[:, [boot_names.index(n) for n in names]] if set(names) <= set(boot_names) else None
+        return conf_int_frame(names, draws, alpha, self.ci, f"the {self.law} fit")
+
     @property
     def bootstrap_draws(self) -> np.ndarray | None:
         """[B, k] bootstrap draws of ``params`` (in ``settings.bootstrap.names`` order), if stored."""

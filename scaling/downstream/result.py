@@ -123,18 +123,34 @@ class DownstreamFit(JsonFile):
             for n, d, xi, b in zip(N, D, x, beyond) if b > FAR]
         return out
 
-    def conf_int(self) -> dict:
-        """95% intervals of every parameter: step 1's (``scaling.fit``'s bootstrap) and step 2's."""
-        out = {f"step1.{k}": v for k, v in (self.step1.get("ci") or {}).items()}
-        draws = self.step2.get("draws")
-        if draws:
-            lo, hi = interval(np.asarray(draws, float), axis=0)
-            out.update({f"step2.{n}": [float(a), float(b)] for n, a, b in zip(FORMS[self.form].names, lo, hi)})
-        return out
+    def conf_int(self, alpha: float = 0.05):
+        """Intervals of every parameter, step 1's (``scaling.fit``'s bootstrap) as ``step1.NAME`` and
+        step 2's as ``step2.NAME``: a DataFrame indexed by parameter, columns ``lower``, ``upper``."""
+        import pandas as pd
+        from scaling.intervals import conf_int_frame
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            one = self.law.conf_int(alpha)
+            names = list(FORMS[self.form].names)
+            draws = self.step2.get("draws")
+            two = conf_int_frame(names, np.asarray(draws, float) if draws else None, alpha)
+        one.index = [f"step1.{n}" for n in one.index]
+        two.index = [f"step2.{n}" for n in two.index]
+        frame = pd.concat([one, two])
+        frame.index.name = "parameter"
+        if frame.isna().all().all():
+            warnings.warn("this downstream fit has no bootstrap draws: intervals are NaN (fit it with --bootstrap N)",
+                          stacklevel=2)
+        return frame
 
     def summary(self) -> str:
         law = FitResult.from_dict(self.step1)
-        ci = self.conf_int()
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frame = self.conf_int()
+        ci = {k: [lo, hi] for k, lo, hi in zip(frame.index, frame["lower"], frame["upper"]) if np.isfinite([lo, hi]).all()}
         lines = [f"task: {self.task}    metric: {self.metric}{' (an error rate)' if self.lower_is_better else ''}"
                  f"    runs: {self.n_runs}    step-2 points: {self.n_points}",
                  f"step 1: {self.via} ({self.via_column}) = E + A/N^alpha + B/D^beta on each run's final point"

@@ -59,6 +59,53 @@ class MixtureFit(JsonFile):
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    # --- statsmodels-style Results: predict, conf_int ---------------------------------------
+    def predict(self, mixtures, params: float | None = None, tokens: float | None = None):
+        """Predicted losses of ``mixtures`` (a table with ``mix.<domain>`` columns, or proportions
+        [n, k] in ``domains`` order): a DataFrame with ``pred.<d>``, ``pred.<d>.lo``, ``pred.<d>.hi``
+        per loss domain, as ``python -m scaling.mixture predict`` writes. Fits across scales (nested,
+        joint) need the target's ``params`` and ``tokens``."""
+        import pandas as pd
+        from scaling.mixture.predict import predict_frame
+        if not isinstance(mixtures, pd.DataFrame):
+            r = np.atleast_2d(np.asarray(mixtures, float))
+            if r.shape[1] != len(self.domains):
+                raise ValueError(f"proportions need {len(self.domains)} columns ({', '.join(self.domains)}), got {r.shape[1]}")
+            mixtures = pd.DataFrame(r, columns=[f"mix.{d}" for d in self.domains])
+        return predict_frame(self, mixtures, params, tokens, source="mixtures")
+
+    def _flat(self) -> tuple[list[str], dict]:
+        """Parameter names as ``<loss domain>.<name>`` and the stored 95% intervals by those names."""
+        names, stored = [], {}
+        for d in self.loss_domains:
+            p, ci = self.params.get(d) or {}, self.ci.get(d) or {}
+            for key, value in p.items():
+                if isinstance(value, dict):
+                    subs = [(f"{key}.{j}", value[j], (ci.get(key) or {}).get(j) if isinstance(ci.get(key), dict) else None)
+                            for j in value]
+                elif isinstance(value, list):
+                    subs = [(f"{key}.{self.domains[j]}", v, (ci.get(key) or [None] * len(value))[j])
+                            for j, v in enumerate(value)]
+                else:
+                    subs = [(key, value, ci.get(key))]
+                for name, _, iv in subs:
+                    names.append(f"{d}.{name}")
+                    if iv is not None:
+                        stored[f"{d}.{name}"] = iv
+        return names, stored
+
+    def conf_int(self, alpha: float = 0.05):
+        """The mixing (or joint) law's parameters per loss domain, ``<domain>.<name>``, with their
+        95% bootstrap intervals as stored: a DataFrame indexed by parameter, columns ``lower`` and
+        ``upper`` (NaN with a warning for a fit made without ``--bootstrap``; intervals at another
+        ``alpha`` are not kept in a mixture fit file)."""
+        from scaling.intervals import conf_int_frame
+        names, stored = self._flat()
+        if abs(alpha - 0.05) > 1e-12:
+            raise ValueError("a mixture fit keeps its 95% intervals only (alpha=0.05); refit with --bootstrap "
+                             "and read settings.bootstrap for others")
+        return conf_int_frame(names, None, alpha, stored, "this mixture fit")
+
     @property
     def boot(self) -> dict | None:
         b = self.settings.get("bootstrap") or {}
