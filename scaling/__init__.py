@@ -4,7 +4,7 @@
 ``predict``, ``conf_int``, ``summary``, ``save``.
 """
 
-__version__ = "0.1.0"
+from scaling.version import __version__  # noqa: F401  (re-exported)
 
 
 def load_fit(name_or_path):

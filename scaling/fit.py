@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import scaling
+from scaling.version import __version__
 from scaling import columns as cols
-from scaling.store import read_table
+from scaling.sources import read_table
 from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int, bootstrap_count, \
     parse_number
 from scaling.errors import DataError, FitError
@@ -605,7 +605,7 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
     settings["seconds"] = round(time.perf_counter() - t0, 3)
     return FitResult(law=law_name, params=params, objective=float(f), n_points=len(fd.loss),
                      r2=_r2(fd.loss, np.exp(pred_log)), ci=ci, warnings=warnings, settings=settings,
-                     data_sha256=data_sha256(fd), version=scaling.__version__)
+                     data_sha256=data_sha256(fd), version=__version__)
 
 
 def _choose_variant(chin: Law, fd: FitData, mask: np.ndarray, fixed: dict, target=None) -> dict:

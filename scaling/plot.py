@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import columns as cols
-from scaling.store import read_table
+from scaling.sources import read_table
 from scaling.accounting import chinchilla_optimal, parse_size, tokens_for
 from scaling.approach2 import budget_groups
 from scaling.cli import FLOPS, TOKENS, ArgumentParser, UsageError, run_cli, add_store_argument

@@ -191,10 +191,11 @@ class MixtureFitFile(_Open):
 
     def _nested_mixtures(self):
         """Each per-mixture entry: its proportions over ``domains`` and its scaling law's
-        parameters for every loss domain (``scaling.mixture.result.SCALING_FORMS``)."""
-        from scaling.mixture.result import SCALING_FORMS
-        form = SCALING_FORMS.get(self.scaling_law)
-        names = form[0].public_names if form else ()
+        parameters for every loss domain (``scaling.laws.mixture.SCALING_FORMS``)."""
+        from scaling.laws.chinchilla import Chinchilla
+        from scaling.laws.mixture import ComputeLaw
+        law = {"chinchilla": Chinchilla, "compute": ComputeLaw, "power": ComputeLaw}.get(self.scaling_law)
+        names = law.public_names if law else ()
         for i, m in enumerate(self.mixtures):
             mix = m.get("mix")
             if not isinstance(mix, dict) or not set(self.domains) <= set(mix):

@@ -887,33 +887,6 @@ def is_checkpoint_table(path) -> bool:
     return p.name == f"_{EVALS}" and p.is_dir()
 
 
-def read_table(source) -> pd.DataFrame:
-    """A store directory, a CSV or a Parquet file, or a shipped ``dataset:NAME``, as a DataFrame;
-    a store's ``_evals`` folder (``results/_evals``) is its table of scored checkpoints."""
-    from scaling import datasets
-    if datasets.is_dataset(source):
-        return datasets.load(source)
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"{source}: no such file or directory")
-    try:
-        if is_checkpoint_table(path):
-            table = read_checkpoint_evals(path.parent)
-        elif path.is_dir():
-            table = read_runs(path)
-        elif path.suffix.lower() in (".parquet", ".pq"):
-            table = pd.read_parquet(path)
-        else:
-            table = pd.read_csv(path)
-    except UsageError:
-        raise
-    except Exception as exc:  # unreadable / malformed file: one line for the user
-        raise DataError(f"cannot read {source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if table.empty:
-        raise DataError(f"{source}: no rows")
-    return table
-
-
 #: ``--out`` suffixes a table is written as: the format follows the name, never a guess
 TABLE_SUFFIXES = {".csv": "csv", ".txt": "csv", "": "csv", ".parquet": "parquet", ".pq": "parquet",
                   ".json": "json", ".jsonl": "jsonl"}
@@ -953,9 +926,24 @@ def row_id(row: dict) -> str:
     return "imp-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _read_import(path) -> pd.DataFrame:
+    """The CSV or Parquet table ``scaling.store import`` reads (a shipped dataset is exported first:
+    ``python -m scaling.datasets export NAME --out FILE``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{path}: no such file (import reads a CSV or Parquet table)")
+    try:
+        table = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    except Exception as exc:  # unreadable / malformed file: one line for the user
+        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if table.empty:
+        raise DataError(f"{path}: no rows")
+    return table
+
+
 def import_table(path, store, mapping: dict[str, str] | None = None) -> int:
     """Import a CSV/Parquet table into a store, one run per row; returns rows written."""
-    table = read_table(path)
+    table = _read_import(path)
     table = _validated_import(cols.canonicalise(table, mapping or {}), path)
     rows, first = [], {}
     for i, raw in enumerate(table.to_dict("records")):
@@ -1119,3 +1107,13 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))
+
+
+def __getattr__(name):
+    """``scaling.store.read_table`` as it was: it now lives in ``scaling.sources`` (which reads
+    datasets too), re-exported here for callers of the old name."""
+    if name == "read_table":
+        from scaling.sources import read_table
+        return read_table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -11,7 +11,7 @@ import numpy as np
 from scaling.errors import DataError
 from runners.data.cache import _cached_npy, _safe_name, _sha
 from runners.data.corpus import Corpus
-from runners.data.streams import _check_filter, _documents, _stream, _stream_dir
+from runners.data.streams import _Stream, _check_filter, _documents, _select_documents, _stream, _stream_dir, cached_stream
 
 
 class NgramReferenceModel:
@@ -183,3 +183,20 @@ def deduplicate(docs: list[str], threshold: float = 0.8, num_perm: int = 128, ba
         for b, key in enumerate(band_keys):
             buckets[b].setdefault(key, []).append(i)
     return keep
+
+
+def filtered_stream(corpus: Corpus, tokenizer, split: str, domain: str, filter: str = "none", cache_dir=None) -> _Stream:
+    """Tokenised documents of one split and domain after ``filter`` (reference.md section 3): the
+    unfiltered stream for "none"; otherwise the documents ``filter_keep_mask`` keeps of the training
+    split (filters choose unique data, never held-out data), cached like the unfiltered one."""
+    _check_filter(filter)
+    if filter == "none":
+        return _stream(corpus, tokenizer, split, domain, "none", cache_dir)
+
+    def build():
+        full = _stream(corpus, tokenizer, split, domain, "none", cache_dir)
+        keep = (filter_keep_mask(corpus, tokenizer, domain, filter, cache_dir) if split == "train"
+                else np.ones(len(_documents(corpus, split, domain)), dtype=bool))
+        return _select_documents(full, keep)
+    return cached_stream(corpus, tokenizer, split, domain, filter, cache_dir, build)
+

@@ -8,7 +8,8 @@ import numpy as np
 from scaling.errors import DataError
 from scaling.humanise import count as human
 from runners.data.corpus import Corpus
-from runners.data.streams import _Stream, _check_filter, _stream
+from runners.data.filters import filtered_stream as _stream
+from runners.data.streams import _Stream, _check_filter
 from runners.data.tokenizers import _token_dtype
 
 

@@ -40,20 +40,22 @@ def _stream_dir(corpus: Corpus, tokenizer, cache_dir) -> Path:
 
 
 def _stream(corpus: Corpus, tokenizer, split: str, domain: str, filter: str = "none", cache_dir=None) -> _Stream:
-    """Tokenised documents of one split and domain, after ``filter``; built once, then memory-mapped."""
+    """Tokenised documents of one split and domain, unfiltered (``filter`` "none"; a filtered stream
+    is ``runners.data.filters.filtered_stream``'s, which reads this one); built once, then memory-mapped."""
+    if filter != "none":
+        raise ValueError(f"runners.data.streams builds unfiltered streams; filter {filter!r} is filters.filtered_stream's")
+    return cached_stream(corpus, tokenizer, split, domain, "none", cache_dir,
+                         lambda: _encode_documents(tokenizer, _documents(corpus, split, domain)))
+
+
+def cached_stream(corpus: Corpus, tokenizer, split: str, domain: str, filter: str, cache_dir, build) -> _Stream:
+    """The stream cached under (corpus, tokenizer, split, domain, filter), ``build()`` -> (tokens,
+    ends) the first time; memory-mapped after."""
     _check_filter(filter)
-    docs = _documents(corpus, split, domain)
     base = _stream_dir(corpus, tokenizer, cache_dir) / f"{split}-{_safe_name(domain)}-{filter}"
     ends_path, tokens_path = base.with_suffix(".ends.npy"), base.with_suffix(".tokens.npy")
     if not (ends_path.exists() and tokens_path.exists()):
-        if filter == "none":
-            tokens, ends = _encode_documents(tokenizer, docs)
-        else:
-            from runners.data.filters import filter_keep_mask   # filters read streams: imported here
-            full = _stream(corpus, tokenizer, split, domain, "none", cache_dir)
-            keep = (filter_keep_mask(corpus, tokenizer, domain, filter, cache_dir) if split == "train"
-                    else np.ones(len(docs), dtype=bool))  # filters choose unique data, never held-out data
-            tokens, ends = _select_documents(full, keep)
+        tokens, ends = build()
         _save_npy_atomic(tokens_path, tokens)
         _save_npy_atomic(ends_path, ends)
     return _Stream(tokens=np.load(tokens_path, mmap_mode="r"), ends=np.load(ends_path))

@@ -78,7 +78,7 @@ class CheckpointScorer:
     def score(self, model, done: int) -> float:
         """Score the model after ``done`` steps, append the row, rewrite the run's file; the seconds spent."""
         from runners.eval.evaluate import make_lm
-        from runners.train.trainer import validation_metrics
+        from runners.train.evaluation import validation_metrics
 
         t0 = time.perf_counter()
         was_training = model.training

@@ -22,22 +22,19 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from runners import data as rdata
 from runners.models.arch import build_model
-from runners.models.gpt import GPT, GPTConfig, fused_adamw_available
+from runners.models.gpt import GPT, GPTConfig
+from runners.train.evaluation import EVAL_TOKENS_PER_DOMAIN, evaluate, mix_weights, validation_metrics  # noqa: F401
+from runners.train.settings import DTYPES, Settings, autocast, resolve_settings, to_device  # noqa: F401
 from scaling import store as rstore
 from scaling.cli import UsageError
 from scaling.errors import DataError
 
 log = logging.getLogger(__name__)
-
-#: Validation tokens evaluated per domain (fixed non-overlapping windows); enough for a loss
-#: whose standard error is well below the differences a grid resolves, and quick on a CPU.
-EVAL_TOKENS_PER_DOMAIN = 65_536
 
 #: Short runs still get this many optimiser steps when ``hparams`` is told the token count.
 MIN_STEPS = 1000
@@ -46,8 +43,6 @@ MIN_STEPS = 1000
 TINY_PARAMS = 1_000_000
 TINY_BATCH_TOKENS = 1024
 TINY_MIN_STEPS = 150
-
-DTYPES = ("fp32", "bf16")
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,44 +120,6 @@ def lr_at(step: int, steps: int, hp: Hparams) -> float:
 # Execution settings shared with benchmarks/train_speed.py
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Where and how a step runs. Defaults measured by ``benchmarks/train_speed.py``: on CUDA bf16
-    autocast + ``torch.compile``; on CPU eager (compile time dominates tiny runs and was no faster
-    per step), bf16 autocast only where ``runners.train.cpu_dtype.decide`` measured native bf16 faster."""
-
-    device: str
-    dtype: str
-    compile: bool
-    fused_adamw: bool
-
-
-def resolve_settings(device: str | None = None, dtype: str | None = None,
-                     compile: bool | None = None) -> Settings:
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    device_type = torch.device(device).type
-    if device_type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} requested but CUDA is not available")
-    if dtype is None:
-        if device_type == "cuda":
-            dtype = "bf16"
-        else:
-            from runners.train.cpu_dtype import decide     # native bf16 measured once, cached
-            dtype = decide()["dtype"]
-    if dtype not in DTYPES:
-        raise UsageError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
-    if compile is None:
-        compile = device_type == "cuda"
-    return Settings(device=device, dtype=dtype, compile=bool(compile),
-                    fused_adamw=fused_adamw_available(device_type))
-
-
-def autocast(settings: Settings):
-    if settings.dtype == "bf16":
-        return torch.autocast(torch.device(settings.device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def build(cfg: GPTConfig, hp: Hparams, settings: Settings):
     """(model, compiled-or-same model, optimizer) on the settings' device."""
     model = build_model(cfg).to(settings.device)
@@ -187,84 +144,6 @@ def train_step(forward, optimizer, x, y, lr: float, grad_clip: float, settings: 
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach(), grad_norm
-
-
-def to_device(array: np.ndarray, device: str) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
-    if device.startswith("cuda"):
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def evaluate(model: GPT, tokens: np.ndarray, tokenizer, settings: Settings, batch_size: int = 32) -> dict:
-    """Loss (nats/token), accuracy and bytes per token on fixed non-overlapping windows."""
-    T = model.config.seq_len
-    n_windows = (len(tokens) - 1) // T
-    if n_windows < 1:
-        raise DataError(f"only {len(tokens)} validation tokens; need more than the context of {T}")
-    stream = np.asarray(tokens[: n_windows * T + 1], dtype=np.int64)
-    x_all, y_all = stream[:-1].reshape(n_windows, T), stream[1:].reshape(n_windows, T)
-    was_training = model.training
-    model.eval()
-    nats, correct = 0.0, 0
-    for i in range(0, n_windows, batch_size):
-        x, y = to_device(x_all[i:i + batch_size], settings.device), to_device(y_all[i:i + batch_size], settings.device)
-        with autocast(settings):
-            logits, _ = model(x)
-        logits = logits.float()
-        nats += torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1),
-                                                  reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
-    model.train(was_training)
-    n = n_windows * T
-    if getattr(tokenizer, "name", None) == "byte":
-        n_bytes = n  # one byte per token (the eot separator counts as the byte it is)
-    else:
-        n_bytes = len(tokenizer.decode(stream[1:]).encode("utf-8"))
-    return {"loss": nats / n, "acc": correct / n, "bytes_per_token": n_bytes / n, "tokens": n}
-
-
-def mix_weights(domains: list[str], code_fraction: float) -> dict[str, float]:
-    """Weights of the run's own mix: ``code`` gets code_fraction, other domains share the rest."""
-    other = [d for d in domains if d != "code"]
-    if "code" not in domains or not other:
-        return {d: 1.0 / len(domains) for d in domains}
-    return {"code": code_fraction, **{d: (1.0 - code_fraction) / len(other) for d in other}}
-
-
-def validation_metrics(model: GPT, corpus, tokenizer, code_fraction: float, settings: Settings,
-                       cache_dir=None, max_tokens: int = EVAL_TOKENS_PER_DOMAIN, mix: dict | None = None) -> dict:
-    """``loss.<domain>``, ``acc.<domain>``, ``bpb.<domain>`` for every domain of the corpus, the
-    mix-weighted ``loss``, ``acc``, ``bpb`` (the validation loss of a held-out set drawn in the run's
-    own mix) and the mix itself as ``mix.<domain>`` proportions summing to 1 over every domain
-    (``--mix`` as given; ``--code-fraction x``: ``mix.code = x``, ``mix.text = 1 - x``), the columns
-    ``scaling.mixture`` fits."""
-    domains = [d for d in corpus.domains if corpus.validation.get(d)]
-    out, per = {}, {}
-    for d in domains:
-        toks = rdata.validation_tokens(corpus, tokenizer, d, max_tokens=max_tokens, cache_dir=cache_dir)
-        m = evaluate(model, toks, tokenizer, settings)
-        per[d] = m
-        out[f"loss.{d}"] = m["loss"]
-        out[f"acc.{d}"] = m["acc"]
-        out[f"bpb.{d}"] = m["loss"] / math.log(2) / m["bytes_per_token"]
-    weights = ({d: float(mix.get(d, 0.0)) for d in sorted(set(corpus.domains) | set(mix))} if mix
-               else mix_weights(domains, code_fraction))
-    out.update({f"mix.{d}": float(v) for d, v in weights.items()})
-    w = {d: v for d, v in weights.items() if v > 0 and d in per}     # trained-on domains with held-out data
-    if not w:
-        w = {d: 1.0 / len(per) for d in per}
-    total = sum(w.values())
-    w = {d: v / total for d, v in w.items()}
-    out["loss"] = sum(w[d] * per[d]["loss"] for d in w)
-    out["acc"] = sum(w[d] * per[d]["acc"] for d in w)
-    out["bpb"] = out["loss"] / math.log(2) / sum(w[d] * per[d]["bytes_per_token"] for d in w)
-    return out
 
 
 # --------------------------------------------------------------------------------------------

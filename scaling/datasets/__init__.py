@@ -221,16 +221,11 @@ def is_dataset(source) -> bool:
     return isinstance(source, str) and source.startswith(PREFIX)
 
 
-def store_or_example(store, example: str) -> tuple[pd.DataFrame, str]:
-    """The runs of ``store``, or, when it has no ``ok`` run with a loss, the shipped ``example``
-    dataset, saying so in one line: notebooks and examples run on a fresh clone with no store."""
-    from scaling.store import read_runs
-    runs = read_runs(store)
-    usable = 0
-    if len(runs) and "loss" in runs.columns:
-        ok = runs["status"].astype(str) == "ok" if "status" in runs.columns else True
-        usable = int((pd.to_numeric(runs["loss"], errors="coerce").notna() & ok).sum())
-    if usable:
-        return runs, str(store)
-    print(f"{store} has no finished runs: using the shipped example instead ({PREFIX}{example}: {get(example).description})")
-    return load(example), f"{PREFIX}{example}"
+def __getattr__(name):
+    """``scaling.datasets.store_or_example`` as it was: it reads a store, so it lives in
+    ``scaling.sources``; re-exported here for callers of the old name (the notebooks)."""
+    if name == "store_or_example":
+        from scaling.sources import store_or_example
+        return store_or_example
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -33,8 +33,9 @@ AUTO_VIAS = ("bpb", "ce", "loss")
 
 def read_checkpoints(source) -> pd.DataFrame:
     """The table a downstream fit reads: a store's scored checkpoints (``_evals/``) when it has
-    any, else its runs; any other SOURCE as ``scaling.store.read_table`` reads it."""
-    from scaling.store import read_checkpoint_evals, read_table
+    any, else its runs; any other SOURCE as ``scaling.sources.read_table`` reads it."""
+    from scaling.sources import read_table
+    from scaling.store import read_checkpoint_evals
     if isinstance(source, (str, Path)) and Path(source).is_dir() and not str(source).startswith("dataset:"):
         table = read_checkpoint_evals(source)
         if len(table):

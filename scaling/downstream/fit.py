@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pandas as pd
 
-import scaling
+from scaling.version import __version__
 from scaling.downstream import data as ddata
 from scaling.downstream.result import DownstreamFit
 from scaling.errors import DataError, UsageError
@@ -189,4 +189,4 @@ def fit_downstream(table: pd.DataFrame, task: str, metric: str = "acc", *, via: 
     return DownstreamFit(task=task, metric=metric, via=via, via_column=column, form=form,
                          lower_is_better=data.lower_is_better, chance=data.chance, step1=law.to_dict(), step2=step2,
                          n_runs=int(data.table["run_id"].nunique()), n_points=int(len(points)), selection=selection,
-                         warnings=warnings, settings=settings, data_sha256=sha, version=scaling.__version__)
+                         warnings=warnings, settings=settings, data_sha256=sha, version=__version__)

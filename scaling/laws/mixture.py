@@ -204,3 +204,15 @@ def simplex_grid(m: int, max_points: int = 20000, max_steps: int = 1000) -> np.n
                 yield (first, *rest)
 
     return np.array(list(compositions(steps, m)), dtype=float) / steps
+
+
+def _scaling_forms() -> dict:
+    from scaling.laws.chinchilla import Chinchilla
+    return {"chinchilla": (Chinchilla(), {}), "compute": (ComputeLaw(), {}),
+            "power": (ComputeLaw(), {"e": ComputeLaw.NO_FLOOR})}
+
+
+#: The per-mixture scaling laws of a nested mixture fit (Ye et al. 2024's step 1): name -> (law,
+#: fixed parameters); ``power`` is the compute law without its floor.
+SCALING_FORMS = _scaling_forms()
+

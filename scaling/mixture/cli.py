@@ -9,7 +9,8 @@ from scaling import columns as cols, mixture_models as mm
 from scaling.accounting import parse_size
 from scaling.cli import ArgumentParser, UsageError, add_store_argument, bootstrap_count, nonnegative_int, run_cli
 from scaling.results import format_number, plain
-from scaling.store import read_table, table_format, write_table_file
+from scaling.sources import read_table
+from scaling.store import table_format, write_table_file
 from scaling.mixture.result import MixtureFit, SCALING_FORMS
 from scaling.mixture.fit import fit_mixture
 from scaling.mixture.predict import evaluate_fit, predict_frame
@@ -18,8 +19,7 @@ from scaling.mixture.transfer import transfer
 
 
 def _parser():
-    import scaling.mixture as package              # its docstring is the command's description
-    doc = package.__doc__
+    doc = sys.modules[__package__].__doc__         # the package's docstring (loaded before this module)
     p = ArgumentParser(prog="python -m scaling.mixture", description=doc.split("\n")[0],
                        epilog="examples:\n" + "\n".join(l for l in doc.splitlines() if "python -m" in l))
     sub = p.add_subparsers(dest="command", required=True)

@@ -17,7 +17,7 @@ from scaling.laws.mixture_scale import JointMixtureLaw, MixScaleData
 from scaling.laws.base import LawData
 from scaling.laws.mixture import MixingLaw
 from scaling.mixing_fit import fit_mixing, fit_mixing_batch
-import scaling
+from scaling.version import __version__
 from scaling.mixture.runs import MixtureRuns, read_mixtures
 from scaling.mixture.result import MixtureFit, SCALING_FORMS, _interval
 from scaling.mixture.predict import _mixing_at, _mixing_draws, _public_array, evaluate_fit
@@ -120,7 +120,7 @@ def fit_mixture(table: pd.DataFrame, domains=None, *, kind="auto", scaling_law="
     settings["seconds"] = round(time.perf_counter() - t0, 3)
     return MixtureFit(kind=kind, domains=runs.domains, loss_domains=runs.loss_domains, n_points=len(frame),
                       n_mixtures=len(runs.mixtures), range=fitted, warnings=runs.notes + out.pop("warnings"),
-                      settings=settings, data_sha256=sha, version=scaling.__version__, **out)
+                      settings=settings, data_sha256=sha, version=__version__, **out)
 
 
 def _fit_joint(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -> dict:

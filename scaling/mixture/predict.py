@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,10 @@ from scaling.laws.mixture import MixingLaw, Proportions
 from scaling.laws.mixture_scale import JointMixtureLaw
 from scaling.mixing_fit import fit_mixing, fit_mixing_batch
 from scaling.mixture.runs import RENORM_TOL, SUM_TOL
-from scaling.mixture.result import MixtureFit, SCALING_FORMS
+
+if TYPE_CHECKING:                       # the Results type, for annotations only: it calls into this module
+    from scaling.mixture.result import MixtureFit
+from scaling.laws.mixture import SCALING_FORMS
 
 
 def _public_array(law, theta, inverse=False) -> np.ndarray:

@@ -7,13 +7,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from scaling.intervals import interval
-from scaling.laws.chinchilla import Chinchilla
-from scaling.laws.mixture import ComputeLaw
+from scaling.laws.mixture import SCALING_FORMS  # noqa: F401  (re-exported: the nested fit's per-mixture laws)
 from scaling.results import JsonFile, format_number, plain
-
-
-SCALING_FORMS = {"chinchilla": (Chinchilla(), {}), "compute": (ComputeLaw(), {}),
-                 "power": (ComputeLaw(), {"e": ComputeLaw.NO_FLOOR})}
 
 
 @dataclass
