@@ -8,8 +8,10 @@ Keyed by ``run_id``, writing a run twice replaces it. ``pandas.read_parquet(DIR)
 runs (run files and segments; every file carries the store's one schema): per-run side data (loss
 curves, checkpoints, columns added later such as evaluations, scores along training) lives under
 ``_curves/``, ``_checkpoints/``, ``_updates/``, ``_evals/``, which pyarrow's dataset discovery skips
-(names starting with ``_`` or ``.``). This module's readers join ``_updates/``; ``compact`` folds it into the segment, after
-which ``pandas.read_parquet(DIR)`` sees those columns too. Layout, costs and what the locks rely
+(names starting with ``_`` or ``.``). This module's readers join ``_updates/``; ``absorb_updates``
+(which the commands that update runs, e.g. ``runners.evaluate``, call when they finish) and
+``compact`` fold it into the run files and segments, after which ``pandas.read_parquet(DIR)``,
+pyarrow and duckdb see those columns too. Layout, costs and what the locks rely
 on: README, "The results store".
 
 CLI::
@@ -574,7 +576,8 @@ def _read_update(path: Path) -> dict:
 def update_run(store, run_id: str, **columns) -> Path:
     """Add or overwrite columns of one run (e.g. ``eval.corpus_cloze.acc``), atomically, in the
     run's side file ``_updates/RUN.parquet``: no other run's file is rewritten. Store readers join
-    it; ``pandas.read_parquet(DIR)`` sees the columns after ``compact``."""
+    it; ``pandas.read_parquet(DIR)`` sees the columns once ``absorb_updates`` (which the commands
+    that update runs call when they finish) or ``compact`` has folded them in."""
     with _writer_lock(store):
         row = read_run(store, run_id)
         if row is None:
@@ -596,6 +599,57 @@ def update_run(store, run_id: str, **columns) -> Path:
                 raise DataError(f"run {run_id}: column(s) {', '.join(clash)} have types that conflict with the store's; nothing written")
         _write_table(path, table)
         return path
+
+
+def absorb_updates(store) -> int:
+    """Fold every side file into the file that holds its run (the run's own file, or its segment,
+    each rewritten once, atomically), then remove the side files: after it, ``pandas.read_parquet``,
+    pyarrow and duckdb see the evaluations as ordinary columns, as this module's readers always did.
+    A new column reaches every file (the store's one schema), as in ``write_run``. Readers see the
+    same rows before, during and after (a run in both its file and its side file reads once).
+    Returns the number of runs absorbed. Commands that update runs call it when they finish."""
+    d = _as_dir(store)
+    with _writer_lock(store):
+        files = update_files(d)
+        if not files:
+            return 0
+        rows = [r for f in files for r in ([_read_update(f)] if f.exists() else []) if r.get("run_id")]
+        if not rows:
+            return 0
+        keys = list(dict.fromkeys(k for r in rows for k in r))      # every side file's columns, not the first's
+        updates = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
+        ids = set(updates.column("run_id").to_pylist())
+        touched = {}
+        for f in [*run_files(d), *segment_files(d)]:
+            many = f.parent.name == SEGMENTS
+            if not many and f.stem not in ids:
+                continue
+            t = _read_file(f, many=many)
+            if t is None or not ids & set(t.column("run_id").to_pylist()):
+                continue
+            touched[f] = _apply_updates(t, updates)
+        try:
+            old = pq.read_schema(d / SCHEMA_FILE)
+        except (OSError, pa.ArrowException):
+            old = None
+        schema = _unified_schema([s for s in [old, *(t.schema for t in touched.values())] if s is not None])
+        if schema is None:
+            raise DataError(f"{store}: side-file columns conflict with the store's types; run "
+                            f"python -m scaling.store check {store}")
+        for f, t in touched.items():
+            _write_table(f, _conform(t, schema))
+        if old is None or not schema.equals(old):
+            for f in (f for f in [*run_files(d), *segment_files(d)] if f not in touched):
+                t = _read_file(f, many=f.parent.name == SEGMENTS)
+                if t is not None and not t.schema.equals(schema):
+                    _write_table(f, _conform(t, schema))
+            _save_schema(store, schema)
+        absorbed = {r for t in touched.values() for r in t.column("run_id").to_pylist()} & ids
+        for f in files:
+            if f.stem in absorbed:
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+        return len(absorbed)
 
 
 #: A cache of every run's row with the file's (inode, mtime, size) when it was read: ``read_runs``

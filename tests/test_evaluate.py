@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -121,10 +122,17 @@ def test_evaluate_cli_writes_scores_above_chance_into_the_store(trained):
         assert scored[run_id][f"eval.{task}.acc"] == acc
         assert acc > 0.25 + 3 * se, (task, acc, se)       # well above chance
     assert row["acc"] > 0.3 and row["status"] == "ok"   # token accuracy beside loss and bpb
-    # already scored: nothing to do; read_parquet(DIR) sees the new columns
+    # already scored: nothing to do; pandas and duckdb, reading the directory themselves, see the scores
     again = _cli("runners.evaluate", "--store", store, "--tasks", "corpus_cloze", "--json")
     assert again.returncode == 0 and json.loads(again.stdout) == {}
     assert "eval.code_cloze.acc" in read_runs(store).columns
+    plain = pd.read_parquet(store)
+    assert plain["run_id"].tolist().count(run_id) == 1
+    assert plain.set_index("run_id").loc[run_id, "eval.code_cloze.acc"] == row["eval.code_cloze.acc"]
+    duckdb = pytest.importorskip("duckdb")
+    got = duckdb.sql(f"SELECT \"eval.corpus_cloze.acc\" FROM read_parquet('{store}/[!_.]*.parquet', union_by_name=true) "
+                     f"WHERE run_id = '{run_id}'").fetchall()
+    assert got == [(row["eval.corpus_cloze.acc"],)]
 
 
 def test_generation_is_deterministic_under_a_seed(trained):

@@ -284,3 +284,26 @@ def test_table_files_are_written_in_the_format_their_name_says(tmp_path):
     with pytest.raises(UsageError, match="cannot write a table as .xlsx"):
         write_table_file(frame, tmp_path / "t.xlsx")
     assert not (tmp_path / "t.xlsx").exists()
+
+
+def test_absorbed_updates_are_ordinary_columns_for_pandas(tmp_path):
+    """Side-file columns (evaluations) folded into the run's own file or its segment: pandas, reading
+    the directory itself, sees them on the right runs, every run once, and the toolkit's reader the same."""
+    from scaling import store
+    d = tmp_path / "s"
+    for i in range(3):
+        write_run(d, {"run_id": f"r{i}", "params": 1e6 * (i + 1), "tokens": 2e7, "loss": 3.0 - 0.1 * i})
+    store.compact(d)                                                # r0-r2 in a segment
+    write_run(d, {"run_id": "r3", "params": 4e6, "tokens": 2e7, "loss": 2.6})   # r3 in its own file
+    store.update_run(d, "r1", **{"eval.task.acc": 0.25})
+    store.update_run(d, "r3", **{"eval.task.acc": 0.5, "eval.task.bpb": 1.5})
+    before = read_runs(d).set_index("run_id").sort_index()
+    assert "eval.task.acc" not in pd.read_parquet(d).columns        # side files: invisible to pandas
+    assert store.absorb_updates(d) == 2 and not store.update_files(d)
+    plain = pd.read_parquet(d).set_index("run_id").sort_index()
+    assert sorted(plain.index) == ["r0", "r1", "r2", "r3"]
+    assert plain.loc["r1", "eval.task.acc"] == 0.25 and plain.loc["r3", "eval.task.bpb"] == 1.5
+    assert np.isnan(plain.loc["r0", "eval.task.acc"])
+    after = read_runs(d).set_index("run_id").sort_index()
+    pd.testing.assert_frame_equal(after[before.columns], before, check_dtype=False)
+    assert store.absorb_updates(d) == 0                              # nothing left to fold

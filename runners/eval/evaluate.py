@@ -461,6 +461,8 @@ def evaluate_store(store, tasks: list[str], limit: int | None = None, device: st
         if progress:
             shown = ", ".join(f"{c[5:]} {v:.3f}" for c, v in cols.items() if c.endswith((".acc", ".word_perplexity")))
             print(f"[{k + 1}/{len(todo)}] {run_id}: {shown}", file=sys.stderr)
+    if scored:                         # the scores as ordinary columns, for pandas, pyarrow and duckdb too
+        rstore.absorb_updates(store)
     return scored
 
 
