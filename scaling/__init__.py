@@ -9,8 +9,8 @@ from scaling.version import __version__  # noqa: F401  (re-exported)
 
 def load_fit(name_or_path):
     """The Results object of a fit file, whatever its kind: a ``FitResult`` (Chinchilla or
-    data-constrained law; a preset's name such as ``hoffmann2022`` works too), a ``MixtureFit``
-    or a ``DownstreamFit``. A file of another kind (a backtest, an optimum) or an invalid one is
+    data-constrained law; a preset's name such as ``hoffmann2022`` works too), a ``MixtureFit``,
+    a ``DownstreamFit`` or an ``Approach2Result``. A file of another kind (a backtest, an optimum) or an invalid one is
     one ``DataError`` saying what it is.
 
         >>> from scaling import load_fit
@@ -31,5 +31,8 @@ def load_fit(name_or_path):
     if kind == "downstream-fit":
         from scaling.downstream.result import DownstreamFit
         return DownstreamFit.load(path)
+    if kind == "approach2":
+        from scaling.approach2 import Approach2Result
+        return Approach2Result.load(path)
     what = f"a {kind.replace('-', ' ')} file" if kind else "no fit file the toolkit writes"
     raise DataError(f"{path}: {what}, not a fit (scaling.fit, scaling.mixture fit or scaling.downstream fit --out)")

@@ -90,6 +90,34 @@ class Approach2Result(JsonFile):
         d["approach"] = 2
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict, path="file") -> "Approach2Result":
+        """Validated whole (``scaling.schemas``: the approach2 kind) and rebuilt."""
+        from scaling.schemas import validate
+        validate(d, "approach2", path)
+        budgets = [BudgetMinimum(**{k: b[k] for k in BudgetMinimum.__dataclass_fields__ if k in b}) for b in d["budgets"]]
+        return cls(budgets=budgets, **{k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "budgets"})
+
+    @classmethod
+    def load(cls, path) -> "Approach2Result":
+        """Read ``scaling.fit --approach 2 --out FILE``."""
+        from scaling.schemas import read_json
+        return cls.from_dict(read_json(path), path)
+
+    def predict(self, flops) -> dict:
+        """The compute-optimal allocation at ``flops`` (vectorised): ``params`` and ``tokens``."""
+        return {"params": self.optimal_params(flops), "tokens": self.optimal_tokens(flops)}
+
+    def conf_int(self, alpha: float = 0.05):
+        """The exponents' 95% bootstrap intervals as stored (``lower``, ``upper``; NaN with a warning
+        for a fit made without bootstrap resamples)."""
+        from scaling.intervals import conf_int_frame
+        if abs(alpha - 0.05) > 1e-12:
+            raise ValueError("an Approach 2 result keeps its 95% intervals only (alpha=0.05)")
+        return conf_int_frame(["params_exponent", "tokens_exponent"], None, alpha,
+                              {"params_exponent": self.params_exponent_ci, "tokens_exponent": self.tokens_exponent_ci},
+                              "this Approach 2 result")
+
     def optimal_params(self, flops):
         return self.params_coefficient * np.asarray(flops, float) ** self.params_exponent
 

@@ -211,6 +211,31 @@ class MixtureFitFile(_Open):
                 _check_params(params, {n: "number" for n in names}, f"mixtures[{i}].scaling.{d}.params")
 
 
+class Approach2Budget(_Open):
+    flops: Positive
+    n_points: StrictInt = Field(ge=0)
+    params_opt: Positive
+    tokens_opt: Positive
+    loss_opt: Number
+    params_opt_ci: list[Number] | None = Field(default=None, min_length=2, max_length=2)
+    tokens_opt_ci: list[Number] | None = Field(default=None, min_length=2, max_length=2)
+    log_params_opt_se: NonNegative | None = None
+
+
+class Approach2File(_Open):
+    approach: Literal[2]
+    budgets: list[Approach2Budget] = Field(min_length=1)
+    estimator: Literal["local-parabola", "interpolate", "parabola"]
+    params_exponent: Number
+    params_exponent_se: NonNegative
+    params_coefficient: Positive
+    tokens_exponent: Number
+    tokens_exponent_se: NonNegative
+    tokens_coefficient: Positive
+    params_exponent_ci: list[Number] | None = Field(default=None, min_length=2, max_length=2)
+    tokens_exponent_ci: list[Number] | None = Field(default=None, min_length=2, max_length=2)
+
+
 class BacktestRun(_Open):
     loss: Number
     predicted: Number
@@ -235,6 +260,7 @@ KINDS: dict[str, tuple[type[BaseModel], str]] = {
     "mixture-fit": (MixtureFitFile, "python -m scaling.mixture fit SOURCE --out FILE"),
     "backtest": (BacktestFile, "python -m scaling.backtest SOURCE --out FILE"),
     "optimum": (OptimumFile, "python -m scaling.mixture optimize ... --out FILE"),
+    "approach2": (Approach2File, "python -m scaling.fit SOURCE --approach 2 --out FILE"),
 }
 
 
@@ -244,6 +270,8 @@ def kind_of(d: Any) -> str | None:
         return None
     if d.get("kind") == "downstream":
         return "downstream-fit"
+    if d.get("approach") == 2:
+        return "approach2"
     if d.get("law") == "mixture":
         return "mixture-fit"
     if "runs" in d and "mape" in d:

@@ -141,7 +141,7 @@ def test_a_fit_file_loads_whole_and_usable_or_is_one_data_error(tmp_path, data):
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(JSON, st.sampled_from(["scaling-fit", "downstream-fit", "mixture-fit", "backtest", "optimum"]))
+@given(JSON, st.sampled_from(["scaling-fit", "downstream-fit", "mixture-fit", "backtest", "optimum", "approach2"]))
 def test_any_json_is_a_valid_file_of_its_kind_or_one_data_error(tmp_path, value, kind):
     from scaling import schemas
     try:

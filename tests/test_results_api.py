@@ -106,3 +106,26 @@ def test_load_fit_refuses_what_is_not_a_fit(tmp_path):
         load_fit(tmp_path / "bt.json")
     with pytest.raises(DataError, match="no such"):
         load_fit(tmp_path / "missing.json")
+
+
+def test_an_approach2_result_saves_loads_and_predicts(tmp_path):
+    """Llama 3's isoFLOP sweeps (raw loss): the saved result loads back equal, through ``load_fit``
+    too, and predicts the allocation its line gives (b near the report's 0.53)."""
+    from scaling import columns as cols, datasets
+    from scaling.approach2 import Approach2Result, approach2
+    t = datasets.load("llama3-isoflops")
+    t = cols.ok_runs(t[t["experiment"] == "llama_3__raw_loss"], ("params", "tokens", "loss"))
+    a = approach2(t, bootstrap=20, seed=0)
+    a.save(tmp_path / "a2.json")
+    b = load_fit(tmp_path / "a2.json")
+    assert isinstance(b, Approach2Result) and b.to_dict() == a.to_dict()
+    out = b.predict([1e22, 1e24])
+    assert out["tokens"][0] == pytest.approx(a.tokens_coefficient * 1e22 ** a.tokens_exponent)
+    assert abs(b.tokens_exponent - 0.53) < 0.02
+    ci = b.conf_int()
+    assert ci.loc["tokens_exponent", "lower"] < b.tokens_exponent < ci.loc["tokens_exponent", "upper"]
+    bad = a.to_dict()
+    bad["params_coefficient"] = -1.0
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="params_coefficient"):
+        load_fit(tmp_path / "bad.json")
