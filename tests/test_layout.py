@@ -56,7 +56,9 @@ def _internal_top(m: str) -> set[str]:
 #: The stages of ``scaling``, in data-flow order; a module may import its own or earlier stages.
 SCALING_STAGES = [
     {"scaling.errors", "scaling.cli", "scaling.intervals", "scaling.humanise", "scaling.accounting", "scaling.columns", "scaling.datasets",
-     "scaling.datasets.__main__", "scaling.scripts", "scaling", "scaling.version", "scaling.store", "scaling.sources",
+     "scaling.datasets.__main__", "scaling.scripts", "scaling", "scaling.version", "scaling.store", "scaling.store.files", "scaling.store.runs",
+     "scaling.store.side", "scaling.store.check", "scaling.store.tables", "scaling.store.cli", "scaling.store.__main__",
+     "scaling.sources",
      "scaling.schemas"},
     {"scaling.optimize", "scaling.results", "scaling.variants", "scaling.laws", "scaling.laws.base",
      "scaling.laws.chinchilla", "scaling.laws.data_constrained", "scaling.laws.mixture", "scaling.fit",

@@ -1,6 +1,6 @@
 """The results store: one Parquet file per run, written atomically, keyed by run_id.
 
-Properties from the store's contract (scaling/store.py, and the pyarrow / Delta Lake habit in
+Properties from the store's contract (scaling/store/, and the pyarrow / Delta Lake habit in
 the project's style notes): ``pandas.read_parquet(DIR)`` sees every run and no side data; a write is
 idempotent by run_id; a writer killed mid-write never leaves a torn ``<run_id>.parquet``. The import
 check uses the Besiroglu et al. 2024 replication data (245 points read off Chinchilla's Fig. 4,
