@@ -25,12 +25,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaling import datasets                       # noqa: E402
-from scaling.approach1 import approach1            # noqa: E402
-from scaling.approach2 import ESTIMATORS, approach2   # noqa: E402
+from scaling.fit.approach1 import approach1            # noqa: E402
+from scaling.fit.approach2 import ESTIMATORS, approach2   # noqa: E402
 from scaling.fit import fit                        # noqa: E402
 from scaling.laws import get_law                   # noqa: E402
 from scaling.predict import chinchilla_allocation  # noqa: E402
-from scaling.variants import VARIANTS              # noqa: E402
+from scaling.fit.variants import VARIANTS              # noqa: E402
 
 LAW = get_law("chinchilla")
 

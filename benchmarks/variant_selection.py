@@ -6,7 +6,7 @@ fitted on the rest and scored on it (MAPE of the loss). Three choices are compar
 single variant:
 
 * ``rolling``: the rolling backtest alone (the default before issue 26);
-* ``default``: backtest and 95% interval at the default target (``scaling.variants.default_target``);
+* ``default``: backtest and 95% interval at the default target (``scaling.fit.variants.default_target``);
 * ``target``: the same with the target given, the farthest held-out run (what ``scaling.backtest``
   passes, and a user with ``--target-params/--target-tokens``).
 
@@ -30,7 +30,7 @@ import fits_real_data                                # noqa: E402
 from scaling import columns as cols, datasets       # noqa: E402
 from scaling.fit import fit                          # noqa: E402
 from scaling.laws import get_law                     # noqa: E402
-from scaling.variants import TIE_TOLERANCE, VARIANTS  # noqa: E402
+from scaling.fit.variants import TIE_TOLERANCE, VARIANTS  # noqa: E402
 
 LAW = get_law("chinchilla")
 

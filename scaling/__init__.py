@@ -32,7 +32,7 @@ def load_fit(name_or_path):
         from scaling.downstream.result import DownstreamFit
         return DownstreamFit.load(path)
     if kind == "approach2":
-        from scaling.approach2 import Approach2Result
+        from scaling.fit.approach2 import Approach2Result
         return Approach2Result.load(path)
     what = f"a {kind.replace('-', ' ')} file" if kind else "no fit file the toolkit writes"
     raise DataError(f"{path}: {what}, not a fit (scaling.fit, scaling.mixture fit or scaling.downstream fit --out)")

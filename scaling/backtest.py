@@ -18,7 +18,7 @@ import pandas as pd
 
 from scaling import columns as cols
 from scaling.sources import read_table
-from scaling.approach2 import budget_groups, run_flops
+from scaling.fit.approach2 import budget_groups, run_flops
 from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int, bootstrap_count
 from scaling.fit import fit, prepare
 from scaling.laws import get_law

@@ -19,7 +19,7 @@ import numpy as np
 from scaling import columns as cols
 from scaling.sources import read_table
 from scaling.accounting import chinchilla_optimal, parse_size, tokens_for
-from scaling.approach2 import budget_groups
+from scaling.fit.approach2 import budget_groups
 from scaling.cli import FLOPS, TOKENS, ArgumentParser, UsageError, run_cli, add_store_argument
 from scaling.errors import DataError
 from scaling.laws import get_law

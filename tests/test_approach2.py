@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from scaling import datasets
-from scaling.approach1 import approach1
-from scaling.approach2 import DEFAULT_ESTIMATOR, ESTIMATORS, approach2, budget_groups, curve_minimum
+from scaling.fit.approach1 import approach1
+from scaling.fit.approach2 import DEFAULT_ESTIMATOR, ESTIMATORS, approach2, budget_groups, curve_minimum
 from scaling.cli import UsageError
 from scaling.laws import get_law
 from scaling.predict import chinchilla_allocation

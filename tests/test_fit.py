@@ -13,7 +13,7 @@ from scaling import columns as cols
 from scaling import fit as F
 from scaling.laws import get_law
 from scaling.laws.base import LawData
-from scaling.optimize import batched_lbfgs, polish
+from scaling.fit.solver import batched_lbfgs, polish
 from scaling.results import FIT_KEYS, FitResult
 from scaling import datasets
 

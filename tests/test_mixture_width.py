@@ -1,4 +1,4 @@
-"""Mixtures at real width (scaling.mixture, scaling.mixture_models): many domains, predictors chosen
+"""Mixtures at real width (scaling.mixture, scaling.mixture.models): many domains, predictors chosen
 by cross-validation, predict / evaluate, the constrained optimum search, and the 5-domain
 experiment of Ye et al. 2024 (shipped as scaling.datasets mixing-laws-5domain)."""
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from scaling import datasets
-from scaling import mixture_models as mm
+from scaling.mixture import models as mm
 from scaling.cli import UsageError
 from scaling.mixture import (MixtureFit, evaluate_fit, fit_mixture, make_constraints, optimize_mixture,
                              predict_frame, predict_table)
@@ -254,7 +254,7 @@ def test_a_predictor_worse_than_the_mean_is_never_chosen_and_predictions_stay_in
     """Selection scores calibration as well as rank: a candidate that ranks best but misses by more
     than the losses' own spread loses to a calibrated one; stored predictors hold their predictions
     within the band of plausible losses, and flag mixtures outside the trained proportions."""
-    from scaling import mixture_models as mm
+    from scaling.mixture import models as mm
     y = np.array([3.0, 3.2, 3.4, 3.1, 3.3])
     cv = {"law": {"spearman": 0.6, "mae": 0.08}, "law+log-linear+gbdt": {"spearman": 0.83, "mae": 1.4e4},
           "log-linear": {"spearman": 0.5, "mae": 0.09}}

@@ -73,7 +73,7 @@ def test_bad_input_is_one_error_line_and_no_file(tmp_path, argv):
 # golden tests: the arrays each line and marker is drawn from, against known truth
 
 def test_isoflop_draws_the_runs_the_law_and_both_optima(store_and_fit):
-    from scaling.approach2 import approach2
+    from scaling.fit.approach2 import approach2
     from scaling.accounting import chinchilla_optimal
     from scaling.plot import isoflop
     from scaling.results import FitResult

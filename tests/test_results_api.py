@@ -112,7 +112,7 @@ def test_an_approach2_result_saves_loads_and_predicts(tmp_path):
     """Llama 3's isoFLOP sweeps (raw loss): the saved result loads back equal, through ``load_fit``
     too, and predicts the allocation its line gives (b near the report's 0.53)."""
     from scaling import columns as cols, datasets
-    from scaling.approach2 import Approach2Result, approach2
+    from scaling.fit.approach2 import Approach2Result, approach2
     t = datasets.load("llama3-isoflops")
     t = cols.ok_runs(t[t["experiment"] == "llama_3__raw_loss"], ("params", "tokens", "loss"))
     a = approach2(t, bootstrap=20, seed=0)

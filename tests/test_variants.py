@@ -1,4 +1,4 @@
-"""Approach 3 variants chosen by a rolling backtest (scaling.variants): the generating variant is
+"""Approach 3 variants chosen by a rolling backtest (scaling.fit.variants): the generating variant is
 recovered on synthetic data, the choice is recorded, --variant forces one, and the predictive
 intervals of scaling.backtest cover held-out runs about 95% of the time on synthetic noise."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling import variants
+from scaling.fit import variants
 from scaling.backtest import backtest
 from scaling.fit import fit
 from scaling.laws import get_law

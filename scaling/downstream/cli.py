@@ -14,7 +14,7 @@ from scaling.downstream.data import read_checkpoints
 from scaling.downstream.fit import fit_downstream
 from scaling.downstream.result import DownstreamFit
 from scaling.laws.downstream import FORMS
-from scaling.variants import VARIANTS
+from scaling.fit.variants import VARIANTS
 
 #: bootstrap resamples at most (each refits step 2: ~10 ms on a few hundred points)
 MAX_BOOTSTRAP = 10_000

@@ -38,7 +38,7 @@ AUTO_FORMS = ("sigmoid", "exponential")
 def fit_step1(step1: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0, variant: str | None = None,
               source: str = "data", target=None):
     """``scaling.fit.fit`` on (params, tokens, loss = the intermediate): a ``FitResult``; ``target``
-    (N, D) is where the variant choice weighs each variant's interval (``scaling.variants``)."""
+    (N, D) is where the variant choice weighs each variant's interval (``scaling.fit.variants``)."""
     from scaling.fit import fit
     return fit(step1, "chinchilla", bootstrap=bootstrap, seed=seed, source=source, want_profiles=False,
                variant=variant, target=target)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from scaling import columns as cols, mixture_models as mm
+from scaling import columns as cols
+from scaling.mixture import models as mm
 from scaling.accounting import parse_size
 from scaling.cli import ArgumentParser, UsageError, add_store_argument, bootstrap_count, nonnegative_int, run_cli
 from scaling.results import format_number, plain

@@ -9,14 +9,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from scaling import mixture_models as mm
+from scaling.mixture import models as mm
 from scaling.accounting import flops
 from scaling.cli import DataError, UsageError
 from scaling.fit import DELTA, Problem, count_warnings, fit_stage, local_batch
 from scaling.laws.mixture_scale import JointMixtureLaw, MixScaleData
 from scaling.laws.base import LawData
 from scaling.laws.mixture import MixingLaw
-from scaling.mixing_fit import fit_mixing, fit_mixing_batch
+from scaling.mixture.law_fit import fit_mixing, fit_mixing_batch
 from scaling.version import __version__
 from scaling.mixture.runs import MixtureRuns, read_mixtures
 from scaling.mixture.result import MixtureFit, SCALING_FORMS, _interval
@@ -68,7 +68,7 @@ def _fit_scaling(form, data: LawData, loss):
 def fit_mixture(table: pd.DataFrame, domains=None, *, kind="auto", scaling_law="auto", bootstrap=0,
                 seed=0, source="data", model: str = "auto", cv_folds: int = mm.CV_FOLDS) -> MixtureFit:
     """Fit the mixing law per loss domain, directly or nested over per-mixture scaling laws; for
-    direct fits, also the predictors of ``scaling.mixture_models`` (``model``: one of
+    direct fits, also the predictors of ``scaling.mixture.models`` (``model``: one of
     ``mm.CANDIDATES``, or ``auto`` = the best cross-validated per domain)."""
     t0 = time.perf_counter()
     if model != "auto" and model not in mm.CANDIDATES:
@@ -227,7 +227,7 @@ def _fit_direct(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -
 
 
 def _fit_predictors(runs: MixtureRuns, law, out: dict, model: str, folds: int, seed: int, settings) -> dict:
-    """Cross-validate the candidate predictors per domain (``scaling.mixture_models``), keep the
+    """Cross-validate the candidate predictors per domain (``scaling.mixture.models``), keep the
     chosen one (``auto``: best CV Spearman) fitted on every run, with its CV residual interval."""
     n_mix = len(runs.mixtures)
     warnings = []

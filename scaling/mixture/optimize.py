@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from scaling import mixture_models as mm
+from scaling.mixture import models as mm
 from scaling.accounting import parse_size
 from scaling.cli import DataError, UsageError
 from scaling.laws.mixture import MixingLaw, effective_mixture, simplex_grid
@@ -198,7 +198,7 @@ def optimize_mixture(fit: MixtureFit, params: float, tokens: float, weights: dic
                      constraints: Constraints | None = None, seed: int = 0) -> dict:
     """Loss-minimising mixture at (N, D) for weights over loss domains (a weighted mean of L_i).
 
-    Direct fits optimise their chosen predictors (``scaling.mixture_models``): smooth ones (law,
+    Direct fits optimise their chosen predictors (``scaling.mixture.models``): smooth ones (law,
     log-linear) by SLSQP from the best of 20k Dirichlet candidates, trees and ensembles by RegMix's
     search (mean of the 100 best of 100k Dirichlet draws around the prior). ``constraints``: the
     prior, per-domain bounds and a KL-to-prior bound (Olmix).

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from scaling import columns as cols, mixture_models as mm
+from scaling import columns as cols
+from scaling.mixture import models as mm
 from scaling.cli import DataError, UsageError
 from scaling.intervals import interval
 from scaling.laws.base import LawData
 from scaling.laws.mixture import MixingLaw, Proportions
 from scaling.laws.mixture_scale import JointMixtureLaw
-from scaling.mixing_fit import fit_mixing, fit_mixing_batch
+from scaling.mixture.law_fit import fit_mixing, fit_mixing_batch
 from scaling.mixture.runs import RENORM_TOL, SUM_TOL
 
 if TYPE_CHECKING:                       # the Results type, for annotations only: it calls into this module

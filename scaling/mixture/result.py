@@ -34,14 +34,14 @@ class MixtureFit(JsonFile):
     data_sha256: str | None = None
     version: str = ""
     law: str = "mixture"
-    #: per loss domain: the predictor used (``scaling.mixture_models``), its stored state, and every
+    #: per loss domain: the predictor used (``scaling.mixture.models``), its stored state, and every
     #: candidate's cross-validated scores
     model: dict = field(default_factory=dict)
     predictors: dict = field(default_factory=dict)
     cv: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        from scaling.mixture_models import public
+        from scaling.mixture.models import public
         d = asdict(self)
         d["predictors"] = public(self.predictors)
         return {"law": d.pop("law"), **{k: plain(v) for k, v in d.items()}}

@@ -96,7 +96,7 @@ def fit_base(name: str, r, y, law=None, start=None) -> dict:
     """Fit one base model on proportions ``r`` [n, M] and losses ``y`` [n]."""
     r, y = np.asarray(r, float), np.asarray(y, float)
     if name == "law":
-        from scaling.mixing_fit import fit_mixing
+        from scaling.mixture.law_fit import fit_mixing
         theta, _ = fit_mixing(law, r, y, start=start)
         return law.to_record(theta)
     if name == "log-linear":
@@ -234,7 +234,7 @@ def cross_validate(r, y, mixture_ids, names, law=None, k: int = CV_FOLDS, seed: 
 def _law_fold(law, r, y, start):
     """The mixing law on one fold: its data-driven warm starts plus the full-data optimum."""
     from scaling.fit import solve
-    from scaling.mixing_fit import mixing_problem
+    from scaling.mixture.law_fit import mixing_problem
     problem = mixing_problem(law, r, np.log(y))
     starts = law.start_grid(y, r, n_random=0)
     if start is not None:

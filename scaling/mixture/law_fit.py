@@ -1,12 +1,12 @@
 """Fitting the data mixing law (Ye et al. 2024) with the fitting layer's objective and optimiser:
 one law per loss domain, globally from data-driven warm starts, or many targets at once (bootstrap
-draws, token counts). Used by ``scaling.mixture`` and ``scaling.mixture_models``."""
+draws, token counts). Used by ``scaling.mixture`` and ``scaling.mixture.models``."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from scaling.fit import Problem, local_batch, solve
+from scaling.fit.objective import Problem, local_batch, solve
 from scaling.laws.mixture import MixingLaw, Proportions
 
 
