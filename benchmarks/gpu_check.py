@@ -7,8 +7,11 @@ Steps, each with its own time limit, each reported as ok / failed / skipped with
    context, GPT-2 vocabulary, batch 16), bf16 autocast + ``torch.compile``: tokens/s and MFU
    against the measured bf16 peak (goal on an H100-class GPU: >= 45%).
 3. ``smoke``: the smoke isoFLOP grid trained with ``--device cuda`` into a fresh store.
-4. ``deepspeed``: one smoke run through the real DeepSpeed launcher on 1 GPU (NCCL).
-5. ``evaluate``: ``runners.evaluate --device cuda`` on the smoke store (offline cloze tasks).
+4. ``stacked``: 8 same-shape t32 runs stacked in one process (``--batch-runs 8``, the stacked engine).
+5. ``eval_along``: the smoke grid's first runs scored along training (``--eval corpus_cloze
+   --eval-every 25``): checkpoint rows in the store's ``_evals/``.
+6. ``deepspeed``: one smoke run through the real DeepSpeed launcher on 1 GPU (NCCL).
+7. ``evaluate``: ``runners.evaluate --device cuda`` on the smoke store (offline cloze tasks).
 
 Nothing is fetched: a step whose package is missing on the machine (lm-eval, deepspeed) is
 ``skipped`` with the reason. ``--device cpu --small`` runs the same plumbing here (tiny model,
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("device", "train_speed", "smoke", "deepspeed", "evaluate")
+STEPS = ("device", "train_speed", "smoke", "stacked", "eval_along", "deepspeed", "evaluate")
 
 
 def sh(args, timeout, env=None):
@@ -107,6 +110,33 @@ def smoke_step(device: str, store: Path) -> dict:
             **({} if rc == 0 else {"error": err})}
 
 
+def stacked_step(device: str, store: Path) -> dict:
+    """The stacked engine: 8 seeds of one t32 run in one process."""
+    rc, out, err, secs = sh([sys.executable, "-m", "runners.isounique", "--unique", "200K", "--sizes", "t32",
+                             "--epochs", "1", "--seeds", "0,1,2,3,4,5,6,7", "--batch-runs", "8", "--workers", "1",
+                             "--device", device, "--store", str(store), "--json", "--quiet"], 420)
+    res = last_json(out) or {}
+    return {"status": "ok" if rc == 0 and len(res.get("trained", [])) == 8 else "failed", "seconds": round(secs, 1),
+            "trained": len(res.get("trained", [])), **({} if rc == 0 else {"error": err})}
+
+
+def eval_along_step(device: str, store: Path) -> dict:
+    """Evaluation along training, the Trainer's hook: checkpoint rows of the first two smoke runs."""
+    if not have("lm_eval"):
+        return {"status": "skipped", "reason": "lm-eval is not installed here (carry its wheel)"}
+    rc, out, err, secs = sh([sys.executable, "-m", "runners.isoflop", "--budget", "smoke", "--limit", "2",
+                             "--eval", "corpus_cloze", "--eval-every", "25", "--eval-limit", "40", "--device", device,
+                             "--store", str(store), "--json", "--quiet"], 420)
+    rows = 0
+    if rc == 0:
+        code = ("import sys; from scaling.store import read_checkpoint_evals; "
+                "print(len(read_checkpoint_evals(sys.argv[1])))")
+        rc2, n, err2, _ = sh([sys.executable, "-c", code, str(store)], 120)
+        rows = int(n.strip() or 0) if rc2 == 0 else 0
+    return {"status": "ok" if rc == 0 and rows > 2 else "failed", "seconds": round(secs, 1), "checkpoint_rows": rows,
+            **({} if rc == 0 else {"error": err})}
+
+
 def have(module: str) -> bool:
     rc, _, _, _ = sh([sys.executable, "-c", f"import {module}"], 120)
     return rc == 0
@@ -146,10 +176,12 @@ def main() -> int:
     t0 = time.perf_counter()
     out = {"check": "gpu_check", "device_arg": args.device}
     with tempfile.TemporaryDirectory() as tmp:
-        smoke, ds = Path(tmp) / "smoke", Path(tmp) / "ds"
+        smoke, ds, stacked, along = (Path(tmp) / n for n in ("smoke", "ds", "stacked", "along"))
         runs = {"device": lambda: device_step(args.device),
                 "train_speed": lambda: train_speed_step(args.device, args.small),
                 "smoke": lambda: smoke_step(args.device, smoke),
+                "stacked": lambda: stacked_step(args.device, stacked),
+                "eval_along": lambda: eval_along_step(args.device, along),
                 "deepspeed": lambda: deepspeed_step(args.device, ds),
                 "evaluate": lambda: evaluate_step(args.device, smoke)}
         for step in STEPS:

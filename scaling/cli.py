@@ -7,7 +7,7 @@ import math
 import sys
 
 
-from scaling.errors import DataError, FitError, UsageError  # noqa: F401  (re-exported)
+from scaling.errors import BadValue, DataError, FitError, UsageError  # noqa: F401  (re-exported)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -206,7 +206,7 @@ def run_cli(main, argv=None) -> int:
     try:
         return main(argv)
     except UsageError as exc:          # DataError and FitError too, with their own exit codes
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.for_cli() if hasattr(exc, 'for_cli') else exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:          # output piped into head & co.
         sys.stderr.close()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.cli import UsageError
-from scaling.errors import DataError
+from scaling.errors import BadValue, DataError
 
 ALIASES = {
     "params": ("params", "n", "parameters", "n_params", "model size", "model_size"),
@@ -45,7 +45,7 @@ def canonicalise(table: pd.DataFrame, mapping: dict[str, str] | None = None) -> 
         if theirs not in table.columns:
             hit = lower.get(theirs.lower())
             if hit is None:
-                raise UsageError(f"--column {canon}={theirs}: no column {theirs!r} (have: {', '.join(map(str, table.columns))})")
+                raise BadValue("column", f"{{arg}} {canon}={theirs}: no column {theirs!r} (have: {', '.join(map(str, table.columns))})")
             theirs = hit
         rename[theirs] = canon
     for canon, names in ALIASES.items():
@@ -132,7 +132,7 @@ def convention_flops(table: pd.DataFrame, convention: str) -> np.ndarray:
                                               seq_len=kw["seq_len"], **arch) * tokens
     if convention == "6N":
         return accounting.flops(pd.to_numeric(table["params"], errors="coerce").values.astype(float), tokens)
-    raise UsageError(f"--flops-convention {convention}: the data have no flops.{convention} column and no shape "
+    raise BadValue("flops_convention", f"{{arg}} {convention}: the data have no flops.{convention} column and no shape "
                      f"columns ({', '.join(SHAPE_COLUMNS)}) to compute it from; map a FLOP column of that "
                      f"convention with --column flops=THEIRS instead")
 
@@ -180,7 +180,7 @@ def where(table: pd.DataFrame, items) -> pd.DataFrame:
         if not sep or not col:
             raise UsageError(f"malformed --where {item!r} (expected COL=VALUE, e.g. experiment=llama_3__raw_loss)")
         if col not in table.columns:
-            raise UsageError(f"--where {item}: no column {col!r} (have: {', '.join(map(str, table.columns))})")
+            raise BadValue("where", f"{{arg}} {item}: no column {col!r} (have: {', '.join(map(str, table.columns))})")
         text = table[col].astype(str)
         mask = text == value
         if not mask.any():
@@ -190,6 +190,6 @@ def where(table: pd.DataFrame, items) -> pd.DataFrame:
                 pass
         if not mask.any():
             shown = ", ".join(map(str, text.unique()[:8]))
-            raise UsageError(f"--where {item}: no row has {col} = {value!r} (values: {shown})")
+            raise BadValue("where", f"{{arg}} {item}: no row has {col} = {value!r} (values: {shown})")
         table = table[mask]
     return table.reset_index(drop=True)

@@ -28,3 +28,19 @@ class FitError(UsageError):
     """A fit that cannot converge: one ``error:`` line, exit code 1."""
 
     exit_code = 1
+
+
+class BadValue(UsageError):
+    """A bad value of one argument, named as its caller knows it: the Python parameter
+    (``exclude_top must be >= 0``) from the library, the flag (``--exclude-top must be >= 0``) from a
+    command (``scaling.cli.run_cli`` prints ``for_cli()``). ``message`` holds ``{arg}`` where the
+    name goes; ``flag`` defaults to ``--`` + the parameter with dashes."""
+
+    def __init__(self, param: str, message: str, flag: str | None = None):
+        self.param, self.template = param, message
+        self.flag = flag or "--" + param.replace("_", "-")
+        super().__init__(message.replace("{arg}", param))
+
+    def for_cli(self) -> str:
+        return self.template.replace("{arg}", self.flag)
+

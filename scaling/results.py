@@ -37,6 +37,97 @@ def resolve_fit_path(path) -> Path:
     return fits.path(p.name) or p
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """The bootstrap of a fit: ``n`` resamples of the runs (``failed`` of them did not converge),
+    ``draws`` [n, k] of the parameters ``names``."""
+
+    n: int
+    seed: int | None
+    names: tuple[str, ...]
+    failed: int
+    draws: np.ndarray
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Bootstrap | None":
+        if not d or not d.get("draws"):
+            return None
+        return cls(n=int(d.get("n", len(d["draws"]))), seed=d.get("seed"), names=tuple(d.get("names") or ()),
+                   failed=int(d.get("failed") or 0), draws=np.asarray(d["draws"], dtype=float))
+
+
+@dataclass(frozen=True)
+class VariantChoice:
+    """Which Approach 3 variant the fit chose (``scaling.fit.variants``), by what, and each
+    candidate's scores (``backtest_mape``, ``target_halfwidth``, ``score``)."""
+
+    chosen: str
+    reason: str = ""
+    criterion: str = ""
+    candidates: dict = field(default_factory=dict)
+    folds: tuple = ()
+    target: dict | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "VariantChoice | None":
+        if not d or not d.get("chosen"):
+            return None
+        return cls(chosen=d["chosen"], reason=d.get("reason", ""), criterion=d.get("criterion", ""),
+                   candidates=dict(d.get("candidates") or {}), folds=tuple(d.get("folds") or ()), target=d.get("target"))
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """What the fit says about itself: residuals of log-loss (mean, std, median_abs, max_abs), the
+    profile of each parameter (objective at x1/3 ... x3), distinct optima found."""
+
+    residuals: dict = field(default_factory=dict)
+    profiles: dict = field(default_factory=dict)
+    optima: object = None
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Diagnostics | None":
+        if not d:
+            return None
+        return cls(residuals=dict(d.get("residuals") or {}), profiles=dict(d.get("profiles") or {}),
+                   optima=d.get("optima"))
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """A fit's ``settings`` (how it was made) as typed fields; what no field names stays in ``extra``
+    (the file keeps the plain dict, so files of every version load)."""
+
+    objective: str = ""
+    delta: float | None = None
+    procedure: str = ""
+    starts: int | None = None
+    fixed: dict = field(default_factory=dict)
+    tie: tuple = ()
+    exclude_top: int = 0
+    start: dict = field(default_factory=dict)
+    notes: tuple = ()
+    flops_convention: str | None = None
+    seconds: float | None = None
+    variant: VariantChoice | None = None
+    diagnostics: Diagnostics | None = None
+    bootstrap: Bootstrap | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "FitSettings":
+        d = dict(d or {})
+        plain_keys = ("objective", "delta", "procedure", "starts", "fixed", "exclude_top", "start",
+                      "flops_convention", "seconds")
+        kw = {k: d.pop(k) for k in plain_keys if k in d and d[k] is not None}
+        kw["tie"] = tuple(d.pop("tie", None) or ())
+        kw["notes"] = tuple(d.pop("notes", None) or ())
+        kw["variant"] = VariantChoice.from_dict(d.pop("variant", None))
+        kw["diagnostics"] = Diagnostics.from_dict(d.pop("diagnostics", None))
+        kw["bootstrap"] = Bootstrap.from_dict(d.pop("bootstrap", None))
+        return cls(**kw, extra=d)
+
+
 @dataclass
 class FitResult(JsonFile):
     law: str
@@ -95,12 +186,17 @@ class FitResult(JsonFile):
         parameter, columns ``lower`` and ``upper`` (the stored 95% ones for a fit without draws,
         NaN with a warning when it has neither)."""
         from scaling.intervals import conf_int_frame
-        names = list(self.params)
-        draws = self.bootstrap_draws
-        if draws is not None:
-            boot_names = self.settings["bootstrap"].get("names") or names
-            draws = draws[:, [boot_names.index(n) for n in names]] if set(names) <= set(boot_names) else None
+        names, boot, draws = list(self.params), self.fit_settings.bootstrap, None
+        if boot is not None and set(names) <= set(boot.names or names):
+            order = list(boot.names or names)
+            draws = boot.draws[:, [order.index(n) for n in names]]
         return conf_int_frame(names, draws, alpha, self.ci, f"the {self.law} fit")
+
+    @property
+    def fit_settings(self) -> FitSettings:
+        """``settings`` as typed dataclasses: ``.variant.chosen``, ``.bootstrap.draws``,
+        ``.diagnostics.residuals``, ... (``scaling.results.FitSettings``)."""
+        return FitSettings.from_dict(self.settings)
 
     @property
     def bootstrap_draws(self) -> np.ndarray | None:

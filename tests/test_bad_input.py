@@ -375,3 +375,17 @@ def test_an_os_error_nobody_anticipated_is_one_line_naming_the_path(capsys, monk
     monkeypatch.setenv("SCALING_DEBUG", "1")
     with pytest.raises(PermissionError):
         run_cli(denied, [])
+
+
+def test_the_library_names_its_parameter_and_the_command_its_flag(capsys):
+    """One error, two audiences: ``prepare(..., exclude_top=-1)`` says ``exclude_top``; the command
+    that took ``--exclude-top -1`` says ``--exclude-top``."""
+    import pandas as pd
+    from scaling.errors import BadValue
+    from scaling.fit import main, prepare
+    table = pd.DataFrame({"params": [1e6, 2e6, 4e6], "tokens": [2e7, 4e7, 8e7], "loss": [3.0, 2.9, 2.8]})
+    with pytest.raises(BadValue) as info:
+        prepare(table, "chinchilla", exclude_top=-1)
+    assert str(info.value) == "exclude_top must be >= 0"
+    assert run_cli(main, [DS, "--exclude-top", "-1"]) == 2
+    assert capsys.readouterr().err == "error: --exclude-top must be >= 0\n"

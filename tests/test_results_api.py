@@ -129,3 +129,16 @@ def test_an_approach2_result_saves_loads_and_predicts(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(DataError, match="params_coefficient"):
         load_fit(tmp_path / "bad.json")
+
+
+def test_settings_read_as_typed_values(boot_fit):
+    from scaling.results import Bootstrap, FitSettings, VariantChoice
+    f = load_fit(boot_fit)
+    s = f.fit_settings
+    assert isinstance(s, FitSettings) and isinstance(s.variant, VariantChoice) and isinstance(s.bootstrap, Bootstrap)
+    assert s.variant.chosen == f.settings["variant"]["chosen"] and set(s.variant.candidates) >= {"tied", "free"}
+    assert s.bootstrap.draws.shape == (40, 5) and s.bootstrap.names == ("A", "B", "E", "alpha", "beta")
+    assert s.diagnostics.residuals["std"] == f.settings["diagnostics"]["residuals"]["std"]
+    assert s.objective.startswith("sum of Huber") and s.delta == 1e-3
+    preset = load_fit("hoffmann2022").fit_settings
+    assert preset.bootstrap is None and preset.variant is None and preset.extra["source"] == "published"

@@ -55,7 +55,7 @@ def test_variant_forces_and_e_floor_binds():
     low = t.assign(loss=t["loss"] - 1.7)             # an irreducible loss near 0.1
     floored = fit(low, want_profiles=False, variant="free-efloor")
     assert floored.params["E"] >= 0.5 * low["loss"].min() * (1 - 1e-9)
-    with pytest.raises(Exception, match="--variant cannot be combined"):
+    with pytest.raises(Exception, match="variant cannot be combined"):
         fit(t, want_profiles=False, variant="tied", tie=["alpha=beta"])
 
 

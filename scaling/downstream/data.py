@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from scaling import columns as cols
-from scaling.errors import DataError, UsageError
+from scaling.errors import BadValue, DataError, UsageError
 
 SKIP_FRACTION = 0.1
 SMOOTH = 5
@@ -81,7 +81,7 @@ class TaskData:
     def via_column(self, via: str) -> str:
         column = VIAS.get(via, via).format(task=self.task)
         if column not in self.table.columns:
-            raise UsageError(f"--via {via}: no column {column!r} in the data (intermediates here: "
+            raise BadValue("via", f"{{arg}} {via}: no column {column!r} in the data (intermediates here: "
                              f"{', '.join(self.available_vias()) or 'none'}; or name a column)")
         return column
 

@@ -24,7 +24,7 @@ import pandas as pd
 from scaling.version import __version__
 from scaling.downstream import data as ddata
 from scaling.downstream.result import DownstreamFit
-from scaling.errors import DataError, UsageError
+from scaling.errors import BadValue, DataError, UsageError
 from scaling.laws import get_law
 from scaling.laws.downstream import FORMS, fit_step2
 
@@ -156,7 +156,7 @@ def fit_downstream(table: pd.DataFrame, task: str, metric: str = "acc", *, via: 
     if via == "auto":
         vias = data.available_vias()
         if not vias:
-            raise UsageError(f"--via auto: no intermediate for {task} in {source} (none of "
+            raise BadValue("via", f"{{arg}} auto: no intermediate for {task} in {source} (none of "
                              f"{', '.join(ddata.VIAS[v].format(task=task) for v in ddata.AUTO_VIAS)} is finite on "
                              f"every run's final point); name a column with --via")
     else:

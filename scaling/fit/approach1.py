@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.accounting import flops
+from scaling.errors import BadValue
 from scaling.cli import UsageError
 from scaling.results import JsonFile, plain
 from scaling.intervals import interval_list
@@ -156,7 +157,7 @@ def approach1(table: pd.DataFrame, bootstrap: int = 200, seed: int = 0, min_prog
         elif "train_tokens" in t.columns:
             prog = t["tokens"] / pd.to_numeric(t["train_tokens"], errors="coerce")
         else:
-            raise UsageError("--min-progress needs portion_steps_elapsed or train_tokens in the checkpoints")
+            raise BadValue("min_progress", "{arg} needs portion_steps_elapsed or train_tokens in the checkpoints")
         t = t[prog >= min_progress]
     if "flops" not in t.columns or not np.isfinite(t["flops"]).all() or not (t["flops"] > 0).all():
         t["flops"] = flops(t["params"].values, t["tokens"].values)

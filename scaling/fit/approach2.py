@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
 
-from scaling.errors import DataError, FitError
+from scaling.errors import BadValue, DataError, FitError
 from scaling.cli import UsageError
 from scaling.results import JsonFile, plain
 from scaling.intervals import interval, interval_list
@@ -279,7 +279,7 @@ def approach2(table: pd.DataFrame, estimator: str = DEFAULT_ESTIMATOR, bootstrap
     if estimator not in ESTIMATORS:
         raise UsageError(f"unknown estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
     if bootstrap < 0:
-        raise UsageError("--bootstrap must be >= 0")
+        raise BadValue("bootstrap", "{arg} must be >= 0")
     t = table.reset_index(drop=True)
     if "unique_tokens" in t.columns:
         u = pd.to_numeric(t["unique_tokens"], errors="coerce")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from scaling.version import __version__
 from scaling.cli import UsageError, parse_number
-from scaling.errors import FitError
+from scaling.errors import BadValue, FitError
 from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.results import FitResult
@@ -69,9 +69,9 @@ def _parse_tie(law: Law, tie) -> list[tuple[str, str]]:
         except KeyError as exc:
             raise UsageError(f"unknown parameter {exc.args[0]!r} in --tie for law {law.name}") from None
         if pair[0] == pair[1]:
-            raise UsageError(f"--tie {item}: ties a parameter to itself")
+            raise BadValue("tie", f"{{arg}} {item}: ties a parameter to itself")
         if set(pair) not in TIEABLE:
-            raise UsageError(f"--tie {item}: only the exponents alpha=beta (or rd_star=rn_star) can be tied; "
+            raise BadValue("tie", f"{{arg}} {item}: only the exponents alpha=beta (or rd_star=rn_star) can be tied; "
                              f"a coefficient tied to another is no law of the papers")
         pairs.append(pair)
     return pairs

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 
 from scaling import columns as cols
-from scaling.cli import UsageError
-from scaling.errors import DataError
+from scaling.errors import BadValue, DataError
 from scaling.laws import get_law
 from scaling.laws.base import LawData
 
@@ -49,10 +48,10 @@ def prepare(table: pd.DataFrame, law_name: str | None, exclude_top: int = 0, sou
                          f"unique tokens (fit them with --law data-constrained)")
             table = table[~repeats].reset_index(drop=True)
     if exclude_top < 0:
-        raise UsageError("--exclude-top must be >= 0")
+        raise BadValue("exclude_top", "{arg} must be >= 0")
     if exclude_top:
         if exclude_top >= len(table):
-            raise UsageError(f"--exclude-top {exclude_top} leaves no points (have {len(table)})")
+            raise BadValue("exclude_top", f"{{arg}} {exclude_top} leaves no points (have {len(table)})")
         table = table.sort_values("loss", kind="stable").iloc[:-exclude_top].reset_index(drop=True)
     if table.empty:
         raise DataError(f"{source}: no usable rows")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from scaling.mixture import models as mm
 from scaling.accounting import flops
+from scaling.errors import BadValue
 from scaling.cli import DataError, UsageError
 from scaling.fit import DELTA, Problem, count_warnings, fit_stage, local_batch
 from scaling.laws.mixture_scale import JointMixtureLaw, MixScaleData
@@ -76,13 +77,13 @@ def fit_mixture(table: pd.DataFrame, domains=None, *, kind="auto", scaling_law="
     if model != "auto" and mm.needs_lightgbm(model):
         mm.lightgbm()
     if cv_folds < 2:
-        raise UsageError("--cv-folds must be >= 2")
+        raise BadValue("cv_folds", "{arg} must be >= 2")
     if kind not in ("auto", "nested", "direct", "joint"):
         raise UsageError(f"unknown kind {kind!r} (auto, nested, direct, joint)")
     if scaling_law not in ("auto", *SCALING_FORMS):
         raise UsageError(f"unknown scaling law {scaling_law!r} (auto, {', '.join(SCALING_FORMS)})")
     if bootstrap < 0:
-        raise UsageError("--bootstrap must be >= 0")
+        raise BadValue("bootstrap", "{arg} must be >= 0")
     choice = None
     if kind == "auto":
         kind = "nested" if _n_scales(read_mixtures(table, domains, need_scale=False, source=source).frame) > 1 \
@@ -97,7 +98,7 @@ def fit_mixture(table: pd.DataFrame, domains=None, *, kind="auto", scaling_law="
                 "normalisation": "sum_j t_ij = 0 (k_i is the reducible loss at the uniform mixture)",
                 "reference_paper": "Ye et al. 2024, Data Mixing Laws", "notes": runs.notes}
     if kind in ("nested", "joint") and model not in ("auto", "law"):
-        raise UsageError(f"--model {model}: a {kind} fit (runs at several scales) uses its own law; fit one scale "
+        raise BadValue("model", f"{{arg}} {model}: a {kind} fit (runs at several scales) uses its own law; fit one scale "
                          f"with --kind direct for other predictors")
     if choice is not None:
         settings["kind_choice"] = choice

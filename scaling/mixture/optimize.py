@@ -13,6 +13,7 @@ from scipy.optimize import minimize
 
 from scaling.mixture import models as mm
 from scaling.accounting import parse_size
+from scaling.errors import BadValue
 from scaling.cli import DataError, UsageError
 from scaling.laws.mixture import MixingLaw, effective_mixture, simplex_grid
 from scaling.mixture.runs import SIZE_TOL
@@ -163,21 +164,21 @@ def make_constraints(fit: MixtureFit, prior="tokens", minimum=None, maximum=None
         raise UsageError(f"unknown domain(s) {', '.join(unknown)} in --prior (fit has: {', '.join(fit.domains)})")
     p = np.array([float(given.get(d, 0.0)) for d in fit.domains])
     if (p < 0).any() or not np.isfinite(p).all() or abs(p.sum() - 1.0) > 1e-3:
-        raise UsageError(f"--prior must be non-negative weights over the fit's domains summing to 1 (sum {p.sum():.6g})")
+        raise BadValue("prior", f"{{arg}} must be non-negative weights over the fit's domains summing to 1 (sum {p.sum():.6g})")
     p = np.maximum(p / p.sum(), 1e-12)
     lo = np.array([float((minimum or {}).get(d, 0.0)) for d in fit.domains])
     hi = np.array([float((maximum or {}).get(d, 1.0)) for d in fit.domains])
     if (lo < 0).any() or (hi > 1).any() or (lo > hi).any() or lo.sum() > 1 + 1e-9 or hi.sum() < 1 - 1e-9:
         raise UsageError("--min/--max must be shares in [0, 1] with min <= max, sum of mins <= 1 <= sum of maxes")
     if kl_max is not None and not (kl_max >= 0 and np.isfinite(kl_max)):
-        raise UsageError("--kl-max must be a non-negative number")
+        raise BadValue("kl_max", "{arg} must be a non-negative number")
     return Constraints(p, lo, hi, kl_max)
 
 
 def _read_prior(path) -> dict:
     f = Path(str(path))
     if not f.exists():
-        raise UsageError(f"--prior {path}: not tokens, uniform or an existing file")
+        raise BadValue("prior", f"{{arg}} {path}: not tokens, uniform or an existing file")
     try:
         if f.suffix.lower() == ".json":
             d = json.loads(f.read_text())
@@ -214,7 +215,7 @@ def optimize_mixture(fit: MixtureFit, params: float, tokens: float, weights: dic
     if not (params > 0 and tokens > 0):
         raise UsageError("--params and --tokens must be positive")
     if not rd_star > 0:
-        raise UsageError("--rd-star must be positive")
+        raise BadValue("rd_star", "{arg} must be positive")
     weights = dict(weights) if weights else {d: 1.0 for d in fit.loss_domains}
     for what, given, known in (("--weights", weights, fit.loss_domains),
                                ("--unique-tokens", unique_tokens or {}, fit.domains)):
@@ -222,11 +223,11 @@ def optimize_mixture(fit: MixtureFit, params: float, tokens: float, weights: dic
         if bad:
             raise UsageError(f"unknown domain {bad[0]!r} in {what} (fit has: {', '.join(known)})")
     if any(v < 0 or not np.isfinite(v) for v in weights.values()) or sum(weights.values()) <= 0:
-        raise UsageError("--weights must be non-negative with a positive sum")
+        raise BadValue("weights", "{arg} must be non-negative with a positive sum")
     if any(not v > 0 for v in (unique_tokens or {}).values()):
-        raise UsageError("--unique-tokens must be positive")
+        raise BadValue("unique_tokens", "{arg} must be positive")
     if unique_tokens and fit.kind == "direct":
-        raise UsageError("--unique-tokens needs a nested fit: a direct fit has no token dimension to price "
+        raise BadValue("unique_tokens", "{arg} needs a nested fit: a direct fit has no token dimension to price "
                          "repeated data (fit runs at two or more scales)")
     cons = constraints or make_constraints(fit)
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.cli import UsageError
-from scaling.errors import DataError
+from scaling.errors import BadValue, DataError
 from scaling import columns as cols
 from scaling.store.files import _clean, _writer_lock, atomic_write_bytes, check_run_id
 from scaling.store.runs import _write_run, read_run
@@ -28,7 +28,7 @@ def table_format(path) -> str:
     not write (so that ``--out x.xlsx`` is refused, not written as CSV)."""
     suffix = Path(path).suffix.lower()
     if suffix not in TABLE_SUFFIXES:
-        raise UsageError(f"--out {path}: cannot write a table as {suffix} (use .csv, .parquet, .json or .jsonl)")
+        raise BadValue("path", f"{{arg}} {path}: cannot write a table as {suffix} (use .csv, .parquet, .json or .jsonl)", flag="--out")
     return TABLE_SUFFIXES[suffix]
 
 
@@ -38,7 +38,7 @@ def write_table_file(frame: pd.DataFrame, path) -> Path:
     suffix is a ``UsageError``, and nothing is left half-written."""
     out = Path(path)
     if out.is_dir():
-        raise UsageError(f"--out {out} is a directory")
+        raise BadValue("path", f"{{arg}} {out} is a directory", flag="--out")
     kind = table_format(out)
     writers = {"parquet": lambda tmp: frame.to_parquet(tmp, index=False),
                "csv": lambda tmp: frame.to_csv(tmp, index=False),
