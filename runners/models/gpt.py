@@ -154,15 +154,27 @@ class GPT(nn.Module):
         torch 2.4), else the multi-tensor (foreach) path.
         """
         params = [p for p in self.parameters() if p.requires_grad]
-        decayed = [p.dim() >= 2 and not getattr(p, "_no_weight_decay", False) for p in params]
-        decay = [p for p, d in zip(params, decayed) if d]
-        no_decay = [p for p, d in zip(params, decayed) if not d]
-        groups = [{"params": decay, "weight_decay": weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
         if fused is None:
             fused = fused_adamw_available(device_type)
-        kwargs = {"fused": True} if fused else {"foreach": True}
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, **kwargs)
+        return adamw(params, lr, weight_decay, betas, fused)
+
+
+def decays(p: torch.Tensor, stacked: bool = False) -> bool:
+    """The weight-decay rule, one place for every engine: matrices decay; biases, norms and any
+    parameter marked ``_no_weight_decay`` do not. ``stacked``: ``p`` has a leading [K] dimension of
+    stacked models (``runners.train.batched``)."""
+    return p.dim() - int(stacked) >= 2 and not getattr(p, "_no_weight_decay", False)
+
+
+def adamw(params, lr: float, weight_decay: float, betas: tuple[float, float], fused: bool,
+          stacked: bool = False) -> torch.optim.AdamW:
+    """AdamW over ``params`` in two groups, decayed (``decays``) then not, in their order: the
+    optimizer (and so the checkpoint layout) of every engine."""
+    params = list(params)
+    groups = [{"params": [p for p in params if decays(p, stacked)], "weight_decay": weight_decay},
+              {"params": [p for p in params if not decays(p, stacked)], "weight_decay": 0.0}]
+    kwargs = {"fused": True} if fused else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, **kwargs)
 
 
 def embed(model, idx):

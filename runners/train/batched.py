@@ -25,7 +25,6 @@ rates small differences grow, as they do between thread counts.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict
 from typing import Sequence
@@ -36,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from runners.train import trainer as train
-from runners.models.gpt import GPT, GPTConfig
+from runners.models.gpt import GPT, GPTConfig, adamw
 from runners.grid.spec import RunSpec
 from scaling.cli import UsageError
 
@@ -118,34 +117,6 @@ def groups(specs: Sequence[RunSpec], k: int) -> list[list[RunSpec]]:
     return out
 
 
-class StackedAdamW:
-    """AdamW over stacked parameters [K, ...] with ``torch.optim.AdamW``'s update: decoupled decay
-    ``p *= 1 - lr wd`` (matrices only), moments with bias correction, ``eps`` outside the sqrt."""
-
-    def __init__(self, params: dict, lr: float, betas, weight_decay: float, eps: float = 1e-8):
-        self.params, self.betas, self.eps, self.wd = params, betas, eps, weight_decay
-        self.m = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.v = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, grads: dict, lr: float, active: torch.Tensor) -> None:
-        """``active`` [K] bool: frozen runs (diverged) are left unchanged."""
-        self.t += 1
-        b1, b2 = self.betas
-        bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        for n, p in self.params.items():
-            g = grads[n]
-            mask = active.view(-1, *([1] * (p.dim() - 1))).to(p.dtype)
-            if p.dim() - 1 >= 2 and self.wd:
-                p.mul_(1 - mask * lr * self.wd)
-            m, v = self.m[n], self.v[n]
-            m.copy_(torch.where(mask.bool(), m.lerp(g, 1 - b1), m))
-            v.copy_(torch.where(mask.bool(), v * b2 + (1 - b2) * g * g, v))
-            denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
-            p.sub_(mask * (lr / bc1) * m / denom)
-
-
 def _run_checkpoint(stacked: "StackedGPT", optimizer, k: int, template: dict) -> tuple[dict, dict]:
     """Model ``k``'s weights and AdamW state in ``train_run``'s checkpoint format (the optimizer
     state dict of ``GPT.configure_optimizer``: decay group then no-decay group, parameters in
@@ -202,15 +173,16 @@ def train_group(specs: Sequence[RunSpec], store, **kw) -> list[dict]:
     return [rows[s.run_id] for s in specs]
 
 
-def _train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, progress: bool = True,
-                 cache_dir=None, log_every: int = 50, checkpoint_every_s: float = 30.0) -> list[dict]:
+def _train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, dtype: str | None = None,
+                 progress: bool = True, cache_dir=None, log_every: int = 50,
+                 checkpoint_every_s: float = 30.0) -> list[dict]:
     """Train ``specs`` (one ``group_key``) stacked; write and return one row per run. Every
     ``checkpoint_every_s`` each run's own checkpoint is written (``train_run``'s format); a rerun
     resumes the group when all of it has checkpoints at one step."""
     specs = list(specs)
     if len({group_key(s) for s in specs}) != 1:
         raise UsageError("batched runs must share shape, context and token count")
-    settings = train.resolve_settings(device)
+    settings = train.resolve_settings(device, dtype, compile=False)   # the stacked step is not compiled
     prepared = [train.prepare_data(s, cache_dir) for s in specs]
     hp = prepared[0][2]
     if any(p[2] != hp for p in prepared):
@@ -224,12 +196,7 @@ def _train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, 
         models.append(GPT(cfg))
     stacked = StackedGPT(models).to(settings.device)
     del models
-    decay = [p for n, p in zip(stacked.names, stacked.flat) if p.dim() - 1 >= 2]
-    no_decay = [p for n, p in zip(stacked.names, stacked.flat) if p.dim() - 1 < 2]
-    kwargs = {"fused": True} if settings.fused_adamw else {"foreach": True}
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=hp.lr, betas=(hp.beta1, hp.beta2), **kwargs)
+    optimizer = adamw(stacked.flat, hp.lr, hp.weight_decay, (hp.beta1, hp.beta2), settings.fused_adamw, stacked=True)
     template_model = GPT(cfg)
     template = template_model.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2)).state_dict()
     resumed = _resume(specs, store, steps, hp.batch_size, stacked, optimizer)

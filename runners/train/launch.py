@@ -152,14 +152,15 @@ def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
     ok: dict[str, bool] = {}
     k = batch_size_for(pending, batch_runs, train_opts.get("device"))
     # stacked runs share one loop: evaluation along training scores one model, so they run alone
-    if k > 1 and not train_opts.get("max_steps") and not train_opts.get("eval_every"):
+    # (a compiled step, too: the stacked engine does not compile its step)
+    if k > 1 and not train_opts.get("max_steps") and not train_opts.get("eval_every") and not train_opts.get("compile"):
         from runners.train import batched
         rest = []
         for group in batched.groups(pending, k):
             if len(group) == 1:
                 rest += group
                 continue
-            opts = {key: train_opts[key] for key in ("device", "cache_dir", "checkpoint_every_s") if key in train_opts}
+            opts = {key: train_opts[key] for key in ("device", "dtype", "cache_dir", "checkpoint_every_s") if key in train_opts}
             for spec, row in zip(group, batched.train_group(group, store, progress=progress, **opts)):
                 ok[spec.run_id] = _outcome(row)
         pending = [s for s in pending if s in rest]
