@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 from typing import Sequence
 
 import numpy as np
@@ -257,20 +256,8 @@ def _train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, 
         bar.close()
     rows = []
     for i, (spec, (corpus, tokenizer, hp_i, batches), tl) in enumerate(zip(specs, prepared, logs)):
-        model = stacked.model(i)
-        row = {**spec.to_dict(), **train._environment(settings, corpus, tokenizer), "hparams": asdict(hp_i),
-               "lr": hp_i.lr, "batch_size": hp_i.batch_size, **tl.row(), "batched_with": K}
-        curve = tl.curve_frame()
+        row = train.run_row(spec, settings, corpus, tokenizer, hp_i, tl, batched_with=K)
         ckpt = train.checkpoint_path(store, spec.run_id)
-        if tl.failure is not None:
-            train.store_failed_run(store, row, curve, tl.failure)
-            ckpt.unlink(missing_ok=True)
-            rows.append(row)
-            continue
-        model.eval()
-        row.update(train.validation_metrics(model, corpus, tokenizer, spec.code_fraction, settings, cache_dir,
-                                            mix=spec.mixture))
-        train.store_finished_run(store, spec, model, row, curve)
-        ckpt.unlink(missing_ok=True)
-        rows.append(row)
+        rows.append(train.finish_run(store, spec, stacked.model(i), row, tl, corpus, tokenizer, settings, cache_dir,
+                                     lambda ckpt=ckpt: ckpt.unlink(missing_ok=True)))
     return rows

@@ -40,7 +40,7 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from scaling import store as rstore
@@ -398,37 +398,30 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
         tl.close()
     done, wall = tl.done, tl.wall()
 
-    row = {**spec.to_dict(), **rtrain._environment(settings, corpus, tokenizer), "hparams": asdict(hp),
-           "lr": hp.lr, "batch_size": hp.batch_size, **tl.row(),
-           "launcher": "deepspeed", "world_size": world, "zero_stage": zero_stage,
-           "micro_batch_size": micro, "gradient_accumulation_steps": accumulation,
-           "deepspeed_version": deepspeed.__version__}
-    curve_frame = tl.curve_frame()
-    if tl.failure is not None:
-        if rank == 0:
-            rtrain.store_failed_run(store, row, curve_frame, tl.failure)
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-        dist.barrier()
-        return row
-    if done < steps:
+    row = rtrain.run_row(spec, settings, corpus, tokenizer, hp, tl, launcher="deepspeed", world_size=world,
+                         zero_stage=zero_stage, micro_batch_size=micro, gradient_accumulation_steps=accumulation,
+                         deepspeed_version=deepspeed.__version__)
+    if tl.failure is None and done < steps:
         checkpoint(done)
         if rank == 0:
             log.info("run %s: stopped at step %d/%d (max_steps); checkpoint kept", spec.run_id, done, steps)
         return {**row, "status": "running"}
 
-    state = _full_fp32_state(engine, rank)
-    if rank == 0:
-        final = build_model(cfg).to(device)
-        missing, unexpected = final.load_state_dict(state, strict=False)
-        tied = {"lm_head.weight"}               # the tied matrix appears once among parameters
-        if unexpected or set(missing) - tied:
-            raise RuntimeError(f"gathered weights do not fit the model: missing {missing}, unexpected {unexpected}")
-        row.update(rtrain.validation_metrics(final, corpus, tokenizer, spec.code_fraction, settings, cache_dir,
-                                             mix=spec.mixture))
-        rtrain.store_finished_run(store, spec, final, row, curve_frame)
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        log.info("run %s done: loss %.4f bpb %.3f in %.1fs on %d processes", spec.run_id, row["loss"],
-                 row["bpb"], wall, world)
+    final = None
+    if tl.failure is None:
+        state = _full_fp32_state(engine, rank)          # collective: every rank takes part
+        if rank == 0:
+            final = build_model(cfg).to(device)
+            missing, unexpected = final.load_state_dict(state, strict=False)
+            tied = {"lm_head.weight"}               # the tied matrix appears once among parameters
+            if unexpected or set(missing) - tied:
+                raise RuntimeError(f"gathered weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    if rank == 0:                                   # rank 0 writes, as the local engine does
+        rtrain.finish_run(store, spec, final, row, tl, corpus, tokenizer, settings, cache_dir,
+                          lambda: shutil.rmtree(ckpt_dir, ignore_errors=True))
+        if tl.failure is None:
+            log.info("run %s done: loss %.4f bpb %.3f in %.1fs on %d processes", spec.run_id, row["loss"],
+                     row["bpb"], wall, world)
     dist.barrier()
     return row
 

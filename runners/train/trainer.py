@@ -334,6 +334,30 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+def run_row(spec, settings: Settings, corpus, tokenizer, hp: Hparams, tl: "TrainingLog", **extra) -> dict:
+    """The row every engine writes for a run: its plan, where and how it ran, its hyper-parameters,
+    what its training log measured, and the engine's own ``extra`` columns."""
+    return {**spec.to_dict(), **_environment(settings, corpus, tokenizer), "hparams": asdict(hp), "lr": hp.lr,
+            "batch_size": hp.batch_size, **tl.row(), **extra}
+
+
+def finish_run(store, spec, model, row: dict, tl: "TrainingLog", corpus, tokenizer, settings: Settings,
+               cache_dir, drop_checkpoint) -> dict:
+    """How every engine ends a run that reached its last step or diverged: ``failed`` with its reason
+    and curve, or validated and stored ``ok`` with weights and curve (``store_finished_run``); then
+    its checkpoint goes (``drop_checkpoint()``). Returns the row."""
+    curve = tl.curve_frame()
+    if tl.failure is not None:
+        store_failed_run(store, row, curve, tl.failure)
+    else:
+        model.eval()
+        row.update(validation_metrics(model, corpus, tokenizer, spec.code_fraction, settings, cache_dir,
+                                      mix=spec.mixture))
+        store_finished_run(store, spec, model, row, curve)
+    drop_checkpoint()
+    return row
+
+
 def store_failed_run(store, row: dict, curve_frame: pd.DataFrame, failure: str) -> dict:
     """A run that diverged: kept as ``failed`` with its reason and curve, not raised."""
     log.warning("run %s failed: %s", row["run_id"], failure)
@@ -461,26 +485,19 @@ def _train_run(spec, store, *, device, progress, log_every, checkpoint_every_s, 
     trainer.train(stop)
     done, wall = tl.done, tl.wall()
 
-    row = {**spec.to_dict(), **_environment(settings, corpus, tokenizer), "hparams": asdict(hp),
-           "lr": hp.lr, "batch_size": hp.batch_size, **tl.row()}
+    row = run_row(spec, settings, corpus, tokenizer, hp, tl)
     if scorer is not None:
         row.update(scorer.final_columns(), eval_every=int(eval_every), eval_time_s=scorer.total_seconds(),
                    eval_checkpoints=len(scorer.rows))
-    curve_frame = tl.curve_frame()
-    if tl.failure is not None:
-        store_failed_run(store, row, curve_frame, tl.failure)
-        ckpt_path.unlink(missing_ok=True)
-        return row
-    if done < steps:
+    if tl.failure is None and done < steps:
         checkpoint(done)
         log.info("run %s: stopped at step %d/%d (max_steps); checkpoint kept", spec.run_id, done, steps)
         return {**row, "status": "running"}
-
-    row.update(validation_metrics(model, corpus, tokenizer, spec.code_fraction, settings, cache_dir, mix=spec.mixture))
-    store_finished_run(store, spec, model, row, curve_frame)
-    ckpt_path.unlink(missing_ok=True)
-    log.info("run %s done: loss %.4f bpb %.3f in %.1fs (%.0f tok/s)", spec.run_id, row["loss"],
-             row["bpb"], wall, row["tokens_per_s"])
+    finish_run(store, spec, model, row, tl, corpus, tokenizer, settings, cache_dir,
+               lambda: ckpt_path.unlink(missing_ok=True))
+    if tl.failure is None:
+        log.info("run %s done: loss %.4f bpb %.3f in %.1fs (%.0f tok/s)", spec.run_id, row["loss"],
+                 row["bpb"], wall, row["tokens_per_s"])
     return row
 
 
