@@ -155,3 +155,17 @@ def test_the_top_level_of_runners_holds_only_commands():
         target = next(i for i in _imports(ROOT / "runners" / f"{name}.py")[0] if i.startswith("runners."))
         assert target.endswith(f".{name}") and target in MODULES, (name, target)
         assert "__main__" in text and len(text.splitlines()) <= 12, name
+
+
+def test_every_engine_ends_a_run_through_the_trainer():
+    """The end of a run (validation, then ``ok`` with weights and curve, or ``failed``, then the
+    checkpoint dropped) is written once, ``runners.train.trainer.finish_run``, and the row once,
+    ``run_row``: the local, stacked (``batched``) and DeepSpeed (``distributed``) engines call them and
+    never store a run themselves."""
+    ends = {"store_finished_run", "store_failed_run", "validation_metrics"}
+    for engine in ("runners.train.batched", "runners.train.distributed"):
+        tree = ast.parse(MODULES[engine].read_text())
+        called = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+                  for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        assert not called & ends, (engine, sorted(called & ends))
+        assert {"finish_run", "run_row"} <= called, engine
