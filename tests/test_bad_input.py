@@ -284,6 +284,12 @@ CASES = [
                          "--tokens", "1e8", "--out", "OUT.xlsx"]),
     ("scaling.datasets.__main__", ["export", "epoch-chinchilla", "--out", "OUT.xlsx"]),
     ("scaling.plot", ["residuals", DS, "--fit", "C4", "--out", "OUT.png"]),
+    # scaling.design (issue 25): no bootstrap, no target, a number that is not one, a broken fit
+    ("scaling.design", [DS, "--fit", "H", "--target-flops", "1e25", "--budget", "1e22"]),
+    ("scaling.design", [DS, "--fit", "H", "--budget", "1e22"]),
+    ("scaling.design", [DS, "--fit", "H", "--target-flops", "inf", "--budget", "1e22"]),
+    ("scaling.design", [DS, "--fit", "FIT_NAN", "--target-flops", "1e25", "--budget", "1e22"]),
+    ("scaling.design", [DS, "--fit", "H", "--target-flops", "1e25", "--budget", "1e22", "--k", "0"]),
     # issue 23, item 4: links that lead nowhere, as a store or an output (a write would replace the link)
     ("scaling.store", ["import", "IDS_DUP", "LINKLOOP"]), ("scaling.store", ["import", "IDS_DUP", "DANGLING"]),
     ("runners.isoflop", ["--budget", "smoke", "--store", "LINKLOOP", "--limit", "1", "--quiet"]),

@@ -69,7 +69,7 @@ SCALING_STAGES = [
      "scaling.mixture.fit", "scaling.mixture.optimize", "scaling.mixture.transfer", "scaling.mixture.cli",
      "scaling.laws.downstream", "scaling.laws.mixture_scale", "scaling.downstream", "scaling.downstream.__main__", "scaling.downstream.data",
      "scaling.downstream.result", "scaling.downstream.fit", "scaling.downstream.cli", "scaling.downstream.synthetic"},
-    {"scaling.predict", "scaling.backtest"},
+    {"scaling.predict", "scaling.backtest", "scaling.design"},
     {"scaling.plot"},
 ]
 #: ``runners``, in data-flow order: plans, data, models, training, evaluation, then the commands;

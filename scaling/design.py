@@ -1,0 +1,287 @@
+"""Plan the next runs: the ones that most narrow the 95% interval of the prediction a user cares
+about, per FLOP spent (issue 25; optimal design of experiments, c-optimality, applied to a scaling law).
+
+The law's log-loss is linearised around the fit (``phi`` = log A, log B, log E, alpha, beta[, log
+R_D*, log R_N*]): each run contributes J_i^T J_i / sigma^2 to the Fisher information, sigma the
+scatter of the fit's log-loss residuals, and the target's variance is g^T I^-1 g with g the gradient
+of the target quantity (the log-loss at (N, D), or log N_opt at C). A candidate run's gain is the
+fall of that variance it brings, per FLOP; runs are chosen greedily (each pick conditions the next),
+which for this criterion is within (1 - 1/e) of the best set. The current interval is reported
+twice: from the fit's bootstrap draws and from the linearisation, so the user sees whether the
+approximation holds for their fit.
+
+    python -m scaling.design results/ --fit fit.json --target-flops 1e22 --budget 1e13 --k 6 --json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+
+from scaling import columns as cols
+from scaling.accounting import chinchilla_optimal, parse_size
+from scaling.cli import FLOPS, ArgumentParser, UsageError, add_store_argument, bounded_int, run_cli
+from scaling.errors import BadValue, DataError
+from scaling.laws import get_law
+from scaling.results import FitResult
+from scaling.sources import read_table
+
+#: sizes tried around each budget's compute-optimal N (isoflop candidates)
+SIZE_FACTORS = (0.25, 0.4, 0.63, 1.0, 1.6, 2.5, 4.0)
+#: relative step of the finite differences of the log-loss in phi
+STEP = 1e-5
+Z95 = 1.959964
+
+
+LOGGED = {"A", "B", "E", "rd_star", "rn_star"}
+
+
+class Coordinates:
+    """The fit's free parameters as ``phi`` (logs of the coefficients, exponents as they are): a
+    parameter the fit fixed stays at its value, one it tied follows its leader (``alpha=beta``), so
+    the linearisation has the fit's own degrees of freedom."""
+
+    def __init__(self, fit: FitResult):
+        self.law = fit.law
+        self.names = ["A", "B", "E", "alpha", "beta"] + (["rd_star", "rn_star"] if fit.law == "data-constrained" else [])
+        self.values = {n: float(fit.params[n]) for n in self.names}
+        fixed = set((fit.settings.get("fixed") or {}))
+        self.follow = {}
+        for tie in fit.settings.get("tie") or []:
+            leader, _, follower = str(tie).partition("=")
+            if leader in self.names and follower in self.names:
+                self.follow[follower] = leader
+        self.free = [n for n in self.names if n not in fixed and n not in self.follow]
+
+    def phi(self) -> np.ndarray:
+        return np.array([np.log(self.values[n]) if n in LOGGED else self.values[n] for n in self.free], dtype=float)
+
+    def params(self, phi) -> dict:
+        p = dict(self.values)
+        p.update({n: float(np.exp(v)) if n in LOGGED else float(v) for n, v in zip(self.free, phi)})
+        for follower, leader in self.follow.items():
+            p[follower] = p[leader]
+        return p
+
+    def phi_of(self, params: dict) -> np.ndarray | None:
+        """A bootstrap draw's coordinates (None when one is not positive where it must be)."""
+        try:
+            return np.array([np.log(params[n]) if n in LOGGED else params[n] for n in self.free], dtype=float)
+        except (KeyError, ValueError, FloatingPointError):
+            return None
+
+
+def _log_quantity(fit: FitResult, quantity: str, target: dict, coords: Coordinates):
+    """phi -> log of the target quantity: the loss at (N, D), or N_opt at C."""
+    law = get_law(fit.law)
+
+    def f(phi):
+        p = coords.params(phi)
+        if quantity == "n_opt":
+            n, _ = chinchilla_optimal(target["flops"], p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+            return np.log(np.atleast_1d(n))
+        args = [np.atleast_1d(target["params"]), np.atleast_1d(target["tokens"])]
+        if fit.law == "data-constrained":
+            args.append(np.atleast_1d(target["tokens"]))
+        return np.log(law.predict(p, *args))
+    return f
+
+
+def _log_loss(fit: FitResult, coords: Coordinates):
+    law = get_law(fit.law)
+
+    def f(phi, n, d):
+        args = [n, d] + ([d] if fit.law == "data-constrained" else [])
+        return np.log(law.predict(coords.params(phi), *args))
+    return f
+
+
+def _jacobian(f, phi: np.ndarray, *args) -> np.ndarray:
+    """[m, k] central differences of ``f(phi, *args)`` (m outputs)."""
+    cols_ = []
+    for j in range(len(phi)):
+        h = STEP * max(1.0, abs(phi[j]))
+        up, down = phi.copy(), phi.copy()
+        up[j] += h
+        down[j] -= h
+        cols_.append((np.asarray(f(up, *args)) - np.asarray(f(down, *args))) / (2 * h))
+    return np.stack(cols_, axis=-1)
+
+
+def candidates(runs: pd.DataFrame, fit: FitResult, kind: str = "isoflop", path=None) -> pd.DataFrame:
+    """Candidate runs: ``isoflop``: sizes ``SIZE_FACTORS`` x the fitted N_opt at each budget of the
+    data and at 3x and 10x the largest; ``ladder``: the largest size x2, x4 and x8 at the runs'
+    median tokens per parameter; ``path``: a user's table with ``params`` and ``tokens``."""
+    if path is not None:
+        t = cols.canonicalise(read_table(path))
+        t, _ = cols.numeric_columns(t, ["params", "tokens"], str(path))
+        out = t[["params", "tokens"]].copy()
+    elif kind == "ladder":
+        n_max = float(runs["params"].max())
+        ratio = float(np.median(runs["tokens"] / runs["params"]))
+        n = n_max * np.array([2.0, 4.0, 8.0])
+        out = pd.DataFrame({"params": n, "tokens": n * ratio})
+    else:
+        c = 6.0 * runs["params"].to_numpy(float) * runs["tokens"].to_numpy(float)
+        budgets = np.unique(np.round(np.log10(c), 1))
+        budgets = np.unique(np.concatenate([10 ** budgets, [3 * 10 ** budgets.max(), 10 * 10 ** budgets.max()]]))
+        p = fit.params
+        rows = []
+        for b in budgets:
+            n_opt, _ = chinchilla_optimal(b, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+            for f in SIZE_FACTORS:
+                n = float(n_opt) * f
+                rows.append({"params": n, "tokens": b / (6.0 * n)})
+        out = pd.DataFrame(rows)
+    out["flops"] = 6.0 * out["params"] * out["tokens"]
+    return out.reset_index(drop=True)
+
+
+def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, budget: float, k: int,
+           cands: pd.DataFrame) -> dict:
+    """The plan (see the module docstring): current interval (bootstrap and linearised), the expected
+    interval after the proposed runs, and the runs in the order chosen with their expected gain."""
+    if fit.law not in ("chinchilla", "data-constrained"):
+        raise DataError(f"a design needs a Chinchilla or data-constrained fit; this one is {fit.law}")
+    boot = fit.fit_settings.bootstrap
+    if boot is None:
+        raise DataError("the fit has no bootstrap draws: refit it with --bootstrap 200 (python -m scaling.fit "
+                        "SOURCE --bootstrap 200 --out FIT.json)")
+    coords = Coordinates(fit)
+    phi = coords.phi()
+    loss = _log_loss(fit, coords)
+    n, d = runs["params"].to_numpy(float), runs["tokens"].to_numpy(float)
+    resid = np.log(runs["loss"].to_numpy(float)) - loss(phi, n, d)
+    sigma = float(np.std(resid, ddof=len(phi))) if len(resid) > len(phi) else float(np.std(resid))
+    sigma = max(sigma, 1e-6)
+    J = _jacobian(loss, phi, n, d)                               # [runs, k]
+    info = J.T @ J / sigma ** 2
+    q = _log_quantity(fit, quantity, target, coords)
+    g = _jacobian(lambda ph: q(ph)[:1], phi)[0]                  # [k]
+    centre = float(q(phi)[0])
+
+    def variance(I):
+        try:
+            return float(g @ np.linalg.solve(I + 1e-12 * np.eye(len(g)), g))
+        except np.linalg.LinAlgError:
+            return float(g @ np.linalg.pinv(I) @ g)
+
+    def interval_of(var):
+        half = Z95 * np.sqrt(max(var, 0.0))
+        return [float(np.exp(centre - half)), float(np.exp(centre + half))]
+
+    order = list(boot.names or coords.names)
+    values = []
+    with np.errstate(all="ignore"):
+        for row in boot.draws:
+            draw = coords.phi_of({**coords.values, **dict(zip(order, row))})
+            if draw is not None and np.isfinite(draw).all():
+                values.append(q(draw)[0])
+    values = np.exp(np.asarray(values, float))
+    values = values[np.isfinite(values)]
+    boot_interval = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if len(values) else None
+    cheapest = float(cands["flops"].min())
+    if budget < cheapest:
+        raise BadValue("budget", f"{{arg}} {budget:.3g} FLOPs buys none of the candidates (the cheapest costs {cheapest:.3g})")
+    Jc = _jacobian(loss, phi, cands["params"].to_numpy(float), cands["tokens"].to_numpy(float))
+    costs = cands["flops"].to_numpy(float)
+    var0 = variance(info)
+
+    def greedy(per_flop: bool):
+        current, left, picks = info.copy(), budget, []
+        for _ in range(k):
+            var_now = variance(current)
+            best, best_score = None, 0.0
+            for i in range(len(cands)):
+                if costs[i] > left:
+                    continue
+                fall = var_now - variance(current + np.outer(Jc[i], Jc[i]) / sigma ** 2)
+                score = fall / costs[i] if per_flop else fall
+                if score > best_score:
+                    best, best_score = i, score
+            if best is None:
+                break
+            current = current + np.outer(Jc[best], Jc[best]) / sigma ** 2
+            left -= costs[best]
+            picks.append((best, (var_now - variance(current)) / var0 if var0 > 0 else 0.0))
+        return current, left, picks
+
+    # the budgeted greedy of Leskovec et al. 2007 (CELF): the better of the greedy by gain per FLOP and
+    # the greedy by gain, both within the budget
+    plans = [greedy(True), greedy(False)]
+    current, left, picks = min(plans, key=lambda plan: variance(plan[0]))
+    chosen = [{"params": float(cands["params"].iloc[i]), "tokens": float(cands["tokens"].iloc[i]),
+               "flops": float(costs[i]), "expected_gain": float(gain)} for i, gain in picks]
+    return {"quantity": quantity, "target": target, "law": fit.law,
+            "current_interval": boot_interval, "current_interval_linearised": interval_of(var0),
+            "expected_interval": interval_of(variance(current)), "prediction": float(np.exp(centre)),
+            "residual_sd": sigma, "budget": float(budget), "flops_used": float(budget - left),
+            "selection": "greedy (Leskovec et al. 2007's budgeted form): the better of picking, one at a time, the "
+                         "candidate with the largest fall of the target's linearised variance per FLOP, or the "
+                         "largest fall within the budget",
+            "runs": chosen}
+
+
+def _parser():
+    p = ArgumentParser(prog="python -m scaling.design", description=__doc__.split("\n")[0],
+                       epilog="example:\n  python -m scaling.design results/ --fit fit.json --target-flops 1e22 "
+                              "--budget 1e13 --k 6 --json")
+    add_store_argument(p, positional=True, help="the runs the fit was made on: store, CSV/Parquet or dataset:NAME")
+    p.add_argument("--fit", required=True, help="fit file with bootstrap draws (scaling.fit --bootstrap N --out F)")
+    p.add_argument("--target-flops", type=FLOPS, help="the compute of the prediction that matters")
+    p.add_argument("--target-params", help="the target's N (with --target-tokens; default: the optimum at C)")
+    p.add_argument("--target-tokens", help="the target's D")
+    p.add_argument("--quantity", choices=["loss", "n_opt"], default="loss")
+    p.add_argument("--budget", type=FLOPS, required=True, help="FLOPs to spend on the new runs (6ND each)")
+    p.add_argument("--candidates", default="isoflop", help="isoflop, ladder, or a CSV/Parquet of params,tokens")
+    p.add_argument("--k", type=bounded_int(1000, "runs proposed at most", minimum=1), default=8)
+    p.add_argument("--out", help="the plan as a table (params, tokens, flops, expected_gain)")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    fit = FitResult.load(args.fit)
+    runs = cols.ok_runs(read_table(args.source), source=str(args.source))
+    if (args.target_params is None) != (args.target_tokens is None):
+        raise UsageError("--target-params and --target-tokens go together")
+    p = fit.params
+    if args.target_params is not None:
+        target = {"params": parse_size(args.target_params), "tokens": parse_size(args.target_tokens)}
+        target["flops"] = 6.0 * target["params"] * target["tokens"]
+    elif args.target_flops is not None:
+        n, d = chinchilla_optimal(args.target_flops, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+        target = {"flops": float(args.target_flops), "params": float(n), "tokens": float(d)}
+    else:
+        raise UsageError("give the target: --target-flops C, or --target-params N --target-tokens D")
+    largest = float((6.0 * runs["params"] * runs["tokens"]).max())
+    if target["flops"] <= largest:
+        raise UsageError(f"the target ({target['flops']:.3g} FLOPs) lies inside the data (up to {largest:.3g}): "
+                         f"a design narrows an extrapolation")
+    kind = args.candidates if args.candidates in ("isoflop", "ladder") else None
+    cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
+    out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands)
+    if args.out:
+        from scaling.store import write_table_file
+        write_table_file(pd.DataFrame(out["runs"], columns=["params", "tokens", "flops", "expected_gain"]), args.out)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    lo, hi = out["current_interval"] or [float("nan")] * 2
+    elo, ehi = out["expected_interval"]
+    print(f"{out['quantity']} at {target['flops']:.3g} FLOPs: {out['prediction']:.4g}, 95% interval now "
+          f"[{lo:.4g}, {hi:.4g}] (bootstrap; linearised [{out['current_interval_linearised'][0]:.4g}, "
+          f"{out['current_interval_linearised'][1]:.4g}]), after the plan [{elo:.4g}, {ehi:.4g}]")
+    print(f"{'params':>12} {'tokens':>12} {'flops':>10} {'gain':>8}")
+    for r in out["runs"]:
+        print(f"{r['params']:>12.4g} {r['tokens']:>12.4g} {r['flops']:>10.3g} {r['expected_gain']:>8.3f}")
+    print(f"{len(out['runs'])} run(s), {out['flops_used']:.3g} of {out['budget']:.3g} FLOPs ({out['selection']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

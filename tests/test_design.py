@@ -1,0 +1,110 @@
+"""Planning the next runs (``scaling.design``, issue 25), on a synthetic ladder with a known law:
+the linearised interval agrees with the bootstrap's, the plan fits the budget, and training the
+planned runs (drawn from the truth) narrows the target's interval more than the same FLOPs spent
+on the grid's own budgets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.cli import run_cli
+from scaling.design import candidates, design
+from scaling.errors import BadValue, DataError, UsageError
+from scaling.fit import fit
+from scaling.laws import get_law
+
+TRUTH = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)       # Hoffmann et al. 2022
+NOISE = 0.005
+TARGET = {"flops": 1e22}
+
+
+def runs_at(params, tokens, seed):
+    rng = np.random.default_rng(seed)
+    n, d = np.asarray(params, float), np.asarray(tokens, float)
+    loss = get_law("chinchilla").predict(TRUTH, n, d) * np.exp(rng.normal(0, NOISE, len(n)))
+    return pd.DataFrame({"params": n, "tokens": d, "loss": loss})
+
+
+def isoflop_grid(budgets, seed):
+    n = np.concatenate([np.geomspace(c ** 0.5 / 60, c ** 0.5 / 6, 5) for c in budgets])
+    c = np.repeat(budgets, 5)
+    return runs_at(n, c / (6 * n), seed)
+
+
+def width(f, target):
+    draws = f.fit_settings.bootstrap.draws
+    names = f.fit_settings.bootstrap.names
+    law = get_law("chinchilla")
+    preds = [law.predict(dict(zip(names, row)), target["params"], target["tokens"]) for row in draws]
+    lo, hi = np.percentile(preds, [2.5, 97.5])
+    return hi / lo - 1
+
+
+@pytest.fixture(scope="module")
+def ladder():
+    runs = isoflop_grid(np.array([1e17, 3e17, 1e18, 3e18]), seed=0)
+    f = fit(runs, "chinchilla", bootstrap=60, seed=0, want_profiles=False, variant="free")
+    n, d = f.params, None
+    from scaling.accounting import chinchilla_optimal
+    n_t, d_t = chinchilla_optimal(TARGET["flops"], **{k: TRUTH[k] for k in ("E", "A", "B", "alpha", "beta")})
+    return runs, f, {"flops": TARGET["flops"], "params": float(n_t), "tokens": float(d_t)}
+
+
+def test_the_linearised_interval_agrees_with_the_bootstrap_and_the_plan_fits_the_budget(ladder):
+    runs, f, target = ladder
+    out = design(runs, f, quantity="loss", target=target, budget=3e19, k=6, cands=candidates(runs, f))
+    lo, hi = out["current_interval"]
+    llo, lhi = out["current_interval_linearised"]
+    assert 0.67 < (lhi / llo - 1) / (hi / lo - 1) < 1.5                      # same width within a half
+    elo, ehi = out["expected_interval"]
+    assert ehi / elo < lhi / llo                                              # the plan narrows it
+    assert 0 < len(out["runs"]) <= 6 and sum(r["flops"] for r in out["runs"]) <= 3e19 * (1 + 1e-9)
+    assert {"quantity", "target", "current_interval", "expected_interval", "runs"} <= set(out)
+    assert all({"params", "tokens", "flops", "expected_gain"} <= set(r) for r in out["runs"])
+    truth = get_law("chinchilla").predict(TRUTH, target["params"], target["tokens"])
+    assert lo < truth < hi
+
+
+def test_the_planned_runs_narrow_the_target_more_than_the_same_flops_on_the_grid(ladder):
+    runs, f, target = ladder
+    budget = 3e19
+    out = design(runs, f, quantity="loss", target=target, budget=budget, k=6, cands=candidates(runs, f))
+    planned = runs_at([r["params"] for r in out["runs"]], [r["tokens"] for r in out["runs"]], seed=1)
+    spent = sum(r["flops"] for r in out["runs"])
+    # the same FLOPs on the grid's own design: its largest budget's isoFLOP sizes again, new seeds
+    extra = isoflop_grid(np.array([3e18] * max(1, int(spent // (5 * 3e18)))), seed=2)
+    refit = lambda t: fit(t, "chinchilla", bootstrap=60, seed=0, want_profiles=False, variant="free")  # noqa: E731
+    w_plan = width(refit(pd.concat([runs, planned], ignore_index=True)), target)
+    w_grid = width(refit(pd.concat([runs, extra], ignore_index=True)), target)
+    assert w_plan < 0.75 * w_grid, (w_plan, w_grid)
+
+
+def test_bad_requests_are_one_line(ladder, tmp_path, capsys):
+    runs, f, target = ladder
+    from scaling.design import main
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    f.save(tmp_path / "fit.json")
+    plain = fit(runs, "chinchilla", want_profiles=False, variant="free")
+    plain.save(tmp_path / "plain.json")
+    args = [str(tmp_path / "runs.csv"), "--fit", str(tmp_path / "fit.json")]
+    assert run_cli(main, [*args, "--target-flops", "1e17", "--budget", "1e19"]) == 2          # inside the data
+    assert run_cli(main, [*args, "--target-flops", "1e22", "--budget", "10"]) == 2            # buys nothing
+    assert run_cli(main, [str(tmp_path / "runs.csv"), "--fit", str(tmp_path / "plain.json"), "--target-flops", "1e22",
+                          "--budget", "1e19"]) == 1                                            # no bootstrap
+    err = capsys.readouterr().err.splitlines()
+    assert [e.split(":")[0] for e in err] == ["error"] * 3
+    assert "inside the data" in err[0] and "--budget 10 FLOPs buys none" in err[1] and "--bootstrap 200" in err[2]
+    assert run_cli(main, [*args, "--target-flops", "1e22", "--budget", "1e19", "--k", "3", "--json",
+                          "--out", str(tmp_path / "plan.csv")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    plan = pd.read_csv(tmp_path / "plan.csv")
+    assert len(plan) == len(out["runs"]) <= 3 and list(plan.columns) == ["params", "tokens", "flops", "expected_gain"]
+    with pytest.raises(BadValue):
+        design(runs, f, quantity="loss", target=target, budget=1.0, k=3, cands=candidates(runs, f))
+    with pytest.raises(DataError):
+        design(runs, plain, quantity="loss", target=target, budget=1e19, k=3, cands=candidates(runs, f))
+    assert issubclass(BadValue, UsageError)
