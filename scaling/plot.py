@@ -25,7 +25,7 @@ from scaling.errors import DataError
 from scaling.laws import get_law
 from scaling.results import FitResult
 
-KINDS = ("isoflop", "return-on-repetition", "contour", "residuals", "backtest", "mixture", "downstream")
+KINDS = ("isoflop", "return-on-repetition", "contour", "residuals", "backtest", "mixture", "downstream", "design")
 
 
 def new_figure():
@@ -257,6 +257,50 @@ def backtest_plot(result, out) -> dict:
     return {"observed": obs.tolist(), "predicted": pred.tolist(), "mape": result["mape"]}
 
 
+def design_plot(result, out, source=None) -> dict:
+    """A plan of ``scaling.design`` (its ``--json`` output): left, the runs so far (``source``, grey),
+    the proposed runs numbered in the order chosen and the target, in (N, D); right, the target's 95%
+    interval now (bootstrap and linearised) and expected after the plan. Draws; never designs."""
+    result = _result(result, "design")
+    plt = new_figure()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    drawn = {"runs": [[r["params"], r["tokens"]] for r in result["runs"]]}
+    if source is not None:
+        runs = _ok_runs(source)
+        ax.scatter(runs["params"], runs["tokens"], s=14, color="0.6", label="runs so far")
+        drawn["source"] = runs[["params", "tokens"]].to_numpy().tolist()
+    n = np.array([r["params"] for r in result["runs"]])
+    d = np.array([r["tokens"] for r in result["runs"]])
+    ax.scatter(n, d, marker="*", s=160, color="C1", edgecolor="k", zorder=3, label="proposed (order chosen)")
+    labels: dict[tuple, list[str]] = {}
+    for i, (x, y) in enumerate(zip(n, d), 1):       # a run proposed twice (a replicate) gets one label "1,2"
+        labels.setdefault((float(x), float(y)), []).append(str(i))
+    for (x, y), idx in labels.items():
+        ax.annotate(",".join(idx), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    t = result["target"]
+    if "params" in t and "tokens" in t:
+        ax.scatter([t["params"]], [t["tokens"]], marker="X", s=120, color="C3", label="target")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("training tokens D")
+    ax.set_title(f"Next runs for the {result['quantity']} at {t.get('flops', float('nan')):.3g} FLOPs")
+    ax.legend(fontsize=8)
+    bars = [("now (bootstrap)", result.get("current_interval")), ("now (linearised)", result["current_interval_linearised"]),
+            ("after the plan (expected)", result["expected_interval"])]
+    for i, (label, iv) in enumerate(bars):
+        if iv:
+            bx.plot(iv, [i, i], lw=6, solid_capstyle="butt", color=("C0", "C0", "C2")[i], alpha=0.8)
+    bx.axvline(result["prediction"], color="k", lw=1, ls="--")
+    bx.set_yticks(range(len(bars)), [b[0] for b in bars])
+    bx.set_xlabel(f"{result['quantity']} at the target (95% interval)")
+    bx.set_ylim(-0.6, len(bars) - 0.4)
+    fig.tight_layout()
+    save_figure(fig, out)
+    drawn["intervals"] = [b[1] for b in bars]
+    return drawn
+
+
 def mixture_plot(fit, params: float, tokens: float, out, source=None, optimum=None) -> dict:
     """A two-component mixture fit (``scaling.mixture``) at (N, D): predicted loss per domain and
     their equal-weight mean against the second component's share; with ``optimum`` (what
@@ -416,13 +460,15 @@ def _parser():
         epilog="examples:\n  python -m scaling.plot isoflop results/ --fit fit.json --out isoflop.png\n"
                "  python -m scaling.plot return-on-repetition --fit fits/muennighoff2023_c4.json --out ror.png\n"
                "  python -m scaling.plot contour --fit fits/muennighoff2023_c4.json --flops 1e22 --unique-tokens 25e9 --out c.png\n"
-               "  python -m scaling.plot downstream results/ --fit down.json --params 7e9 --tokens 4e12 --out down.png")
+               "  python -m scaling.plot downstream results/ --fit down.json --params 7e9 --tokens 4e12 --out down.png\n"
+               "  python -m scaling.plot design results/ --result plan.json --out design.png")
     p.add_argument("kind", help=f"one of {', '.join(KINDS)}")
     add_store_argument(p, positional=True, required=False, help="store directory, CSV or Parquet (isoflop, residuals)")
     p.add_argument("--fit", help="fit file (JSON)")
     p.add_argument("--flops", type=FLOPS, help="contour: the compute budget")
     p.add_argument("--unique-tokens", type=TOKENS, help="contour: unique tokens available")
-    p.add_argument("--result", metavar="BACKTEST.json", help="backtest: the result of python -m scaling.backtest --out")
+    p.add_argument("--result", metavar="RESULT.json", help="backtest: the result of python -m scaling.backtest --out; "
+                                                            "design: the plan of python -m scaling.design --json")
     p.add_argument("--optimum", metavar="OPT.json",
                    help="mixture: the optimum to mark (python -m scaling.mixture optimize ... --out OPT.json)")
     p.add_argument("--params", help="mixture, downstream: model size N of the target, e.g. 174K or 1.7e6; "
@@ -457,6 +503,13 @@ def main(argv=None) -> int:
             raise UsageError("downstream: give both --params and --tokens for a target, or neither")
         target = (parse_size(args.params), parse_size(args.tokens)) if args.params else (None, None)
         downstream_plot(args.source, DownstreamFit.load(args.fit), args.out, *target)
+        print(f"wrote {args.out}")
+        return 0
+    if args.kind == "design":
+        if not args.result:
+            raise UsageError("design draws a plan: python -m scaling.design SOURCE --fit FIT ... --json > plan.json, "
+                             "then --result plan.json")
+        design_plot(args.result, args.out, args.source)
         print(f"wrote {args.out}")
         return 0
     fit = FitResult.load(args.fit) if args.fit else None

@@ -236,6 +236,23 @@ class Approach2File(_Open):
     tokens_exponent_ci: list[Number] | None = Field(default=None, min_length=2, max_length=2)
 
 
+class DesignRun(_Open):
+    params: Positive
+    tokens: Positive
+    flops: Positive
+    expected_gain: NonNegative
+
+
+class DesignFile(_Open):
+    quantity: Literal["loss", "n_opt"]
+    target: dict[str, Positive]
+    current_interval: list[Positive] | None = Field(default=None, min_length=2, max_length=2)
+    current_interval_linearised: list[Positive] = Field(min_length=2, max_length=2)
+    expected_interval: list[Positive] = Field(min_length=2, max_length=2)
+    prediction: Positive
+    runs: list[DesignRun]
+
+
 class BacktestRun(_Open):
     loss: Number
     predicted: Number
@@ -261,6 +278,7 @@ KINDS: dict[str, tuple[type[BaseModel], str]] = {
     "backtest": (BacktestFile, "python -m scaling.backtest SOURCE --out FILE"),
     "optimum": (OptimumFile, "python -m scaling.mixture optimize ... --out FILE"),
     "approach2": (Approach2File, "python -m scaling.fit SOURCE --approach 2 --out FILE"),
+    "design": (DesignFile, "python -m scaling.design SOURCE --fit FIT --target-flops C --budget F --json > FILE"),
 }
 
 
@@ -272,6 +290,8 @@ def kind_of(d: Any) -> str | None:
         return "downstream-fit"
     if d.get("approach") == 2:
         return "approach2"
+    if "expected_interval" in d and "runs" in d:
+        return "design"
     if d.get("law") == "mixture":
         return "mixture-fit"
     if "runs" in d and "mape" in d:

@@ -290,6 +290,7 @@ CASES = [
     ("scaling.design", [DS, "--fit", "H", "--target-flops", "inf", "--budget", "1e22"]),
     ("scaling.design", [DS, "--fit", "FIT_NAN", "--target-flops", "1e25", "--budget", "1e22"]),
     ("scaling.design", [DS, "--fit", "H", "--target-flops", "1e25", "--budget", "1e22", "--k", "0"]),
+    ("scaling.plot", ["design", "--out", "OUT.png"]), ("scaling.plot", ["design", "--result", "BACKTEST_BAD", "--out", "OUT.png"]),
     # issue 23, item 4: links that lead nowhere, as a store or an output (a write would replace the link)
     ("scaling.store", ["import", "IDS_DUP", "LINKLOOP"]), ("scaling.store", ["import", "IDS_DUP", "DANGLING"]),
     ("runners.isoflop", ["--budget", "smoke", "--store", "LINKLOOP", "--limit", "1", "--quiet"]),

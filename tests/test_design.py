@@ -108,3 +108,22 @@ def test_bad_requests_are_one_line(ladder, tmp_path, capsys):
     with pytest.raises(DataError):
         design(runs, plain, quantity="loss", target=target, budget=1e19, k=3, cands=candidates(runs, f))
     assert issubclass(BadValue, UsageError)
+
+
+def test_the_plan_is_drawn_from_its_json(ladder, tmp_path, capsys):
+    """``scaling.plot design`` draws what ``scaling.design --json`` printed (never designs): the proposed
+    runs in order, the runs so far, and the three intervals."""
+    from scaling.design import main
+    from scaling.plot import design_plot
+    runs, f, target = ladder
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    f.save(tmp_path / "fit.json")
+    assert run_cli(main, [str(tmp_path / "runs.csv"), "--fit", str(tmp_path / "fit.json"), "--target-flops", "1e22",
+                          "--budget", "3e19", "--k", "4", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    drawn = design_plot(str(tmp_path / "plan.json"), tmp_path / "d.png", str(tmp_path / "runs.csv"))
+    assert drawn["runs"] == [[r["params"], r["tokens"]] for r in plan["runs"]]
+    assert len(drawn["source"]) == len(runs)
+    assert drawn["intervals"] == [plan["current_interval"], plan["current_interval_linearised"], plan["expected_interval"]]
+    assert (tmp_path / "d.png").stat().st_size > 10_000
