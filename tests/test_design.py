@@ -127,3 +127,26 @@ def test_the_plan_is_drawn_from_its_json(ladder, tmp_path, capsys):
     assert len(drawn["source"]) == len(runs)
     assert drawn["intervals"] == [plan["current_interval"], plan["current_interval_linearised"], plan["expected_interval"]]
     assert (tmp_path / "d.png").stat().st_size > 10_000
+
+
+def test_a_plan_is_a_grid_the_runners_train(tmp_path, capsys):
+    """``runners.isoflop --plan PLAN.csv`` plans exactly the plan's runs (the nearest shape of each N,
+    the tokens planned) and trains them into the store like any grid's."""
+    from runners.isoflop import main
+    pd.DataFrame({"params": [4.2e3, 9.6e3], "tokens": [2e5, 1e5], "flops": [5e9, 6e9],
+                  "expected_gain": [0.3, 0.1]}).to_csv(tmp_path / "plan.csv", index=False)
+    store = tmp_path / "store"
+    argv = ["--plan", str(tmp_path / "plan.csv"), "--code-fraction", "1", "--store", str(store), "--quiet"]
+    assert run_cli(main, [*argv, "--dry-run", "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert [(r["shape"], r["tokens"], r["grid"]) for r in planned] == [("s8", 200000, "plan"), ("s16", 100000, "plan")]
+    assert run_cli(main, [*argv, "--limit", "1"]) == 0
+    from scaling.store import read_runs
+    stored = read_runs(store)
+    assert stored["run_id"].tolist() == [planned[0]["run_id"]] and stored["status"].tolist() == ["ok"]
+    capsys.readouterr()
+    assert run_cli(main, [*argv, "--budget", "tiny", "--dry-run"]) == 2
+    (tmp_path / "bad.csv").write_text("params,tokens\n4e3,\n")
+    assert run_cli(main, ["--plan", str(tmp_path / "bad.csv"), "--dry-run"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert "give --budget" in err[0] and "needs both in every row" in err[1]

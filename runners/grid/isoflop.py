@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 
 from scaling import accounting
-from scaling.cli import run_cli
+from scaling.cli import UsageError, run_cli
+from scaling.errors import DataError
 from runners.grid import command as common
 from runners.grid import plan
 
@@ -18,14 +19,18 @@ examples:
   python -m runners.isoflop --budget 2b8 --dry-run          # the paper's 2b8 grid and its cost
   python -m runners.isoflop --budget smoke results  # train a CPU grid (a few minutes)
   python -m runners.isoflop --budget tiny --epochs 1,4,16 --seeds 0,1 --dry-run --json
+  python -m runners.isoflop --plan plan.csv results   # the runs scaling.design proposed
 """
 
 
 def build_parser():
     p = common.make_parser("python -m runners.isoflop", __doc__.split("\n\n")[0], EXAMPLE)
-    p.add_argument("--budget", required=True,
+    p.add_argument("--budget",
                    help="named budget (1b1, 2b8, 4b2, 8b7), FLOP count (3e13), CPU preset "
                         "(smoke, tiny) or a comma list of them")
+    p.add_argument("--plan", metavar="PLAN.csv",
+                   help="instead of --budget: the runs of a plan (params, tokens[, unique_tokens]), e.g. "
+                        "python -m scaling.design ... --out PLAN.csv")
     p.add_argument("--n-sizes", type=int, default=None,
                    help="model sizes along the budget at full data (default 5; the CPU presets set their own)")
     common.add_common_args(p, unique_help="unique-data levels in tokens, replacing the budget's "
@@ -33,7 +38,27 @@ def build_parser():
     return p
 
 
+def plan_points(path) -> list[tuple[float, float, float]]:
+    """(params, tokens, unique tokens) of each row of a plan table; unique = tokens when absent."""
+    from scaling import columns as cols
+    from scaling.sources import read_table
+    table = cols.canonicalise(read_table(path))
+    names = ["params", "tokens"] + (["unique_tokens"] if "unique_tokens" in table.columns else [])
+    table, dropped = cols.numeric_columns(table, names, str(path))
+    if dropped or table.empty:
+        raise DataError(f"{path}: {dropped} row(s) without params or tokens; a plan needs both in every row")
+    u = table["unique_tokens"] if "unique_tokens" in table.columns else table["tokens"]
+    return list(zip(table["params"].astype(float), table["tokens"].astype(float), u.astype(float)))
+
+
 def build_plan(args) -> list:
+    if (args.budget is None) == (args.plan is None):
+        raise UsageError("give --budget (a grid) or --plan PLAN.csv (the runs of a plan), one of them")
+    if args.plan is not None:
+        if args.unique or args.epochs or args.n_sizes:
+            raise UsageError("--plan fixes every run's size and tokens: --unique, --epochs and --n-sizes "
+                                    "are for --budget")
+        return plan.planned_grid(plan_points(args.plan), **common.axes(args))
     budgets = accounting.parse_budgets(args.budget)
     unique, epochs = common.parse_unique(args.unique), common.parse_epochs(args.epochs)
     kw = common.axes(args)

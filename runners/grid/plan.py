@@ -227,6 +227,33 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
     return _dedupe(specs)
 
 
+def planned_grid(points: Sequence[tuple[float, float, float]], *, code_fractions=None, filters=("none",),
+                 seeds=(0,), data: str = "embedded", tokenizer: str | None = None, text_column: str = "text",
+                 flops_convention: str | None = None, mixes=None, domain_column: str = "",
+                 arch: str = "gpt", activation: str = "gelu") -> list[RunSpec]:
+    """The runs of a plan (``scaling.design --out``): each (params, tokens, unique) point trained at
+    the shape nearest its N among the shapes of its compute's budget (CPU shapes and the byte tokenizer
+    below 1e17 FLOPs, the paper's above), for the tokens planned; crossed with the other axes. The
+    shape tables are discrete, so a run's N is the nearest shape's, not the plan's exactly."""
+    specs = []
+    for n, d, u in points:
+        budget = accounting.parse_budgets(f"{6.0 * n * d:.6g}")[0]
+        pool = budget.shape_pool
+        if budget.cpu:                  # every CPU shape (the one-layer s* family of the tiny preset too)
+            pool = {k: v for k, v in accounting.SHAPES.items() if k not in accounting.PAPER_SHAPES}
+        shape = accounting.nearest_shape(n, budget.vocab, budget.seq_len, pool)
+        cfs, fs, ss = _validate_axes(code_fractions if code_fractions is not None else (budget.code_fraction,),
+                                     filters, seeds)
+        tok = tokenizer or default_tokenizer(budget.cpu)
+        conv = accounting.check_convention(flops_convention or budget.flops_convention)
+        specs += [_spec(shape, vocab=budget.vocab, seq_len=budget.seq_len, tokens=d, unique=u, grid="plan",
+                        budget=budget.name, code_fraction=c, filter=f, seed=seed, data=data, tokenizer=tok,
+                        text_column=text_column, flops_convention=conv, mix=mx, domain_column=domain_column,
+                        arch=arch, activation=activation)
+                  for c, mx in _mix_axis(mixes, cfs) for f in fs for seed in ss]
+    return _dedupe(specs)
+
+
 # ---------------------------------------------------------------------------------------------
 # isoUniqueData grid
 
