@@ -140,6 +140,29 @@ def candidates(runs: pd.DataFrame, fit: FitResult, kind: str = "isoflop", path=N
     return out.reset_index(drop=True)
 
 
+def open_budgets(runs: pd.DataFrame) -> list[dict]:
+    """Budgets (runs grouped by 6ND to 0.1 decade, 3 or more sizes) whose lowest measured loss is at
+    their smallest or largest size: Approach 2 has no interior minimum there, and the sizes a person
+    would add are beyond that edge (``missing``: 1.6x and 2.5x further out, at the same compute)."""
+    c = 6.0 * runs["params"].to_numpy(float) * runs["tokens"].to_numpy(float)
+    key = np.round(np.log10(c), 1)
+    out = []
+    for b in np.unique(key):
+        g = runs[key == b].sort_values("params")
+        if g["params"].nunique() < 3:
+            continue
+        best = g["loss"].to_numpy(float).argmin()
+        side = "small" if best == 0 else "large" if best == len(g) - 1 else None
+        if side is None:
+            continue
+        edge = float(g["params"].iloc[best])
+        flops = float(np.median(6.0 * g["params"] * g["tokens"]))
+        sizes = [edge / 1.6, edge / 2.5] if side == "small" else [edge * 1.6, edge * 2.5]
+        out.append({"flops": flops, "side": side, "best_params": edge,
+                    "missing": [{"params": n, "tokens": flops / (6.0 * n)} for n in sizes]})
+    return out
+
+
 def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, budget: float, k: int,
            cands: pd.DataFrame) -> dict:
     """The plan (see the module docstring): current interval (bootstrap and linearised), the expected
@@ -219,6 +242,7 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
             "current_interval": boot_interval, "current_interval_linearised": interval_of(var0),
             "expected_interval": interval_of(variance(current)), "prediction": float(np.exp(centre)),
             "residual_sd": sigma, "budget": float(budget), "flops_used": float(budget - left),
+            "open_budgets": open_budgets(runs),
             "selection": "greedy (Leskovec et al. 2007's budgeted form): the better of picking, one at a time, the "
                          "candidate with the largest fall of the target's linearised variance per FLOP, or the "
                          "largest fall within the budget",
@@ -280,6 +304,11 @@ def main(argv=None) -> int:
     for r in out["runs"]:
         print(f"{r['params']:>12.4g} {r['tokens']:>12.4g} {r['flops']:>10.3g} {r['expected_gain']:>8.3f}")
     print(f"{len(out['runs'])} run(s), {out['flops_used']:.3g} of {out['budget']:.3g} FLOPs ({out['selection']})")
+    for b in out["open_budgets"]:
+        sizes = ", ".join(f"{m['params']:.3g}" for m in b["missing"])
+        which = "smallest" if b["side"] == "small" else "largest"
+        print(f"note: at {b['flops']:.3g} FLOPs the {which} size ({b['best_params']:.3g}) has the lowest loss: "
+              f"Approach 2 has no interior minimum there; sizes {sizes} would close it")
     return 0
 
 

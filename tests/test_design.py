@@ -150,3 +150,16 @@ def test_a_plan_is_a_grid_the_runners_train(tmp_path, capsys):
     assert run_cli(main, ["--plan", str(tmp_path / "bad.csv"), "--dry-run"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert "give --budget" in err[0] and "needs both in every row" in err[1]
+
+
+def test_budgets_whose_minimum_is_at_an_edge_are_named_with_the_missing_sizes():
+    """Approach 2's view of the same runs: a budget whose smallest size has the lowest loss needs
+    smaller sizes at that compute (and the reverse); a budget with an interior minimum needs nothing."""
+    from scaling.design import open_budgets
+    t = pd.DataFrame({"params": [1e6, 2e6, 4e6, 1e6, 2e6, 4e6, 1e6, 2e6, 4e6],
+                      "tokens": [4e8, 2e8, 1e8, 4e7, 2e7, 1e7, 4e6, 2e6, 1e6],
+                      "loss": [2.0, 2.1, 2.2, 3.0, 2.9, 3.1, 4.2, 4.1, 4.0]})
+    out = open_budgets(t)
+    assert [(round(np.log10(b["flops"]), 1), b["side"]) for b in out] == [(13.4, "large"), (15.4, "small")]
+    small = out[1]
+    assert all(m["params"] < 1e6 and 6 * m["params"] * m["tokens"] == pytest.approx(small["flops"]) for m in small["missing"])
