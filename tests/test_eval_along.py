@@ -144,4 +144,5 @@ def test_smoke_grid_scored_along_training_is_fitted_by_scaling_downstream(tmp_pa
     show = subprocess.run([sys.executable, "-m", "scaling.store", "show", tmp_path / "s", "--checkpoints", "--json"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert len(json.loads(show.stdout)) == len(table)
-    assert len(store.read_table(tmp_path / "s" / "_evals")) == len(table)
+    from scaling.sources import read_table
+    assert len(read_table(tmp_path / "s" / "_evals")) == len(table)

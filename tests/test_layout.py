@@ -21,17 +21,11 @@ MODULES = {_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
 
 
 def _imports(path: Path) -> tuple[set[str], set[str]]:
-    """(module-level imports, imports inside functions), as module names. Not counted: imports
-    under ``if TYPE_CHECKING:`` (annotations only, never run) and inside a module-level
-    ``__getattr__`` (PEP 562 re-exports of a moved name, kept for the callers of its old home)."""
+    """(module-level imports, imports inside functions), as module names."""
     top, lazy = set(), set()
 
     def visit(node, in_function: bool):
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and isinstance(child.test, ast.Name) and child.test.id == "TYPE_CHECKING":
-                continue
-            if isinstance(child, ast.FunctionDef) and child.name == "__getattr__" and not in_function:
-                continue
             inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
             names = []
             if isinstance(child, ast.Import):

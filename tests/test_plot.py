@@ -149,7 +149,7 @@ def test_residuals_and_backtest_draw_the_fit_on_exact_data(store_and_fit):
     res = residuals(d / "store", FitResult.load(d / "fit.json"), d / "golden_res.png")
     assert len(res["residual"]) == 18 and np.max(np.abs(res["residual"])) < 2e-3
     from scaling import backtest, columns as cols
-    from scaling.store import read_table
+    from scaling.sources import read_table
     result = backtest.backtest(cols.in_convention(cols.canonicalise(read_table(d / "store")))[0], None,
                                "largest-compute", bootstrap=200)
     bt = backtest_plot(result, d / "golden_bt.png")

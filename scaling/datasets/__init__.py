@@ -219,13 +219,3 @@ def load(name: str) -> pd.DataFrame:
 
 def is_dataset(source) -> bool:
     return isinstance(source, str) and source.startswith(PREFIX)
-
-
-def __getattr__(name):
-    """``scaling.datasets.store_or_example`` as it was: it reads a store, so it lives in
-    ``scaling.sources``; re-exported here for callers of the old name (the notebooks)."""
-    if name == "store_or_example":
-        from scaling.sources import store_or_example
-        return store_or_example
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-

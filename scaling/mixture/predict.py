@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,8 +17,6 @@ from scaling.laws.mixture_scale import JointMixtureLaw
 from scaling.mixture.law_fit import fit_mixing, fit_mixing_batch
 from scaling.mixture.runs import RENORM_TOL, SUM_TOL
 
-if TYPE_CHECKING:                       # the Results type, for annotations only: it calls into this module
-    from scaling.mixture.result import MixtureFit
 from scaling.laws.mixture import SCALING_FORMS
 
 
@@ -49,7 +46,7 @@ class _At:
     objective: dict
 
 
-def _mixing_at(fit: MixtureFit, params: float, tokens) -> _At:
+def _mixing_at(fit, params: float, tokens) -> _At:
     """The mixing law at (params, each of ``tokens``): nested fits refit L_i(r) on the per-mixture
     predictions there (global search at the largest D, then warm starts down the grid)."""
     law = MixingLaw(fit.domains)
@@ -73,7 +70,7 @@ def _mixing_at(fit: MixtureFit, params: float, tokens) -> _At:
     return _At(r, tokens, thetas, logs, objective)
 
 
-def predict_losses(fit: MixtureFit, params: float, tokens: float, proportions) -> dict[str, np.ndarray]:
+def predict_losses(fit, params: float, tokens: float, proportions) -> dict[str, np.ndarray]:
     """Per-domain loss of a model of ``params`` trained on ``tokens`` of each mixture in
     ``proportions`` ([C, M] rows over ``fit.domains``, or one row), without repetition: the
     fitted mixing law at that scale (nested fits refit it there, as ``optimize_mixture`` does)."""
@@ -87,7 +84,7 @@ def predict_losses(fit: MixtureFit, params: float, tokens: float, proportions) -
     return _losses(MixingLaw(fit.domains), at.thetas, np.log(at.tokens), r, np.full(len(r), np.log(tokens)))
 
 
-def predict_table(fit: MixtureFit, proportions, params: float | None = None, tokens: float | None = None) -> dict:
+def predict_table(fit, proportions, params: float | None = None, tokens: float | None = None) -> dict:
     """Per loss domain: (prediction, 95% low, 95% high) at each row of ``proportions`` [C, M].
 
     Direct fits use their chosen predictor and its cross-validation residual interval; nested fits
@@ -142,7 +139,7 @@ def predict_table(fit: MixtureFit, proportions, params: float | None = None, tok
     return out
 
 
-def proportions_for(table: pd.DataFrame, fit: MixtureFit, source="mixtures") -> np.ndarray:
+def proportions_for(table: pd.DataFrame, fit, source="mixtures") -> np.ndarray:
     """The ``mix.<domain>`` columns of ``table`` as rows over ``fit.domains`` [n, M]: absent
     domains are 0, a share of a domain the fit does not know is an error, sums within 1e-2 of 1
     are renormalised (rows off by more are an error)."""
@@ -170,7 +167,7 @@ def proportions_for(table: pd.DataFrame, fit: MixtureFit, source="mixtures") -> 
     return r / sums[:, None]
 
 
-def predict_frame(fit: MixtureFit, table: pd.DataFrame, params=None, tokens=None, source="mixtures") -> pd.DataFrame:
+def predict_frame(fit, table: pd.DataFrame, params=None, tokens=None, source="mixtures") -> pd.DataFrame:
     """``run_id`` (when present) and the ``mix.*`` columns of ``table``, in its row order, with
     ``pred.<d>``, ``pred.<d>.lo`` and ``pred.<d>.hi`` for every modelled domain."""
     r = proportions_for(table, fit, source)
@@ -183,7 +180,7 @@ def predict_frame(fit: MixtureFit, table: pd.DataFrame, params=None, tokens=None
     return out
 
 
-def evaluate_fit(fit: MixtureFit, table: pd.DataFrame, source="data") -> dict:
+def evaluate_fit(fit, table: pd.DataFrame, source="data") -> dict:
     """Spearman, Pearson, MAE and n per domain of the fit's predictions against the ``loss.<d>``
     of runs it never saw (nested fits: each run predicted at its own (N, D))."""
     table = cols.canonicalise(table).reset_index(drop=True)
@@ -213,7 +210,7 @@ def evaluate_fit(fit: MixtureFit, table: pd.DataFrame, source="data") -> dict:
     return {"domains": out, "n_runs": int(len(table)), "model": dict(fit.model)}
 
 
-def _mixing_draws(fit: MixtureFit, at: _At, params: float) -> dict:
+def _mixing_draws(fit, at: _At, params: float) -> dict:
     """Bootstrap draws of the mixing law at ``at``'s scales: domain -> [B, G, k]."""
     boot = fit.boot
     law = MixingLaw(fit.domains)

@@ -41,18 +41,9 @@ from scaling.store.side import (  # noqa: F401  (the store's API, as one module 
 from scaling.store.check import (  # noqa: F401  (the store's API, as one module had it)
     odd_files, QUARANTINE, quarantine, check)
 from scaling.store.tables import (  # noqa: F401  (the store's API, as one module had it)
-    TABLE_SUFFIXES, table_format, write_table_file, row_id, import_table, summarise)
+    TABLE_SUFFIXES, table_format, write_table_file, read_table_file, row_id, import_table, summarise)
 from scaling.store.cli import (  # noqa: F401  (the store's API, as one module had it)
     main)
 
 
-__all__ = ["RUN_ID", "check_run_id", "run_path", "dir_mode", "atomic_write_bytes", "atomic_write_text", "_clean", "run_files", "_warned", "CLAIMED_ELSEWHERE", "claim_run", "remove_if_empty", "claim_owner", "CANONICAL", "FLOAT_COLUMNS", "SCHEMA_FILE", "write_run", "SEGMENTS", "UPDATES", "segment_files", "update_path", "update_files", "read_run", "update_run", "absorb_updates", "INDEX_FILE", "read_runs", "compact", "completed_run_ids", "side_path", "write_curve", "read_curve", "EVALS", "write_checkpoint_evals", "read_checkpoint_evals", "is_checkpoint_table", "odd_files", "QUARANTINE", "quarantine", "check", "TABLE_SUFFIXES", "table_format", "write_table_file", "row_id", "import_table", "summarise", "main", "DataError", "UsageError"]
-
-
-def __getattr__(name):
-    """``scaling.store.read_table`` as it was: it now lives in ``scaling.sources`` (which reads
-    datasets too), re-exported here for callers of the old name."""
-    if name == "read_table":
-        from scaling.sources import read_table
-        return read_table
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["RUN_ID", "check_run_id", "run_path", "dir_mode", "atomic_write_bytes", "atomic_write_text", "_clean", "run_files", "_warned", "CLAIMED_ELSEWHERE", "claim_run", "remove_if_empty", "claim_owner", "CANONICAL", "FLOAT_COLUMNS", "SCHEMA_FILE", "write_run", "SEGMENTS", "UPDATES", "segment_files", "update_path", "update_files", "read_run", "update_run", "absorb_updates", "INDEX_FILE", "read_runs", "compact", "completed_run_ids", "side_path", "write_curve", "read_curve", "EVALS", "write_checkpoint_evals", "read_checkpoint_evals", "is_checkpoint_table", "odd_files", "QUARANTINE", "quarantine", "check", "TABLE_SUFFIXES", "table_format", "write_table_file", "read_table_file", "row_id", "import_table", "summarise", "main", "DataError", "UsageError"]
