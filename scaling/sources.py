@@ -10,7 +10,7 @@ import pandas as pd
 
 from scaling import datasets
 from scaling.errors import DataError, UsageError
-from scaling.store import is_checkpoint_table, read_checkpoint_evals, read_runs
+from scaling.store import is_checkpoint_table, read_checkpoint_evals, read_runs, read_table_file
 
 
 def read_table(source) -> pd.DataFrame:
@@ -21,15 +21,10 @@ def read_table(source) -> pd.DataFrame:
     path = Path(source)
     if not path.exists():
         raise DataError(f"{source}: no such file or directory")
+    if not path.is_dir():
+        return read_table_file(path)
     try:
-        if is_checkpoint_table(path):
-            table = read_checkpoint_evals(path.parent)
-        elif path.is_dir():
-            table = read_runs(path)
-        elif path.suffix.lower() in (".parquet", ".pq"):
-            table = pd.read_parquet(path)
-        else:
-            table = pd.read_csv(path)
+        table = read_checkpoint_evals(path.parent) if is_checkpoint_table(path) else read_runs(path)
     except UsageError:
         raise
     except Exception as exc:  # unreadable / malformed file: one line for the user

@@ -48,7 +48,6 @@ def width(f, target):
 def ladder():
     runs = isoflop_grid(np.array([1e17, 3e17, 1e18, 3e18]), seed=0)
     f = fit(runs, "chinchilla", bootstrap=60, seed=0, want_profiles=False, variant="free")
-    n, d = f.params, None
     from scaling.accounting import chinchilla_optimal
     n_t, d_t = chinchilla_optimal(TARGET["flops"], **{k: TRUTH[k] for k in ("E", "A", "B", "alpha", "beta")})
     return runs, f, {"flops": TARGET["flops"], "params": float(n_t), "tokens": float(d_t)}

@@ -132,12 +132,18 @@ def _write_run(store, row: dict) -> Path:
     _write_table(path, _conform(table, schema))
     _supersede(store, run_id)
     if not schema.equals(old):   # a new column (or a wider type): the other files take it too
-        for f in (f for f in [*run_files(store), *segment_files(store)] if f != path):
-            t = _read_file(f, many=f.parent.name == SEGMENTS)
-            if t is not None and not t.schema.equals(schema):
-                _write_table(f, _conform(t, schema))
-        _save_schema(store, schema)
+        _spread_schema(store, schema, skip={path})
     return path
+
+
+def _spread_schema(store, schema: pa.Schema, skip=()) -> None:
+    """Every run file and segment but ``skip`` rewritten to ``schema`` where it differs, then the
+    schema saved: the store's one schema after a write brought a new column."""
+    for f in (f for f in [*run_files(store), *segment_files(store)] if f not in skip):
+        t = _read_file(f, many=f.parent.name == SEGMENTS)
+        if t is not None and not t.schema.equals(schema):
+            _write_table(f, _conform(t, schema))
+    _save_schema(store, schema)
 
 
 #: ``compact`` moves run files into segment files here; pyarrow's discovery reads them with the rest.
@@ -299,11 +305,7 @@ def absorb_updates(store) -> int:
         for f, t in touched.items():
             _write_table(f, _conform(t, schema))
         if old is None or not schema.equals(old):
-            for f in (f for f in [*run_files(d), *segment_files(d)] if f not in touched):
-                t = _read_file(f, many=f.parent.name == SEGMENTS)
-                if t is not None and not t.schema.equals(schema):
-                    _write_table(f, _conform(t, schema))
-            _save_schema(store, schema)
+            _spread_schema(store, schema, skip=set(touched))
         absorbed = {r for t in touched.values() for r in t.column("run_id").to_pylist()} & ids
         for f in files:
             if f.stem in absorbed:

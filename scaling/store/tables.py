@@ -57,12 +57,10 @@ def row_id(row: dict) -> str:
     return "imp-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _read_import(path) -> pd.DataFrame:
-    """The CSV or Parquet table ``scaling.store import`` reads (a shipped dataset is exported first:
-    ``python -m scaling.datasets export NAME --out FILE``)."""
+def read_table_file(path) -> pd.DataFrame:
+    """A CSV or Parquet file (Parquet for ``.parquet``/``.pq``) as a DataFrame; unreadable or empty is
+    one ``DataError``. What ``import`` reads, and ``scaling.sources.read_table`` for a file."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{path}: no such file (import reads a CSV or Parquet table)")
     try:
         table = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
     except Exception as exc:  # unreadable / malformed file: one line for the user
@@ -74,7 +72,9 @@ def _read_import(path) -> pd.DataFrame:
 
 def import_table(path, store, mapping: dict[str, str] | None = None) -> int:
     """Import a CSV/Parquet table into a store, one run per row; returns rows written."""
-    table = _read_import(path)
+    if not Path(path).is_file():       # a shipped dataset is exported first: scaling.datasets export NAME --out FILE
+        raise DataError(f"{path}: no such file (import reads a CSV or Parquet table)")
+    table = read_table_file(path)
     table = _validated_import(cols.canonicalise(table, mapping or {}), path)
     rows, first = [], {}
     for i, raw in enumerate(table.to_dict("records")):
