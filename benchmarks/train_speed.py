@@ -32,7 +32,8 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from runners.models.gpt import GPT, GPTConfig  # noqa: E402
-from runners.train.trainer import Hparams, Settings, build, resolve_settings, train_step  # noqa: E402
+from runners.train.engines import build, train_step  # noqa: E402
+from runners.train.trainer import Hparams, Settings, resolve_settings  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------

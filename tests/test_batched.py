@@ -115,15 +115,15 @@ def test_the_stacked_engine_honours_dtype_and_leaves_compiled_runs_alone(tmp_pat
     the stacked engine does, so runs asked to compile are trained one at a time."""
     from runners.train import launch
     specs = [spec(seed) for seed in (0, 1)]
-    summary = launch.launch_local(specs, tmp_path / "bf16", progress=False, workers=1, batch_runs=2, dtype="bf16",
-                                  cache_dir=cache)
+    summary = launch.launch(specs, tmp_path / "bf16", progress=False, workers=1, batch_runs=2, dtype="bf16",
+                            cache_dir=cache)
     assert summary.ok
     for s in specs:
         row = store.read_run(tmp_path / "bf16", s.run_id)
         assert row["dtype"] == "bf16" and row["batched_with"] == 2
     seen = []
     monkeypatch.setattr(batched, "train_group", lambda *a, **k: seen.append(a) or [])
-    monkeypatch.setattr(train, "train_run", lambda s, *a, **k: {"run_id": s.run_id, "status": "ok"})
-    launch.launch_local([spec(seed) for seed in (2, 3)], tmp_path / "compiled", progress=False, workers=1,
-                        batch_runs=2, compile=True, cache_dir=cache)
+    monkeypatch.setattr(train, "train_runs", lambda specs, *a, **k: [{"run_id": s.run_id, "status": "ok"} for s in specs])
+    launch.launch([spec(seed) for seed in (2, 3)], tmp_path / "compiled", progress=False, workers=1,
+                  batch_runs=2, compile=True, cache_dir=cache)
     assert not seen

@@ -27,24 +27,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def fake_trainer(monkeypatch):
-    """A stand-in ``runners.train.trainer`` whose ``train_run`` writes a row (``failed`` for run ids in
-    ``fail``) and records what it was asked to train."""
-    calls, fail = [], set()
+    """A stand-in ``runners.train.trainer`` whose ``train_runs`` writes a row per run (``failed``
+    for run ids in ``fail``) and records what it was asked to train and with which options."""
+    calls, fail, options = [], set(), []
 
-    def train_run(spec, store, *, device=None, progress=True, compile=None, dtype=None,
-                  max_steps=None, cache_dir=None, checkpoint_every_s=30.0, skip_done=False):
-        calls.append(spec.run_id)
-        row = {**spec.to_dict(), "status": "failed" if spec.run_id in fail else "ok", "loss": 1.0}
-        write_run(store, row)
-        return row
+    def train_runs(specs, store, opts=None, engine=None, *, claim=True, skip_done=False):
+        rows = []
+        for spec in specs:
+            calls.append(spec.run_id)
+            options.append(opts)
+            row = {**spec.to_dict(), "status": "failed" if spec.run_id in fail else "ok", "loss": 1.0}
+            write_run(store, row)
+            rows.append(row)
+        return rows
 
     module = types.ModuleType("runners.train.trainer")
-    module.train_run = train_run
+    module.train_runs = train_runs
     monkeypatch.setitem(sys.modules, "runners.train.trainer", module)
-    return types.SimpleNamespace(calls=calls, fail=fail)
+    return types.SimpleNamespace(calls=calls, fail=fail, options=options)
 
 
-#: the stand-in replaces ``train_run`` only: stacked groups and worker processes would train for real
+#: the stand-in replaces ``train_runs`` only: stacked groups and worker processes would train for real
 ONE_AT_A_TIME = ("--batch-runs", "1", "--workers", "1")
 
 

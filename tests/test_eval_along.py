@@ -146,3 +146,34 @@ def test_smoke_grid_scored_along_training_is_fitted_by_scaling_downstream(tmp_pa
     assert len(json.loads(show.stdout)) == len(table)
     from scaling.sources import read_table
     assert len(read_table(tmp_path / "s" / "_evals")) == len(table)
+
+
+def test_stacked_runs_are_scored_along_training_as_runs_alone_are(tmp_path):
+    """Evaluation along training is a Trainer hook, so the stacked engine has it too: two runs
+    stepped together, stopped at step 80 (``max_steps``) and resumed, score the same checkpoints as
+    one run alone, each its own model (step 0: the same initial weights, so the same scores)."""
+    from runners.grid.plan import _spec as make
+    from runners.train import batched
+    from runners.train.trainer import train_run
+    from scaling import accounting
+
+    specs = [make(accounting.shape("t32"), vocab=256, seq_len=128, tokens=60_000, unique=60_000, grid="test",
+                  budget="", code_fraction=0.5, filter="none", seed=seed, data="embedded", tokenizer="byte")
+             for seed in (0, 1)]
+    opts = dict(progress=False, eval_every=40, eval_tasks=("corpus_cloze",), eval_limit=8)
+    partial = batched.train_group(specs, tmp_path / "stacked", max_steps=80, **opts)
+    assert [r["status"] for r in partial] == ["running", "running"]
+    rows = batched.train_group(specs, tmp_path / "stacked", **opts)
+    alone = train_run(specs[1], tmp_path / "alone", **opts)
+    steps = alone["total_steps"]
+    expected = sorted(set(range(0, steps + 1, 40)) | {steps})
+    tables = [store.read_checkpoint_evals(tmp_path / "stacked", s.run_id) for s in specs]
+    assert all(t["step"].tolist() == expected for t in tables)
+    assert all(r["status"] == "ok" and r["batched_with"] == 2 and r["eval_checkpoints"] == len(expected)
+               and r["resumed_from_step"] == 80 for r in rows)
+    mine = store.read_checkpoint_evals(tmp_path / "alone", specs[1].run_id)
+    bpb = "eval.corpus_cloze.bpb"
+    assert tables[1][bpb].iloc[0] == pytest.approx(mine[bpb].iloc[0], abs=1e-4)
+    assert tables[0][bpb].iloc[0] != pytest.approx(tables[1][bpb].iloc[0], abs=1e-3)   # two models, not one
+    assert np.allclose(tables[1][bpb], mine[bpb], atol=0.05)
+    assert rows[1]["eval.corpus_cloze.bpb"] == tables[1][bpb].iloc[-1]

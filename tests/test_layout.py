@@ -75,7 +75,8 @@ RUNNER_STAGES = [
      "runners.data.filters", "runners.data.mixing", "runners.data.batches"},
     {"runners.models", "runners.models.gpt", "runners.models.mamba", "runners.models.arch", "runners.models.files",
      "runners.models.device"},
-    {"runners.train", "runners.train.cpu_dtype", "runners.train.settings", "runners.train.evaluation", "runners.train.trainer", "runners.train.batched",
+    {"runners.train", "runners.train.cpu_dtype", "runners.train.options", "runners.train.settings", "runners.train.evaluation",
+     "runners.train.engines", "runners.train.trainer", "runners.train.batched",
      "runners.train.distributed", "runners.train.launch"},
     {"runners.eval", "runners.eval.tasks", "runners.eval.tasks.cloze", "runners.eval.evaluate",
      "runners.eval.generate", "runners.eval.export", "runners.eval.along"},
@@ -151,15 +152,23 @@ def test_the_top_level_of_runners_holds_only_commands():
         assert "__main__" in text and len(text.splitlines()) <= 12, name
 
 
-def test_every_engine_ends_a_run_through_the_trainer():
-    """The end of a run (validation, then ``ok`` with weights and curve, or ``failed``, then the
-    checkpoint dropped) is written once, ``runners.train.trainer.finish_run``, and the row once,
-    ``run_row``: the local, stacked (``batched``) and DeepSpeed (``distributed``) engines call them and
-    never store a run themselves."""
-    ends = {"store_finished_run", "store_failed_run", "validation_metrics"}
-    for engine in ("runners.train.batched", "runners.train.distributed"):
+def test_one_module_owns_the_loop_and_the_life_of_a_run():
+    """``runners.train.trainer`` owns the loop (``Trainer.train``: the LR schedule, the training
+    logs) and a run's life (``train_runs``: claim, data, resume, evaluation along training, the row,
+    the end: validated and stored ``ok``, or ``failed``, then the checkpoint dropped); the engines
+    (local, stacked, DeepSpeed) only build, step, checkpoint and hand out their models. No engine
+    calls what the life of a run is made of, and none loops over steps."""
+    life = {"lr_at", "TrainingLog", "run_row", "finish_run", "store_finished_run", "store_failed_run",
+            "validation_metrics", "prepare_data", "claim_run", "CheckpointScorer", "write_run"}
+    for engine in ("runners.train.engines", "runners.train.batched", "runners.train.distributed"):
         tree = ast.parse(MODULES[engine].read_text())
         called = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
                   for n in ast.walk(tree) if isinstance(n, ast.Call)}
-        assert not called & ends, (engine, sorted(called & ends))
-        assert {"finish_run", "run_row"} <= called, engine
+        assert not called & life, (engine, sorted(called & life))
+        loops = [n for n in ast.walk(tree) if isinstance(n, ast.For) and isinstance(n.target, ast.Name)
+                 and n.target.id == "step"]
+        assert not loops, engine
+        assert "train_runs" in called or engine == "runners.train.engines", engine
+    tree = ast.parse(MODULES["runners.train.trainer"].read_text())
+    trainer = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
+    assert any(isinstance(n, ast.For) and getattr(n.target, "id", "") == "step" for n in ast.walk(trainer))

@@ -120,33 +120,33 @@ class _Evil:
 
 def test_a_pickle_placed_as_a_checkpoint_does_not_run_and_is_set_aside(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
-    from runners.train import trainer as train
+    from runners.train import engines
     marker = tmp_path / "pwned"
     monkeypatch.setenv("EVIL_MARKER", str(marker))
     path = tmp_path / "ckpt.pt"
     torch.save({"run_id": "x", "steps": 10, "batch_size": 4, "payload": _Evil()}, path)
-    assert train.load_checkpoint(path, "x", 10, 4) is None
+    assert engines.load_checkpoint(path, "x", 10, 4) is None
     assert not marker.exists()
     assert not path.exists() and path.with_name("ckpt.pt.set-aside").exists()
     # the toolkit's own checkpoints still load
     good = tmp_path / "good.pt"
-    train.save_checkpoint(good, {"run_id": "x", "steps": 10, "batch_size": 4, "model": {"w": torch.ones(2)},
+    engines.save_checkpoint(good, {"run_id": "x", "steps": 10, "batch_size": 4, "model": {"w": torch.ones(2)},
                                  "curve": [(0, 512, 5.5, 1e-3)], "ema": 5.5, "wall_time_s": 1.0, "step": 3})
-    assert train.load_checkpoint(good, "x", 10, 4)["step"] == 3
+    assert engines.load_checkpoint(good, "x", 10, 4)["step"] == 3
 
 
 @pytest.mark.slow
 def test_a_checkpoint_that_no_longer_matches_the_model_is_set_aside_and_the_run_restarts(tmp_path):
     torch = pytest.importorskip("torch")
-    from runners.train import trainer as train
+    from runners.train import engines, trainer as train
     from runners.grid.spec import RunSpec
     from scaling.accounting import shape
     s = shape("t24")
     spec = RunSpec("t24", s.d_model, s.ffw_size, s.attention_heads, s.n_layers, 256, 128, 20_000, 20_000)
     d = tmp_path / "s"
     _, _, hp, batches = train.prepare_data(spec, tmp_path / "cache")
-    path = train.checkpoint_path(d, spec.run_id)
-    train.save_checkpoint(path, {"run_id": spec.run_id, "steps": batches.steps, "batch_size": hp.batch_size,
+    path = engines.checkpoint_path(d, spec.run_id)
+    engines.save_checkpoint(path, {"run_id": spec.run_id, "steps": batches.steps, "batch_size": hp.batch_size,
                                  "model": {"wte.weight": torch.zeros(3, 3)}, "optimizer": {}, "step": 5,
                                  "curve": [], "ema": None, "wall_time_s": 0.0})
     row = train.train_run(spec, d, progress=False, cache_dir=tmp_path / "cache")

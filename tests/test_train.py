@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from runners import data as rdata
-from runners.train import trainer as train
+from runners.train import engines, trainer as train
 from runners.grid.spec import RunSpec
+from runners.models.gpt import GPTConfig
 from scaling import store
 from scaling.accounting import shape
 
@@ -106,7 +107,7 @@ def test_tiny_run_learns_and_writes_a_complete_row(finished):
     curve = store.read_curve(where, spec.run_id)
     assert len(curve) == row["steps"]
     assert curve["train_loss"].iloc[-20:].mean() < curve["train_loss"].iloc[:5].mean() - 1.5
-    assert not train.checkpoint_path(where, spec.run_id).exists()
+    assert not engines.checkpoint_path(where, spec.run_id).exists()
 
 
 def test_loss_of_a_code_mix_is_token_weighted(tmp_path, cache):
@@ -128,7 +129,7 @@ def test_killed_run_resumes_from_its_checkpoint(finished, tmp_path, cache, monke
     monkeypatch.setattr(rdata.EpochBatches, "batch", batch_then_die)
     with pytest.raises(KeyboardInterrupt):
         train.train_run(spec, tmp_path, progress=False, checkpoint_every_s=0.0, cache_dir=cache)
-    assert train.checkpoint_path(tmp_path, spec.run_id).exists()
+    assert engines.checkpoint_path(tmp_path, spec.run_id).exists()
     assert store.read_runs(tmp_path).empty
 
     monkeypatch.setattr(rdata.EpochBatches, "batch", real_batch)
@@ -137,14 +138,14 @@ def test_killed_run_resumes_from_its_checkpoint(finished, tmp_path, cache, monke
     assert row["loss"] == pytest.approx(reference["loss"], abs=1e-4)
     assert len(store.read_runs(tmp_path)) == 1
     assert len(store.read_curve(tmp_path, spec.run_id)) == reference["steps"]
-    assert not train.checkpoint_path(tmp_path, spec.run_id).exists()
+    assert not engines.checkpoint_path(tmp_path, spec.run_id).exists()
 
 
 def test_max_steps_leaves_a_checkpoint_and_no_row(finished, tmp_path, cache):
     spec, _, reference = finished
     partial = train.train_run(spec, tmp_path, progress=False, max_steps=10, cache_dir=cache)
     assert partial["status"] == "running" and partial["steps"] == 10
-    assert train.checkpoint_path(tmp_path, spec.run_id).exists()
+    assert engines.checkpoint_path(tmp_path, spec.run_id).exists()
     assert store.read_runs(tmp_path).empty
     row = train.train_run(spec, tmp_path, progress=False, cache_dir=cache)
     assert row["loss"] == pytest.approx(reference["loss"], abs=1e-4)
@@ -160,7 +161,7 @@ def test_non_finite_loss_is_recorded_as_failed(tmp_path, cache, monkeypatch):
     assert row["failure_reason"].startswith("non-finite")
     stored = store.read_run(tmp_path, spec.run_id)
     assert stored["status"] == "failed" and stored["failure_reason"] == row["failure_reason"]
-    assert not train.checkpoint_path(tmp_path, spec.run_id).exists()
+    assert not engines.checkpoint_path(tmp_path, spec.run_id).exists()
 
 
 def test_bf16_autocast_matches_fp32_within_seed_noise(tmp_path, cache):
@@ -230,12 +231,12 @@ def test_one_failure_policy_across_the_trainers_callers(tmp_path, cache, monkeyp
     spec = tiny_spec(tokens=20_000, unique_tokens=20_000)
     corpus, tok, hp, batches = train.prepare_data(spec, cache)
     settings = train.resolve_settings("cpu")
-    model, forward, opt = train.build(train.GPTConfig.from_spec(spec), hp, settings)
+    model, forward, opt = engines.build(GPTConfig.from_spec(spec), hp, settings)
     tl = train.TrainingLog(spec, batches, hp.batch_size * spec.seq_len, progress=False)
-    trainer = train.Trainer(model, forward, opt, batches, hp, settings, tl,
-                            hooks=[lambda t, step, loss, lr: seen.append(step)])
+    trainer = train.Trainer.one(model, forward, opt, batches, hp, settings, tl,
+                                hooks=[lambda t, step, losses, lr: seen.append(step)])
     trainer.train(stop=5)
-    assert seen == [0, 1, 2, 3, 4] and trainer.state_dict()["step"] == 5
+    assert seen == [0, 1, 2, 3, 4] and trainer.log.done == 5 and trainer.engine.model(0) is model
 
 
 def test_every_run_of_the_tiny_preset_takes_the_same_batch():

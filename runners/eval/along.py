@@ -44,35 +44,40 @@ def task_suite(tasks: tuple[str, ...], limit: int | None):
 
 
 class CheckpointScorer:
-    """Scores one run's model at its checkpoints; a Trainer hook (``hook(trainer, step, loss, lr)``)."""
+    """Scores one run's model at its checkpoints; a Trainer hook (``hook(trainer, step, losses, lr)``)
+    for run ``index`` of the runs the Trainer steps together. ``suite``: a ``task_suite`` already
+    loaded (the runs of one stacked group share it)."""
 
     def __init__(self, spec, store, tasks, *, every: int, steps: int, tokens_per_step: int, corpus, tokenizer,
-                 settings, limit: int | None = None, cache_dir=None):
+                 settings, limit: int | None = None, cache_dir=None, index: int = 0, suite=None):
         self.spec, self.store, self.every, self.steps = spec, store, int(every), int(steps)
+        self.index = index
         self.tokens_per_step = int(tokens_per_step)
         self.corpus, self.tokenizer, self.settings, self.cache_dir = corpus, tokenizer, settings, cache_dir
         previous = rstore.read_checkpoint_evals(store, spec.run_id)
         self.rows: list[dict] = previous.to_dict("records") if len(previous) else []
         self.scored = {int(r["step"]) for r in self.rows}
         t0 = time.perf_counter()
-        self.suite = task_suite(tuple(tasks), limit)
+        self.suite = suite if suite is not None else task_suite(tuple(tasks), limit)
         #: seconds spent loading the tasks in this process (each checkpoint's are in its row)
         self.setup_seconds = time.perf_counter() - t0
 
     def due(self, done: int) -> bool:
         return (done % self.every == 0 or done == self.steps) and done not in self.scored
 
-    def __call__(self, trainer, step: int, loss: float, lr: float) -> None:
-        self.at(trainer.model, step + 1, trainer.log)
+    def __call__(self, trainer, step: int, losses, lr: float) -> None:
+        k = self.index
+        if trainer.active[k] and self.due(step + 1):     # a diverged run is not scored again
+            self.at(trainer.engine.model(k), step + 1, trainer.logs)
 
-    def at(self, model, done: int, training_log=None) -> None:
+    def at(self, model, done: int, training_logs=()) -> None:
         """Score after ``done`` steps if that is a checkpoint not yet scored; the time leaves the
-        training log's clock (``TrainingLog.exclude``)."""
+        clocks of the training logs (``TrainingLog.exclude``): every run of a stacked group waits."""
         if not self.due(done):
             return
         cpu0 = time.process_time()
         spent = self.score(model, done)
-        if training_log is not None:
+        for training_log in training_logs:
             training_log.exclude(spent, time.process_time() - cpu0)
 
     def score(self, model, done: int) -> float:

@@ -514,11 +514,13 @@ class RunOptions:
                    eval_limit=args.eval_limit, eval_every=args.eval_every, slurm=slurm,
                    deepspeed=deepspeed_options(args))
 
-    def train_options(self) -> dict:
-        """What the launcher passes on to every ``train_run``: evaluation along training, when asked."""
-        if not self.eval_every:
-            return {}
-        return {"eval_every": self.eval_every, "eval_tasks": list(self.eval_tasks), "eval_limit": self.eval_limit}
+    def train_options(self):
+        """How the launcher trains every run (``runners.train.options.TrainOptions``): device,
+        progress, checkpoints, and evaluation along training when asked."""
+        from runners.train.options import TrainOptions
+        return TrainOptions(device=self.device, progress=self.progress, checkpoint_every_s=self.checkpoint_every_s,
+                            **({"eval_every": self.eval_every, "eval_tasks": tuple(self.eval_tasks),
+                                "eval_limit": self.eval_limit} if self.eval_every else {}))
 
 
 def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
@@ -595,9 +597,8 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
         extra["batch_runs"] = opts.batch_runs
     existed = Path(store).exists()
     try:
-        summary = launch(specs, store, launcher=opts.launcher, device=opts.device, limit=opts.limit,
-                         progress=opts.progress, checkpoint_every_s=opts.checkpoint_every_s, **extra,
-                         **opts.train_options())
+        summary = launch(specs, store, launcher=opts.launcher, options=opts.train_options(), limit=opts.limit,
+                         **extra)
     except BaseException:
         if not existed:                 # a grid that failed before storing anything leaves no store
             from scaling.store import remove_if_empty

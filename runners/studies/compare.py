@@ -239,21 +239,19 @@ def train_model(run: CompareRun, data: div.Sources, sets: list[EvalSet], held_ou
     import torch
 
     from runners import data as rdata
-    from runners.train import trainer as train
     from runners.models.gpt import GPTConfig
+    from runners.train import trainer as train
+    from runners.train.engines import build, new_model
 
     spec = run.spec
     unique = data.train_tokens(run.dataset, spec.unique_tokens)
     hp = train.hparams(spec.params, spec.seq_len, tokens=spec.tokens)
     batches = rdata.EpochBatches(unique, spec.seq_len, hp.batch_size, spec.seed, total_tokens=spec.tokens)
     steps, tokens_per_step = batches.steps, hp.batch_size * spec.seq_len
-    torch.manual_seed(spec.seed)
-    model, forward, optimizer = train.build(GPTConfig.from_spec(spec), hp, settings)
-    if model.num_params() != spec.params:
-        raise RuntimeError(f"model has {model.num_params()} parameters, accounting says {spec.params}")
+    model, forward, optimizer = build(GPTConfig.from_spec(spec), hp, settings, model=new_model(spec))
     tl = train.TrainingLog(spec, batches, tokens_per_step, progress=progress, log_every=log_every,
                            desc=f"{run.dataset.name} @{run.tokens_per_param:g}x")
-    train.Trainer(model, forward, optimizer, batches, hp, settings, tl).train()
+    train.Trainer.one(model, forward, optimizer, batches, hp, settings, tl).train()
     failure, done = tl.failure, tl.done
     stats = tl.row()
     row = {**spec.to_dict(), "dataset": run.dataset.name, "tokens_per_param": run.tokens_per_param,

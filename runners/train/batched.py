@@ -7,8 +7,8 @@ stacked into one ``StackedGPT``: every weight gains a leading model axis [K, ...
 are grouped matrix products (``torch.baddbmm``), attention folds the K models into its batch
 (``scaled_dot_product_attention`` on [K*B, H, T, hd]), and the loss is one cross-entropy per model.
 The K models never mix: the gradient of the summed per-model losses is each model's own gradient.
-Each run keeps its own initialisation (``torch.manual_seed(spec.seed)`` then ``GPT(cfg)``, copied
-in, as ``runners.train.trainer.train_run`` draws it), its own data (its ``EpochBatches``), its own gradient
+Each run keeps its own initialisation (``runners.train.engines.new_model``, copied in, as the local
+engine draws it), its own data (its ``EpochBatches``), its own gradient
 clipping (per-model global norm) and its own AdamW state (``torch.optim.AdamW`` is elementwise, so
 one optimiser over stacked tensors is K optimisers), and ends as its own row, loss curve and
 weights through the same ``store_finished_run`` / ``store_failed_run`` as every launcher. A run whose
@@ -24,8 +24,8 @@ rates small differences grow, as they do between thread counts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 from typing import Sequence
 
 import numpy as np
@@ -33,9 +33,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from runners.train import trainer as train
-from runners.models.gpt import GPT, GPTConfig, adamw
 from runners.grid.spec import RunSpec
+from runners.models.gpt import GPT, GPTConfig, adamw
+from runners.train import trainer as train
+from runners.train.engines import Engine, RunFileCheckpoints, new_model
+from runners.train.options import TrainOptions
+from runners.train.settings import autocast, resolve_settings, to_device
 from scaling.cli import UsageError
 
 log = logging.getLogger(__name__)
@@ -116,148 +119,107 @@ def groups(specs: Sequence[RunSpec], k: int) -> list[list[RunSpec]]:
     return out
 
 
-def _run_checkpoint(stacked: "StackedGPT", optimizer, k: int, template: dict) -> tuple[dict, dict]:
-    """Model ``k``'s weights and AdamW state in ``train_run``'s checkpoint format (the optimizer
-    state dict of ``GPT.configure_optimizer``: decay group then no-decay group, parameters in
-    ``named_parameters`` order), so a batched run can resume alone and the other way round."""
-    model_state = stacked.model(k).state_dict()
-    opt_state = {"param_groups": template["param_groups"], "state": {}}
-    order = [p for g in optimizer.param_groups for p in g["params"]]
-    for i, p in enumerate(order):
-        st = optimizer.state.get(p)
-        if st:
-            opt_state["state"][i] = {"step": st["step"].clone(), "exp_avg": st["exp_avg"][k].clone(),
-                                     "exp_avg_sq": st["exp_avg_sq"][k].clone()}
-    return model_state, opt_state
+class StackedEngine(RunFileCheckpoints, Engine):
+    """The Trainer's engine for K same-shape runs (``group_key``): one ``StackedGPT``, one AdamW over
+    the stacked tensors, per-run gradient clipping, one step for all; a diverged run is frozen
+    (its gradient zeroed) while the others go on. Checkpoints are each run's own file, in the local
+    engine's format, so a stacked run can resume alone and the other way round."""
+
+    def __init__(self, specs, hp, steps: int, store, options=None):
+        specs = list(specs)
+        if len({group_key(s) for s in specs}) != 1:
+            raise UsageError("batched runs must share shape, context and token count")
+        if any(getattr(s, "arch", "gpt") != "gpt" for s in specs):
+            raise UsageError("the stacked engine trains GPTs only (--batch-runs 1 for other --arch)")
+        if getattr(options, "compile", None):
+            raise UsageError("the stacked engine does not compile its step: use --batch-runs 1 to compile")
+        self.specs, self.store, self.hp, self.steps, self.batch_size = specs, store, hp, steps, hp.batch_size
+        self.K = len(specs)
+        self.row_extra = {"batched_with": self.K}
+        self.settings = resolve_settings(getattr(options, "device", None), getattr(options, "dtype", None),
+                                         compile=False)
+        self._template = None
+        self.reset()
+
+    def reset(self) -> None:
+        cfg = GPTConfig.from_spec(self.specs[0])
+        self.stacked = StackedGPT([new_model(s, cfg) for s in self.specs]).to(self.settings.device)
+        hp = self.hp
+        self.optimizer = adamw(self.stacked.flat, hp.lr, hp.weight_decay, (hp.beta1, hp.beta2),
+                               self.settings.fused_adamw, stacked=True)
+        self.active = torch.ones(self.K, dtype=torch.bool, device=self.settings.device)
+
+    def step(self, batches, lr, want_checkpoint=False):
+        K, hp, device = self.K, self.hp, self.settings.device
+        x = to_device(np.stack([a for a, _ in batches]), device)
+        y = to_device(np.stack([b for _, b in batches]), device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.settings):
+            losses = self.stacked(x, y)
+        losses.sum().backward()
+        params = list(self.stacked.flat)
+        with torch.no_grad():
+            norms = torch.sqrt(sum(p.grad.float().pow(2).reshape(K, -1).sum(dim=1) for p in params))
+            coef = torch.clamp(hp.grad_clip / (norms + 1e-6), max=1.0) * self.active
+            for p in params:
+                p.grad.mul_(coef.view(-1, *([1] * (p.dim() - 1))).to(p.grad.dtype))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return losses.detach().tolist(), norms.tolist(), want_checkpoint
+
+    def freeze(self, k: int) -> None:
+        self.active[k] = False
+
+    def live(self, k: int) -> bool:
+        return bool(self.active[k])
+
+    def run_state(self, k: int) -> tuple[dict, dict]:
+        """Model ``k``'s weights and AdamW state in the local engine's format (the optimizer state
+        dict of ``GPT.configure_optimizer``: decay group then no-decay group, parameters in
+        ``named_parameters`` order)."""
+        if self._template is None:
+            hp = self.hp
+            self._template = GPT(self.stacked.config).configure_optimizer(
+                hp.lr, hp.weight_decay, (hp.beta1, hp.beta2)).state_dict()["param_groups"]
+        opt_state = {"param_groups": self._template, "state": {}}
+        order = [p for g in self.optimizer.param_groups for p in g["params"]]
+        for i, p in enumerate(order):
+            st = self.optimizer.state.get(p)
+            if st:
+                opt_state["state"][i] = {"step": st["step"].clone(), "exp_avg": st["exp_avg"][k].clone(),
+                                         "exp_avg_sq": st["exp_avg_sq"][k].clone()}
+        return self.stacked.model(k).state_dict(), opt_state
+
+    def load_run_states(self, states: list[dict]) -> None:
+        stacked = self.stacked
+        with torch.no_grad():
+            for k, st in enumerate(states):
+                for name, value in st["model"].items():
+                    if name in stacked.index:
+                        stacked.p(name)[k].copy_(value)
+        order = [p for g in self.optimizer.param_groups for p in g["params"]]
+        for i, p in enumerate(order):
+            per = [st["optimizer"]["state"].get(i) for st in states]
+            if all(per):
+                self.optimizer.state[p] = {"step": per[0]["step"].clone(),
+                                           "exp_avg": torch.stack([x["exp_avg"] for x in per]).to(p.device),
+                                           "exp_avg_sq": torch.stack([x["exp_avg_sq"] for x in per]).to(p.device)}
+
+    def model(self, k: int) -> GPT:
+        return self.stacked.model(k)
+
+    def train(self) -> None:
+        self.stacked.train()
+
+    def eval(self) -> None:
+        self.stacked.eval()
 
 
-def _resume(specs, store, steps: int, batch_size: int, stacked, optimizer) -> dict | None:
-    """Every run's own checkpoint, when all of the group have one at the same step: loaded into the
-    stacked weights and optimiser; else None (the group starts over)."""
-    states = [train.load_checkpoint(train.checkpoint_path(store, s.run_id), s.run_id, steps, batch_size) for s in specs]
-    if any(st is None for st in states) or len({st["step"] for st in states}) != 1:
-        return None
-    with torch.no_grad():
-        for k, st in enumerate(states):
-            for name, value in st["model"].items():
-                if name in stacked.index:
-                    stacked.p(name)[k].copy_(value)
-    order = [p for g in optimizer.param_groups for p in g["params"]]
-    for i, p in enumerate(order):
-        per = [st["optimizer"]["state"].get(i) for st in states]
-        if all(per):
-            optimizer.state[p] = {"step": per[0]["step"].clone(),
-                                  "exp_avg": torch.stack([x["exp_avg"] for x in per]).to(p.device),
-                                  "exp_avg_sq": torch.stack([x["exp_avg_sq"] for x in per]).to(p.device)}
-    return {"step": states[0]["step"], "states": states}
-
-
-def train_group(specs: Sequence[RunSpec], store, **kw) -> list[dict]:
-    """``_train_group`` on the runs of ``specs`` this process can claim (``scaling.store.claim_run``)
-    and that are not ``ok`` yet; the others' rows are ``{"status": train.BUSY}``."""
-    import contextlib
-    from scaling import store as rstore
-    rows: dict[str, dict] = {}
-    with contextlib.ExitStack() as stack:
-        mine = []
-        for s in specs:
-            claimed = stack.enter_context(rstore.claim_run(store, s.run_id))
-            if not claimed or (rstore.read_run(store, s.run_id) or {}).get("status") == "ok":
-                rows[s.run_id] = {"run_id": s.run_id, "status": train.BUSY}
-            else:
-                mine.append(s)
-        if mine:
-            for s, row in zip(mine, _train_group(mine, store, **kw)):
-                rows[s.run_id] = row
-    return [rows[s.run_id] for s in specs]
-
-
-def _train_group(specs: Sequence[RunSpec], store, *, device: str | None = None, dtype: str | None = None,
-                 progress: bool = True, cache_dir=None, log_every: int = 50,
-                 checkpoint_every_s: float = 30.0) -> list[dict]:
-    """Train ``specs`` (one ``group_key``) stacked; write and return one row per run. Every
-    ``checkpoint_every_s`` each run's own checkpoint is written (``train_run``'s format); a rerun
-    resumes the group when all of it has checkpoints at one step."""
-    specs = list(specs)
-    if len({group_key(s) for s in specs}) != 1:
-        raise UsageError("batched runs must share shape, context and token count")
-    settings = train.resolve_settings(device, dtype, compile=False)   # the stacked step is not compiled
-    prepared = [train.prepare_data(s, cache_dir) for s in specs]
-    hp = prepared[0][2]
-    if any(p[2] != hp for p in prepared):
-        raise UsageError("batched runs must share their hyper-parameters")
-    K, steps = len(specs), prepared[0][3].steps
-    tokens_per_step = hp.batch_size * specs[0].seq_len
-    cfg = GPTConfig.from_spec(specs[0])
-    models = []
-    for s in specs:
-        torch.manual_seed(s.seed)                    # train_run's initialisation, run by run
-        models.append(GPT(cfg))
-    stacked = StackedGPT(models).to(settings.device)
-    del models
-    optimizer = adamw(stacked.flat, hp.lr, hp.weight_decay, (hp.beta1, hp.beta2), settings.fused_adamw, stacked=True)
-    template_model = GPT(cfg)
-    template = template_model.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2)).state_dict()
-    resumed = _resume(specs, store, steps, hp.batch_size, stacked, optimizer)
-    start = 0
-    if resumed is not None:
-        start = resumed["step"]
-        logs = [train.TrainingLog(s, p[3], tokens_per_step, progress=False, log_every=log_every, start=start,
-                                  curve=st["curve"], ema=st["ema"], elapsed=st["wall_time_s"], cpu_share=1 / K)
-                for s, p, st in zip(specs, prepared, resumed["states"])]
-        log.info("batched group of %d: resuming at step %d/%d", K, start, steps)
-    else:
-        logs = [train.TrainingLog(s, p[3], tokens_per_step, progress=False, log_every=log_every, cpu_share=1 / K)
-                for s, p in zip(specs, prepared)]
-
-    def checkpoint(step):
-        for k, (s, tl) in enumerate(zip(specs, logs)):
-            if active[k]:
-                model_state, opt_state = _run_checkpoint(stacked, optimizer, k, template)
-                train.save_checkpoint(train.checkpoint_path(store, s.run_id),
-                                      {"run_id": s.run_id, "steps": steps, "batch_size": hp.batch_size, "step": step,
-                                       "model": model_state, "optimizer": opt_state, "curve": tl.curve,
-                                       "ema": tl.ema, "wall_time_s": tl.wall()})
-
-    bar = train.progress_bar(steps, f"{specs[0].shape} x{K}", enabled=progress, initial=start)
-    active = torch.ones(K, dtype=torch.bool, device=settings.device)
-    params = list(stacked.flat)
-    stacked.train()
-    last_ckpt = time.perf_counter()
-    try:
-        for step in range(start, steps):
-            xy = [p[3].batch(step) for p in prepared]
-            x = train.to_device(np.stack([a for a, _ in xy]), settings.device)
-            y = train.to_device(np.stack([b for _, b in xy]), settings.device)
-            lr = train.lr_at(step, steps, hp)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with train.autocast(settings):
-                losses = stacked(x, y)
-            losses.sum().backward()
-            with torch.no_grad():
-                norms = torch.sqrt(sum(p.grad.float().pow(2).reshape(K, -1).sum(dim=1) for p in params))
-                coef = torch.clamp(hp.grad_clip / (norms + 1e-6), max=1.0) * active
-                for p in params:
-                    p.grad.mul_(coef.view(-1, *([1] * (p.dim() - 1))).to(p.grad.dtype))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_list, norm_list = losses.detach().tolist(), norms.tolist()
-            for i, tl in enumerate(logs):
-                if active[i] and not tl.record(step, loss_list[i], norm_list[i], lr):
-                    active[i] = False
-            bar.update(1)
-            if not active.any():
-                break
-            if time.perf_counter() - last_ckpt >= checkpoint_every_s and step + 1 < steps:
-                checkpoint(step + 1)
-                last_ckpt = time.perf_counter()
-    finally:
-        bar.close()
-    rows = []
-    for i, (spec, (corpus, tokenizer, hp_i, batches), tl) in enumerate(zip(specs, prepared, logs)):
-        row = train.run_row(spec, settings, corpus, tokenizer, hp_i, tl, batched_with=K)
-        ckpt = train.checkpoint_path(store, spec.run_id)
-        rows.append(train.finish_run(store, spec, stacked.model(i), row, tl, corpus, tokenizer, settings, cache_dir,
-                                     lambda ckpt=ckpt: ckpt.unlink(missing_ok=True)))
-    return rows
+def train_group(specs: Sequence[RunSpec], store, options: TrainOptions | None = None, **kw) -> list[dict]:
+    """Train ``specs`` (one ``group_key``) stacked, through the one Trainer
+    (``runners.train.trainer.train_runs`` on ``StackedEngine``): the runs this process can claim and
+    that are not ``ok`` yet; the others' rows are ``{"status": BUSY}``. Options as ``options`` or
+    its fields (``device``, ``dtype``, ``checkpoint_every_s``, ``cache_dir``, ``progress``, ...)."""
+    options = dataclasses.replace(options or TrainOptions(), **kw)
+    return train.train_runs(specs, store, options, StackedEngine, skip_done=True)

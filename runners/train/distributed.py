@@ -39,7 +39,6 @@ import shlex
 import shutil
 import socket
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,155 +274,165 @@ def _grad_norm(engine) -> float | None:
     return float(norm.item() if hasattr(norm, "item") else norm)
 
 
-def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str | None = None,
-                      progress: bool = True, log_every: int = 50, checkpoint_every_s: float = 30.0,
-                      max_steps: int | None = None, micro_batch: int | None = None, cache_dir=None) -> dict:
-    """Train ``spec`` on this rank of a DeepSpeed job; rank 0 writes the row and the loss curve.
+class DeepSpeedEngine:
+    """The Trainer's engine for one run across DeepSpeed ranks (``runners.train.engines.Engine``):
+    ``deepspeed.initialize`` around the local engine's model and AdamW, each rank's share of every
+    global batch (micro-batches with gradient accumulation), one all-reduce per step that carries
+    the mean loss and rank 0's wish to checkpoint; checkpoints are DeepSpeed's (a directory per run
+    with ``run.json`` naming the complete tag); rank 0 writes. Built lazily, so nothing at module
+    level imports torch or deepspeed."""
 
-    ``max_steps`` stops after that many steps (counted from step 0) leaving a checkpoint and no
-    row (``status: "running"``), as ``runners.train.trainer.train_run`` does.
-    """
-    import deepspeed
-    import torch
-    import torch.distributed as dist
-    from datetime import timedelta
+    K = 1
+    cannot_evaluate_along = ("--eval-every scores the model inside the training loop: use --launcher local "
+                             "or slurm (or score the finished runs with --eval alone)")
 
-    from runners.train import trainer as rtrain
-    from runners.models.gpt import GPTConfig
+    def __init__(self, specs, hp, steps: int, store, options=None, *, zero_stage: int = 0,
+                 micro_batch: int | None = None):
+        import deepspeed
+        import torch
+        import torch.distributed as dist
+        from datetime import timedelta
 
-    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and not (device or "").startswith("cpu")
-    if cuda:
-        torch.cuda.set_device(local_rank)
-        device = f"cuda:{local_rank}"
-    else:
-        device = "cpu"
-        # K processes share the node's cores; without this each would start one thread per core
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_SIZE", "1"))))
-        _skip_shm_comm_build()
-    # long enough for rank 0's final evaluation while the others wait at the last barrier
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(hours=2))
-    rank, world = dist.get_rank(), dist.get_world_size()
-    settings = rtrain.Settings(device=device, dtype="bf16" if cuda else "fp32", compile=False, fused_adamw=False)
+        from runners.train.engines import new_model
+        from runners.train.settings import Settings
 
-    corpus, tokenizer, hp, batches = rtrain.prepare_data(spec, cache_dir)
-    steps = batches.steps
-    tokens_per_step = hp.batch_size * spec.seq_len
-    config = deepspeed_config(hp, world, zero_stage, "cuda" if cuda else "cpu", micro_batch)
-    micro, accumulation = config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]
+        (spec,) = specs
+        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        device = getattr(options, "device", None)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.cuda = torch.cuda.is_available() and not (device or "").startswith("cpu")
+        if self.cuda:
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+        else:
+            device = "cpu"
+            # K processes share the node's cores; without this each would start one thread per core
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_SIZE", "1"))))
+            _skip_shm_comm_build()
+        # long enough for rank 0's final evaluation while the others wait at the last barrier
+        deepspeed.init_distributed(dist_backend="nccl" if self.cuda else "gloo", timeout=timedelta(hours=2))
+        self.dist, self.torch = dist, torch
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.writes = self.rank == 0
+        self.settings = Settings(device=device, dtype="bf16" if self.cuda else "fp32", compile=False,
+                                 fused_adamw=False)
+        self.spec, self.hp, self.steps, self.zero_stage = spec, hp, steps, zero_stage
+        config = deepspeed_config(hp, self.world_size, zero_stage, "cuda" if self.cuda else "cpu", micro_batch)
+        self.micro, self.accumulation = config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]
+        self.net = new_model(spec)        # the same initial weights on every rank (and as a local run)
+        optimizer = self.net.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2),
+                                                       "cuda" if self.cuda else "cpu", fused=False)
+        self.engine, _, _, _ = deepspeed.initialize(model=self.net, optimizer=optimizer, config=config)
+        self.ckpt_dir = checkpoint_dir(store, spec.run_id)
+        self.expected = {"run_id": spec.run_id, "steps": steps, "batch_size": hp.batch_size,
+                         "world_size": self.world_size, "zero_stage": zero_stage, "micro_batch_size": self.micro}
+        # DeepSpeed records the global gradient norm of ZeRO and mixed-precision steps only; stage 0
+        # in fp32 clips with torch's clip_grad_norm_ and drops the norm, so take it here
+        self.own_grad_norm = zero_stage == 0 and not self.cuda
+        self.row_extra = {"launcher": "deepspeed", "world_size": self.world_size, "zero_stage": zero_stage,
+                          "micro_batch_size": self.micro, "gradient_accumulation_steps": self.accumulation,
+                          "deepspeed_version": deepspeed.__version__}
 
-    torch.manual_seed(spec.seed)         # the same initial weights on every rank (and as a local run)
-    cfg = GPTConfig.from_spec(spec)
-    from runners.models.arch import build_model
-    model = build_model(cfg)
-    if model.num_params() != spec.params:
-        raise RuntimeError(f"model has {model.num_params()} parameters, accounting says {spec.params}")
-    optimizer = model.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2),
-                                          "cuda" if cuda else "cpu", fused=False)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    def step(self, batches, lr, want_checkpoint=False):
+        from runners.train.settings import to_device
+        torch, engine, rank, world = self.torch, self.engine, self.rank, self.world_size
+        device = self.settings.device
+        ((x, y),) = batches
+        x, y = x[rank::world], y[rank::world]        # this rank's share of the global batch
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, own_norm = torch.zeros((), device=device), None
+        for m in range(self.accumulation):
+            rows = slice(m * self.micro, (m + 1) * self.micro)
+            _, loss = engine(to_device(x[rows], device), to_device(y[rows], device))
+            engine.backward(loss)
+            if self.own_grad_norm and m == self.accumulation - 1:   # reduced, not yet clipped
+                own_norm = torch.linalg.vector_norm(torch.stack(
+                    [torch.linalg.vector_norm(p.grad) for p in engine.module.parameters() if p.grad is not None]))
+            engine.step()
+            loss_sum += loss.detach().float()
+        grad_norm = _grad_norm(engine) if own_norm is None else float(own_norm)
+        # one collective per step: the global batch's mean loss, and rank 0's checkpoint call
+        stats = torch.stack([loss_sum / self.accumulation,
+                             torch.tensor(float(want_checkpoint and rank == 0), device=device)])
+        self.dist.all_reduce(stats)
+        return [stats[0].item() / world], [grad_norm], stats[1].item() > 0
 
-    ckpt_dir = checkpoint_dir(store, spec.run_id)
-    expected = {"run_id": spec.run_id, "steps": steps, "batch_size": hp.batch_size, "world_size": world,
-                "zero_stage": zero_stage, "micro_batch_size": micro}
-    resumed = {}
-    meta = _read_checkpoint_meta(ckpt_dir)
-    if meta is not None and {k: meta.get(k) for k in _CHECKPOINT_KEYS} == expected:
-        _, client = engine.load_checkpoint(str(ckpt_dir), tag=meta["tag"], load_optimizer_states=True,
-                                           load_lr_scheduler_states=False)
-        resumed = {"start": client["step"], "curve": [tuple(c) for c in client["curve"]], "ema": client["ema"],
-                   "elapsed": client["wall_time_s"]}
-        if rank == 0:
-            log.info("run %s: resuming at step %d/%d", spec.run_id, client["step"], steps)
-    elif ckpt_dir.exists():
-        if rank == 0:
-            log.warning("ignoring checkpoint %s: it was written with other settings", ckpt_dir)
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-        dist.barrier()
+    def freeze(self, k: int) -> None:
+        pass
 
-    def checkpoint(step: int) -> None:
+    def save(self, step: int, clients: list[dict]) -> None:
         """Collective. The tag is saved, then ``run.json`` names it, then older tags go: a kill at
         any point leaves ``run.json`` pointing at a complete checkpoint."""
         tag = f"step{step}"
-        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={
-            **expected, "step": step, "curve": tl.curve, "ema": tl.ema, "wall_time_s": tl.wall()})
-        dist.barrier()
-        if rank == 0:
-            _write_checkpoint_meta(ckpt_dir, {**expected, "tag": tag})
-            for old in ckpt_dir.iterdir():
+        self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag,
+                                    client_state={**self.expected, **clients[0], "step": step})
+        self.dist.barrier()
+        if self.rank == 0:
+            _write_checkpoint_meta(self.ckpt_dir, {**self.expected, "tag": tag})
+            for old in self.ckpt_dir.iterdir():
                 if old.is_dir() and old.name != tag:
                     shutil.rmtree(old, ignore_errors=True)
 
-    def to_device(a):
-        return rtrain.to_device(a, device)
+    def restore(self) -> list[dict] | None:
+        meta = _read_checkpoint_meta(self.ckpt_dir)
+        if meta is not None and {k: meta.get(k) for k in _CHECKPOINT_KEYS} == self.expected:
+            _, client = self.engine.load_checkpoint(str(self.ckpt_dir), tag=meta["tag"], load_optimizer_states=True,
+                                                    load_lr_scheduler_states=False)
+            return [{"step": client["step"], "curve": [tuple(c) for c in client["curve"]], "ema": client["ema"],
+                     "wall_time_s": client["wall_time_s"]}]
+        if self.ckpt_dir.exists():
+            if self.rank == 0:
+                log.warning("ignoring checkpoint %s: it was written with other settings", self.ckpt_dir)
+                shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+            self.dist.barrier()
+        return None
 
-    # DeepSpeed records the global gradient norm of ZeRO and mixed-precision steps only; stage 0
-    # in fp32 clips with torch's clip_grad_norm_ and drops the norm, so take it here
-    own_grad_norm = zero_stage == 0 and not cuda
-    stop = steps if max_steps is None else min(steps, max_steps)
-    tl = rtrain.TrainingLog(spec, batches, tokens_per_step, progress=progress and rank == 0,
-                            log_every=log_every if rank == 0 else 0, desc=f"{spec.shape} {spec.run_id[:8]} x{world}",
-                            **resumed)
-    last_ckpt = time.perf_counter()
-    engine.train()
-    try:
-        for step in range(tl.start, stop):
-            x, y = batches.batch(step)
-            x, y = x[rank::world], y[rank::world]        # this rank's share of the global batch
-            lr = rtrain.lr_at(step, steps, hp)
-            for group in engine.optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum, own_norm = torch.zeros((), device=device), None
-            for m in range(accumulation):
-                rows = slice(m * micro, (m + 1) * micro)
-                _, loss = engine(to_device(x[rows]), to_device(y[rows]))
-                engine.backward(loss)
-                if own_grad_norm and m == accumulation - 1:   # reduced, not yet clipped
-                    own_norm = torch.linalg.vector_norm(torch.stack(
-                        [torch.linalg.vector_norm(p.grad) for p in engine.module.parameters() if p.grad is not None]))
-                engine.step()
-                loss_sum += loss.detach().float()
-            grad_norm = _grad_norm(engine) if own_norm is None else float(own_norm)
-            now = time.perf_counter()
-            want_ckpt = rank == 0 and now - last_ckpt >= checkpoint_every_s and step + 1 < stop
-            # one collective per step: the global batch's mean loss, and rank 0's checkpoint call
-            stats = torch.stack([loss_sum / accumulation, torch.tensor(float(want_ckpt), device=device)])
-            dist.all_reduce(stats)
-            if not tl.record(step, stats[0].item() / world, grad_norm, lr):
-                break
-            if stats[1].item() > 0:
-                checkpoint(tl.done)
-                last_ckpt = time.perf_counter()
-    finally:
-        tl.close()
-    done, wall = tl.done, tl.wall()
+    def drop(self, k: int) -> None:
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
 
-    row = rtrain.run_row(spec, settings, corpus, tokenizer, hp, tl, launcher="deepspeed", world_size=world,
-                         zero_stage=zero_stage, micro_batch_size=micro, gradient_accumulation_steps=accumulation,
-                         deepspeed_version=deepspeed.__version__)
-    if tl.failure is None and done < steps:
-        checkpoint(done)
-        if rank == 0:
-            log.info("run %s: stopped at step %d/%d (max_steps); checkpoint kept", spec.run_id, done, steps)
-        return {**row, "status": "running"}
+    def model(self, k: int):
+        """The full fp32 weights in a plain model on rank 0 (collective: every rank takes part)."""
+        from runners.models.arch import build_model
+        from runners.models.gpt import GPTConfig
 
-    final = None
-    if tl.failure is None:
-        state = _full_fp32_state(engine, rank)          # collective: every rank takes part
-        if rank == 0:
-            final = build_model(cfg).to(device)
-            missing, unexpected = final.load_state_dict(state, strict=False)
-            tied = {"lm_head.weight"}               # the tied matrix appears once among parameters
-            if unexpected or set(missing) - tied:
-                raise RuntimeError(f"gathered weights do not fit the model: missing {missing}, unexpected {unexpected}")
-    if rank == 0:                                   # rank 0 writes, as the local engine does
-        rtrain.finish_run(store, spec, final, row, tl, corpus, tokenizer, settings, cache_dir,
-                          lambda: shutil.rmtree(ckpt_dir, ignore_errors=True))
-        if tl.failure is None:
-            log.info("run %s done: loss %.4f bpb %.3f in %.1fs on %d processes", spec.run_id, row["loss"],
-                     row["bpb"], wall, world)
-    dist.barrier()
-    return row
+        state = _full_fp32_state(self.engine, self.rank)
+        if self.rank != 0:
+            return None
+        final = build_model(GPTConfig.from_spec(self.spec)).to(self.settings.device)
+        missing, unexpected = final.load_state_dict(state, strict=False)
+        tied = {"lm_head.weight"}               # the tied matrix appears once among parameters
+        if unexpected or set(missing) - tied:
+            raise RuntimeError(f"gathered weights do not fit the model: missing {missing}, unexpected {unexpected}")
+        return final
+
+    def train(self) -> None:
+        self.engine.train()
+
+    def eval(self) -> None:
+        self.engine.eval()
+
+    def close(self) -> None:
+        self.dist.barrier()
+
+
+def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str | None = None,
+                      progress: bool = True, log_every: int = 50, checkpoint_every_s: float = 30.0,
+                      max_steps: int | None = None, micro_batch: int | None = None, cache_dir=None) -> dict:
+    """Train ``spec`` on this rank of a DeepSpeed job through the one Trainer
+    (``runners.train.trainer.train_runs`` on ``DeepSpeedEngine``); rank 0 writes the row and the
+    loss curve. ``max_steps`` stops after that many steps (counted from step 0) leaving a
+    checkpoint and no row (``status: "running"``), as on every engine. The launcher runs one job
+    per run, so the ranks do not claim it."""
+    import functools
+
+    from runners.train import trainer as rtrain
+    from runners.train.options import TrainOptions
+
+    options = TrainOptions(device=device, progress=progress, log_every=log_every,
+                           checkpoint_every_s=checkpoint_every_s, max_steps=max_steps, cache_dir=cache_dir)
+    engine = functools.partial(DeepSpeedEngine, zero_stage=zero_stage, micro_batch=micro_batch)
+    return rtrain.train_runs([spec], store, options, engine, claim=False)[0]
 
 
 # --------------------------------------------------------------------------------------------

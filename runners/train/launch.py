@@ -10,6 +10,8 @@ write a function ``(specs, store, *, progress, **opts) -> LaunchSummary`` and re
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,6 +20,7 @@ from typing import Callable, Sequence
 from scaling.cli import UsageError
 from scaling.store import completed_run_ids
 from runners.grid.spec import RunSpec
+from runners.train.options import TrainOptions
 
 
 @dataclass
@@ -121,9 +124,9 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_one(spec: RunSpec, store, train_opts: dict) -> dict:
-    from runners.train.trainer import train_run
-    return train_run(spec, store, progress=False, skip_done=True, **train_opts) or {}
+def _train_one(spec: RunSpec, store, options: TrainOptions) -> dict:
+    from runners.train.trainer import train_runs
+    return train_runs([spec], store, dataclasses.replace(options, progress=False), skip_done=True)[0]
 
 
 #: ``--batch-runs auto``: stack up to this many same-shape tiny runs (``runners.train.batched``)
@@ -141,45 +144,44 @@ def batch_size_for(specs: Sequence[RunSpec], batch_runs, device: str | None) -> 
     return max(1, int(batch_runs))
 
 
-def launch_local(specs: Sequence[RunSpec], store, *, progress: bool = True, limit: int | None = None,
-                 workers="auto", batch_runs="auto", **train_opts) -> LaunchSummary:
-    """Train the missing runs: same-shape groups stacked in this process (``runners.train.batched``,
-    ``batch_runs`` at a time), the rest one after another, or, when ``thread_policy`` says so (tiny
-    runs on a multi-core CPU), in several single-threaded worker processes at once. Every run
-    writes its own row (the store serialises writers)."""
+def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limit: int | None = None,
+                 workers="auto", batch_runs="auto") -> LaunchSummary:
+    """Train the missing runs: same-shape groups stacked in this process (the stacked engine of
+    ``runners.train.batched``, ``batch_runs`` at a time), the rest one after another on the local
+    engine, or, when ``thread_policy`` says so (tiny runs on a multi-core CPU), in several
+    single-threaded worker processes at once. Every run writes its own row (the store serialises
+    writers)."""
     summary, pending = _pending(specs, store, limit)
     order = [s.run_id for s in pending]
     ok: dict[str, bool] = {}
-    k = batch_size_for(pending, batch_runs, train_opts.get("device"))
-    # stacked runs share one loop: evaluation along training scores one model, so they run alone
-    # (a compiled step, too: the stacked engine does not compile its step)
-    if k > 1 and not train_opts.get("max_steps") and not train_opts.get("eval_every") and not train_opts.get("compile"):
+    progress = options.progress
+    k = batch_size_for(pending, batch_runs, options.device)
+    # a compiled step is the local engine's: the stacked engine does not compile
+    if k > 1 and not options.compile:
         from runners.train import batched
         rest = []
         for group in batched.groups(pending, k):
             if len(group) == 1:
                 rest += group
                 continue
-            opts = {key: train_opts[key] for key in ("device", "dtype", "cache_dir", "checkpoint_every_s") if key in train_opts}
-            for spec, row in zip(group, batched.train_group(group, store, progress=progress, **opts)):
+            for spec, row in zip(group, batched.train_group(group, store, options)):
                 ok[spec.run_id] = _outcome(row)
         pending = [s for s in pending if s in rest]
-    n_proc, threads = thread_policy(pending, workers, train_opts.get("device"))
+    n_proc, threads = thread_policy(pending, workers, options.device)
     if n_proc <= 1:
-        from runners.train.trainer import train_run  # lazy: torch is needed only when something is trained
+        from runners.train.trainer import train_runs  # lazy: torch is needed only when something is trained
         bar = _progress(pending, progress)
         for spec in bar:
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(f"{spec.shape} {spec.epochs:.3g} ep {spec.run_id}")
-            row = train_run(spec, store, progress=progress, skip_done=True, **train_opts) or {}
-            ok[spec.run_id] = _outcome(row)
+            ok[spec.run_id] = _outcome(train_runs([spec], store, options, skip_done=True)[0])
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
         bar = _progress(pending, progress)
         with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init, initargs=(threads,)) as pool:
-            futures = {pool.submit(_train_one, spec, str(store), train_opts): spec for spec in pending}
+            futures = {pool.submit(_train_one, spec, str(store), options): spec for spec in pending}
             for fut in as_completed(futures):
                 spec = futures[fut]
                 try:
@@ -254,15 +256,15 @@ class SlurmOptions:
                 f"at most {self.array_parallelism} at once")
 
 
-def train_one(spec_dict: dict, store: str, train_opts: dict) -> str:
+def train_one(spec_dict: dict, store: str, options: TrainOptions) -> str:
     """One run inside a submitted job (module level, so that submitit can pickle it)."""
-    from runners.train.trainer import train_run
-    row = train_run(RunSpec.from_dict(spec_dict), store, progress=False, **train_opts) or {}
+    from runners.train.trainer import train_runs
+    row = train_runs([RunSpec.from_dict(spec_dict)], store, dataclasses.replace(options, progress=False))[0]
     return str(row.get("status", "ok"))
 
 
-def launch_slurm(specs: Sequence[RunSpec], store, *, progress: bool = True, limit: int | None = None,
-                 slurm: SlurmOptions | None = None, **train_opts) -> LaunchSummary:
+def launch_slurm(specs: Sequence[RunSpec], store, options: TrainOptions, *, limit: int | None = None,
+                 slurm: SlurmOptions | None = None) -> LaunchSummary:
     """Submit the missing runs through submitit (one array job); with ``wait`` (always for the
     local cluster) wait for them and report which finished ``ok``."""
     try:
@@ -278,7 +280,7 @@ def launch_slurm(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
     executor = submitit.AutoExecutor(folder=folder, cluster=slurm.cluster)
     executor.update_parameters(**slurm.parameters())
     with executor.batch():
-        jobs = [executor.submit(train_one, s.to_dict(), str(store), train_opts) for s in pending]
+        jobs = [executor.submit(train_one, s.to_dict(), str(store), options) for s in pending]
     summary.submitted = [j.job_id for j in jobs]
     if not (slurm.wait or slurm.cluster in ("local", "debug")):
         summary.trained = []
@@ -292,25 +294,27 @@ def launch_slurm(specs: Sequence[RunSpec], store, *, progress: bool = True, limi
     return summary
 
 
-def launch_deepspeed(specs: Sequence[RunSpec], store, *, progress: bool = True, limit: int | None = None,
-                     deepspeed=None, device: str | None = None, checkpoint_every_s: float = 30.0,
-                     max_steps: int | None = None, dtype: str | None = None, compile: bool | None = None,
-                     cache_dir=None) -> LaunchSummary:
+def launch_deepspeed(specs: Sequence[RunSpec], store, options: TrainOptions, *, limit: int | None = None,
+                     deepspeed=None) -> LaunchSummary:
     """Train the missing runs one after another, each as its own DeepSpeed job started through
     the ``deepspeed`` launcher (``runners.train.distributed``): ``deepspeed.nproc_per_node`` processes
     on each of ``deepspeed.nodes`` nodes. A run is ``trained`` when its store row says ``ok``.
     The precision is DeepSpeed's (bf16 on CUDA, fp32 on CPU) and nothing is compiled, so a
-    ``dtype``, ``compile`` or ``cache_dir`` asked of it is refused rather than dropped."""
-    for name, value in (("dtype", dtype), ("compile", compile), ("cache_dir", cache_dir)):
-        if value is not None:
+    ``dtype``, ``compile`` or ``cache_dir`` asked of it is refused rather than dropped, and so is
+    evaluation along training."""
+    for name in ("dtype", "compile", "cache_dir"):
+        if getattr(options, name) is not None:
             raise UsageError(f"--launcher deepspeed does not take {name} (precision is DeepSpeed's: bf16 on "
                              f"CUDA, fp32 on CPU; nothing is compiled); drop it or use --launcher local")
+    device, progress = options.device, options.progress
     import subprocess
     import sys
 
     from runners.train import distributed
     from scaling.store import completed_run_ids
 
+    if options.evaluates_along:
+        raise UsageError(distributed.DeepSpeedEngine.cannot_evaluate_along)
     opts = deepspeed or distributed.DeepSpeedOptions()
     if device is not None and not device.startswith(("cpu", "cuda")):
         raise UsageError(f"--launcher deepspeed runs on cpu or cuda, not {device!r}")
@@ -331,7 +335,7 @@ def launch_deepspeed(specs: Sequence[RunSpec], store, *, progress: bool = True, 
         distributed.write_spec(spec, store)
         cmd = distributed.launch_command(
             spec, store, opts, master_port=distributed.free_port() if opts.nodes == 1 else None, device=device,
-            checkpoint_every_s=checkpoint_every_s, max_steps=max_steps, progress=progress)
+            checkpoint_every_s=options.checkpoint_every_s, max_steps=options.max_steps, progress=progress)
         # the workers' output goes to stderr: stdout keeps only the summary (--json)
         subprocess.run(cmd, env=env, stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None)
         ok = spec.run_id in completed_run_ids(store)
@@ -357,12 +361,21 @@ LAUNCHERS: dict[str, Callable[..., LaunchSummary]] = {
 }
 
 
-def launch(specs: Sequence[RunSpec], store, launcher: str = "local", **opts) -> LaunchSummary:
-    """Run every spec not already ``ok`` in ``store`` with the named launcher; options
-    (``device``, ``dtype``, ``compile``, ``max_steps``, ``cache_dir``, ``progress``, ``limit``) are
-    passed through to it."""
+def launch(specs: Sequence[RunSpec], store, launcher: str = "local", *, options: TrainOptions | None = None,
+           limit: int | None = None, **opts) -> LaunchSummary:
+    """Run every spec not already ``ok`` in ``store`` with the named launcher. How each run is
+    trained travels as one ``TrainOptions`` (``options``, or its fields among ``opts``: ``device``,
+    ``dtype``, ``compile``, ``max_steps``, ``cache_dir``, ``progress``, ...); the rest of ``opts``
+    are the launcher's own (``workers``, ``batch_runs``; ``slurm``; ``deepspeed``)."""
     try:
         fn = LAUNCHERS[launcher]
     except KeyError:
         raise UsageError(f"unknown launcher {launcher!r} (known: {', '.join(LAUNCHERS)})") from None
-    return fn(list(specs), store, **opts)
+    fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    options = dataclasses.replace(options or TrainOptions(), **{k: v for k, v in opts.items() if k in fields})
+    own = {k: v for k, v in opts.items() if k not in fields}
+    takes = inspect.signature(fn).parameters
+    for name in own:
+        if name not in takes:
+            raise UsageError(f"--launcher {launcher} does not take {name}")
+    return fn(list(specs), store, options, limit=limit, **own)

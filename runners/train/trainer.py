@@ -14,6 +14,7 @@ Hyper-parameters are functions of N written once, in ``hparams``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -26,9 +27,9 @@ import pandas as pd
 import torch
 
 from runners import data as rdata
-from runners.models.arch import build_model
-from runners.models.gpt import GPT, GPTConfig
+from runners.models.gpt import GPT
 from runners.train.evaluation import EVAL_TOKENS_PER_DOMAIN, evaluate, mix_weights, validation_metrics  # noqa: F401
+from runners.train.options import TrainOptions
 from runners.train.settings import DTYPES, Settings, autocast, resolve_settings, to_device  # noqa: F401
 from scaling import store as rstore
 from scaling.cli import UsageError
@@ -116,80 +117,6 @@ def lr_at(step: int, steps: int, hp: Hparams) -> float:
     return min_lr + 0.5 * (hp.lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-# --------------------------------------------------------------------------------------------
-# Execution settings shared with benchmarks/train_speed.py
-
-
-def build(cfg: GPTConfig, hp: Hparams, settings: Settings):
-    """(model, compiled-or-same model, optimizer) on the settings' device."""
-    model = build_model(cfg).to(settings.device)
-    optimizer = model.configure_optimizer(hp.lr, hp.weight_decay, (hp.beta1, hp.beta2),
-                                          torch.device(settings.device).type, fused=settings.fused_adamw)
-    if settings.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    forward = torch.compile(model) if settings.compile else model
-    return model, forward, optimizer
-
-
-def train_step(forward, optimizer, x, y, lr: float, grad_clip: float, settings: Settings):
-    """One optimiser step; returns (loss, grad_norm) as tensors (no host sync here)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    with autocast(settings):
-        _, loss = forward(x, y)
-    loss.backward()
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.detach(), grad_norm
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def checkpoint_path(store, run_id: str) -> Path:
-    return rstore.side_path(store, "checkpoints", run_id, ".pt")
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic (``scaling.store.atomic_write_bytes``)."""
-    rstore.atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))
-
-
-def set_aside(path: Path, why: str) -> None:
-    """Move a checkpoint that cannot be used out of the way (``NAME.set-aside``, kept for a look)
-    with one warning, so the run restarts instead of failing the same way on every rerun."""
-    try:
-        os.replace(path, path.with_name(path.name + ".set-aside"))
-    except OSError:
-        pass
-    log.warning("checkpoint %s set aside (%s); the run starts over", path, why)
-
-
-def load_checkpoint(path: Path, run_id: str, steps: int, batch_size: int) -> dict | None:
-    """The checkpoint of this very run, or None (missing, unreadable, or from other settings).
-
-    Loaded with ``weights_only=True``: tensors, numbers, strings, lists and dicts only, so a pickle
-    placed in a store cannot run code when a grid resumes; anything else is set aside."""
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torn, foreign or not weights-only: start over rather than fail the grid
-        set_aside(path, f"unreadable: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
-        return None
-    if not isinstance(state, dict):
-        set_aside(path, "not a checkpoint of this toolkit")
-        return None
-    if (state.get("run_id"), state.get("steps"), state.get("batch_size")) != (run_id, steps, batch_size):
-        log.warning("ignoring checkpoint %s: it was written with other settings", path)
-        return None
-    return state
-
-
 def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
@@ -273,66 +200,76 @@ class TrainingLog:
                 "tokens_per_s": (self.done - self.start) * self.tokens_per_step
                 / max(time.perf_counter() - self.t0 - self.excluded, 1e-9)}
 
+    def client_state(self) -> dict:
+        """What a checkpoint keeps of this log (``runners.train.engines.CLIENT_KEYS`` but the step)."""
+        return {"curve": self.curve, "ema": self.ema, "wall_time_s": self.wall()}
+
     def curve_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.curve, columns=["step", "tokens", "train_loss", "lr"])
 
 
 class Trainer:
-    """The one training loop (torchtitan's shape): ``train()`` runs ``train_step()`` from the
-    log's start to ``stop`` under the package's LR schedule (``lr_at``), books every step in a
-    ``TrainingLog`` (curve, EMA, progress, the first non-finite step, which ends the loop: the
-    caller stores it as a failed run), checkpoints through ``state_dict()`` every
-    ``checkpoint_every_s`` when given a ``checkpoint`` callback, and calls ``hooks`` after each step
-    (``hook(trainer, step, loss, lr)``: logging, evaluation). Used by ``train_run``,
-    ``runners.compare`` and ``runners.merge``; ``runners.train.distributed`` and ``runners.train.batched`` keep
-    loops of their own around the same ``TrainingLog`` and schedule (their step is collective, or K
-    models at once)."""
+    """The one training loop (torchtitan's shape): ``train()`` asks the engine
+    (``runners.train.engines``) for one step of every run it holds, from the logs' start to
+    ``stop``, under the package's LR schedule (``lr_at``); books every step in each run's
+    ``TrainingLog`` (curve, EMA, progress, the first non-finite step, which freezes that run: it is
+    stored as failed, the others go on); checkpoints through the engine every
+    ``checkpoint_every_s``; and calls ``hooks`` after each step (``hook(trainer, step, losses, lr)``:
+    evaluation along training). ``train_runs`` drives it for every launcher; ``runners.compare``
+    and ``runners.merge`` step their own models with it (``Trainer.one``)."""
 
-    def __init__(self, model: GPT, forward, optimizer, batches, hp: Hparams, settings: Settings,
-                 log: TrainingLog, *, checkpoint=None, checkpoint_every_s: float = math.inf, hooks=()):
-        self.model, self.forward, self.optimizer = model, forward, optimizer
-        self.batches, self.hp, self.settings, self.log = batches, hp, settings, log
-        self.steps = batches.steps
-        self.checkpoint, self.checkpoint_every_s, self.hooks = checkpoint, checkpoint_every_s, list(hooks)
+    def __init__(self, engine, batches, hp: Hparams, logs, *, checkpoint_every_s: float = math.inf, hooks=(),
+                 bar=None):
+        self.engine, self.batches, self.hp, self.logs = engine, list(batches), hp, list(logs)
+        self.steps = self.batches[0].steps
+        self.active = [True] * len(self.logs)
+        self.checkpoint_every_s, self.hooks = checkpoint_every_s, list(hooks)
+        self.bar = bar if bar is not None else _NoBar()
 
-    def train_step(self, step: int) -> bool:
-        """One optimiser step on batch ``step``; False when its loss or gradient norm is not finite."""
-        x, y = self.batches.batch(step)
-        lr = lr_at(step, self.steps, self.hp)
-        loss_t, norm_t = train_step(self.forward, self.optimizer, to_device(x, self.settings.device),
-                                    to_device(y, self.settings.device), lr, self.hp.grad_clip, self.settings)
-        loss = loss_t.item()
-        if not self.log.record(step, loss, norm_t.item(), lr):
-            return False
-        for hook in self.hooks:
-            hook(self, step, loss, lr)
-        return True
+    @classmethod
+    def one(cls, model, forward, optimizer, batches, hp: Hparams, settings: Settings, log: "TrainingLog",
+            **kw) -> "Trainer":
+        """A Trainer of one model built by the caller, on the local engine (no checkpoints)."""
+        from runners.train.engines import LocalEngine
+        return cls(LocalEngine.around(model, forward, optimizer, hp, settings, None, batches.steps),
+                   [batches], hp, [log], **kw)
 
-    def train(self, stop: int | None = None) -> TrainingLog:
+    @property
+    def log(self) -> "TrainingLog":
+        """The first run's log (the only one but on the stacked engine)."""
+        return self.logs[0]
+
+    def checkpoint(self, step: int) -> None:
+        self.engine.save(step, [tl.client_state() for tl in self.logs])
+
+    def train(self, stop: int | None = None) -> list["TrainingLog"]:
         stop = self.steps if stop is None else min(self.steps, stop)
+        start = min(tl.start for tl in self.logs)
         last = time.perf_counter()
-        self.model.train()
+        self.engine.train()
         try:
-            for step in range(self.log.start, stop):
-                if not self.train_step(step):
+            for step in range(start, stop):
+                lr = lr_at(step, self.steps, self.hp)
+                want = time.perf_counter() - last >= self.checkpoint_every_s and step + 1 < stop
+                losses, norms, save_now = self.engine.step([b.batch(step) for b in self.batches], lr, want)
+                for k, tl in enumerate(self.logs):
+                    if self.active[k] and not tl.record(step, losses[k], norms[k], lr):
+                        self.active[k] = False
+                        self.engine.freeze(k)
+                self.bar.update(1)
+                if not any(self.active):
                     break
-                if self.checkpoint is not None and time.perf_counter() - last >= self.checkpoint_every_s \
-                        and self.log.done < stop:
-                    self.checkpoint(self.log.done)
+                for hook in self.hooks:
+                    hook(self, step, losses, lr)
+                if save_now:
+                    self.checkpoint(step + 1)
                     last = time.perf_counter()
         finally:
-            self.log.close()
-        self.model.eval()
-        return self.log
-
-    def state_dict(self) -> dict:
-        return {"step": self.log.done, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "curve": self.log.curve, "ema": self.log.ema, "wall_time_s": self.log.wall()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
+            for tl in self.logs:
+                tl.close()
+            self.bar.close()
+        self.engine.eval()
+        return self.logs
 
 def run_row(spec, settings: Settings, corpus, tokenizer, hp: Hparams, tl: "TrainingLog", **extra) -> dict:
     """The row every engine writes for a run: its plan, where and how it ran, its hyper-parameters,
@@ -368,11 +305,11 @@ def store_failed_run(store, row: dict, curve_frame: pd.DataFrame, failure: str) 
 
 
 # --------------------------------------------------------------------------------------------
-# The run
+# The run: claim -> data -> build -> resume -> loop -> evaluate -> finish or fail -> store, once
 
 
 def prepare_data(spec, cache_dir=None):
-    """(corpus, tokenizer, hparams, batches) of a run: what every launcher's loop starts from."""
+    """(corpus, tokenizer, hparams, batches) of a run: what every engine's loop starts from."""
     corpus = rdata.load_corpus(spec.data, text_column=spec.text_column, domain_column=spec.domain_column or None,
                                cache_dir=cache_dir)
     tokenizer = rdata.get_tokenizer(spec.tokenizer, corpus, cache_dir=cache_dir)
@@ -386,35 +323,134 @@ def prepare_data(spec, cache_dir=None):
     return corpus, tokenizer, hp, batches
 
 
-def train_run(spec, store, *, device: str | None = None, progress: bool = True, log_every: int = 50,
-              checkpoint_every_s: float = 30.0, compile: bool | None = None, dtype: str | None = None,
-              max_steps: int | None = None, cache_dir=None, skip_done: bool = False,
-              eval_every: int | None = None, eval_tasks=None, eval_limit: int | None = None) -> dict:
-    """Train ``spec``, write its row and loss curve to ``store``, return the row.
+def train_runs(specs, store, options: TrainOptions | None = None, engine=None, *, claim: bool = True,
+               skip_done: bool = False) -> list[dict]:
+    """Train ``specs`` together on ``engine`` (a class of ``runners.train.engines``; default the
+    local engine, one run) and store each run: the one life of a run, whatever takes its steps.
+
+    Each run is claimed first (``scaling.store.claim_run``): one another process holds, or, with
+    ``skip_done``, one already ``ok`` in the store, is not trained and its row is ``{"status":
+    BUSY}``. ``claim=False``: the caller coordinates (DeepSpeed's ranks: its launcher runs one job
+    per run). Returns one row per spec, in order; a run stopped by ``options.max_steps`` keeps its
+    checkpoint, writes no row and says ``status: "running"``."""
+    from runners.train.engines import LocalEngine
+
+    options = options or TrainOptions()
+    engine = engine or LocalEngine
+    specs = list(specs)
+    if not claim:
+        with run_errors(specs):
+            return _train_claimed(specs, store, options, engine)
+    rows: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        mine = []
+        for s in specs:
+            if not stack.enter_context(rstore.claim_run(store, s.run_id)) or \
+                    (skip_done and (rstore.read_run(store, s.run_id) or {}).get("status") == "ok"):
+                rows[s.run_id] = {"run_id": s.run_id, "status": BUSY}
+            else:
+                mine.append(s)
+        if mine:
+            with run_errors(mine):
+                rows.update(zip([s.run_id for s in mine], _train_claimed(mine, store, options, engine)))
+    return [rows[s.run_id] for s in specs]
+
+
+def _train_claimed(specs, store, options: TrainOptions, engine_class) -> list[dict]:
+    prepared = [prepare_data(s, options.cache_dir) for s in specs]
+    hp, steps = prepared[0][2], prepared[0][3].steps
+    if any(p[2] != hp or p[3].steps != steps for p in prepared):
+        raise UsageError("runs trained together must share their hyper-parameters and number of steps")
+    engine = engine_class(specs, hp, steps, store, options)
+    K, tokens_per_step = len(specs), hp.batch_size * specs[0].seq_len
+    resumed = engine.restore()
+    if resumed is not None:
+        log.info("%s: resuming at step %d/%d", specs[0].run_id if K == 1 else f"{K} stacked runs",
+                 resumed[0]["step"], steps)
+    shown = options.progress and engine.writes
+    logs = [TrainingLog(s, p[3], tokens_per_step, progress=shown and K == 1,
+                        log_every=options.log_every if engine.writes else 0, cpu_share=1 / K,
+                        desc=f"{s.shape} {s.run_id[:8]}" + (f" x{engine.world_size}" if getattr(engine, "world_size", 1) > 1 else ""),
+                        **({} if resumed is None else {"start": r["step"], "curve": r["curve"], "ema": r["ema"],
+                                                       "elapsed": r["wall_time_s"]}))
+            for s, p, r in zip(specs, prepared, resumed or [None] * K)]
+    bar = progress_bar(steps, f"{specs[0].shape} x{K}", enabled=shown and K > 1, initial=logs[0].start)
+    scorers = _scorers(specs, store, options, engine, prepared, steps, tokens_per_step, logs)
+    trainer = Trainer(engine, [p[3] for p in prepared], hp, logs, checkpoint_every_s=options.checkpoint_every_s,
+                      hooks=scorers, bar=bar)
+    trainer.train(steps if options.max_steps is None else min(steps, options.max_steps))
+
+    rows = []
+    for k, (spec, (corpus, tokenizer, _, _), tl) in enumerate(zip(specs, prepared, logs)):
+        row = run_row(spec, engine.settings, corpus, tokenizer, hp, tl, **engine.row_extra)
+        if scorers:
+            row.update(scorers[k].final_columns(), eval_every=int(options.eval_every),
+                       eval_time_s=scorers[k].total_seconds(), eval_checkpoints=len(scorers[k].rows))
+        rows.append(row)
+    stopped = [k for k, tl in enumerate(logs) if tl.failure is None and tl.done < steps]
+    if stopped:                                   # max_steps: the live runs keep a checkpoint
+        trainer.checkpoint(logs[stopped[0]].done)
+        if engine.writes:
+            log.info("%d run(s) stopped at step %d/%d (max_steps); checkpoint kept", len(stopped),
+                     logs[stopped[0]].done, steps)
+    for k, (spec, (corpus, tokenizer, _, _), tl) in enumerate(zip(specs, prepared, logs)):
+        if k in stopped:
+            rows[k] = {**rows[k], "status": "running"}
+            continue
+        final = engine.model(k) if tl.failure is None else None      # collective on DeepSpeed
+        if engine.writes:
+            finish_run(store, spec, final, rows[k], tl, corpus, tokenizer, engine.settings, options.cache_dir,
+                       lambda k=k: engine.drop(k))
+            if tl.failure is None:
+                log.info("run %s done: loss %.4f bpb %.3f in %.1fs (%.0f tok/s)", spec.run_id, rows[k]["loss"],
+                         rows[k]["bpb"], rows[k]["wall_time_s"], rows[k]["tokens_per_s"])
+    engine.close()
+    return rows
+
+
+def _scorers(specs, store, options: TrainOptions, engine, prepared, steps, tokens_per_step, logs) -> list:
+    """Evaluation along training (``runners.eval.along``): one scorer per run, the initial models
+    scored at once; none unless asked, and none on a process that does not write."""
+    if not options.evaluates_along:
+        return []
+    if engine.cannot_evaluate_along:
+        raise UsageError(engine.cannot_evaluate_along)
+    if not engine.writes:
+        return []
+    # evaluation is the next room's; imported here so that training alone never loads lm-eval
+    from runners.eval.along import CheckpointScorer, task_suite
+    suite = task_suite(tuple(options.eval_tasks), options.eval_limit)
+    scorers = [CheckpointScorer(s, store, list(options.eval_tasks), every=options.eval_every, steps=steps,
+                                tokens_per_step=tokens_per_step, corpus=p[0], tokenizer=p[1], settings=engine.settings,
+                                limit=options.eval_limit, cache_dir=options.cache_dir, index=k, suite=suite)
+               for k, (s, p) in enumerate(zip(specs, prepared))]
+    for k, scorer in enumerate(scorers):
+        if scorer.due(logs[k].start):
+            scorer.at(engine.model(k), logs[k].start, logs)      # the initial model (step 0)
+    return scorers
+
+
+def train_run(spec, store, *, skip_done: bool = False, options: TrainOptions | None = None, **kw) -> dict:
+    """Train ``spec`` on the local engine, write its row and loss curve to ``store``, return the row
+    (``train_runs`` of one run). Options come as ``options`` or as its fields (``device``,
+    ``progress``, ``max_steps``, ``eval_every``/``eval_tasks``/``eval_limit``, ...).
 
     ``eval_every`` with ``eval_tasks``: score the in-memory model at step 0, every ``eval_every``
     steps and at the end (``runners.eval.along``), one row per checkpoint in the store's
     ``_evals/``; the last checkpoint's scores also go into the run's row, and ``eval_time_s`` says
-    how long scoring took (it is not in ``wall_time_s``).
-
-    ``max_steps`` stops after that many steps of the run (counted from step 0), leaving a
-    checkpoint and writing no row (returns ``status: "running"``); the next call resumes.
-    The run is claimed first (``scaling.store.claim_run``): when another process holds it, or,
-    with ``skip_done`` (what launchers pass), when it is already ``ok`` in the store, nothing is
-    trained and the row is ``{"status": BUSY}``.
+    how long scoring took (it is not in ``wall_time_s``). ``max_steps`` stops after that many steps
+    of the run (counted from step 0), leaving a checkpoint and writing no row (``status:
+    "running"``); the next call resumes. With ``skip_done`` (what launchers pass) a run already
+    ``ok`` in the store is not trained again (``{"status": BUSY}``).
     """
-    with rstore.claim_run(store, spec.run_id) as mine:
-        if not mine or (skip_done and (rstore.read_run(store, spec.run_id) or {}).get("status") == "ok"):
-            return {"run_id": spec.run_id, "status": BUSY}
-        with run_errors(spec):
-            return _train_run(spec, store, device=device, progress=progress, log_every=log_every,
-                              checkpoint_every_s=checkpoint_every_s, compile=compile, dtype=dtype,
-                              max_steps=max_steps, cache_dir=cache_dir, eval_every=eval_every,
-                              eval_tasks=eval_tasks, eval_limit=eval_limit)
+    if "eval_tasks" in kw and kw["eval_tasks"] is not None:
+        kw["eval_tasks"] = tuple(kw["eval_tasks"])
+    options = dataclasses.replace(options or TrainOptions(), **kw)
+    return train_runs([spec], store, options, skip_done=skip_done)[0]
 
 
 @contextlib.contextmanager
-def run_errors(spec):
+def run_errors(specs):
     """A run that raises something other than a one-line error (an ``--arch`` plugin whose forward
     fails, a device that runs out of memory) stops the grid with one ``error:`` line naming the run;
     nothing is stored for it, so the next launch retries it. ``SCALING_DEBUG=1`` shows the traceback."""
@@ -425,81 +461,16 @@ def run_errors(spec):
     except Exception as exc:  # noqa: BLE001 - any failure of the run's own code becomes one line
         if os.environ.get("SCALING_DEBUG"):
             raise
+        spec = specs[0]
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise DataError(f"run {spec.run_id} ({spec.shape}, arch {getattr(spec, 'arch', 'gpt')}) failed: "
+        which = f"run {spec.run_id}" + (f" (and {len(specs) - 1} stacked with it)" if len(specs) > 1 else "")
+        raise DataError(f"{which} ({spec.shape}, arch {getattr(spec, 'arch', 'gpt')}) failed: "
                         f"{type(exc).__name__}{': ' + first if first else ''} (nothing stored for it; "
                         f"SCALING_DEBUG=1 shows the traceback)") from None
 
 
 #: What ``train_run`` returns for a run another launcher holds or has just finished.
 BUSY = rstore.CLAIMED_ELSEWHERE
-
-
-def _train_run(spec, store, *, device, progress, log_every, checkpoint_every_s, compile, dtype,
-               max_steps, cache_dir, eval_every=None, eval_tasks=None, eval_limit=None) -> dict:
-    settings = resolve_settings(device, dtype, compile)
-    corpus, tokenizer, hp, batches = prepare_data(spec, cache_dir)
-    steps = batches.steps
-    tokens_per_step = hp.batch_size * spec.seq_len
-
-    torch.manual_seed(spec.seed)
-    cfg = GPTConfig.from_spec(spec)
-    model, forward, optimizer = build(cfg, hp, settings)
-    if model.num_params() != spec.params:  # the accounting formula and the model must agree
-        raise RuntimeError(f"model has {model.num_params()} parameters, accounting says {spec.params}")
-
-    ckpt_path = checkpoint_path(store, spec.run_id)
-    state = load_checkpoint(ckpt_path, spec.run_id, steps, hp.batch_size)
-    resumed = {}
-    if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            resumed = {"start": state["step"], "curve": state["curve"], "ema": state["ema"], "elapsed": state["wall_time_s"]}
-            log.info("run %s: resuming at step %d/%d", spec.run_id, state["step"], steps)
-        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            # it loads but no longer matches the model code (e.g. "size mismatch"): start over from
-            # a fresh model, since load_state_dict may have copied part of it
-            set_aside(ckpt_path, f"does not match the model: {str(exc).splitlines()[0][:200]}")
-            torch.manual_seed(spec.seed)
-            model, forward, optimizer = build(cfg, hp, settings)
-            resumed = {}
-    scorer = None
-    if eval_every and eval_tasks:
-        # evaluation is the next room's; imported here so that training alone never loads lm-eval
-        from runners.eval.along import CheckpointScorer
-        scorer = CheckpointScorer(spec, store, list(eval_tasks), every=eval_every, steps=steps,
-                                  tokens_per_step=tokens_per_step, corpus=corpus, tokenizer=tokenizer,
-                                  settings=settings, limit=eval_limit, cache_dir=cache_dir)
-    tl = TrainingLog(spec, batches, tokens_per_step, progress=progress, log_every=log_every, **resumed)
-    if scorer is not None:
-        scorer.at(model, tl.start, tl)           # the initial model (step 0)
-
-    def checkpoint(step):
-        save_checkpoint(ckpt_path, {"run_id": spec.run_id, "steps": steps, "batch_size": hp.batch_size,
-                                    **trainer.state_dict(), "step": step})
-
-    trainer = Trainer(model, forward, optimizer, batches, hp, settings, tl, checkpoint=checkpoint,
-                      checkpoint_every_s=checkpoint_every_s, hooks=[scorer] if scorer is not None else ())
-    stop = steps if max_steps is None else min(steps, max_steps)
-    trainer.train(stop)
-    done, wall = tl.done, tl.wall()
-
-    row = run_row(spec, settings, corpus, tokenizer, hp, tl)
-    if scorer is not None:
-        row.update(scorer.final_columns(), eval_every=int(eval_every), eval_time_s=scorer.total_seconds(),
-                   eval_checkpoints=len(scorer.rows))
-    if tl.failure is None and done < steps:
-        checkpoint(done)
-        log.info("run %s: stopped at step %d/%d (max_steps); checkpoint kept", spec.run_id, done, steps)
-        return {**row, "status": "running"}
-    finish_run(store, spec, model, row, tl, corpus, tokenizer, settings, cache_dir,
-               lambda: ckpt_path.unlink(missing_ok=True))
-    if tl.failure is None:
-        log.info("run %s done: loss %.4f bpb %.3f in %.1fs (%.0f tok/s)", spec.run_id, row["loss"],
-                 row["bpb"], wall, row["tokens_per_s"])
-    return row
-
 
 def store_finished_run(store, spec, model: GPT, row: dict, curve_frame: pd.DataFrame) -> dict:
     """Weights (``runners.export``), then the loss curve, then the ``ok`` row: a row that says

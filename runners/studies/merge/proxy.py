@@ -14,6 +14,7 @@ import torch
 
 from runners import data as rdata
 from runners.train import trainer as train
+from runners.train.engines import build
 from runners.models.gpt import GPT, GPTConfig
 from runners.grid.spec import RunSpec, format_mix, parse_mix
 from scaling import accounting
@@ -159,7 +160,7 @@ def _train(model: GPT, optimizer, forward, tokens: np.ndarray, training: dict, s
                                  total_tokens=steps * hp.batch_size * training["seq_len"])
     tl = train.TrainingLog(spec, batches, hp.batch_size * training["seq_len"], progress=progress, log_every=25,
                            desc=desc)
-    train.Trainer(model, forward, optimizer, batches, hp, settings, tl).train()
+    train.Trainer.one(model, forward, optimizer, batches, hp, settings, tl).train()
     if tl.failure is not None:
         raise FitError(f"{desc}: training failed, {tl.failure} (lower --lr, now {hp.lr:g})")
     return [loss for _, _, loss, _ in tl.curve]
@@ -169,7 +170,7 @@ def _build(cfg_model: GPTConfig, lr: float, settings, init_seed: int | None, sta
     hp = dataclasses.replace(train.hparams(1, cfg_model.seq_len), lr=lr)
     if init_seed is not None:
         torch.manual_seed(init_seed)
-    model, forward, optimizer = train.build(cfg_model, hp, settings)
+    model, forward, optimizer = build(cfg_model, hp, settings)
     if start is not None:
         model.load_state_dict(start.state_dict())
     return model, forward, optimizer
