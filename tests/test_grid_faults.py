@@ -43,6 +43,12 @@ def test_killed_grid_resumes_and_stores_each_run_once(tmp_path):
         pytest.fail("no finished run and checkpoint appeared in time")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # its worker processes die with it (PR_SET_PDEATHSIG): no orphan trains on holding a claim
+    grid = isoflop_grid(parse_budgets("smoke")[0])
+    deadline = time.time() + 10
+    while any(not _free(store, s.run_id) for s in grid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert all(_free(store, s.run_id) for s in grid), "a worker of the killed grid still holds a run"
     finished_before = {p.stem for p in run_files(store)}
     created_before = pd.read_parquet(store).set_index("run_id")["created_at"]
     # a run killed after its row was written and before its checkpoint was removed is finished
@@ -53,7 +59,6 @@ def test_killed_grid_resumes_and_stores_each_run_once(tmp_path):
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     runs = pd.read_parquet(store)
-    grid = isoflop_grid(parse_budgets("smoke")[0])
     assert sorted(runs["run_id"]) == sorted(s.run_id for s in grid)       # each run exactly once
     assert (runs["status"] == "ok").all()
     by_id = runs.set_index("run_id")
@@ -83,3 +88,9 @@ def test_a_run_that_crashes_stops_the_grid_with_one_line_and_leaves_no_store(tmp
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert err.startswith("error: run ") and "failed: RuntimeError: boom in forward" in err
     assert not store.exists()
+
+
+def _free(store, run_id: str) -> bool:
+    from scaling.store import claim_run
+    with claim_run(store, run_id) as mine:
+        return bool(mine)

@@ -44,7 +44,8 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
                         "mixtures, e.g. --mix reference=0.5,lib-core=0.5 --data embedded-domains")
     g.add_argument("--filter", default="none", metavar="LIST",
                    help=f"data filters: {', '.join(plan.VALID_FILTERS)} (default none)")
-    g.add_argument("--seeds", default="0", metavar="LIST", help="seeds (default 0)")
+    g.add_argument("--seeds", default="0", metavar="LIST",
+                   help="seeds: a list, with A..B for every seed from A to B (0..7 = 0,1,...,7; default 0)")
     g.add_argument("--flops-convention", default=None, choices=accounting.FLOP_CONVENTIONS,
                    help="how a run's FLOPs are counted, and so how many tokens a budget buys: 6N (all "
                         "parameters, default; the tiny preset: 6N_ne+head+attn), 6N_ne (Kaplan et al. 2020), 6N_ne+head, 6N_ne+head+attn "
@@ -113,7 +114,7 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     r.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
                    help="with --eval: also score each run's model along training, at step 0, every STEPS "
                         "optimiser steps and at the end (one row per checkpoint in the store's _evals/, "
-                        "read by scaling.downstream; local and slurm launchers, one run at a time)")
+                        "read by scaling.downstream; local and slurm launchers, stacked runs included)")
     r.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                    help="checkpoint each run this often, so a killed grid resumes (default 30)")
 
@@ -158,6 +159,24 @@ def _seed(t: str) -> int:
     return v
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0,3"`` -> [0, 3]; ``"0..3,7"`` -> [0, 1, 2, 3, 7] (a range includes both ends); each seed once."""
+    seeds: list[int] = []
+    for part in parse_list(text, str, "seed"):
+        first, dots, last = part.partition("..")
+        if not dots:
+            seeds.append(parse_list(part, _seed, "seed")[0])
+            continue
+        try:
+            lo, hi = _seed(first), _seed(last)
+        except ValueError:
+            lo = hi = None
+        if lo is None or hi < lo:
+            raise UsageError(f"malformed seed range {part!r} in {text!r} (expected A..B with A <= B, e.g. 0..7)")
+        seeds += range(lo, hi + 1)
+    return list(dict.fromkeys(seeds))
+
+
 def parse_unique(text):
     return parse_list(text, accounting.parse_size, "unique-data size")
 
@@ -182,7 +201,7 @@ def axes(args) -> dict:
     return dict(mixes=mixes, domain_column=getattr(args, "domain_column", None) or "",
                 code_fractions=None if args.code_fraction is None else parse_list(args.code_fraction, float, "code fraction"),
                 filters=parse_list(args.filter, str, "filter"),
-                seeds=parse_list(args.seeds, _seed, "seed"),
+                seeds=parse_seeds(args.seeds),
                 data=check_data_arg(args.data), tokenizer=args.tokenizer,
                 text_column=args.text_column or "text", flops_convention=args.flops_convention,
                 **model_axes(args))

@@ -119,14 +119,35 @@ def _cuda() -> bool:
         return False
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent: int | None = None) -> None:
+    _die_with_parent(parent)
     import torch
     torch.set_num_threads(threads)
 
 
-def _train_one(spec: RunSpec, store, options: TrainOptions) -> dict:
-    from runners.train.trainer import train_runs
-    return train_runs([spec], store, dataclasses.replace(options, progress=False), skip_done=True)[0]
+def _die_with_parent(parent: int | None) -> None:
+    """A worker ends with the launcher that started it, even when the launcher is killed outright
+    (SIGKILL gives it no chance to stop its pool): Linux's ``PR_SET_PDEATHSIG``. Otherwise an
+    orphaned worker trains on, holding its run's claim, while a rerun of the grid waits for it."""
+    import signal
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))            # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):                 # not Linux: the pool's own shutdown only
+        return
+    if parent is not None and os.getppid() != parent:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
+def _train_unit(unit: list[RunSpec], store, options: TrainOptions) -> list[dict]:
+    """One run on the local engine, or a same-shape group on the stacked engine: what a launch
+    trains at a time, in this process or a worker (module level, so that it can be pickled)."""
+    if len(unit) > 1:
+        from runners.train.batched import train_group
+        return train_group(unit, store, options)
+    from runners.train.trainer import train_runs  # lazy: torch is needed only when something is trained
+    return train_runs(unit, store, options, skip_done=True)
 
 
 #: ``--batch-runs auto``: stack up to this many same-shape tiny runs (``runners.train.batched``)
@@ -146,50 +167,45 @@ def batch_size_for(specs: Sequence[RunSpec], batch_runs, device: str | None) -> 
 
 def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limit: int | None = None,
                  workers="auto", batch_runs="auto") -> LaunchSummary:
-    """Train the missing runs: same-shape groups stacked in this process (the stacked engine of
-    ``runners.train.batched``, ``batch_runs`` at a time), the rest one after another on the local
-    engine, or, when ``thread_policy`` says so (tiny runs on a multi-core CPU), in several
-    single-threaded worker processes at once. Every run writes its own row (the store serialises
-    writers)."""
+    """Train the missing runs, a unit at a time: a same-shape group of up to ``batch_runs`` runs on
+    the stacked engine (``runners.train.batched``) or one run on the local engine; the units one
+    after another in this process or, when ``thread_policy`` says so (tiny runs on a multi-core
+    CPU), in several single-threaded worker processes at once. Every run writes its own row (the
+    store serialises writers)."""
     summary, pending = _pending(specs, store, limit)
     order = [s.run_id for s in pending]
     ok: dict[str, bool] = {}
     progress = options.progress
     k = batch_size_for(pending, batch_runs, options.device)
+    units: list[list[RunSpec]] = [[s] for s in pending]
     # a compiled step is the local engine's: the stacked engine does not compile
     if k > 1 and not options.compile:
         from runners.train import batched
-        rest = []
-        for group in batched.groups(pending, k):
-            if len(group) == 1:
-                rest += group
-                continue
-            for spec, row in zip(group, batched.train_group(group, store, options)):
-                ok[spec.run_id] = _outcome(row)
-        pending = [s for s in pending if s in rest]
-    n_proc, threads = thread_policy(pending, workers, options.device)
+        units = batched.groups(pending, k)
+    n_proc, threads = thread_policy([u[0] for u in units], workers, options.device)
+    bar = _progress(units, progress)
     if n_proc <= 1:
-        from runners.train.trainer import train_runs  # lazy: torch is needed only when something is trained
-        bar = _progress(pending, progress)
-        for spec in bar:
+        for unit in bar:
             if hasattr(bar, "set_postfix_str"):
-                bar.set_postfix_str(f"{spec.shape} {spec.epochs:.3g} ep {spec.run_id}")
-            ok[spec.run_id] = _outcome(train_runs([spec], store, options, skip_done=True)[0])
+                spec = unit[0]
+                bar.set_postfix_str(f"{spec.shape} {spec.epochs:.3g} ep {spec.run_id}" + (f" x{len(unit)}" if len(unit) > 1 else ""))
+            for spec, row in zip(unit, _train_unit(unit, store, options)):
+                ok[spec.run_id] = _outcome(row)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        bar = _progress(pending, progress)
+        quiet = dataclasses.replace(options, progress=False)
         with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(threads,)) as pool:
-            futures = {pool.submit(_train_one, spec, str(store), options): spec for spec in pending}
+                                 initializer=_worker_init, initargs=(threads, os.getpid())) as pool:
+            futures = {pool.submit(_train_unit, unit, str(store), quiet): unit for unit in units}
             for fut in as_completed(futures):
-                spec = futures[fut]
                 try:
-                    row = fut.result()   # a crash in a worker is raised here, as it would be in-process
+                    rows = fut.result()   # a crash in a worker is raised here, as it would be in-process
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)   # runs not started stay unstarted
                     raise
-                ok[spec.run_id] = _outcome(row)
+                for spec, row in zip(futures[fut], rows):
+                    ok[spec.run_id] = _outcome(row)
                 if hasattr(bar, "update"):
                     bar.update(1)
         if hasattr(bar, "close"):
