@@ -127,3 +127,30 @@ def test_the_stacked_engine_honours_dtype_and_leaves_compiled_runs_alone(tmp_pat
     launch.launch([spec(seed) for seed in (2, 3)], tmp_path / "compiled", progress=False, workers=1,
                   batch_runs=2, compile=True, cache_dir=cache)
     assert not seen
+
+
+def test_a_grids_losses_do_not_depend_on_batch_runs(tmp_path, cache):
+    """Tiny CPU runs always take the stacked engine, K = 1 included, and the stacked step gives
+    each run the same numbers whatever K: one at a time and two at a time store the same losses
+    (the local engine's differ in the last bits, which tiny runs amplify to ~0.07 nats)."""
+    from runners.train import launch
+    specs = [spec(seed) for seed in (0, 1)]
+    for k in (1, 2):
+        assert launch.launch(specs, tmp_path / f"k{k}", progress=False, workers=1, batch_runs=k, cache_dir=cache).ok
+    one, two = (store.read_runs(tmp_path / f"k{k}").set_index("run_id") for k in (1, 2))
+    assert (one["engine"] == "stacked").all() and sorted(two["batched_with"]) == [2, 2]
+    assert one.loc[two.index, "loss"].tolist() == two["loss"].tolist()
+
+
+def test_auto_stacks_only_what_it_measured_to_pay(tmp_path, monkeypatch):
+    """``--batch-runs auto`` takes the K with the cheapest measured step per run, K > 1 only when it
+    beats one model at a time by MIN_GAIN; the measurement is cached per machine and shape."""
+    per_step = {1: 10.0, 2: 16.0, 4: 30.0, 8: 88.0}              # per run: 10, 8, 7.5, 11
+    calls = []
+    monkeypatch.setattr(batched, "_step_seconds", lambda cfg, batch, k: calls.append(k) or per_step[k])
+    chosen = batched.measured_k(spec(), 8, 1, cache_dir=tmp_path)
+    assert chosen["k"] == 4 and chosen["seconds_per_run_step"][4] == 7.5
+    assert batched.measured_k(spec(), 8, 1, cache_dir=tmp_path)["k"] == 4 and sorted(calls) == [1, 2, 4, 8]
+    assert batched.measured_k(spec(), 3, 1, cache_dir=tmp_path)["k"] == 2     # at most 3: K = 2, 1.25x
+    per_step[2] = 17.0                                                        # 1.18x: not worth it
+    assert batched.measured_k(spec(), 3, 2, cache_dir=tmp_path)["k"] == 1

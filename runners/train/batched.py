@@ -135,7 +135,7 @@ class StackedEngine(RunFileCheckpoints, Engine):
             raise UsageError("the stacked engine does not compile its step: use --batch-runs 1 to compile")
         self.specs, self.store, self.hp, self.steps, self.batch_size = specs, store, hp, steps, hp.batch_size
         self.K = len(specs)
-        self.row_extra = {"batched_with": self.K}
+        self.row_extra = {"engine": "stacked", "batched_with": self.K}
         self.settings = resolve_settings(getattr(options, "device", None), getattr(options, "dtype", None),
                                          compile=False)
         self._template = None
@@ -223,3 +223,80 @@ def train_group(specs: Sequence[RunSpec], store, options: TrainOptions | None = 
     its fields (``device``, ``dtype``, ``checkpoint_every_s``, ``cache_dir``, ``progress``, ...)."""
     options = dataclasses.replace(options or TrainOptions(), **kw)
     return train.train_runs(specs, store, options, StackedEngine, skip_done=True)
+
+
+# --------------------------------------------------------------------------------------------
+# How many to stack: measured, not assumed
+
+#: stacking K runs must cost at most 1/MIN_GAIN of K steps of one model to be chosen: the
+#: measurement is noisy near 1 (1.18x measured where whole runs gained 1.05x)
+MIN_GAIN = 1.25
+#: the K tried by ``measured_k``
+CANDIDATES = (1, 2, 4, 8)
+
+
+def _step_seconds(cfg: GPTConfig, batch: int, k: int, steps: int = 10) -> float:
+    """Median time of one stacked training step of ``k`` models of ``cfg`` (forward, backward,
+    AdamW; each model its own batch), after three warm-up steps. The median: a best-of-few drawn
+    first, on a cold cache, once made stacking look 1.5x faster than whole runs showed (1.05x)."""
+    import statistics
+    import time
+    stacked = StackedGPT([GPT(cfg) for _ in range(k)])
+    opt = adamw(stacked.flat, 1e-3, 0.1, (0.9, 0.95), fused=False, stacked=True)
+    x = torch.randint(0, cfg.vocab_size, (k, batch, cfg.seq_len))
+    y = torch.randint(0, cfg.vocab_size, (k, batch, cfg.seq_len))
+    times = []
+    for i in range(steps + 3):
+        t0 = time.perf_counter()
+        stacked(x, y).sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measured_k(spec: RunSpec, most: int, threads: int, cache_dir=None) -> dict:
+    """{"k", "seconds_per_run_step": {K: s}}: the K (at most ``most``, from ``CANDIDATES``) whose
+    stacked step costs least per run on this machine with ``threads`` threads, K > 1 only if it
+    beats one model at a time by ``MIN_GAIN``: so ``--batch-runs auto`` never makes a grid slower
+    than one run at a time. At batch 8 x 128 a t32 step is not overhead-bound and stacking does not
+    pay (docs/benchmarks.md). Measured once per (CPU, torch, threads, shape, batch) and cached in
+    ``$SCALING_CACHE/stacking.json``; ~2 s for a t32 shape."""
+    import json
+    from pathlib import Path
+
+    from runners.data import default_cache_dir
+    from runners.train.cpu_dtype import cpu_model
+
+    hp = train.hparams(spec.params, spec.seq_len, tokens=spec.tokens)
+    cfg = GPTConfig.from_spec(spec)
+    ks = [k for k in CANDIDATES if k <= max(1, most)]
+    key = (f"v2|{cpu_model()}|torch {torch.__version__}|threads {threads}|{cfg.d_model},{cfg.ffw_size},{cfg.n_heads},"
+           f"{cfg.n_layers},{cfg.vocab_size},{cfg.seq_len}|batch {hp.batch_size}")
+    path = Path(cache_dir or default_cache_dir()) / "stacking.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    per = {int(k): v for k, v in cached.get(key, {}).items()}
+    missing = [k for k in ks if k not in per]
+    if missing:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.random.fork_rng():
+                for k in missing:
+                    per[k] = _step_seconds(cfg, hp.batch_size, k) / k
+        finally:
+            torch.set_num_threads(before)
+        cached[key] = {str(k): v for k, v in sorted(per.items())}
+        try:
+            from scaling.store import atomic_write_text
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(cached, indent=1))
+        except OSError:
+            pass                                     # a read-only cache: measured again next time
+    best = min(ks, key=lambda k: per[k])
+    k = best if per[1] / per[best] >= MIN_GAIN else 1
+    return {"k": k, "seconds_per_run_step": {k_: per[k_] for k_ in ks}}

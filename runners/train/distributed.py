@@ -329,7 +329,7 @@ class DeepSpeedEngine:
         # DeepSpeed records the global gradient norm of ZeRO and mixed-precision steps only; stage 0
         # in fp32 clips with torch's clip_grad_norm_ and drops the norm, so take it here
         self.own_grad_norm = zero_stage == 0 and not self.cuda
-        self.row_extra = {"launcher": "deepspeed", "world_size": self.world_size, "zero_stage": zero_stage,
+        self.row_extra = {"engine": "deepspeed", "launcher": "deepspeed", "world_size": self.world_size, "zero_stage": zero_stage,
                           "micro_batch_size": self.micro, "gradient_accumulation_steps": self.accumulation,
                           "deepspeed_version": deepspeed.__version__}
 

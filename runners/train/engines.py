@@ -217,6 +217,7 @@ class LocalEngine(RunFileCheckpoints, Engine):
                  model=None, forward=None, optimizer=None):
         if len(specs) != 1:
             raise UsageError("the local engine trains one run at a time")
+        self.row_extra = {"engine": "local"}
         self.specs, self.store, self.hp, self.steps, self.batch_size = list(specs), store, hp, steps, hp.batch_size
         self.settings = settings or resolve_settings(getattr(options, "device", None), getattr(options, "dtype", None),
                                                      getattr(options, "compile", None))

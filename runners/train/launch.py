@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -21,6 +22,8 @@ from scaling.cli import UsageError
 from scaling.store import completed_run_ids
 from runners.grid.spec import RunSpec
 from runners.train.options import TrainOptions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -140,29 +143,56 @@ def _die_with_parent(parent: int | None) -> None:
         os._exit(1)
 
 
-def _train_unit(unit: list[RunSpec], store, options: TrainOptions) -> list[dict]:
-    """One run on the local engine, or a same-shape group on the stacked engine: what a launch
-    trains at a time, in this process or a worker (module level, so that it can be pickled)."""
-    if len(unit) > 1:
+def _train_unit(engine: str, unit: list[RunSpec], store, options: TrainOptions) -> list[dict]:
+    """One unit of ``plan_units`` (one run on the local engine, or same-shape runs on the stacked
+    engine), in this process or a worker (module level, so that it can be pickled)."""
+    if engine == "stacked":
         from runners.train.batched import train_group
         return train_group(unit, store, options)
     from runners.train.trainer import train_runs  # lazy: torch is needed only when something is trained
     return train_runs(unit, store, options, skip_done=True)
 
 
-#: ``--batch-runs auto``: stack up to this many same-shape tiny runs (``runners.train.batched``)
-AUTO_BATCH = 8
+def _on_cpu(device: str | None) -> bool:
+    return (device or "cpu").startswith("cpu") or (device is None and not _cuda())
 
 
-def batch_size_for(specs: Sequence[RunSpec], batch_runs, device: str | None) -> int:
-    """How many same-shape runs to stack: ``auto`` = ``AUTO_BATCH`` for tiny runs on a CPU (where
-    one small model's step is mostly per-op overhead: 1.8x for 8 t32 runs at batch 4 here), else 1."""
-    if any(getattr(s, "arch", "gpt") != "gpt" for s in specs):
-        return 1                        # runners.train.batched stacks GPTs only
-    if batch_runs in (None, "auto"):
-        on_cpu = (device or "cpu").startswith("cpu") or (device is None and not _cuda())
-        return AUTO_BATCH if on_cpu and all(s.params < TINY_PARAMS for s in specs) else 1
-    return max(1, int(batch_runs))
+def plan_units(pending: Sequence[RunSpec], batch_runs, options: TrainOptions, threads: int) -> list[tuple[str, list[RunSpec]]]:
+    """What a local launch trains at a time: ``("stacked", runs)``, same-shape runs on the stacked
+    engine (``runners.train.batched``), or ``("local", [run])`` on the local engine.
+
+    Tiny GPT runs on a CPU (``TINY_PARAMS``) always train on the stacked engine, K = 1 included,
+    so a grid's losses do not depend on ``--batch-runs``: the stacked engine gives each run the
+    same numbers whatever K (bitwise here), whereas the local engine's kernels differ in the last
+    bits and tiny runs amplify that (final losses 0.005-0.07 nats apart, like a change of seed;
+    docs/benchmarks.md). ``batch_runs``: K, or ``auto`` = the K measured fastest per run on this
+    machine (``batched.measured_k``; 1 where stacking does not pay). Other runs take the local
+    engine unless an explicit K > 1 asks to stack them; runs to compile and other ``--arch`` always do."""
+    on_cpu, explicit = _on_cpu(options.device), batch_runs not in (None, "auto")
+    want = max(1, int(batch_runs)) if explicit else None
+    units: list[tuple[int, str, list[RunSpec]]] = []
+    by_key: dict[tuple, list[tuple[int, RunSpec]]] = {}
+    for i, s in enumerate(pending):
+        stackable = getattr(s, "arch", "gpt") == "gpt" and not options.compile
+        tiny = on_cpu and s.params < TINY_PARAMS
+        if stackable and (tiny or (want or 1) > 1):
+            from runners.train.batched import group_key
+            by_key.setdefault(group_key(s), []).append((i, s))
+        else:
+            units.append((i, "local", [s]))
+    for members in by_key.values():
+        k = want
+        if k is None:
+            k = 1
+            if len(members) > 1:
+                from runners.train.batched import measured_k
+                chosen = measured_k(members[0][1], len(members), threads, options.cache_dir)
+                k = chosen["k"]
+                log.info("--batch-runs auto: %d at a time for %d %s runs (seconds per run-step by K: %s)", k,
+                         len(members), members[0][1].shape,
+                         ", ".join(f"{kk}: {v:.4f}" for kk, v in chosen["seconds_per_run_step"].items()))
+        units += [(members[j][0], "stacked", [s for _, s in members[j:j + k]]) for j in range(0, len(members), k)]
+    return [(engine, unit) for _, engine, unit in sorted(units, key=lambda u: u[0])]
 
 
 def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limit: int | None = None,
@@ -176,20 +206,15 @@ def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limi
     order = [s.run_id for s in pending]
     ok: dict[str, bool] = {}
     progress = options.progress
-    k = batch_size_for(pending, batch_runs, options.device)
-    units: list[list[RunSpec]] = [[s] for s in pending]
-    # a compiled step is the local engine's: the stacked engine does not compile
-    if k > 1 and not options.compile:
-        from runners.train import batched
-        units = batched.groups(pending, k)
-    n_proc, threads = thread_policy([u[0] for u in units], workers, options.device)
+    units = plan_units(pending, batch_runs, options, thread_policy(pending, workers, options.device)[1])
+    n_proc, threads = thread_policy([u[0] for _, u in units], workers, options.device)
     bar = _progress(units, progress)
     if n_proc <= 1:
-        for unit in bar:
+        for engine, unit in bar:
             if hasattr(bar, "set_postfix_str"):
                 spec = unit[0]
                 bar.set_postfix_str(f"{spec.shape} {spec.epochs:.3g} ep {spec.run_id}" + (f" x{len(unit)}" if len(unit) > 1 else ""))
-            for spec, row in zip(unit, _train_unit(unit, store, options)):
+            for spec, row in zip(unit, _train_unit(engine, unit, store, options)):
                 ok[spec.run_id] = _outcome(row)
     else:
         import multiprocessing as mp
@@ -197,7 +222,7 @@ def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limi
         quiet = dataclasses.replace(options, progress=False)
         with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init, initargs=(threads, os.getpid())) as pool:
-            futures = {pool.submit(_train_unit, unit, str(store), quiet): unit for unit in units}
+            futures = {pool.submit(_train_unit, engine, unit, str(store), quiet): unit for engine, unit in units}
             for fut in as_completed(futures):
                 try:
                     rows = fut.result()   # a crash in a worker is raised here, as it would be in-process
