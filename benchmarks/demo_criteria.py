@@ -98,6 +98,8 @@ def main() -> int:
         "warnings": warnings, "all_warnings": fit.get("warnings", []),
         "a3_params_exponent": a3_exp, "a2_params_exponent": a2["params_exponent"],
         "a2_params_exponent_ci": a2.get("params_exponent_ci"),
+        "r2": fit.get("r2"), "a2_bootstrap_interior": {f"{b['flops']:.3g}": b.get("bootstrap_interior")
+                                                       for b in a2["budgets"]},
         "seed_spread": spread, "backtest_mape_percent": bt["mape"], "fit_params": p3, "variant": fit["settings"].get("variant", {}).get("chosen"),
         "store": str(store), "plot": str(png),
     }
@@ -111,6 +113,10 @@ def main() -> int:
         ("seed spread at the optimum <= 0.02", all(v["range"] <= 0.02 for v in spread.values()),
          ", ".join(f"{k} {v['shape']} {v['range']:.3f}" for k, v in spread.items())),
         ("backtest MAPE <= 2%", bt["mape"] <= 2.0, f"{bt['mape']:.2f}%"),
+        ("fit R^2 >= 0.97", (fit.get("r2") or 0) >= 0.97, f"{fit.get('r2') or float('nan'):.3f}"),
+        ("A2 minimum interior in >= 90% of bootstrap resamples, every budget",
+         all((v or 0) >= 0.9 for v in result["a2_bootstrap_interior"].values()),
+         ", ".join(f"{k} {100 * (v or 0):.0f}%" for k, v in result["a2_bootstrap_interior"].items())),
     ]
     result["checks"] = {name: bool(ok) for name, ok, _ in checks}
     for name, ok, detail in checks:

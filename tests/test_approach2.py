@@ -98,6 +98,19 @@ def test_bootstrap_interval_covers_the_truth_on_skewed_sweeps():
     assert hits >= 6
 
 
+def test_each_budget_says_how_often_its_bootstrap_minimum_is_interior():
+    """The share of resamples with an interior minimum, per budget (the demo's criterion): all of
+    but few on clean sweeps (a resample of the runs can lose a sweep's edge point), fewer where
+    noise moves the minimum to an edge."""
+    clean = approach2(skewed_sweeps(0.0005, 0), bootstrap=50, seed=0)
+    noisy = approach2(skewed_sweeps(0.03, 0), bootstrap=50, seed=0)
+    assert all(b.bootstrap_interior >= 0.9 for b in clean.budgets)
+    assert sum(b.bootstrap_interior == 1.0 for b in clean.budgets) >= len(clean.budgets) - 1
+    assert min(b.bootstrap_interior for b in noisy.budgets) < 0.8
+    back = type(clean).from_dict(clean.to_dict())
+    assert [b.bootstrap_interior for b in back.budgets] == [b.bootstrap_interior for b in clean.budgets]
+
+
 def test_unbracketed_budgets_are_left_out_and_all_unbracketed_is_an_error():
     t = skewed_sweeps(0.0, 0)
     one = t["budget"] == t["budget"].min()

@@ -65,6 +65,8 @@ class BudgetMinimum:
     params_opt_ci: list[float] | None = None
     tokens_opt_ci: list[float] | None = None
     log_params_opt_se: float | None = None     #: bootstrap sd of log N_opt
+    #: share of bootstrap resamples (of the runs) whose minimum at this budget is interior
+    bootstrap_interior: float | None = None
 
 
 @dataclass
@@ -332,6 +334,8 @@ def approach2(table: pd.DataFrame, estimator: str = DEFAULT_ESTIMATOR, bootstrap
         b = BudgetMinimum(float(c), len(ln), float(np.exp(x)), float(np.exp(xd)), loss_opt)
         col, cold = boot[:, j], boot_d[:, j]
         good = np.isfinite(col)
+        if len(col):
+            b.bootstrap_interior = float(good.mean())
         if good.sum() >= 10:
             b.params_opt_ci = [float(v) for v in np.exp(interval(col[good]))]
             b.tokens_opt_ci = [float(v) for v in np.exp(interval(cold[good]))]
