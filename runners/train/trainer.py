@@ -1,12 +1,15 @@
-"""Train one ``RunSpec`` and write its row to the results store: the function every launcher calls.
+"""The one Trainer: a run's life and the training loop, whatever engine takes the steps.
 
-``train_run(spec, store)`` loads the unique data (``runners.data``), trains the GPT of
-``runners.models.gpt`` for ``ceil(tokens / (batch * seq_len))`` steps with AdamW, linear warmup and
-cosine decay, evaluates validation loss per domain and writes one row (``scaling.store.write_run``)
-plus its loss curve. It checkpoints every ``checkpoint_every_s`` seconds and resumes from the
-checkpoint when rerun, so a killed grid loses at most that much work; batches are a pure function
-of the step (``EpochBatches``), so a resumed run sees the same data as an uninterrupted one.
-A run whose loss turns non-finite is recorded as ``failed`` with a ``failure_reason``, not raised.
+``train_runs(specs, store, options, engine)`` is what every launcher calls: it claims the runs, loads
+their unique data (``runners.data``), has the engine (``runners.train.engines``: one model, K
+stacked models, DeepSpeed ranks) build the models and resume from their checkpoints, runs
+``Trainer.train`` for ``ceil(tokens / (batch * seq_len))`` steps with AdamW, linear warmup and
+cosine decay, scores checkpoints along training when asked, evaluates validation loss per domain and
+writes one row per run (``scaling.store.write_run``) plus its loss curve. It checkpoints every
+``checkpoint_every_s`` seconds and resumes when rerun, so a killed grid loses at most that much
+work; batches are a pure function of the step (``EpochBatches``), so a resumed run sees the same
+data as an uninterrupted one. A run whose loss turns non-finite is recorded as ``failed`` with a
+``failure_reason``, not raised. ``train_run(spec, store)`` is one run on the local engine.
 
 Hyper-parameters are functions of N written once, in ``hparams``.
 """
