@@ -196,7 +196,9 @@ def run(args) -> dict:
     peak_fp32 = matmul_peak(device, torch.float32)
     peak_bf16 = matmul_peak(device, torch.bfloat16)
 
-    default = resolve_settings(device)
+    # what a run of this shape trains with: the CPU dtype is measured for the shape itself
+    default = resolve_settings(device, shape=(cfg.d_model, cfg.ffw_size, cfg.n_heads, cfg.n_layers, cfg.vocab_size,
+                                              cfg.seq_len, args.batch))
     candidates = [default]
     alternatives = [resolve_settings(device, dtype="bf16" if default.dtype == "fp32" else "fp32",
                                      compile=default.compile)]
@@ -228,6 +230,8 @@ def run(args) -> dict:
         "params": meta.num_params(),
         "batch": args.batch,
         "settings": best.name,
+        "default_settings": ours[0].name,          # what train_runs would use for this shape here
+        "default_ratio": ours[0].best / ref.best,
         "fused_adamw": default.fused_adamw,
         "tokens_per_s": best.best,
         "reference_tokens_per_s": ref.best,

@@ -209,6 +209,29 @@ def test_cpu_dtype_is_measured_once_and_cached(tmp_path, monkeypatch):
     assert m["dtype"] == ("bf16" if m["bf16_speedup"] >= cpu_dtype.MIN_SPEEDUP else "fp32")
 
 
+def test_the_cpu_dtype_is_decided_for_the_shape_that_trains(tmp_path, monkeypatch):
+    """On AVX512-BF16 without AMX bf16 loses at tiny shapes and wins at d256 (docs/benchmarks.md):
+    the decision is measured per model shape and batch, each cached under its own key."""
+    from runners.train import cpu_dtype
+    monkeypatch.delenv("SCALING_CPU_DTYPE", raising=False)
+    monkeypatch.setattr(cpu_dtype, "native_bf16", lambda: True)
+    seen = []
+
+    def by_shape(shape):
+        seen.append(shape)
+        speedup = 1.4 if shape[0] >= 256 else 0.6
+        return {"fp32_step_s": 1.0, "bf16_step_s": 1 / speedup, "bf16_speedup": speedup,
+                "dtype": "bf16" if speedup >= cpu_dtype.MIN_SPEEDUP else "fp32"}
+
+    big, tiny = (256, 1024, 8, 6, 256, 256, 8), (32, 128, 2, 2, 256, 128, 8)
+    assert cpu_dtype.decide(tmp_path, by_shape, shape=big)["dtype"] == "bf16"
+    assert cpu_dtype.decide(tmp_path, by_shape, shape=tiny)["dtype"] == "fp32"
+    assert cpu_dtype.decide(tmp_path, by_shape, shape=big)["dtype"] == "bf16" and seen == [big, tiny]
+    # the real probe at a given shape: a tiny one, a few steps
+    m = cpu_dtype.measure(tiny)
+    assert m["dtype"] == ("bf16" if m["bf16_speedup"] >= cpu_dtype.MIN_SPEEDUP else "fp32")
+
+
 def test_one_failure_policy_across_the_trainers_callers(tmp_path, cache, monkeypatch):
     """The one Trainer ends every loop at the first non-finite step with the same reason:
     ``runners.compare`` stores the model as a failed row, ``runners.merge`` stops (a diverged expert

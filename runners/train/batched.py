@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from runners.grid.spec import RunSpec
 from runners.models.gpt import GPT, GPTConfig, adamw
 from runners.train import trainer as train
-from runners.train.engines import Engine, RunFileCheckpoints, new_model
+from runners.train.engines import Engine, RunFileCheckpoints, new_model, probe_shape
 from runners.train.options import TrainOptions
 from runners.train.settings import autocast, resolve_settings, to_device
 from scaling.cli import UsageError
@@ -137,7 +137,7 @@ class StackedEngine(RunFileCheckpoints, Engine):
         self.K = len(specs)
         self.row_extra = {"engine": "stacked", "batched_with": self.K}
         self.settings = resolve_settings(getattr(options, "device", None), getattr(options, "dtype", None),
-                                         compile=False)
+                                         compile=False, shape=probe_shape(specs[0], hp))
         self._template = None
         self.reset()
 

@@ -79,6 +79,14 @@ class Engine:
         """After the runs are stored (DeepSpeed: every rank waits for rank 0)."""
 
 
+def probe_shape(spec, hp) -> tuple | None:
+    """The run's model and batch as ``runners.train.cpu_dtype`` measures them (GPTs only): the CPU
+    dtype is decided for the shape that trains, not for a fixed probe."""
+    if getattr(spec, "arch", "gpt") != "gpt":
+        return None
+    return (spec.d_model, spec.ffw_size, spec.n_heads, spec.n_layers, spec.vocab_size, spec.seq_len, hp.batch_size)
+
+
 def new_model(spec, cfg: GPTConfig | None = None):
     """Run ``spec``'s initial model: the seed, then the architecture, its size checked against the
     accounting formula. Every engine draws its models here, so they all start alike."""
@@ -220,7 +228,8 @@ class LocalEngine(RunFileCheckpoints, Engine):
         self.row_extra = {"engine": "local"}
         self.specs, self.store, self.hp, self.steps, self.batch_size = list(specs), store, hp, steps, hp.batch_size
         self.settings = settings or resolve_settings(getattr(options, "device", None), getattr(options, "dtype", None),
-                                                     getattr(options, "compile", None))
+                                                     getattr(options, "compile", None),
+                                                     shape=probe_shape(self.specs[0], hp) if self.specs[0] else None)
         if model is not None:                          # a model built elsewhere (runners.studies)
             self.net, self.forward, self.optimizer = model, forward or model, optimizer
         else:

@@ -29,7 +29,9 @@ class Settings:
 
 
 def resolve_settings(device: str | None = None, dtype: str | None = None,
-                     compile: bool | None = None) -> Settings:
+                     compile: bool | None = None, shape: tuple | None = None) -> Settings:
+    """Where and how to run; on a CPU with native bf16 the dtype is measured for ``shape``
+    (``runners.train.cpu_dtype.PROBE_SHAPE``'s fields: the run's own model and batch) when given."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     device_type = torch.device(device).type
     if device_type == "cuda" and not torch.cuda.is_available():
@@ -39,7 +41,7 @@ def resolve_settings(device: str | None = None, dtype: str | None = None,
             dtype = "bf16"
         else:
             from runners.train.cpu_dtype import decide     # native bf16 measured once, cached
-            dtype = decide()["dtype"]
+            dtype = decide(shape=shape)["dtype"]
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
     if compile is None:
