@@ -249,16 +249,71 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
             "runs": chosen}
 
 
+def accuracy_design(table: pd.DataFrame, down, *, target: dict, budget: float, k: int, kind: str = "isoflop",
+                    path=None) -> dict:
+    """``--quantity accuracy``: the runs that most narrow a downstream fit's predicted metric at the
+    target (``scaling.downstream``: metric = step 2 of the intermediate x = step 1 at (N, D)).
+
+    New runs inform step 1 (each adds a final point to its law); step 2 is fitted on every
+    checkpoint and is taken as fixed by the plan. By the delta method the metric's variance is
+    slope^2 var(log x) + var_2, slope = d metric / d log x at the predicted x and var_2 step 2's
+    bootstrap variance there: the runs that narrow log x at the target narrow the metric, in the same
+    order (the loss design on the intermediate), and no plan goes below step 2's own interval
+    (``step2_floor_interval``), which says when more final runs cannot help and more checkpoints
+    near the target's x would."""
+    from scaling.downstream import data as ddata
+    from scaling.laws.downstream import FORMS
+
+    data = ddata.task_data(table, down.task, down.metric)
+    runs = ddata.step1_table(data, down.via_column)
+    law = down.law
+    base = design(runs, law, quantity="loss", target=target, budget=budget, k=k,
+                  cands=candidates(runs, law, kind, path))
+    n, d = target["params"], target["tokens"]
+    x = float(np.ravel(down.intermediate(n, d))[0])
+    h = 1e-4
+    slope = float(np.ravel(down.metric_at(x * np.exp(h)) - down.metric_at(x * np.exp(-h)))[0]) / (2 * h)
+    draws = down.step2.get("draws")
+    var2 = 0.0
+    if draws:
+        s2 = FORMS[down.form].predict_many(np.asarray(draws, float), np.array([x]))[:, 0]
+        var2 = float(np.var(1.0 - s2 if down.lower_is_better else s2, ddof=1))
+
+    def var_log(interval):
+        return (np.log(interval[1] / interval[0]) / (2 * Z95)) ** 2
+
+    v_now, v_after = var_log(base["current_interval_linearised"]), var_log(base["expected_interval"])
+    total_now, total_after = slope ** 2 * v_now + var2, slope ** 2 * v_after + var2
+    m = float(np.ravel(down.metric_at(x))[0])
+
+    def interval_of(var):
+        half = Z95 * np.sqrt(max(var, 0.0))
+        return [m - half, m + half]
+
+    share = slope ** 2 * v_now / total_now if total_now > 0 else 0.0
+    runs_out = [{**r, "expected_gain": r["expected_gain"] * share} for r in base["runs"]]
+    predicted = down.predict(n, d)
+    return {**base, "quantity": "accuracy", "task": down.task, "metric": down.metric, "via": down.via,
+            "prediction": m, "current_interval": predicted["interval"][0] if predicted["interval"] else None,
+            "current_interval_linearised": interval_of(total_now), "expected_interval": interval_of(total_after),
+            "step2_floor_interval": interval_of(var2), "intermediate": x,
+            "intermediate_interval_now": base["current_interval_linearised"],
+            "intermediate_interval_after": base["expected_interval"], "runs": runs_out}
+
+
 def _parser():
     p = ArgumentParser(prog="python -m scaling.design", description=__doc__.split("\n")[0],
                        epilog="example:\n  python -m scaling.design results/ --fit fit.json --target-flops 1e22 "
                               "--budget 1e13 --k 6 --json")
     add_store_argument(p, positional=True, help="the runs the fit was made on: store, CSV/Parquet or dataset:NAME")
-    p.add_argument("--fit", required=True, help="fit file with bootstrap draws (scaling.fit --bootstrap N --out F)")
+    p.add_argument("--fit", required=True, help="fit file with bootstrap draws (scaling.fit --bootstrap N --out F; "
+                                               "for --quantity accuracy a scaling.downstream fit)")
     p.add_argument("--target-flops", type=FLOPS, help="the compute of the prediction that matters")
     p.add_argument("--target-params", help="the target's N (with --target-tokens; default: the optimum at C)")
     p.add_argument("--target-tokens", help="the target's D")
-    p.add_argument("--quantity", choices=["loss", "n_opt"], default="loss")
+    p.add_argument("--quantity", choices=["loss", "n_opt", "accuracy"], default="loss",
+                   help="loss at the target, N_opt at its compute, or (with a downstream fit from "
+                        "scaling.downstream fit --out) the task metric at the target")
     p.add_argument("--budget", type=FLOPS, required=True, help="FLOPs to spend on the new runs (6ND each)")
     p.add_argument("--candidates", default="isoflop", help="isoflop, ladder, or a CSV/Parquet of params,tokens")
     p.add_argument("--k", type=bounded_int(1000, "runs proposed at most", minimum=1), default=8)
@@ -269,8 +324,22 @@ def _parser():
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    fit = FitResult.load(args.fit)
-    runs = cols.ok_runs(read_table(args.source), source=str(args.source))
+    down = None
+    if args.quantity == "accuracy":
+        from scaling.schemas import read_json
+        from scaling.downstream import DownstreamFit
+        from scaling.downstream.result import KIND as DOWNSTREAM
+        if read_json(args.fit).get("kind") != DOWNSTREAM:
+            raise UsageError(f"--quantity accuracy needs a downstream fit (python -m scaling.downstream fit SOURCE "
+                             f"--task T --out FIT.json); {args.fit} is not one")
+        down = DownstreamFit.load(args.fit)
+        fit = down.law
+        table = read_table(args.source)
+        from scaling.downstream import data as ddata
+        runs = ddata.step1_table(ddata.task_data(table, down.task, down.metric, str(args.source)), down.via_column)
+    else:
+        fit = FitResult.load(args.fit)
+        runs = cols.ok_runs(read_table(args.source), source=str(args.source))
     if (args.target_params is None) != (args.target_tokens is None):
         raise UsageError("--target-params and --target-tokens go together")
     p = fit.params
@@ -287,8 +356,12 @@ def main(argv=None) -> int:
         raise UsageError(f"the target ({target['flops']:.3g} FLOPs) lies inside the data (up to {largest:.3g}): "
                          f"a design narrows an extrapolation")
     kind = args.candidates if args.candidates in ("isoflop", "ladder") else None
-    cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
-    out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands)
+    if down is not None:
+        out = accuracy_design(table, down, target=target, budget=args.budget, k=args.k, kind=kind or "isoflop",
+                              path=None if kind else args.candidates)
+    else:
+        cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
+        out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands)
     if args.out:
         from scaling.store import write_table_file
         write_table_file(pd.DataFrame(out["runs"], columns=["params", "tokens", "flops", "expected_gain"]), args.out)
@@ -300,6 +373,10 @@ def main(argv=None) -> int:
     print(f"{out['quantity']} at {target['flops']:.3g} FLOPs: {out['prediction']:.4g}, 95% interval now "
           f"[{lo:.4g}, {hi:.4g}] (bootstrap; linearised [{out['current_interval_linearised'][0]:.4g}, "
           f"{out['current_interval_linearised'][1]:.4g}]), after the plan [{elo:.4g}, {ehi:.4g}]")
+    if "step2_floor_interval" in out:
+        flo, fhi = out["step2_floor_interval"]
+        print(f"step 2 alone ({out['metric']} from {out['via']}, fitted on the checkpoints) leaves [{flo:.4g}, {fhi:.4g}]: "
+              f"no plan of final runs narrows the prediction below it")
     print(f"{'params':>12} {'tokens':>12} {'flops':>10} {'gain':>8}")
     for r in out["runs"]:
         print(f"{r['params']:>12.4g} {r['tokens']:>12.4g} {r['flops']:>10.3g} {r['expected_gain']:>8.3f}")

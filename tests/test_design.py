@@ -162,3 +162,41 @@ def test_budgets_whose_minimum_is_at_an_edge_are_named_with_the_missing_sizes():
     assert [(round(np.log10(b["flops"]), 1), b["side"]) for b in out] == [(13.4, "large"), (15.4, "small")]
     small = out[1]
     assert all(m["params"] < 1e6 and 6 * m["params"] * m["tokens"] == pytest.approx(small["flops"]) for m in small["missing"])
+
+
+def test_a_downstream_target_is_planned_through_step_1_with_step_2_as_a_floor(tmp_path, capsys):
+    """``--quantity accuracy`` on a synthetic two-step ladder: the runs proposed are the loss design's
+    on the intermediate (same order, gains scaled to the metric's variance), the expected interval
+    narrows the current one, and it never goes below step 2's own interval at the target."""
+    from scaling.design import main
+    from scaling.downstream.fit import fit_downstream
+    from scaling.downstream.synthetic import ladder as synthetic_ladder
+    table = synthetic_ladder(0)
+    table.to_csv(tmp_path / "ckpt.csv", index=False)
+    down = fit_downstream(table, "synth", via="bpb", form="sigmoid", bootstrap=60, seed=0)
+    down.save(tmp_path / "down.json")
+    target = ["--target-params", "3.2e9", "--target-tokens", "6.4e10"]
+    common = [str(tmp_path / "ckpt.csv"), "--fit", str(tmp_path / "down.json"), *target, "--budget", "1e20",
+              "--k", "4", "--json"]
+    assert run_cli(main, [*common, "--quantity", "accuracy"]) == 0
+    acc = json.loads(capsys.readouterr().out)
+    assert acc["quantity"] == "accuracy" and acc["task"] == "synth" and acc["via"] == "bpb"
+    lo, hi = acc["current_interval_linearised"]
+    elo, ehi = acc["expected_interval"]
+    flo, fhi = acc["step2_floor_interval"]
+    assert lo < acc["prediction"] < hi and (ehi - elo) < (hi - lo) and (fhi - flo) <= (ehi - elo)
+    assert acc["current_interval"][0] < acc["prediction"] < acc["current_interval"][1]     # both steps' bootstrap
+    assert sum(r["flops"] for r in acc["runs"]) <= 1e20 and acc["runs"]
+    # the same runs, in the same order, as the design of the intermediate itself
+    from scaling.downstream import data as ddata
+    runs = ddata.step1_table(ddata.task_data(table, "synth", "acc"), down.via_column)
+    t = {"params": 3.2e9, "tokens": 6.4e10, "flops": 6 * 3.2e9 * 6.4e10}
+    loss = design(runs, down.law, quantity="loss", target=t, budget=1e20, k=4, cands=candidates(runs, down.law))
+    assert [(r["params"], r["tokens"]) for r in acc["runs"]] == [(r["params"], r["tokens"]) for r in loss["runs"]]
+    assert all(a["expected_gain"] <= b["expected_gain"] for a, b in zip(acc["runs"], loss["runs"]))
+    # a scaling-fit file is not a downstream fit: one error line
+    f = fit(runs, "chinchilla", want_profiles=False, variant="free")
+    f.save(tmp_path / "plain.json")
+    assert run_cli(main, [str(tmp_path / "ckpt.csv"), "--fit", str(tmp_path / "plain.json"), *target, "--budget",
+                          "1e20", "--quantity", "accuracy"]) == 2
+    assert "needs a downstream fit" in capsys.readouterr().err
