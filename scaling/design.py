@@ -141,13 +141,17 @@ def candidates(runs: pd.DataFrame, fit: FitResult, kind: str = "isoflop", path=N
 
 
 def open_budgets(runs: pd.DataFrame) -> list[dict]:
-    """Budgets (runs grouped by 6ND to 0.1 decade, 3 or more sizes) whose lowest measured loss is at
+    """Budgets (runs grouped by their ``budget`` column, else by 6ND to 0.1 decade; 3 or more sizes) whose lowest measured loss is at
     their smallest or largest size: Approach 2 has no interior minimum there, and the sizes a person
     would add are beyond that edge (``missing``: 1.6x and 2.5x further out, at the same compute)."""
     c = 6.0 * runs["params"].to_numpy(float) * runs["tokens"].to_numpy(float)
     key = np.round(np.log10(c), 1)
+    if "budget" in runs.columns and runs["budget"].notna().all() and runs["budget"].astype(str).str.len().gt(0).all():
+        # a grid's own budgets: its runs share a compute in the grid's FLOP convention, which 6ND
+        # splits (attention and head FLOPs are a different share at each size)
+        key = runs["budget"].astype(str).to_numpy()
     out = []
-    for b in np.unique(key):
+    for b in pd.unique(key):
         g = runs[key == b].sort_values("params")
         if g["params"].nunique() < 3:
             continue
@@ -160,13 +164,18 @@ def open_budgets(runs: pd.DataFrame) -> list[dict]:
         sizes = [edge / 1.6, edge / 2.5] if side == "small" else [edge * 1.6, edge * 2.5]
         out.append({"flops": flops, "side": side, "best_params": edge,
                     "missing": [{"params": n, "tokens": flops / (6.0 * n)} for n in sizes]})
-    return out
+    return sorted(out, key=lambda b: b["flops"])
 
 
 def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, budget: float, k: int,
-           cands: pd.DataFrame) -> dict:
+           cands: pd.DataFrame, close_edges: bool = True) -> dict:
     """The plan (see the module docstring): current interval (bootstrap and linearised), the expected
-    interval after the proposed runs, and the runs in the order chosen with their expected gain."""
+    interval after the proposed runs, and the runs in the order chosen with their expected gain.
+
+    ``close_edges``: first, for each budget whose lowest loss is at an edge (``open_budgets``), the
+    run just beyond that edge (1.6x further out at the same compute), while the budget and ``k``
+    allow: Approach 2 has no minimum there until it is trained, a value the law's linearisation
+    does not see (``reason`` says why each run is in the plan); then the greedy."""
     if fit.law not in ("chinchilla", "data-constrained"):
         raise DataError(f"a design needs a Chinchilla or data-constrained fit; this one is {fit.law}")
     boot = fit.fit_settings.bootstrap
@@ -213,9 +222,23 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
     costs = cands["flops"].to_numpy(float)
     var0 = variance(info)
 
+    start, left0, forced = info.copy(), budget, []
+    for b in open_budgets(runs) if close_edges else []:
+        m = b["missing"][0]
+        cost = 6.0 * m["params"] * m["tokens"]
+        if len(forced) >= k or cost > left0:
+            continue
+        j = _jacobian(loss, phi, np.array([m["params"]]), np.array([m["tokens"]]))[0]
+        var_before = variance(start)
+        start = start + np.outer(j, j) / sigma ** 2
+        left0 -= cost
+        forced.append({"params": float(m["params"]), "tokens": float(m["tokens"]), "flops": float(cost),
+                       "expected_gain": (var_before - variance(start)) / var0 if var0 > 0 else 0.0,
+                       "reason": f"closes the edge minimum at {b['flops']:.3g} FLOPs (Approach 2)"})
+
     def greedy(per_flop: bool):
-        current, left, picks = info.copy(), budget, []
-        for _ in range(k):
+        current, left, picks = start.copy(), left0, []
+        for _ in range(k - len(forced)):
             var_now = variance(current)
             best, best_score = None, 0.0
             for i in range(len(cands)):
@@ -236,8 +259,9 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
     # the greedy by gain, both within the budget
     plans = [greedy(True), greedy(False)]
     current, left, picks = min(plans, key=lambda plan: variance(plan[0]))
-    chosen = [{"params": float(cands["params"].iloc[i]), "tokens": float(cands["tokens"].iloc[i]),
-               "flops": float(costs[i]), "expected_gain": float(gain)} for i, gain in picks]
+    chosen = forced + [{"params": float(cands["params"].iloc[i]), "tokens": float(cands["tokens"].iloc[i]),
+                        "flops": float(costs[i]), "expected_gain": float(gain), "reason": "greedy"}
+                       for i, gain in picks]
     return {"quantity": quantity, "target": target, "law": fit.law,
             "current_interval": boot_interval, "current_interval_linearised": interval_of(var0),
             "expected_interval": interval_of(variance(current)), "prediction": float(np.exp(centre)),
@@ -250,7 +274,7 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
 
 
 def accuracy_design(table: pd.DataFrame, down, *, target: dict, budget: float, k: int, kind: str = "isoflop",
-                    path=None) -> dict:
+                    path=None, close_edges: bool = True) -> dict:
     """``--quantity accuracy``: the runs that most narrow a downstream fit's predicted metric at the
     target (``scaling.downstream``: metric = step 2 of the intermediate x = step 1 at (N, D)).
 
@@ -268,7 +292,7 @@ def accuracy_design(table: pd.DataFrame, down, *, target: dict, budget: float, k
     runs = ddata.step1_table(data, down.via_column)
     law = down.law
     base = design(runs, law, quantity="loss", target=target, budget=budget, k=k,
-                  cands=candidates(runs, law, kind, path))
+                  cands=candidates(runs, law, kind, path), close_edges=close_edges)
     n, d = target["params"], target["tokens"]
     x = float(np.ravel(down.intermediate(n, d))[0])
     h = 1e-4
@@ -317,6 +341,8 @@ def _parser():
     p.add_argument("--budget", type=FLOPS, required=True, help="FLOPs to spend on the new runs (6ND each)")
     p.add_argument("--candidates", default="isoflop", help="isoflop, ladder, or a CSV/Parquet of params,tokens")
     p.add_argument("--k", type=bounded_int(1000, "runs proposed at most", minimum=1), default=8)
+    p.add_argument("--no-close-edges", dest="close_edges", action="store_false",
+                   help="do not put first the runs that give an edge budget its Approach 2 minimum")
     p.add_argument("--out", help="the plan as a table (params, tokens, flops, expected_gain)")
     p.add_argument("--json", action="store_true")
     return p
@@ -358,10 +384,11 @@ def main(argv=None) -> int:
     kind = args.candidates if args.candidates in ("isoflop", "ladder") else None
     if down is not None:
         out = accuracy_design(table, down, target=target, budget=args.budget, k=args.k, kind=kind or "isoflop",
-                              path=None if kind else args.candidates)
+                              path=None if kind else args.candidates, close_edges=args.close_edges)
     else:
         cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
-        out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands)
+        out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands,
+                     close_edges=args.close_edges)
     if args.out:
         from scaling.store import write_table_file
         write_table_file(pd.DataFrame(out["runs"], columns=["params", "tokens", "flops", "expected_gain"]), args.out)
@@ -379,7 +406,8 @@ def main(argv=None) -> int:
               f"no plan of final runs narrows the prediction below it")
     print(f"{'params':>12} {'tokens':>12} {'flops':>10} {'gain':>8}")
     for r in out["runs"]:
-        print(f"{r['params']:>12.4g} {r['tokens']:>12.4g} {r['flops']:>10.3g} {r['expected_gain']:>8.3f}")
+        why = "" if r.get("reason", "greedy") == "greedy" else f"  {r['reason']}"
+        print(f"{r['params']:>12.4g} {r['tokens']:>12.4g} {r['flops']:>10.3g} {r['expected_gain']:>8.3f}{why}")
     print(f"{len(out['runs'])} run(s), {out['flops_used']:.3g} of {out['budget']:.3g} FLOPs ({out['selection']})")
     for b in out["open_budgets"]:
         sizes = ", ".join(f"{m['params']:.3g}" for m in b["missing"])

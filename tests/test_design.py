@@ -162,6 +162,11 @@ def test_budgets_whose_minimum_is_at_an_edge_are_named_with_the_missing_sizes():
     assert [(round(np.log10(b["flops"]), 1), b["side"]) for b in out] == [(13.4, "large"), (15.4, "small")]
     small = out[1]
     assert all(m["params"] < 1e6 and 6 * m["params"] * m["tokens"] == pytest.approx(small["flops"]) for m in small["missing"])
+    # a grid's own budgets group its runs where 6ND splits them (the tiny preset counts attention and
+    # head FLOPs, a different share at each size)
+    grid = pd.DataFrame({"params": [1e5, 2e5, 4e5], "tokens": [1e6, 4.5e5, 3e5], "loss": [3.0, 2.9, 2.8]})
+    assert open_budgets(grid) == []
+    assert [b["side"] for b in open_budgets(grid.assign(budget="tiny-1e12"))] == ["large"]
 
 
 def test_a_downstream_target_is_planned_through_step_1_with_step_2_as_a_floor(tmp_path, capsys):
@@ -200,3 +205,24 @@ def test_a_downstream_target_is_planned_through_step_1_with_step_2_as_a_floor(tm
     assert run_cli(main, [str(tmp_path / "ckpt.csv"), "--fit", str(tmp_path / "plain.json"), *target, "--budget",
                           "1e20", "--quantity", "accuracy"]) == 2
     assert "needs a downstream fit" in capsys.readouterr().err
+
+
+def test_a_budget_whose_minimum_is_at_an_edge_gets_its_missing_size_first(ladder):
+    """The demo-store criterion: a budget whose lowest loss is at its largest size gets the run just
+    beyond it (1.6x, same compute) at the head of the plan, ahead of the greedy; ``--no-close-edges``
+    (``close_edges=False``) leaves the plan to the greedy alone."""
+    runs, f, target = ladder
+    runs = runs.copy()
+    c = 6 * runs["params"] * runs["tokens"]
+    top = runs[np.isclose(c, 3e18, rtol=1e-6)]
+    edge = top["params"].idxmax()
+    runs.loc[edge, "loss"] = top["loss"].min() - 0.01                  # its largest size is now the best
+    out = design(runs, f, quantity="loss", target=target, budget=3e19, k=4, cands=candidates(runs, f))
+    first = out["runs"][0]
+    assert first["reason"].startswith("closes the edge minimum at 3e+18")
+    assert first["params"] == pytest.approx(1.6 * runs.loc[edge, "params"]) and first["flops"] == pytest.approx(3e18)
+    assert all(r["reason"] == "greedy" for r in out["runs"][1:]) and len(out["runs"]) <= 4
+    assert sum(r["flops"] for r in out["runs"]) <= 3e19 * (1 + 1e-9)
+    plain = design(runs, f, quantity="loss", target=target, budget=3e19, k=4, cands=candidates(runs, f),
+                   close_edges=False)
+    assert all(r["reason"] == "greedy" for r in plain["runs"])
