@@ -1,9 +1,11 @@
 """The data layer's on-disk cache (``$SCALING_CACHE``, default ``~/.cache/scaling-data``): content
-fingerprints, safe names, atomic ``.npy`` writes, and the one-line form of an error."""
+fingerprints, safe names, atomic ``.npy`` writes, measurements kept per machine (``cached_json``),
+and the one-line form of an error."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -37,6 +39,27 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     with open(tmp, "wb") as fh:
         np.save(fh, array)
     os.replace(tmp, path)
+
+
+def cached_json(name: str, key: str, measure, cache_dir=None):
+    """``measure()`` once per ``key``, kept in ``<cache>/name`` (a JSON object, key -> value): what a
+    machine measured about itself (the CPU dtype, how many runs to stack). An unreadable file is
+    measured again; an unwritable one only costs the measurement next time."""
+    path = _cache_root(cache_dir) / name
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if key not in cached:
+        cached[key] = measure()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached, indent=1))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return cached[key]
 
 
 def _cached_npy(path: Path, build) -> np.ndarray:

@@ -263,40 +263,22 @@ def measured_k(spec: RunSpec, most: int, threads: int, cache_dir=None) -> dict:
     than one run at a time. At batch 8 x 128 a t32 step is not overhead-bound and stacking does not
     pay (docs/benchmarks.md). Measured once per (CPU, torch, threads, shape, batch) and cached in
     ``$SCALING_CACHE/stacking.json``; ~2 s for a t32 shape."""
-    import json
-    from pathlib import Path
-
-    from runners.data import default_cache_dir
+    from runners.data.cache import cached_json
     from runners.train.cpu_dtype import cpu_model
 
     hp = train.hparams(spec.params, spec.seq_len, tokens=spec.tokens)
     cfg = GPTConfig.from_spec(spec)
     ks = [k for k in CANDIDATES if k <= max(1, most)]
-    key = (f"v2|{cpu_model()}|torch {torch.__version__}|threads {threads}|{cfg.d_model},{cfg.ffw_size},{cfg.n_heads},"
+    key = (f"v3|{cpu_model()}|torch {torch.__version__}|threads {threads}|{cfg.d_model},{cfg.ffw_size},{cfg.n_heads},"
            f"{cfg.n_layers},{cfg.vocab_size},{cfg.seq_len}|batch {hp.batch_size}")
-    path = Path(cache_dir or default_cache_dir()) / "stacking.json"
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    per = {int(k): v for k, v in cached.get(key, {}).items()}
-    missing = [k for k in ks if k not in per]
-    if missing:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            with torch.random.fork_rng():
-                for k in missing:
-                    per[k] = _step_seconds(cfg, hp.batch_size, k) / k
-        finally:
-            torch.set_num_threads(before)
-        cached[key] = {str(k): v for k, v in sorted(per.items())}
-        try:
-            from scaling.store import atomic_write_text
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, json.dumps(cached, indent=1))
-        except OSError:
-            pass                                     # a read-only cache: measured again next time
+        with torch.random.fork_rng():
+            per = {k: cached_json("stacking.json", f"{key}|k {k}",
+                                  lambda k=k: _step_seconds(cfg, hp.batch_size, k) / k, cache_dir) for k in ks}
+    finally:
+        torch.set_num_threads(before)
     best = min(ks, key=lambda k: per[k])
     k = best if per[1] / per[best] >= MIN_GAIN else 1
     return {"k": k, "seconds_per_run_step": {k_: per[k_] for k_ in ks}}

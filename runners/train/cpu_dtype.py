@@ -13,7 +13,6 @@ fp32, so numerical comparisons are the same on every CPU).
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -113,22 +112,8 @@ def decide(cache_dir=None, measure_fn=measure, shape: tuple | None = None) -> di
         return {"dtype": forced, "reason": f"{ENV}={forced}"}
     if not native_bf16():
         return {"dtype": "fp32", "reason": "no native bf16 on this CPU (no amx_bf16/avx512_bf16)"}
-    from runners.data import default_cache_dir
-    path = Path(cache_dir or default_cache_dir()) / "cpu_dtype.json"
+    from runners.data.cache import cached_json
     key = _key() + ("" if shape is None else "|shape " + ",".join(map(str, shape)))
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        cached = {}
-    if key not in cached:
-        cached[key] = measure_fn() if shape is None else measure_fn(tuple(shape))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cached, indent=1))
-            os.replace(tmp, path)
-        except OSError:
-            pass                       # an unwritable cache only costs the probe next time
-    m = cached[key]
+    m = cached_json("cpu_dtype.json", key, measure_fn if shape is None else lambda: measure_fn(tuple(shape)), cache_dir)
     return {"dtype": m["dtype"], "reason": f"measured once on this CPU: bf16 step {m['bf16_speedup']:.2f}x fp32 "
                                            f"(bf16 needs >= {MIN_SPEEDUP}x)", **m}
