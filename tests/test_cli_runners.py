@@ -46,7 +46,7 @@ def fake_trainer(monkeypatch):
     monkeypatch.setitem(sys.modules, "runners.train.trainer", module)
     stacked = types.ModuleType("runners.train.batched")       # tiny runs go to the stacked engine
     stacked.train_group = lambda specs, store, opts=None: train_runs(specs, store, opts, "stacked", skip_done=True)
-    stacked.group_key = lambda spec: spec.run_id               # never grouped: one unit per run
+    stacked.groups = lambda specs, k: [[s] for s in specs]     # never grouped: one unit per run
     monkeypatch.setitem(sys.modules, "runners.train.batched", stacked)
     return types.SimpleNamespace(calls=calls, fail=fail, options=options)
 

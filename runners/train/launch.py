@@ -5,7 +5,8 @@ the same command trains only what is missing (runs whose store row is not ``ok``
 resumes from a run's checkpoint when one exists).
 
 Launchers are looked up by name in ``LAUNCHERS`` (``local``, ``deepspeed``, ``slurm``); to add one,
-write a function ``(specs, store, *, progress, **opts) -> LaunchSummary`` and register it there.
+write a function ``(specs, store, options: TrainOptions, *, limit, **its_own) -> LaunchSummary`` and
+register it there.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def thread_policy(specs: Sequence[RunSpec], workers, device: str | None) -> tupl
     when every run is tiny, one process per core (up to the number of runs), one thread each;
     otherwise one process with every core's threads. An integer forces the process count."""
     n = cores()
-    on_cpu = (device or "cpu").startswith("cpu") or (device is None and not _cuda())
+    on_cpu = _on_cpu(device)
     if workers in (None, "auto"):
         tiny = all(s.params < TINY_PARAMS for s in specs)
         workers = min(n, len(specs)) if on_cpu and tiny and len(specs) > 1 else 1
@@ -170,28 +171,27 @@ def plan_units(pending: Sequence[RunSpec], batch_runs, options: TrainOptions, th
     engine unless an explicit K > 1 asks to stack them; runs to compile and other ``--arch`` always do."""
     on_cpu, explicit = _on_cpu(options.device), batch_runs not in (None, "auto")
     want = max(1, int(batch_runs)) if explicit else None
+    index = {s.run_id: i for i, s in enumerate(pending)}
     units: list[tuple[int, str, list[RunSpec]]] = []
-    by_key: dict[tuple, list[tuple[int, RunSpec]]] = {}
-    for i, s in enumerate(pending):
+    stack = []
+    for s in pending:
         stackable = getattr(s, "arch", "gpt") == "gpt" and not options.compile
-        tiny = on_cpu and s.params < TINY_PARAMS
-        if stackable and (tiny or (want or 1) > 1):
-            from runners.train.batched import group_key
-            by_key.setdefault(group_key(s), []).append((i, s))
+        if stackable and ((on_cpu and s.params < TINY_PARAMS) or (want or 1) > 1):
+            stack.append(s)
         else:
-            units.append((i, "local", [s]))
-    for members in by_key.values():
-        k = want
-        if k is None:
-            k = 1
-            if len(members) > 1:
+            units.append((index[s.run_id], "local", [s]))
+    if stack:
+        from runners.train.batched import groups
+        for members in groups(stack, len(stack)):              # every run of one shape and length
+            k = want or 1
+            if want is None and len(members) > 1:
                 from runners.train.batched import measured_k
-                chosen = measured_k(members[0][1], len(members), threads, options.cache_dir)
+                chosen = measured_k(members[0], len(members), threads, options.cache_dir)
                 k = chosen["k"]
                 log.info("--batch-runs auto: %d at a time for %d %s runs (seconds per run-step by K: %s)", k,
-                         len(members), members[0][1].shape,
+                         len(members), members[0].shape,
                          ", ".join(f"{kk}: {v:.4f}" for kk, v in chosen["seconds_per_run_step"].items()))
-        units += [(members[j][0], "stacked", [s for _, s in members[j:j + k]]) for j in range(0, len(members), k)]
+            units += [(index[g[0].run_id], "stacked", g) for g in groups(members, k)]
     return [(engine, unit) for _, engine, unit in sorted(units, key=lambda u: u[0])]
 
 
