@@ -222,8 +222,9 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
     costs = cands["flops"].to_numpy(float)
     var0 = variance(info)
 
+    edges = open_budgets(runs)
     start, left0, forced = info.copy(), budget, []
-    for b in open_budgets(runs) if close_edges else []:
+    for b in edges if close_edges else []:
         m = b["missing"][0]
         cost = 6.0 * m["params"] * m["tokens"]
         if len(forced) >= k or cost > left0:
@@ -266,14 +267,14 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
             "current_interval": boot_interval, "current_interval_linearised": interval_of(var0),
             "expected_interval": interval_of(variance(current)), "prediction": float(np.exp(centre)),
             "residual_sd": sigma, "budget": float(budget), "flops_used": float(budget - left),
-            "open_budgets": open_budgets(runs),
+            "open_budgets": edges,
             "selection": "greedy (Leskovec et al. 2007's budgeted form): the better of picking, one at a time, the "
                          "candidate with the largest fall of the target's linearised variance per FLOP, or the "
                          "largest fall within the budget",
             "runs": chosen}
 
 
-def accuracy_design(table: pd.DataFrame, down, *, target: dict, budget: float, k: int, kind: str = "isoflop",
+def accuracy_design(runs: pd.DataFrame, down, *, target: dict, budget: float, k: int, kind: str = "isoflop",
                     path=None, close_edges: bool = True) -> dict:
     """``--quantity accuracy``: the runs that most narrow a downstream fit's predicted metric at the
     target (``scaling.downstream``: metric = step 2 of the intermediate x = step 1 at (N, D)).
@@ -284,12 +285,10 @@ def accuracy_design(table: pd.DataFrame, down, *, target: dict, budget: float, k
     bootstrap variance there: the runs that narrow log x at the target narrow the metric, in the same
     order (the loss design on the intermediate), and no plan goes below step 2's own interval
     (``step2_floor_interval``), which says when more final runs cannot help and more checkpoints
-    near the target's x would."""
-    from scaling.downstream import data as ddata
+    near the target's x would. ``runs``: step 1's table, each run's final intermediate
+    (``scaling.downstream.step1_table``)."""
     from scaling.laws.downstream import FORMS
 
-    data = ddata.task_data(table, down.task, down.metric)
-    runs = ddata.step1_table(data, down.via_column)
     law = down.law
     base = design(runs, law, quantity="loss", target=target, budget=budget, k=k,
                   cands=candidates(runs, law, kind, path), close_edges=close_edges)
@@ -360,9 +359,9 @@ def main(argv=None) -> int:
                              f"--task T --out FIT.json); {args.fit} is not one")
         down = DownstreamFit.load(args.fit)
         fit = down.law
-        table = read_table(args.source)
         from scaling.downstream import data as ddata
-        runs = ddata.step1_table(ddata.task_data(table, down.task, down.metric, str(args.source)), down.via_column)
+        runs = ddata.step1_table(ddata.task_data(read_table(args.source), down.task, down.metric, str(args.source)),
+                                 down.via_column)
     else:
         fit = FitResult.load(args.fit)
         runs = cols.ok_runs(read_table(args.source), source=str(args.source))
@@ -383,7 +382,7 @@ def main(argv=None) -> int:
                          f"a design narrows an extrapolation")
     kind = args.candidates if args.candidates in ("isoflop", "ladder") else None
     if down is not None:
-        out = accuracy_design(table, down, target=target, budget=args.budget, k=args.k, kind=kind or "isoflop",
+        out = accuracy_design(runs, down, target=target, budget=args.budget, k=args.k, kind=kind or "isoflop",
                               path=None if kind else args.candidates, close_edges=args.close_edges)
     else:
         cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)

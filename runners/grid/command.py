@@ -538,7 +538,7 @@ class RunOptions:
         progress, checkpoints, and evaluation along training when asked."""
         from runners.train.options import TrainOptions
         return TrainOptions(device=self.device, progress=self.progress, checkpoint_every_s=self.checkpoint_every_s,
-                            **({"eval_every": self.eval_every, "eval_tasks": tuple(self.eval_tasks),
+                            **({"eval_every": self.eval_every, "eval_tasks": self.eval_tasks,
                                 "eval_limit": self.eval_limit} if self.eval_every else {}))
 
 

@@ -28,6 +28,10 @@ class TrainOptions:
     eval_tasks: tuple[str, ...] | None = None
     eval_limit: int | None = None
 
+    def __post_init__(self):
+        if self.eval_tasks is not None:          # any sequence of names, kept as a tuple (hashable, frozen)
+            object.__setattr__(self, "eval_tasks", tuple(self.eval_tasks))
+
     @property
     def evaluates_along(self) -> bool:
         return bool(self.eval_every and self.eval_tasks)

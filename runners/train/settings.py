@@ -61,4 +61,3 @@ def to_device(array: np.ndarray, device: str) -> torch.Tensor:
     if device.startswith("cuda"):
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor
-

@@ -274,6 +274,7 @@ class Trainer:
         self.engine.eval()
         return self.logs
 
+
 def run_row(spec, settings: Settings, corpus, tokenizer, hp: Hparams, tl: "TrainingLog", **extra) -> dict:
     """The row every engine writes for a run: its plan, where and how it ran, its hyper-parameters,
     what its training log measured, and the engine's own ``extra`` columns."""
@@ -446,8 +447,6 @@ def train_run(spec, store, *, skip_done: bool = False, options: TrainOptions | N
     "running"``); the next call resumes. With ``skip_done`` (what launchers pass) a run already
     ``ok`` in the store is not trained again (``{"status": BUSY}``).
     """
-    if "eval_tasks" in kw and kw["eval_tasks"] is not None:
-        kw["eval_tasks"] = tuple(kw["eval_tasks"])
     options = dataclasses.replace(options or TrainOptions(), **kw)
     return train_runs([spec], store, options, skip_done=skip_done)[0]
 
@@ -474,6 +473,7 @@ def run_errors(specs):
 
 #: What ``train_run`` returns for a run another launcher holds or has just finished.
 BUSY = rstore.CLAIMED_ELSEWHERE
+
 
 def store_finished_run(store, spec, model: GPT, row: dict, curve_frame: pd.DataFrame) -> dict:
     """Weights (``runners.export``), then the loss curve, then the ``ok`` row: a row that says
