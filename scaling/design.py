@@ -396,7 +396,7 @@ def main(argv=None) -> int:
         return 0
     lo, hi = out["current_interval"] or [float("nan")] * 2
     elo, ehi = out["expected_interval"]
-    print(f"{out['quantity']} at {target['flops']:.3g} FLOPs: {out['prediction']:.4g}, 95% interval now "
+    print(f"{out.get('metric', out['quantity'])} at {target['flops']:.3g} FLOPs: {out['prediction']:.4g}, 95% interval now "
           f"[{lo:.4g}, {hi:.4g}] (bootstrap; linearised [{out['current_interval_linearised'][0]:.4g}, "
           f"{out['current_interval_linearised'][1]:.4g}]), after the plan [{elo:.4g}, {ehi:.4g}]")
     if "step2_floor_interval" in out:
