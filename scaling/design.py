@@ -26,6 +26,7 @@ from scaling.accounting import chinchilla_optimal, parse_size
 from scaling.cli import FLOPS, ArgumentParser, UsageError, add_store_argument, bounded_int, run_cli
 from scaling.errors import BadValue, DataError
 from scaling.laws import get_law
+from scaling.optimal_design import SELECTION, budgeted_greedy, target_variance
 from scaling.results import FitResult
 from scaling.sources import read_table
 
@@ -196,10 +197,7 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
     centre = float(q(phi)[0])
 
     def variance(I):
-        try:
-            return float(g @ np.linalg.solve(I + 1e-12 * np.eye(len(g)), g))
-        except np.linalg.LinAlgError:
-            return float(g @ np.linalg.pinv(I) @ g)
+        return target_variance(g, I)
 
     def interval_of(var):
         half = Z95 * np.sqrt(max(var, 0.0))
@@ -237,29 +235,8 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
                        "expected_gain": (var_before - variance(start)) / var0 if var0 > 0 else 0.0,
                        "reason": f"closes the edge minimum at {b['flops']:.3g} FLOPs (Approach 2)"})
 
-    def greedy(per_flop: bool):
-        current, left, picks = start.copy(), left0, []
-        for _ in range(k - len(forced)):
-            var_now = variance(current)
-            best, best_score = None, 0.0
-            for i in range(len(cands)):
-                if costs[i] > left:
-                    continue
-                fall = var_now - variance(current + np.outer(Jc[i], Jc[i]) / sigma ** 2)
-                score = fall / costs[i] if per_flop else fall
-                if score > best_score:
-                    best, best_score = i, score
-            if best is None:
-                break
-            current = current + np.outer(Jc[best], Jc[best]) / sigma ** 2
-            left -= costs[best]
-            picks.append((best, (var_now - variance(current)) / var0 if var0 > 0 else 0.0))
-        return current, left, picks
-
-    # the budgeted greedy of Leskovec et al. 2007 (CELF): the better of the greedy by gain per FLOP and
-    # the greedy by gain, both within the budget
-    plans = [greedy(True), greedy(False)]
-    current, left, picks = min(plans, key=lambda plan: variance(plan[0]))
+    rows = Jc[:, None, :] / sigma
+    current, left, picks = budgeted_greedy(variance, start, rows, costs, left0, k - len(forced), var0)
     chosen = forced + [{"params": float(cands["params"].iloc[i]), "tokens": float(cands["tokens"].iloc[i]),
                         "flops": float(costs[i]), "expected_gain": float(gain), "reason": "greedy"}
                        for i, gain in picks]
@@ -268,9 +245,7 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
             "expected_interval": interval_of(variance(current)), "prediction": float(np.exp(centre)),
             "residual_sd": sigma, "budget": float(budget), "flops_used": float(budget - left),
             "open_budgets": edges,
-            "selection": "greedy (Leskovec et al. 2007's budgeted form): the better of picking, one at a time, the "
-                         "candidate with the largest fall of the target's linearised variance per FLOP, or the "
-                         "largest fall within the budget",
+            "selection": SELECTION,
             "runs": chosen}
 
 
@@ -326,19 +301,25 @@ def accuracy_design(runs: pd.DataFrame, down, *, target: dict, budget: float, k:
 
 def _parser():
     p = ArgumentParser(prog="python -m scaling.design", description=__doc__.split("\n")[0],
-                       epilog="example:\n  python -m scaling.design results/ --fit fit.json --target-flops 1e22 "
-                              "--budget 1e13 --k 6 --json")
+                       epilog="examples:\n  python -m scaling.design results/ --fit fit.json --target-flops 1e22 "
+                              "--budget 1e13 --k 6 --json\n  python -m scaling.design mix-runs/ --fit mix.json "
+                              "--budget 2e14 --k 4 --out plan.csv   # a mixture fit: which mixtures next")
     add_store_argument(p, positional=True, help="the runs the fit was made on: store, CSV/Parquet or dataset:NAME")
     p.add_argument("--fit", required=True, help="fit file with bootstrap draws (scaling.fit --bootstrap N --out F; "
                                                "for --quantity accuracy a scaling.downstream fit)")
     p.add_argument("--target-flops", type=FLOPS, help="the compute of the prediction that matters")
     p.add_argument("--target-params", help="the target's N (with --target-tokens; default: the optimum at C)")
     p.add_argument("--target-tokens", help="the target's D")
-    p.add_argument("--quantity", choices=["loss", "n_opt", "accuracy"], default="loss",
-                   help="loss at the target, N_opt at its compute, or (with a downstream fit from "
-                        "scaling.downstream fit --out) the task metric at the target")
+    p.add_argument("--quantity", choices=["loss", "n_opt", "accuracy", "mixture"], default=None,
+                   help="loss at the target (default), N_opt at its compute, with a downstream fit (scaling.downstream "
+                        "fit --out) the task metric at the target, with a mixture fit (scaling.mixture fit --out, "
+                        "direct or joint) the loss of the best mixture (the default for such a fit)")
+    p.add_argument("--weights", action="append", metavar="D1=W1,...",
+                   help="--quantity mixture: weights of the loss domains in the optimum's loss (default equal)")
     p.add_argument("--budget", type=FLOPS, required=True, help="FLOPs to spend on the new runs (6ND each)")
-    p.add_argument("--candidates", default="isoflop", help="isoflop, ladder, or a CSV/Parquet of params,tokens")
+    p.add_argument("--candidates", default="isoflop",
+                   help="isoflop, ladder, or a CSV/Parquet of params,tokens (a mixture fit: of mix.<domain> shares, the "
+                        "mixtures you could train; default: Dirichlet draws around the runs' mean mixture)")
     p.add_argument("--k", type=bounded_int(1000, "runs proposed at most", minimum=1), default=8)
     p.add_argument("--no-close-edges", dest="close_edges", action="store_false",
                    help="do not put first the runs that give an edge budget its Approach 2 minimum")
@@ -347,8 +328,74 @@ def _parser():
     return p
 
 
+def _mixture_main(args, fit_kind) -> int:
+    """``--quantity mixture``: the mixtures that most narrow the best mixture's loss (``scaling.mixture.design``)."""
+    from scaling.mixture import MixtureFit
+    from scaling.mixture.design import mixture_design
+    from scaling.mixture.optimize import _parse_domain_values
+    if fit_kind != "mixture-fit":
+        raise UsageError(f"--quantity mixture needs a mixture fit (python -m scaling.mixture fit SOURCE --bootstrap 100 "
+                         f"--out FIT.json); {args.fit} is not one")
+    if args.quantity not in (None, "mixture"):
+        raise UsageError(f"{args.fit} is a mixture fit: its quantity is mixture (the loss of the best mixture), "
+                         f"not {args.quantity}")
+    if args.candidates == "ladder" or args.target_flops is not None or not args.close_edges:
+        raise UsageError("--candidates ladder, --target-flops and --no-close-edges are for scaling-law fits; a "
+                         "mixture design proposes mixtures at the runs' scales")
+    if (args.target_params is None) != (args.target_tokens is None):
+        raise UsageError("--target-params and --target-tokens go together")
+    fit = MixtureFit.load(args.fit)
+    target = None
+    if args.target_params is not None:
+        target = {"params": parse_size(args.target_params), "tokens": parse_size(args.target_tokens)}
+    weights = _parse_domain_values(args.weights, "--weights", fit.loss_domains, positive=False) or None
+    mixtures = None
+    if args.candidates != "isoflop":
+        table = cols.canonicalise(read_table(args.candidates))
+        missing = [d for d in fit.domains if f"mix.{d}" not in table.columns]
+        if missing:
+            raise DataError(f"{args.candidates}: candidate mixtures need a mix.<domain> column per component of the "
+                            f"fit; missing {', '.join(f'mix.{d}' for d in missing)}")
+        mixtures = table[[f"mix.{d}" for d in fit.domains]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        if not np.isfinite(mixtures).all():
+            raise DataError(f"{args.candidates}: a candidate mixture has a missing or non-numeric share")
+    out = mixture_design(read_table(args.source), fit, target=target, budget=args.budget, k=args.k, weights=weights,
+                         source=str(args.source), mixtures=mixtures)
+    mix_cols = [f"mix.{d}" for d in fit.domains]
+    if args.out:
+        from scaling.store import write_table_file
+        write_table_file(pd.DataFrame(out["runs"], columns=["params", "tokens", "flops", "expected_gain", *mix_cols]),
+                         args.out)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    lo, hi = out["current_interval"] or [float("nan")] * 2
+    elo, ehi = out["expected_interval"]
+    best = ", ".join(f"{d} {v:.3g}" for d, v in out["target"]["mixture"].items() if v > 5e-4)
+    print(f"best mixture at N={out['target']['params']:.4g}, D={out['target']['tokens']:.4g}: {best}; its loss "
+          f"{out['prediction']:.4g}, 95% interval now [{lo:.4g}, {hi:.4g}] (bootstrap, the optimum re-found per draw; "
+          f"linearised [{out['current_interval_linearised'][0]:.4g}, {out['current_interval_linearised'][1]:.4g}]), "
+          f"after the plan [{elo:.4g}, {ehi:.4g}]")
+    print(f"{'params':>12} {'tokens':>12} {'flops':>10} {'gain':>8}  mixture")
+    for r in out["runs"]:
+        mix = ", ".join(f"{c[4:]} {r[c]:.3g}" for c in mix_cols if r[c] > 5e-4)
+        print(f"{r['params']:>12.4g} {r['tokens']:>12.4g} {r['flops']:>10.3g} {r['expected_gain']:>8.3f}  {mix}")
+    print(f"{len(out['runs'])} run(s), {out['flops_used']:.3g} of {out['budget']:.3g} FLOPs ({out['selection']}); "
+          f"train them with python -m runners.mixgrid --plan PLAN.csv")
+    for w in out["warnings"]:
+        print(f"warning: {w}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from scaling.schemas import kind_of, read_json
+    fit_kind = kind_of(read_json(args.fit))
+    if fit_kind == "mixture-fit" or args.quantity == "mixture":
+        return _mixture_main(args, fit_kind)
+    if args.weights:
+        raise UsageError("--weights is for --quantity mixture (the loss domains of a mixture fit)")
+    args.quantity = args.quantity or "loss"
     down = None
     if args.quantity == "accuracy":
         from scaling.schemas import read_json

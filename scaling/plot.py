@@ -265,12 +265,16 @@ def design_plot(result, out, source=None) -> dict:
     plt = new_figure()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     drawn = {"runs": [[r["params"], r["tokens"]] for r in result["runs"]]}
-    if source is not None:
+    if result["quantity"] == "mixture":
+        drawn["mixtures"] = _design_mixtures(ax, result)
+    elif source is not None:
         runs = _ok_runs(source)
         ax.scatter(runs["params"], runs["tokens"], s=14, color="0.6", label="runs so far")
         drawn["source"] = runs[["params", "tokens"]].to_numpy().tolist()
     n = np.array([r["params"] for r in result["runs"]])
     d = np.array([r["tokens"] for r in result["runs"]])
+    if result["quantity"] == "mixture":
+        n = d = np.array([])
     ax.scatter(n, d, marker="*", s=160, color="C1", edgecolor="k", zorder=3, label="proposed (order chosen)")
     labels: dict[tuple, list[str]] = {}
     for i, (x, y) in enumerate(zip(n, d), 1):       # a run proposed twice (a replicate) gets one label "1,2"
@@ -278,14 +282,15 @@ def design_plot(result, out, source=None) -> dict:
     for (x, y), idx in labels.items():
         ax.annotate(",".join(idx), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
     t = result["target"]
-    if "params" in t and "tokens" in t:
-        ax.scatter([t["params"]], [t["tokens"]], marker="X", s=120, color="C3", label="target")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameters N")
-    ax.set_ylabel("training tokens D")
-    ax.set_title(f"Next runs for the {result['quantity']} at {t.get('flops', float('nan')):.3g} FLOPs")
-    ax.legend(fontsize=8)
+    if result["quantity"] != "mixture":
+        if "params" in t and "tokens" in t:
+            ax.scatter([t["params"]], [t["tokens"]], marker="X", s=120, color="C3", label="target")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("parameters N")
+        ax.set_ylabel("training tokens D")
+        ax.set_title(f"Next runs for the {result['quantity']} at {t.get('flops', float('nan')):.3g} FLOPs")
+        ax.legend(fontsize=8)
     bars = [("now (bootstrap)", result.get("current_interval")), ("now (linearised)", result["current_interval_linearised"]),
             ("after the plan (expected)", result["expected_interval"])]
     for i, (label, iv) in enumerate(bars):
@@ -293,12 +298,34 @@ def design_plot(result, out, source=None) -> dict:
             bx.plot(iv, [i, i], lw=6, solid_capstyle="butt", color=("C0", "C0", "C2")[i], alpha=0.8)
     bx.axvline(result["prediction"], color="k", lw=1, ls="--")
     bx.set_yticks(range(len(bars)), [b[0] for b in bars])
-    bx.set_xlabel(f"{result['quantity']} at the target (95% interval)")
+    bx.set_xlabel("loss of the best mixture (95% interval)" if result["quantity"] == "mixture"
+                  else f"{result['quantity']} at the target (95% interval)")
     bx.set_ylim(-0.6, len(bars) - 0.4)
     fig.tight_layout()
     save_figure(fig, out)
     drawn["intervals"] = [b[1] for b in bars]
     return drawn
+
+
+def _design_mixtures(ax, result) -> list[dict]:
+    """A mixture plan's left panel: the best mixture now and each proposed run's mixture, as
+    stacked bars of the components' shares (the runs in the order chosen)."""
+    t = result["target"]
+    domains = list(t["mixture"])
+    rows = [("best now", t["mixture"])] + [(f"run {i}", {d: r.get(f"mix.{d}", 0.0) for d in domains})
+                                           for i, r in enumerate(result["runs"], 1)]
+    left = np.zeros(len(rows))
+    for j, d in enumerate(domains):
+        share = np.array([m.get(d, 0.0) for _, m in rows])
+        ax.barh(range(len(rows)), share, left=left, color=f"C{j % 10}", label=d, height=0.7)
+        left += share
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the training tokens")
+    ax.set_title(f"Next mixtures at N={t['params']:.3g}, D={t['tokens']:.3g}")
+    ax.legend(fontsize=7, ncol=min(len(domains), 4), loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    return [{"name": name, **m} for name, m in rows]
 
 
 def mixture_plot(fit, params: float, tokens: float, out, source=None, optimum=None) -> dict:

@@ -244,12 +244,14 @@ class DesignRun(_Open):
 
 
 class DesignFile(_Open):
-    quantity: Literal["loss", "n_opt"]
-    target: dict[str, Positive]
-    current_interval: list[Positive] | None = Field(default=None, min_length=2, max_length=2)
-    current_interval_linearised: list[Positive] = Field(min_length=2, max_length=2)
-    expected_interval: list[Positive] = Field(min_length=2, max_length=2)
-    prediction: Positive
+    quantity: Literal["loss", "n_opt", "accuracy", "mixture"]
+    #: N, D, C of the target; a mixture target also its weights and best mixture by domain
+    target: dict[str, Positive | dict[str, NonNegative]]
+    #: an accuracy's linearised interval may reach below 0
+    current_interval: list[Number] | None = Field(default=None, min_length=2, max_length=2)
+    current_interval_linearised: list[Number] = Field(min_length=2, max_length=2)
+    expected_interval: list[Number] = Field(min_length=2, max_length=2)
+    prediction: Number
     runs: list[DesignRun]
 
 

@@ -49,7 +49,7 @@ def _internal_top(m: str) -> set[str]:
 
 #: The stages of ``scaling``, in data-flow order; a module may import its own or earlier stages.
 SCALING_STAGES = [
-    {"scaling.errors", "scaling.cli", "scaling.intervals", "scaling.humanise", "scaling.accounting", "scaling.columns", "scaling.datasets",
+    {"scaling.errors", "scaling.cli", "scaling.intervals", "scaling.optimal_design", "scaling.humanise", "scaling.accounting", "scaling.columns", "scaling.datasets",
      "scaling.datasets.__main__", "scaling.scripts", "scaling", "scaling.version", "scaling.store", "scaling.store.files", "scaling.store.runs",
      "scaling.store.side", "scaling.store.check", "scaling.store.tables", "scaling.store.cli", "scaling.store.__main__",
      "scaling.sources",
@@ -63,7 +63,7 @@ SCALING_STAGES = [
      "scaling.mixture.fit", "scaling.mixture.optimize", "scaling.mixture.transfer", "scaling.mixture.cli",
      "scaling.laws.downstream", "scaling.laws.mixture_scale", "scaling.downstream", "scaling.downstream.__main__", "scaling.downstream.data",
      "scaling.downstream.result", "scaling.downstream.fit", "scaling.downstream.cli", "scaling.downstream.synthetic"},
-    {"scaling.predict", "scaling.backtest", "scaling.design"},
+    {"scaling.predict", "scaling.backtest", "scaling.design", "scaling.mixture.design"},
     {"scaling.plot"},
 ]
 #: ``runners``, in data-flow order: plans, data, models, training, evaluation, then the commands;

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -86,6 +87,33 @@ def test_fit_predict_evaluate_optimize_end_to_end(grid, tmp_path):
     assert code == 0, err
     opt = json.loads(out)
     assert sum(opt["mixture"].values()) == pytest.approx(1.0) and opt["kl_to_prior"] <= 1.0 + 1e-6
+
+
+def test_the_mixtures_scaling_design_plans_are_what_mixgrid_trains(grid, tmp_path):
+    """A mixture fit with bootstrap -> scaling.design --out plan.csv -> runners.mixgrid --plan: the
+    runs trained are the plan's mixtures at the grid's shape and tokens, and join the grid's fit."""
+    store, _ = grid
+    fit, plan = tmp_path / "mix.json", tmp_path / "plan.csv"
+    code, out, err = run("scaling.mixture", "fit", store, "--domains", "reference,apidoc,lib-core", "--kind", "direct",
+                         "--model", "law", "--bootstrap", 20, "--out", fit)
+    assert code == 0, err
+    code, out, err = run("scaling.design", store, "--fit", fit, "--budget", 2 * 6 * 23824 * 40_000, "--k", 2,
+                         "--out", plan, "--json")
+    assert code == 0, err
+    proposed = json.loads(out)
+    assert proposed["quantity"] == "mixture" and len(proposed["runs"]) == 2
+    new = tmp_path / "planned"
+    code, out, err = run("runners.mixgrid", "--plan", plan, "--store", new, "--quiet")
+    assert code == 0, err
+    runs = pd.read_parquet(new)
+    assert len(runs) == 2 and (runs["status"] == "ok").all() and set(runs["shape"]) == {"t24"}
+    assert set(runs["tokens"]) == {40_000}
+    domains = [c for c in pd.read_csv(plan).columns if c.startswith("mix.")]
+    got = sorted(tuple(np.round(r, 6)) for r in runs[domains].fillna(0).to_numpy())
+    want = sorted(tuple(np.round(r, 6)) for r in pd.read_csv(plan)[domains].to_numpy())
+    assert got == want
+    code, out, err = run("runners.mixgrid", "--plan", plan, "--n-mixtures", 3, "--store", new)
+    assert code != 0 and err.strip().startswith("error: give --n-mixtures K") and len(err.strip().splitlines()) == 1
 
 
 def test_grid_clis_take_a_domain_labelled_file_and_a_mix(tmp_path):

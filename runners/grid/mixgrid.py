@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pandas as pd
 
 from scaling import accounting
 from scaling.cli import bounded_int, UsageError, run_cli, nonnegative_int
@@ -26,6 +27,7 @@ examples:
   python -m runners.mixgrid --n-mixtures 64 --prior tokens --shape t32 --tokens 1M --dry-run
   python -m runners.mixgrid --n-mixtures 16 --shape t24 --tokens 200K results-mix
   python -m runners.mixgrid --n-mixtures 32 --data corpus.jsonl --domain-column source --prior uniform
+  python -m runners.mixgrid --plan plan.csv results-mix   # the mixtures scaling.design proposed
 """
 
 #: shares are rounded to this step (and below it dropped), as published mixture tables are
@@ -35,8 +37,12 @@ SHARE_STEP = 1e-3
 def build_parser():
     p = common.make_parser("python -m runners.mixgrid", __doc__.split("\n\n")[0], EXAMPLE)
     g = p.add_argument_group("mixture grid")
-    g.add_argument("--n-mixtures", type=bounded_int(100_000, "each mixture is a training run", minimum=1), required=True,
+    g.add_argument("--n-mixtures", type=bounded_int(100_000, "each mixture is a training run", minimum=1),
                    metavar="K", help="mixtures to draw and train")
+    g.add_argument("--plan", metavar="PLAN.csv",
+                   help="instead of --n-mixtures: the runs of a mixture plan (mix.<domain> shares, params, tokens), "
+                        "e.g. python -m scaling.design RUNS --fit MIX.json --out PLAN.csv; each run at the shape "
+                        "nearest its params")
     g.add_argument("--prior", default="tokens", metavar="tokens|uniform|D1=S1,...",
                    help="centre of the Dirichlet: the corpus's token distribution (default), uniform, or shares")
     g.add_argument("--shape", default="t32", help="model shape of every run (default t32)")
@@ -91,11 +97,50 @@ def draw_mixtures(prior: dict[str, float], k: int, seed: int) -> list[dict[str, 
     raise UsageError(f"could not draw {k} distinct mixtures at a share step of {SHARE_STEP:g}")
 
 
+def plan_runs(path, sizes: dict[str, int]) -> list[tuple]:
+    """(shape, tokens, mixture, budget label) of each row of a mixture plan: shares from its ``mix.<domain>``
+    columns (renormalised from the plan's rounding), the shape nearest its ``params`` (CPU shapes
+    below 1e17 FLOPs, as ``runners.isoflop --plan``)."""
+    from scaling import columns as cols
+    from scaling.errors import DataError
+    from scaling.sources import read_table
+    table = cols.canonicalise(read_table(path))
+    mix_cols = [c for c in table.columns if str(c).startswith("mix.")]
+    unknown = [c[4:] for c in mix_cols if c[4:] not in sizes]
+    if not mix_cols or unknown:
+        raise DataError(f"{path}: " + (f"domain(s) {', '.join(unknown)} are not in the corpus (it has: "
+                                        f"{', '.join(sorted(sizes))})" if unknown else
+                                        "no mix.<domain> columns; a mixture plan comes from python -m scaling.design "
+                                        "with a mixture fit"))
+    table, dropped = cols.numeric_columns(table, ["params", "tokens"], str(path))
+    shares_ok = table[mix_cols].apply(pd.to_numeric, errors="coerce").notna().all(axis=1)
+    if dropped or not shares_ok.all() or table.empty:
+        raise DataError(f"{path}: {dropped + int((~shares_ok).sum())} row(s) without params, tokens or shares; a "
+                        f"mixture plan needs them all")
+    out = []
+    for _, row in table.iterrows():
+        shares = {c[4:]: float(row[c]) for c in mix_cols}
+        total = sum(shares.values())
+        if min(shares.values()) < 0 or not total > 0:
+            raise DataError(f"{path}: a row's shares are negative or all zero")
+        mix = {d: v / total for d, v in shares.items() if v / total >= SHARE_STEP}
+        mix = {d: v / sum(mix.values()) for d, v in mix.items()}
+        n, d = float(row["params"]), float(row["tokens"])
+        budget = accounting.parse_budgets(f"{6.0 * n * d:.6g}")[0]
+        pool = ({k: v for k, v in accounting.SHAPES.items() if k not in accounting.PAPER_SHAPES} if budget.cpu
+                else accounting.PAPER_SHAPES)
+        shape = accounting.nearest_shape(n, budget.vocab, budget.seq_len, pool)
+        out.append((shape, d, mix, f"mix-{shape.name}-{d:.4g}"))
+    return out
+
+
 def build_plan(args) -> list:
     for flag in ("unique", "epochs", "code_fraction", "mix"):
         if getattr(args, flag, None) is not None:
             raise UsageError(f"--{flag.replace('_', '-')} does not apply to a mixture grid (it draws its own mixtures)")
-    if args.n_mixtures < 1:
+    if (args.n_mixtures is None) == (args.plan is None):
+        raise UsageError("give --n-mixtures K (a draw) or --plan PLAN.csv (the runs of a plan), one of them")
+    if args.n_mixtures is not None and args.n_mixtures < 1:
         raise UsageError("--n-mixtures must be >= 1")
     if args.mix_seed < 0:
         raise UsageError("--mix-seed must be >= 0")
@@ -108,15 +153,19 @@ def build_plan(args) -> list:
     if len(sizes) < 2:
         raise UsageError(f"--data {data!r} has {len(sizes)} domain(s); a mixture grid needs 2 or more "
                          f"(label rows with --domain-column)")
-    prior = prior_of(args.prior, sizes)
-    cpu = shape.name in accounting.TINY_SHAPES or shape.name in accounting.MICRO_SHAPES
-    V, S = (accounting.CPU_VOCAB, accounting.CPU_SEQ_LEN) if cpu else (accounting.PAPER_VOCAB, accounting.PAPER_SEQ_LEN)
+    if args.plan is not None:
+        runs = plan_runs(args.plan, sizes)
+    else:
+        runs = [(shape, tokens, mix, f"mix-{args.shape}-{args.tokens}")
+                for mix in draw_mixtures(prior_of(args.prior, sizes), args.n_mixtures, args.mix_seed)]
     specs = []
-    for mix in draw_mixtures(prior, args.n_mixtures, args.mix_seed):
+    for shape, tokens, mix, label in runs:
+        cpu = shape.name in accounting.TINY_SHAPES or shape.name in accounting.MICRO_SHAPES
+        V, S = (accounting.CPU_VOCAB, accounting.CPU_SEQ_LEN) if cpu else (accounting.PAPER_VOCAB, accounting.PAPER_SEQ_LEN)
         for seed in kw["seeds"]:
             for f in kw["filters"]:
                 specs.append(plan._spec(shape, vocab=V, seq_len=S, tokens=tokens, unique=tokens, grid="mixgrid",
-                                        budget=f"mix-{args.shape}-{args.tokens}", code_fraction=float(mix.get("code", 0.0)),
+                                        budget=label, code_fraction=float(mix.get("code", 0.0)),
                                         filter=f, seed=seed, data=data, tokenizer=tokenizer,
                                         text_column=kw["text_column"], flops_convention=kw["flops_convention"] or "6N",
                                         mix=format_mix(mix), domain_column=domain_column, arch=kw["arch"],
