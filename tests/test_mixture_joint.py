@@ -109,3 +109,13 @@ def test_predict_optimize_and_the_cli_work_on_a_joint_fit(tmp_path):
     assert p["pred.code.lo"][0] < p["pred.code"][0] < p["pred.code.hi"][0]
     saved = json.loads((tmp_path / "joint.json").read_text())
     assert saved["params"]["code"]["C"]["code"] > saved["params"]["code"]["C"]["web"]
+    # scaling.design plans mixtures for a joint fit at the target scale, at the runs' own scales
+    from scaling.mixture.design import mixture_design
+    plan = mixture_design(table, fit, target={"params": 3e7, "tokens": 6e8}, budget=1e17, k=3, weights={"code": 1.0})
+    assert plan["kind"] == "joint" and plan["target"]["mixture"]["code"] == pytest.approx(out["mixture"]["code"], abs=0.02)
+    scales = set(zip(table["params"], table["tokens"]))
+    assert plan["runs"] and all((r["params"], r["tokens"]) in scales for r in plan["runs"])
+    assert sum(r["flops"] for r in plan["runs"]) <= 1e17
+    lo, hi = plan["expected_interval"]
+    clo, chi = plan["current_interval_linearised"]
+    assert clo < lo <= plan["prediction"] <= hi < chi
