@@ -35,6 +35,18 @@ def test_rolling_backtest_recovers_the_generating_variant(truth, expected):
     assert chosen.count(expected) >= 2, chosen
 
 
+def test_an_isoflop_ladder_backtests_one_budget_per_fold():
+    """Budgets are discrete: when the largest holds more than a tenth of the runs, the 80% and 70%
+    quantiles fall inside it too; each fold then holds out the next budget down (Marin's sweeps had
+    one fold of three before)."""
+    budgets = np.repeat([3e17, 1e18, 3e18, 1e19, 3e19, 1e20], [6, 6, 8, 10, 12, 15])
+    frame = pd.DataFrame({"params": 1e8, "tokens": budgets / 6e8, "budget": budgets})
+    folds = variants.rolling_folds(frame, n_free=5)
+    assert len(folds) == 3
+    for (train, test), held in zip(folds, (1e20, 3e19, 1e19)):
+        assert set(frame["budget"][test]) == {held} and (frame["budget"][train] < held).all()
+
+
 def test_the_choice_and_every_candidate_are_recorded():
     r = fit(ladder(UNTIED, 0.004), want_profiles=False)
     v = r.settings["variant"]

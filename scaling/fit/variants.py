@@ -23,7 +23,9 @@ Variants (``--variant NAME`` forces one):
 
 Rolling backtest: runs are ordered by compute (a ``budget`` column when present, else 6ND). Fold k
 (k = 1 .. ``FOLDS``) fits on the runs below the (1 - k/10) compute quantile and scores the runs
-between that cut and the next one up, by mean absolute percentage error of the loss.
+between that cut and the next one up, by mean absolute percentage error of the loss. On an isoFLOP
+ladder, whose largest budget often holds more than a tenth of the runs, a quantile that falls in a
+slice already scored steps to the next budget down, so each fold holds out one budget.
 
 The extrapolation asked for: a backtest inside the data steps along compute by ~10%, while a user
 predicts ×3-×17 in N. A variant whose exponents the data do not pin down backtests well and
@@ -116,6 +118,11 @@ def rolling_folds(frame: pd.DataFrame, n_free: int, folds: int = FOLDS) -> list[
     upper = np.inf
     for k in range(1, folds + 1):
         cut = np.quantile(s, 1.0 - FOLD_STEP * k)
+        below = s[s < upper]
+        if below.size and cut >= below.max():
+            # discrete scales (an isoFLOP ladder's budgets): the quantile fell in the slice already
+            # scored, so this fold holds out the next level down
+            cut = below.max()
         train = s < cut
         test = (s >= cut) & (s < upper)
         if test.sum() == 0 or train.sum() < MIN_RUNS_PER_PARAM * n_free or len(np.unique(s[train])) < 3:
