@@ -141,6 +141,58 @@ def candidates(runs: pd.DataFrame, fit: FitResult, kind: str = "isoflop", path=N
     return out.reset_index(drop=True)
 
 
+def bootstrap_interval(fit: FitResult, quantity: str, target: dict) -> list[float] | None:
+    """The target quantity's 95% interval over the fit's bootstrap draws (percentiles)."""
+    boot = fit.fit_settings.bootstrap
+    coords = Coordinates(fit)
+    q = _log_quantity(fit, quantity, target, coords)
+    order = list(boot.names or coords.names)
+    values = []
+    with np.errstate(all="ignore"):
+        for row in boot.draws:
+            draw = coords.phi_of({**coords.values, **dict(zip(order, row))})
+            if draw is not None and np.isfinite(draw).all():
+                values.append(q(draw)[0])
+    values = np.exp(np.asarray(values, float))
+    values = values[np.isfinite(values)]
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if len(values) else None
+
+
+def refit_check(runs: pd.DataFrame, fit: FitResult, planned: list[dict], *, quantity: str, target: dict,
+                sigma: float, draws: int, bootstrap: int = 60, seed: int = 0) -> dict:
+    """The plan's expected interval by simulation instead of linearisation: ``draws`` times, the
+    planned runs' losses are drawn from the fit (log-normal noise of the residuals' scatter), the law
+    is refitted on all the runs (the fit's own variant, ``bootstrap`` resamples) and the target's
+    bootstrap interval taken; the median bounds. What the issue calls checking one against the other:
+    the linearisation is cheap and assumes the law is locally linear and the bootstrap normal."""
+    from scaling.fit import fit as refit
+    law = get_law(fit.law)
+    variant = (fit.settings.get("variant") or {}).get("chosen")
+    keep = [c for c in ("params", "tokens", "unique_tokens", "loss") if c in runs.columns]
+    rng = np.random.default_rng(seed)
+    n = np.array([r["params"] for r in planned], float)
+    d = np.array([r["tokens"] for r in planned], float)
+    args = [n, d] + ([d] if fit.law == "data-constrained" else [])
+    bounds = []
+    for i in range(draws):
+        new = pd.DataFrame({"params": n, "tokens": d})
+        if "unique_tokens" in keep:
+            new["unique_tokens"] = d
+        new["loss"] = law.predict(fit.params, *args) * np.exp(rng.normal(0.0, sigma, len(n)))
+        how = {"variant": variant} if variant else {"fix": fit.settings.get("fixed") or None,
+                                                     "tie": fit.settings.get("tie") or None}
+        f = refit(pd.concat([runs[keep], new], ignore_index=True), fit.law, bootstrap=bootstrap, seed=seed + i,
+                  want_profiles=False, select_variant=False, **how)
+        iv = bootstrap_interval(f, quantity, target)
+        if iv is not None:
+            bounds.append(iv)
+    if not bounds:
+        return {"expected_interval_refit": None, "refit_draws": 0}
+    lo, hi = np.median(np.asarray(bounds), axis=0)
+    return {"expected_interval_refit": [float(lo), float(hi)], "refit_draws": len(bounds),
+            "refit_intervals": [[float(a), float(b)] for a, b in bounds]}
+
+
 def open_budgets(runs: pd.DataFrame) -> list[dict]:
     """Budgets (runs grouped by their ``budget`` column, else by 6ND to 0.1 decade; 3 or more sizes) whose lowest measured loss is at
     their smallest or largest size: Approach 2 has no interior minimum there, and the sizes a person
@@ -169,14 +221,16 @@ def open_budgets(runs: pd.DataFrame) -> list[dict]:
 
 
 def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, budget: float, k: int,
-           cands: pd.DataFrame, close_edges: bool = True) -> dict:
+           cands: pd.DataFrame, close_edges: bool = True, check_refit: int = 0) -> dict:
     """The plan (see the module docstring): current interval (bootstrap and linearised), the expected
     interval after the proposed runs, and the runs in the order chosen with their expected gain.
 
     ``close_edges``: first, for each budget whose lowest loss is at an edge (``open_budgets``), the
     run just beyond that edge (1.6x further out at the same compute), while the budget and ``k``
     allow: Approach 2 has no minimum there until it is trained, a value the law's linearisation
-    does not see (``reason`` says why each run is in the plan); then the greedy."""
+    does not see (``reason`` says why each run is in the plan); then the greedy.
+
+    ``check_refit``: also the expected interval by ``refit_check`` with that many simulations."""
     if fit.law not in ("chinchilla", "data-constrained"):
         raise DataError(f"a design needs a Chinchilla or data-constrained fit; this one is {fit.law}")
     boot = fit.fit_settings.bootstrap
@@ -203,16 +257,7 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
         half = Z95 * np.sqrt(max(var, 0.0))
         return [float(np.exp(centre - half)), float(np.exp(centre + half))]
 
-    order = list(boot.names or coords.names)
-    values = []
-    with np.errstate(all="ignore"):
-        for row in boot.draws:
-            draw = coords.phi_of({**coords.values, **dict(zip(order, row))})
-            if draw is not None and np.isfinite(draw).all():
-                values.append(q(draw)[0])
-    values = np.exp(np.asarray(values, float))
-    values = values[np.isfinite(values)]
-    boot_interval = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if len(values) else None
+    boot_interval = bootstrap_interval(fit, quantity, target)
     cheapest = float(cands["flops"].min())
     if budget < cheapest:
         raise BadValue("budget", f"{{arg}} {budget:.3g} FLOPs buys none of the candidates (the cheapest costs {cheapest:.3g})")
@@ -240,9 +285,11 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
     chosen = forced + [{"params": float(cands["params"].iloc[i]), "tokens": float(cands["tokens"].iloc[i]),
                         "flops": float(costs[i]), "expected_gain": float(gain), "reason": "greedy"}
                        for i, gain in picks]
+    checked = refit_check(runs, fit, chosen, quantity=quantity, target=target, sigma=sigma,
+                          draws=check_refit) if check_refit and chosen else {}
     return {"quantity": quantity, "target": target, "law": fit.law,
             "current_interval": boot_interval, "current_interval_linearised": interval_of(var0),
-            "expected_interval": interval_of(variance(current)), "prediction": float(np.exp(centre)),
+            "expected_interval": interval_of(variance(current)), **checked, "prediction": float(np.exp(centre)),
             "residual_sd": sigma, "budget": float(budget), "flops_used": float(budget - left),
             "open_budgets": edges,
             "selection": SELECTION,
@@ -323,6 +370,9 @@ def _parser():
     p.add_argument("--k", type=bounded_int(1000, "runs proposed at most", minimum=1), default=8)
     p.add_argument("--no-close-edges", dest="close_edges", action="store_false",
                    help="do not put first the runs that give an edge budget its Approach 2 minimum")
+    p.add_argument("--check-refit", type=bounded_int(100, "simulations", minimum=0), default=0, metavar="R",
+                   help="also the expected interval by simulation: R times, draw the planned runs from the fit, refit "
+                        "with 60 bootstrap resamples (a few seconds each); checks the linearisation")
     p.add_argument("--out", help="the plan as a table (params, tokens, flops, expected_gain)")
     p.add_argument("--json", action="store_true")
     return p
@@ -344,6 +394,8 @@ def _mixture_main(args, fit_kind) -> int:
                          "mixture design proposes mixtures at the runs' scales")
     if (args.target_params is None) != (args.target_tokens is None):
         raise UsageError("--target-params and --target-tokens go together")
+    if args.check_refit:
+        raise UsageError("--check-refit is for --quantity loss and n_opt (a scaling-law fit)")
     fit = MixtureFit.load(args.fit)
     target = None
     if args.target_params is not None:
@@ -395,6 +447,8 @@ def main(argv=None) -> int:
         return _mixture_main(args, fit_kind)
     if args.weights:
         raise UsageError("--weights is for --quantity mixture (the loss domains of a mixture fit)")
+    if args.check_refit and args.quantity == "accuracy":
+        raise UsageError("--check-refit is for --quantity loss and n_opt (a scaling-law fit)")
     args.quantity = args.quantity or "loss"
     down = None
     if args.quantity == "accuracy":
@@ -434,7 +488,7 @@ def main(argv=None) -> int:
     else:
         cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
         out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands,
-                     close_edges=args.close_edges)
+                     close_edges=args.close_edges, check_refit=args.check_refit)
     if args.out:
         from scaling.store import write_table_file
         write_table_file(pd.DataFrame(out["runs"], columns=["params", "tokens", "flops", "expected_gain"]), args.out)
@@ -446,6 +500,10 @@ def main(argv=None) -> int:
     print(f"{out.get('metric', out['quantity'])} at {target['flops']:.3g} FLOPs: {out['prediction']:.4g}, 95% interval now "
           f"[{lo:.4g}, {hi:.4g}] (bootstrap; linearised [{out['current_interval_linearised'][0]:.4g}, "
           f"{out['current_interval_linearised'][1]:.4g}]), after the plan [{elo:.4g}, {ehi:.4g}]")
+    if out.get("expected_interval_refit"):
+        rlo, rhi = out["expected_interval_refit"]
+        print(f"after the plan by simulation ({out['refit_draws']} refits of the runs drawn from the fit): "
+              f"[{rlo:.4g}, {rhi:.4g}] (median bounds)")
     if "step2_floor_interval" in out:
         flo, fhi = out["step2_floor_interval"]
         print(f"step 2 alone ({out['metric']} from {out['via']}, fitted on the checkpoints) leaves [{flo:.4g}, {fhi:.4g}]: "
