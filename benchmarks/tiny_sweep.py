@@ -30,12 +30,14 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--batch", type=int, default=0, help="sequences per step (0: the rule's)")
     p.add_argument("--lr-mult", type=float, default=1.0, help="multiple of the rule's peak LR")
+    p.add_argument("--warmup", type=float, default=None, help="warmup fraction (default: the rule's)")
     args = p.parse_args()
     rule = train.hparams
 
     def forced(params, seq_len, tokens=None):
         h = rule(params, seq_len, tokens=tokens)
-        return dataclasses.replace(h, batch_size=args.batch or h.batch_size, lr=h.lr * args.lr_mult)
+        return dataclasses.replace(h, batch_size=args.batch or h.batch_size, lr=h.lr * args.lr_mult,
+                                   warmup_fraction=h.warmup_fraction if args.warmup is None else args.warmup)
 
     train.hparams = forced
     for name in args.shapes.split(","):
@@ -51,7 +53,7 @@ def main() -> int:
                     wall = time.perf_counter() - t0
                 hp = forced(spec.params, 128, tokens=tokens)
                 print(json.dumps({"shape": name, "params": spec.params, "tokens": tokens, "seed": seed,
-                                  "batch": hp.batch_size, "lr": hp.lr, "lr_mult": args.lr_mult,
+                                  "batch": hp.batch_size, "lr": hp.lr, "lr_mult": args.lr_mult, "warmup": hp.warmup_fraction,
                                   "loss": row.get("loss"), "status": row.get("status"),
                                   "tokens_per_s": tokens / wall}), flush=True)
     return 0
