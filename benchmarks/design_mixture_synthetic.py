@@ -30,32 +30,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
-from scaling.laws.mixture import MixingLaw, simplex_grid  # noqa: E402
 from scaling.mixture import dirichlet_samples, fit_mixture, optimize_mixture  # noqa: E402
 from scaling.mixture.design import mixture_design  # noqa: E402
-
-DOMAINS = ("a", "b", "c")
-TRUTH = {"a": {"c": 1.5, "k": 0.6, "t": [-1.5, 0.5, 1.0]},
-         "b": {"c": 1.0, "k": 0.5, "t": [0.8, -2.0, 1.2]},
-         "c": {"c": 2.0, "k": 0.4, "t": [0.4, 0.6, -1.0]}}
-NOISE, N, D = 0.01, 1e7, 2e8
-LAW = MixingLaw(DOMAINS)
-
-
-def true_mean_loss(R) -> np.ndarray:
-    return np.mean([LAW.loss(TRUTH[d], R) for d in DOMAINS], axis=0)
-
-
-def true_optimum_loss() -> float:
-    return float(true_mean_loss(simplex_grid(3, 200)).min())
-
-
-def runs_at(R, rng) -> pd.DataFrame:
-    t = pd.DataFrame({"params": N, "tokens": D, **{f"mix.{d}": R[:, j] for j, d in enumerate(DOMAINS)}})
-    for d in DOMAINS:
-        t[f"loss.{d}"] = LAW.loss(TRUTH[d], R) * np.exp(rng.normal(0, NOISE, len(R)))
-    return t
-
+from scaling.mixture.synthetic import DOMAINS, D, N, runs_at, true_optimum_loss  # noqa: E402
 
 def state(table, seed):
     f = fit_mixture(table, bootstrap=60, seed=seed, model="law")

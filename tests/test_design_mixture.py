@@ -14,33 +14,15 @@ import pytest
 from scaling.cli import run_cli
 from scaling.design import main
 from scaling.errors import DataError
-from scaling.laws.mixture import MixingLaw, simplex_grid
 from scaling.mixture import dirichlet_samples, fit_mixture, optimize_mixture
 from scaling.mixture.design import mixture_design
+from scaling.mixture.synthetic import DOMAINS, D, N, runs_at, true_optimum_loss
 
-DOMAINS = ("a", "b", "c")
-#: Ye et al. 2024's law per loss domain; the equal-weight optimum mixes a and b, no c
-TRUTH = {"a": {"c": 1.5, "k": 0.6, "t": [-1.5, 0.5, 1.0]},
-         "b": {"c": 1.0, "k": 0.5, "t": [0.8, -2.0, 1.2]},
-         "c": {"c": 2.0, "k": 0.4, "t": [0.4, 0.6, -1.0]}}
-N, D, NOISE = 1e7, 2e8, 0.01
-LAW = MixingLaw(DOMAINS)
 RUN_FLOPS = 6 * N * D
 
 
-def runs_at(R, rng) -> pd.DataFrame:
-    t = pd.DataFrame({"params": N, "tokens": D, **{f"mix.{d}": R[:, j] for j, d in enumerate(DOMAINS)}})
-    for d in DOMAINS:
-        t[f"loss.{d}"] = LAW.loss(TRUTH[d], R) * np.exp(rng.normal(0, NOISE, len(R)))
-    return t
-
-
-def true_optimum_loss() -> float:
-    return float(np.mean([LAW.loss(TRUTH[d], simplex_grid(3, 200)) for d in DOMAINS], axis=0).min())
-
-
 def state(table):
-    f = fit_mixture(table, bootstrap=40, seed=1, model="law")
+    f = fit_mixture(table, bootstrap=20, seed=1, model="law")
     o = optimize_mixture(f, N, D, seed=1)
     return f, o
 
@@ -108,6 +90,14 @@ def test_the_plan_is_json_a_file_and_its_mixtures_are_distinct(start, tmp_path, 
     assert len(picked) == 2 and all(any(np.allclose(p, c) for c in cands.to_numpy()) for p in picked)
 
 
+@pytest.fixture(scope="module")
+def files(start, tmp_path_factory):
+    where = tmp_path_factory.mktemp("mixdesign")
+    start.to_csv(where / "runs.csv", index=False)
+    fit_mixture(start, bootstrap=10, seed=0, model="law").save(where / "mix.json")
+    return where / "runs.csv", where / "mix.json"
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--target-params", "1e9", "--target-tokens", "2e10"], "a direct mixture fit is at one scale"),
     (["--weights", "z=1"], "unknown domain 'z'"),
@@ -115,11 +105,9 @@ def test_the_plan_is_json_a_file_and_its_mixtures_are_distinct(start, tmp_path, 
     (["--target-flops", "1e22"], "are for scaling-law fits"),
     (["--budget", "1e3"], "buys none of the candidates"),
 ])
-def test_bad_mixture_requests_are_one_line(start, tmp_path, capsys, extra, message):
-    src = tmp_path / "runs.csv"
-    start.to_csv(src, index=False)
-    fit_mixture(start, bootstrap=10, seed=0, model="law").save(tmp_path / "mix.json")
-    args = [str(src), "--fit", str(tmp_path / "mix.json"), "--budget", str(RUN_FLOPS)]
+def test_bad_mixture_requests_are_one_line(files, capsys, extra, message):
+    src, fit = files
+    args = [str(src), "--fit", str(fit), "--budget", str(RUN_FLOPS)]
     if "--budget" in extra:
         args = args[:-2]
     assert run_cli(main, args + extra) != 0

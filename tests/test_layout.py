@@ -62,7 +62,8 @@ SCALING_STAGES = [
      "scaling.mixture.__main__", "scaling.mixture.runs", "scaling.mixture.result", "scaling.mixture.predict",
      "scaling.mixture.fit", "scaling.mixture.optimize", "scaling.mixture.transfer", "scaling.mixture.cli",
      "scaling.laws.downstream", "scaling.laws.mixture_scale", "scaling.downstream", "scaling.downstream.__main__", "scaling.downstream.data",
-     "scaling.downstream.result", "scaling.downstream.fit", "scaling.downstream.cli", "scaling.downstream.synthetic"},
+     "scaling.downstream.result", "scaling.downstream.fit", "scaling.downstream.cli", "scaling.downstream.synthetic",
+     "scaling.mixture.synthetic"},
     {"scaling.predict", "scaling.backtest", "scaling.design", "scaling.mixture.design"},
     {"scaling.plot"},
 ]
