@@ -95,7 +95,7 @@ def test_the_mixtures_scaling_design_plans_are_what_mixgrid_trains(grid, tmp_pat
     store, _ = grid
     fit, plan = tmp_path / "mix.json", tmp_path / "plan.csv"
     code, out, err = run("scaling.mixture", "fit", store, "--domains", "reference,apidoc,lib-core", "--kind", "direct",
-                         "--model", "law", "--bootstrap", 20, "--out", fit)
+                         "--model", "law", "--cv-folds", 2, "--bootstrap", 10, "--out", fit)
     assert code == 0, err
     code, out, err = run("scaling.design", store, "--fit", fit, "--budget", 2 * 6 * 23824 * 40_000, "--k", 2,
                          "--out", plan, "--json")
