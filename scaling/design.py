@@ -193,6 +193,23 @@ def refit_check(runs: pd.DataFrame, fit: FitResult, planned: list[dict], *, quan
             "refit_intervals": [[float(a), float(b)] for a, b in bounds]}
 
 
+def real_params(n: float, tokens: float, convention: str) -> float:
+    """The parameter count of the shape a runner would train for a planned run whose size ``n`` is in
+    a FLOP convention (N = C / 6D, what a fit in that convention sees): the shape, among those of the
+    run's compute (CPU shapes below 1e17 FLOPs, as ``runners.isoflop --plan``), whose N in the
+    convention is nearest ``n``."""
+    from scaling import accounting as acc
+    budget = acc.parse_budgets(f"{6.0 * n * tokens:.6g}")[0]
+    pool = [v for k, v in acc.SHAPES.items() if (k not in acc.PAPER_SHAPES) == budget.cpu]
+
+    def n_in_convention(sh):
+        return acc.flops_per_token(convention, d_model=sh.d_model, ffw_size=sh.ffw_size, n_layers=sh.n_layers,
+                                   vocab=budget.vocab, seq_len=budget.seq_len) / 6.0
+
+    best = min(pool, key=lambda sh: abs(np.log(n_in_convention(sh) / n)))
+    return float(best.params(budget.vocab, budget.seq_len))
+
+
 def open_budgets(runs: pd.DataFrame) -> list[dict]:
     """Budgets (runs grouped by their ``budget`` column, else by 6ND to 0.1 decade; 3 or more sizes) whose lowest measured loss is at
     their smallest or largest size: Approach 2 has no interior minimum there, and the sizes a person
@@ -267,8 +284,9 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
 
     edges = open_budgets(runs)
     start, left0, forced = info.copy(), budget, []
-    for b in edges if close_edges else []:
-        m = b["missing"][0]
+    musts = [(b["missing"][0], f"closes the edge minimum at {b['flops']:.3g} FLOPs (Approach 2)")
+             for b in (edges if close_edges else [])]
+    for m, why in musts:
         cost = 6.0 * m["params"] * m["tokens"]
         if len(forced) >= k or cost > left0:
             continue
@@ -277,8 +295,7 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
         start = start + np.outer(j, j) / sigma ** 2
         left0 -= cost
         forced.append({"params": float(m["params"]), "tokens": float(m["tokens"]), "flops": float(cost),
-                       "expected_gain": (var_before - variance(start)) / var0 if var0 > 0 else 0.0,
-                       "reason": f"closes the edge minimum at {b['flops']:.3g} FLOPs (Approach 2)"})
+                       "expected_gain": (var_before - variance(start)) / var0 if var0 > 0 else 0.0, "reason": why})
 
     rows = Jc[:, None, :] / sigma
     current, left, picks = budgeted_greedy(variance, start, rows, costs, left0, k - len(forced), var0)
@@ -466,6 +483,8 @@ def main(argv=None) -> int:
     else:
         fit = FitResult.load(args.fit)
         runs = cols.ok_runs(read_table(args.source), source=str(args.source))
+        # the runs as the fit saw them: N = C / 6D in the fit's FLOP convention, when it had one
+        runs = cols.with_convention(runs, (fit.settings or {}).get("flops_convention"))
     if (args.target_params is None) != (args.target_tokens is None):
         raise UsageError("--target-params and --target-tokens go together")
     p = fit.params
@@ -489,6 +508,12 @@ def main(argv=None) -> int:
         cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
         out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands,
                      close_edges=args.close_edges, check_refit=args.check_refit)
+    convention = (fit.settings or {}).get("flops_convention")
+    if convention:
+        for r in out["runs"]:
+            r["params_in_convention"] = r["params"]
+            r["params"] = real_params(r["params"], r["tokens"], convention)
+        out["flops_convention"] = convention
     if args.out:
         from scaling.store import write_table_file
         write_table_file(pd.DataFrame(out["runs"], columns=["params", "tokens", "flops", "expected_gain"]), args.out)
@@ -513,6 +538,9 @@ def main(argv=None) -> int:
         why = "" if r.get("reason", "greedy") == "greedy" else f"  {r['reason']}"
         print(f"{r['params']:>12.4g} {r['tokens']:>12.4g} {r['flops']:>10.3g} {r['expected_gain']:>8.3f}{why}")
     print(f"{len(out['runs'])} run(s), {out['flops_used']:.3g} of {out['budget']:.3g} FLOPs ({out['selection']})")
+    if convention:
+        print(f"note: FLOPs and the law's N in {convention} (the fit's convention); params are the count of the shape "
+              f"a runner trains for that N")
     for b in out["open_budgets"]:
         sizes = ", ".join(f"{m['params']:.3g}" for m in b["missing"])
         which = "smallest" if b["side"] == "small" else "largest"

@@ -239,3 +239,27 @@ def test_a_budget_whose_minimum_is_at_an_edge_gets_its_missing_size_first(ladder
     plain = design(runs, f, quantity="loss", target=target, budget=3e19, k=4, cands=candidates(runs, f),
                    close_edges=False)
     assert all(r["reason"] == "greedy" for r in plain["runs"])
+
+
+def test_a_plan_in_a_flop_convention_names_the_shapes_a_runner_trains():
+    """A fit in 6N_ne+head+attn sees N = C / 6D; the plan's params are the shape's own count."""
+    from scaling import accounting as acc
+    from scaling.design import real_params
+    s24 = acc.shape("s24")
+    n_conv = acc.flops_per_token("6N_ne+head+attn", d_model=s24.d_model, ffw_size=s24.ffw_size,
+                                 n_layers=s24.n_layers, vocab=acc.CPU_VOCAB, seq_len=acc.CPU_SEQ_LEN) / 6.0
+    assert real_params(n_conv * 1.05, 1e6, "6N_ne+head+attn") == s24.params(acc.CPU_VOCAB, acc.CPU_SEQ_LEN)
+    assert n_conv > s24.params(acc.CPU_VOCAB, acc.CPU_SEQ_LEN)        # attention FLOPs count at 128 tokens
+
+
+def test_approach_2_with_bootstrap_also_bootstraps_the_law(tmp_path):
+    runs = isoflop_grid(np.array([1e17, 3e17, 1e18, 3e18]), seed=0)
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    from scaling.fit import main as fit_main
+    from scaling.results import FitResult
+    assert run_cli(fit_main, [str(tmp_path / "runs.csv"), "--approach", "2", "--bootstrap", "20", "--no-profiles",
+                              "--out", str(tmp_path / "fit.json")]) == 0
+    f = FitResult.load(tmp_path / "fit.json")
+    assert f.fit_settings.bootstrap is not None and len(f.fit_settings.bootstrap.draws) >= 15
+    assert f.settings["approach2"]["n_bootstrap"] == 20
+

@@ -54,7 +54,8 @@ def _parser():
     p.add_argument("--start", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
                    help="one local optimisation from this point instead of the multi-start search")
     p.add_argument("--bootstrap", type=bootstrap_count, default=None, metavar="N",
-                   help="bootstrap resamples for 95%% CIs (default: 0 for Approach 3, 200 for Approaches 1 and 2)")
+                   help="bootstrap resamples for 95%% CIs (default: 0 for Approach 3, 200 for Approaches 1 and 2; given "
+                        "with --approach 2, Approach 3's law beside it is bootstrapped too, as scaling.design needs)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--no-profiles", action="store_true", help="skip the identifiability profiles")
     p.add_argument("--untie", action="store_true",
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
                        bootstrap=200 if args.bootstrap is None else args.bootstrap, seed=args.seed)
     result = fit(table, args.law, fix=_parse_assignments(args.fix, "--fix"), tie=args.tie, base=base,
                  exclude_top=args.exclude_top, start=_parse_assignments(args.start, "--start") or None,
-                 bootstrap=(args.bootstrap or 0) if args.approach == 3 else 0, seed=args.seed, source=args.source,
+                 bootstrap=args.bootstrap or 0, seed=args.seed, source=args.source,
                  want_profiles=not args.no_profiles, paper_tie=not args.untie, variant=args.variant,
                  target=target)
     if convention:
