@@ -124,6 +124,17 @@ def fit_mixture(table: pd.DataFrame, domains=None, *, kind="auto", scaling_law="
                       settings=settings, data_sha256=sha, version=__version__, **out)
 
 
+def _run_counts(runs: MixtureRuns, rng, bootstrap: int) -> np.ndarray:
+    """[bootstrap, rows] weights of a bootstrap over *runs*: a run (one mixture at one model size) is
+    drawn with all its checkpoints, which are not independent draws of the law (resampling rows
+    treats 50 checkpoints of one run as 50 runs, and the intervals come out several times too narrow)."""
+    key = pd.Series(list(zip(runs.mixture, runs.frame["params"].to_numpy(float))))
+    cluster = pd.factorize(key)[0]
+    n = int(cluster.max()) + 1
+    per_run = rng.multinomial(n, np.full(n, 1.0 / n), size=bootstrap).astype(float)
+    return per_run[:, cluster]
+
+
 def _fit_joint(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -> dict:
     """Shukor et al. 2025's additive law per loss domain on every run and checkpoint at once
     (``scaling.laws.mixture_scale``), by the toolkit's fitter; bootstrap over runs."""
@@ -131,7 +142,7 @@ def _fit_joint(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) ->
     N, D = frame["params"].to_numpy(float), frame["tokens"].to_numpy(float)
     data = MixScaleData(N, D, runs.r)
     params, objective, r2, ci, warned, every, draws_out, resid_sd = {}, {}, {}, {}, [], [], {}, {}
-    counts = rng.multinomial(len(N), np.full(len(N), 1.0 / len(N)), size=bootstrap).astype(float) if bootstrap else None
+    counts = _run_counts(runs, rng, bootstrap) if bootstrap else None
     for d in runs.loss_domains:
         loss = runs.loss(d)
         joint = JointMixtureLaw(runs.domains, loss_scale=float(np.median(loss)))
@@ -160,7 +171,7 @@ def _fit_joint(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) ->
                     reference={"params": float(N[np.argmax(N * D)]), "tokens": float(D[np.argmax(N * D)])})
     settings["diagnostics"] = {"warnings": every, "residual_sd": resid_sd}
     if bootstrap:
-        settings["bootstrap"] = {"n": int(bootstrap), "resample": "runs (rows: every checkpoint)",
+        settings["bootstrap"] = {"n": int(bootstrap), "resample": "runs (a mixture at one size, with all its checkpoints)",
                                  "names": list(JointMixtureLaw(runs.domains).public_names), "draws": draws_out}
     warnings = count_warnings(warned, len(runs.loss_domains), "joint fits") if warned else []
     return {"params": params, "objective": objective, "r2": r2, "ci": ci, "warnings": warnings,
