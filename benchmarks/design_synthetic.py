@@ -6,7 +6,8 @@ compute-optimal allocation of 1e22 FLOPs. Two arms, three rounds each, the same 
 round (5):
 
 * ``design``: the 5 runs ``scaling.design`` proposes within a budget of one grid step (5 runs at 3x
-  the largest budget), drawn from the truth, refitted;
+  the largest budget), drawn from the truth, refitted (``--objective``: the narrowest interval the
+  budget buys, or the largest fall per FLOP);
 * ``grid``: the default next step, the isoFLOP sizes at 3x the largest budget.
 
 Reported per arm: the width of the 95% bootstrap interval of the target (relative), its fall per
@@ -55,7 +56,7 @@ def interval(f, target):
     return np.percentile(preds, [2.5, 97.5])
 
 
-def one(seed: int, rounds: int = 3) -> dict:
+def one(seed: int, rounds: int = 3, objective: str = "width") -> dict:
     rng = np.random.default_rng(seed)
     start = grid(np.array([1e17, 3e17, 1e18, 3e18]), rng)
     n_t, d_t = chinchilla_optimal(1e22, TRUTH["E"], TRUTH["A"], TRUTH["B"], TRUTH["alpha"], TRUTH["beta"])
@@ -70,7 +71,8 @@ def one(seed: int, rounds: int = 3) -> dict:
         for _ in range(rounds):
             step = 3 * largest
             if arm == "design":
-                plan = design(runs, f, quantity="loss", target=target, budget=5 * step, k=5, cands=candidates(runs, f))
+                plan = design(runs, f, quantity="loss", target=target, budget=5 * step, k=5, cands=candidates(runs, f),
+                              objective=objective)
                 new = runs_at([r["params"] for r in plan["runs"]], [r["tokens"] for r in plan["runs"]], rng)
                 spent += sum(r["flops"] for r in plan["runs"])
             else:
@@ -88,9 +90,11 @@ def one(seed: int, rounds: int = 3) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--draws", type=int, default=10)
+    p.add_argument("--objective", choices=("width", "per-flop"), default="width",
+                   help="the design's objective (scaling.design --objective)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    rows = [one(s) for s in range(args.draws)]
+    rows = [one(s, objective=args.objective) for s in range(args.draws)]
     summary = {}
     for arm in ("design", "grid"):
         summary[arm] = {k: float(np.median([r[arm][k] for r in rows])) for k in ("width_before", "width_after", "flops",

@@ -26,7 +26,7 @@ from scaling.accounting import chinchilla_optimal, parse_size
 from scaling.cli import FLOPS, ArgumentParser, UsageError, add_store_argument, bounded_int, run_cli
 from scaling.errors import BadValue, DataError
 from scaling.laws import get_law
-from scaling.optimal_design import SELECTION, budgeted_greedy, target_variance
+from scaling.optimal_design import OBJECTIVES, SELECTION, budgeted_greedy, target_variance
 from scaling.results import FitResult
 from scaling.sources import read_table
 
@@ -238,7 +238,7 @@ def open_budgets(runs: pd.DataFrame) -> list[dict]:
 
 
 def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, budget: float, k: int,
-           cands: pd.DataFrame, close_edges: bool = True, check_refit: int = 0) -> dict:
+           cands: pd.DataFrame, close_edges: bool = True, check_refit: int = 0, objective: str = "width") -> dict:
     """The plan (see the module docstring): current interval (bootstrap and linearised), the expected
     interval after the proposed runs, and the runs in the order chosen with their expected gain.
 
@@ -298,7 +298,7 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
                        "expected_gain": (var_before - variance(start)) / var0 if var0 > 0 else 0.0, "reason": why})
 
     rows = Jc[:, None, :] / sigma
-    current, left, picks = budgeted_greedy(variance, start, rows, costs, left0, k - len(forced), var0)
+    current, left, picks = budgeted_greedy(variance, start, rows, costs, left0, k - len(forced), var0, objective)
     chosen = forced + [{"params": float(cands["params"].iloc[i]), "tokens": float(cands["tokens"].iloc[i]),
                         "flops": float(costs[i]), "expected_gain": float(gain), "reason": "greedy"}
                        for i, gain in picks]
@@ -308,13 +308,13 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
             "current_interval": boot_interval, "current_interval_linearised": interval_of(var0),
             "expected_interval": interval_of(variance(current)), **checked, "prediction": float(np.exp(centre)),
             "residual_sd": sigma, "budget": float(budget), "flops_used": float(budget - left),
-            "open_budgets": edges,
+            "open_budgets": edges, "objective": objective,
             "selection": SELECTION,
             "runs": chosen}
 
 
 def accuracy_design(runs: pd.DataFrame, down, *, target: dict, budget: float, k: int, kind: str = "isoflop",
-                    path=None, close_edges: bool = True) -> dict:
+                    path=None, close_edges: bool = True, objective: str = "width") -> dict:
     """``--quantity accuracy``: the runs that most narrow a downstream fit's predicted metric at the
     target (``scaling.downstream``: metric = step 2 of the intermediate x = step 1 at (N, D)).
 
@@ -330,7 +330,7 @@ def accuracy_design(runs: pd.DataFrame, down, *, target: dict, budget: float, k:
 
     law = down.law
     base = design(runs, law, quantity="loss", target=target, budget=budget, k=k,
-                  cands=candidates(runs, law, kind, path), close_edges=close_edges)
+                  cands=candidates(runs, law, kind, path), close_edges=close_edges, objective=objective)
     n, d = target["params"], target["tokens"]
     x = float(np.ravel(down.intermediate(n, d))[0])
     h = 1e-4
@@ -387,6 +387,9 @@ def _parser():
     p.add_argument("--k", type=bounded_int(1000, "runs proposed at most", minimum=1), default=8)
     p.add_argument("--no-close-edges", dest="close_edges", action="store_false",
                    help="do not put first the runs that give an edge budget its Approach 2 minimum")
+    p.add_argument("--objective", choices=OBJECTIVES, default="width",
+                   help="width: the narrowest interval the budget buys (default); per-flop: the largest fall of the "
+                        "interval per FLOP, cheap runs first (often far less than --budget spent)")
     p.add_argument("--check-refit", type=bounded_int(100, "simulations", minimum=0), default=0, metavar="R",
                    help="also the expected interval by simulation: R times, draw the planned runs from the fit, refit "
                         "with 60 bootstrap resamples (a few seconds each); checks the linearisation")
@@ -429,7 +432,7 @@ def _mixture_main(args, fit_kind) -> int:
         if not np.isfinite(mixtures).all():
             raise DataError(f"{args.candidates}: a candidate mixture has a missing or non-numeric share")
     out = mixture_design(read_table(args.source), fit, target=target, budget=args.budget, k=args.k, weights=weights,
-                         source=str(args.source), mixtures=mixtures)
+                         source=str(args.source), mixtures=mixtures, objective=args.objective)
     mix_cols = [f"mix.{d}" for d in fit.domains]
     if args.out:
         from scaling.store import write_table_file
@@ -503,11 +506,12 @@ def main(argv=None) -> int:
     kind = args.candidates if args.candidates in ("isoflop", "ladder") else None
     if down is not None:
         out = accuracy_design(runs, down, target=target, budget=args.budget, k=args.k, kind=kind or "isoflop",
-                              path=None if kind else args.candidates, close_edges=args.close_edges)
+                              path=None if kind else args.candidates, close_edges=args.close_edges,
+                              objective=args.objective)
     else:
         cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
         out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands,
-                     close_edges=args.close_edges, check_refit=args.check_refit)
+                     close_edges=args.close_edges, check_refit=args.check_refit, objective=args.objective)
     convention = (fit.settings or {}).get("flops_convention")
     if convention:
         for r in out["runs"]:

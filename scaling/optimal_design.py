@@ -19,13 +19,20 @@ def target_variance(g: np.ndarray, info: np.ndarray) -> float:
         return float(g @ np.linalg.pinv(info) @ g)
 
 
+#: what a plan optimises: ``width``, the narrowest interval the budget buys (the better of both greedy
+#: orders); ``per-flop``, the largest fall per FLOP (the greedy by fall per FLOP alone: cheap runs
+#: first, often far less than the budget spent)
+OBJECTIVES = ("width", "per-flop")
+
+
 def budgeted_greedy(variance, start: np.ndarray, rows: np.ndarray, costs: np.ndarray, budget: float, k: int,
-                    var0: float):
+                    var0: float, objective: str = "width"):
     """Up to ``k`` candidates within ``budget`` FLOPs that most lower ``variance(information)``: each
     candidate i adds ``rows[i].T @ rows[i]`` ([r, p] rows of its Jacobian, already divided by the
     noise) to the information. The budgeted greedy of Leskovec et al. 2007 (CELF): the better of the
     greedy by fall of variance per FLOP and the greedy by fall, both within the budget. Each candidate
     is taken at most once (a runner trains a planned run once: the same spec twice is one run).
+    ``objective="per-flop"`` keeps the first greedy only (``OBJECTIVES``).
     Returns (information after, FLOPs left, [(candidate index, its fall as a share of ``var0``)])."""
     adds = np.einsum("cri,crj->cij", rows, rows)
 
@@ -49,4 +56,6 @@ def budgeted_greedy(variance, start: np.ndarray, rows: np.ndarray, costs: np.nda
             picks.append((best, (var_now - variance(current)) / var0 if var0 > 0 else 0.0))
         return current, left, picks
 
+    if objective == "per-flop":
+        return greedy(True)
     return min((greedy(True), greedy(False)), key=lambda plan: variance(plan[0]))

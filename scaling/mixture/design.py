@@ -106,7 +106,7 @@ def candidate_mixtures(fit: MixtureFit, optimum: np.ndarray, n: int = N_CANDIDAT
 
 def mixture_design(table: pd.DataFrame, fit: MixtureFit, *, target: dict | None, budget: float, k: int,
                    weights: dict | None = None, source: str = "data", n_candidates: int = N_CANDIDATES,
-                   mixtures: np.ndarray | None = None, seed: int = 0) -> dict:
+                   mixtures: np.ndarray | None = None, seed: int = 0, objective: str = "width") -> dict:
     """The plan (module docstring): the optimum and its loss now (bootstrap: the optimum re-found in
     each draw; and linearised), the expected interval after the proposed runs, the runs with their
     mixtures in the order chosen. ``mixtures``: the candidates ([C, M] over ``fit.domains``, e.g. the
@@ -166,7 +166,7 @@ def mixture_design(table: pd.DataFrame, fit: MixtureFit, *, target: dict | None,
         return target_variance(g, I)
 
     var0 = variance(info)
-    current, left, picks = budgeted_greedy(variance, info, rows, costs, budget, k, var0)
+    current, left, picks = budgeted_greedy(variance, info, rows, costs, budget, k, var0, objective)
 
     def interval_of(var):
         half = Z95 * np.sqrt(max(var, 0.0))
@@ -183,5 +183,5 @@ def mixture_design(table: pd.DataFrame, fit: MixtureFit, *, target: dict | None,
             "current_interval": [float(boot[0]), float(boot[1])] if boot else None,
             "current_interval_linearised": interval_of(var0), "expected_interval": interval_of(variance(current)),
             "residual_sd": sigma, "budget": float(budget), "flops_used": float(budget - left),
-            "open_budgets": [], "candidates": int(len(cand_r)), "selection": SELECTION,
+            "open_budgets": [], "candidates": int(len(cand_r)), "objective": objective, "selection": SELECTION,
             "warnings": list(opt.get("warnings") or []), "runs": chosen}
