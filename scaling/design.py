@@ -193,11 +193,11 @@ def refit_check(runs: pd.DataFrame, fit: FitResult, planned: list[dict], *, quan
             "refit_intervals": [[float(a), float(b)] for a, b in bounds]}
 
 
-def real_params(n: float, tokens: float, convention: str) -> float:
-    """The parameter count of the shape a runner would train for a planned run whose size ``n`` is in
-    a FLOP convention (N = C / 6D, what a fit in that convention sees): the shape, among those of the
-    run's compute (CPU shapes below 1e17 FLOPs, as ``runners.isoflop --plan``), whose N in the
-    convention is nearest ``n``."""
+def _nearest_shape(n: float, tokens: float, convention: str) -> tuple[float, float]:
+    """(N in the convention, real parameter count) of the shape a runner would train for a run whose
+    size ``n`` is in a FLOP convention (N = C / 6D, what a fit in that convention sees): the shape,
+    among those of the run's compute (CPU shapes below 1e17 FLOPs, as ``runners.isoflop --plan``),
+    whose N in the convention is nearest ``n``."""
     from scaling import accounting as acc
     budget = acc.parse_budgets(f"{6.0 * n * tokens:.6g}")[0]
     pool = [v for k, v in acc.SHAPES.items() if (k not in acc.PAPER_SHAPES) == budget.cpu]
@@ -207,7 +207,24 @@ def real_params(n: float, tokens: float, convention: str) -> float:
                                    vocab=budget.vocab, seq_len=budget.seq_len) / 6.0
 
     best = min(pool, key=lambda sh: abs(np.log(n_in_convention(sh) / n)))
-    return float(best.params(budget.vocab, budget.seq_len))
+    return float(n_in_convention(best)), float(best.params(budget.vocab, budget.seq_len))
+
+
+def real_params(n: float, tokens: float, convention: str) -> float:
+    """The parameter count of the shape a runner trains for a planned N in a FLOP convention."""
+    return _nearest_shape(n, tokens, convention)[1]
+
+
+def snap_to_shapes(cands: pd.DataFrame, convention: str) -> pd.DataFrame:
+    """Candidates a runner can train: each size moved to the nearest shape's N in the convention, its
+    tokens to keep its compute (C = 6 N D in the convention); duplicates dropped."""
+    rows = []
+    for n, d, c in zip(cands["params"], cands["tokens"], cands["flops"]):
+        n2, _ = _nearest_shape(float(n), float(d), convention)
+        rows.append({"params": n2, "tokens": float(c) / (6.0 * n2), "flops": float(c)})
+    out = pd.DataFrame(rows)
+    key = np.round(np.log(out[["params", "tokens"]].to_numpy(float)), 6)
+    return out[~pd.DataFrame(key).duplicated().to_numpy()].reset_index(drop=True)
 
 
 def open_budgets(runs: pd.DataFrame) -> list[dict]:
@@ -275,6 +292,13 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
         return [float(np.exp(centre - half)), float(np.exp(centre + half))]
 
     boot_interval = bootstrap_interval(fit, quantity, target)
+    # a candidate the store already holds (same N and D within 1%) is a run the runner skips
+    held = np.log(np.c_[n, d])
+    cn = np.log(cands[["params", "tokens"]].to_numpy(float))
+    trained = (np.abs(cn[:, None, :] - held[None, :, :]).max(axis=2) < 0.01).any(axis=1)
+    cands = cands[~trained].reset_index(drop=True)
+    if cands.empty:
+        raise DataError("every candidate run is already in the store: give --candidates FILE with new runs")
     cheapest = float(cands["flops"].min())
     if budget < cheapest:
         raise BadValue("budget", f"{{arg}} {budget:.3g} FLOPs buys none of the candidates (the cheapest costs {cheapest:.3g})")
@@ -510,6 +534,8 @@ def main(argv=None) -> int:
                               objective=args.objective)
     else:
         cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
+        if (fit.settings or {}).get("flops_convention") and kind:
+            cands = snap_to_shapes(cands, fit.settings["flops_convention"])
         out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands,
                      close_edges=args.close_edges, check_refit=args.check_refit, objective=args.objective)
     convention = (fit.settings or {}).get("flops_convention")

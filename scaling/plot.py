@@ -271,7 +271,8 @@ def design_plot(result, out, source=None) -> dict:
         runs = _ok_runs(source)
         ax.scatter(runs["params"], runs["tokens"], s=14, color="0.6", label="runs so far")
         drawn["source"] = runs[["params", "tokens"]].to_numpy().tolist()
-    n = np.array([r["params"] for r in result["runs"]])
+    # a plan in a FLOP convention: drawn at the N the fit (and the runs so far) are in
+    n = np.array([r.get("params_in_convention", r["params"]) for r in result["runs"]])
     d = np.array([r["tokens"] for r in result["runs"]])
     if result["quantity"] == "mixture":
         n = d = np.array([])

@@ -280,3 +280,14 @@ def test_approach_2_with_bootstrap_also_bootstraps_the_law(tmp_path):
     assert f.fit_settings.bootstrap is not None and len(f.fit_settings.bootstrap.draws) >= 15
     assert f.settings["approach2"]["n_bootstrap"] == 20
 
+
+
+def test_a_run_already_in_the_store_is_never_proposed(ladder):
+    runs, f, target = ladder
+    new = pd.DataFrame({"params": [2e9], "tokens": [2e10]})
+    cands = pd.concat([runs[["params", "tokens"]], new], ignore_index=True)
+    cands["flops"] = 6 * cands["params"] * cands["tokens"]
+    out = design(runs, f, quantity="loss", target=target, budget=1e21, k=5, cands=cands, close_edges=False)
+    assert [(r["params"], r["tokens"]) for r in out["runs"]] == [(2e9, 2e10)]
+    with pytest.raises(DataError, match="already in the store"):
+        design(runs, f, quantity="loss", target=target, budget=1e21, k=5, cands=cands.iloc[:-1], close_edges=False)
