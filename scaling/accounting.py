@@ -316,6 +316,17 @@ def shape(name: str) -> Shape:
         raise AccountingError(f"unknown shape {name!r}; known: {', '.join(SHAPES)}") from None
 
 
+def planned_pool(params: float, tokens: float) -> tuple["Budget", dict[str, Shape]]:
+    """The budget of a planned run of ``params`` x ``tokens`` (6ND) and the shapes it may train on:
+    every CPU shape below 1e17 FLOPs (the one-layer s* family of the tiny preset too, byte
+    vocabulary), the paper's above. What every ``--plan`` runner and ``scaling.design`` map a
+    planned N to."""
+    budget = parse_budgets(f"{6.0 * params * tokens:.6g}")[0]
+    if budget.cpu:
+        return budget, {k: v for k, v in SHAPES.items() if k not in PAPER_SHAPES}
+    return budget, budget.shape_pool
+
+
 def nearest_shape(params: float, vocab: int, seq_len: int, shapes=None) -> Shape:
     """The shape whose parameter count (at this vocab and context) is nearest in log space."""
     pool = list((shapes or SHAPES).values())

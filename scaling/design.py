@@ -173,14 +173,15 @@ def refit_check(runs: pd.DataFrame, fit: FitResult, planned: list[dict], *, quan
     n = np.array([r["params"] for r in planned], float)
     d = np.array([r["tokens"] for r in planned], float)
     args = [n, d] + ([d] if fit.law == "data-constrained" else [])
+    how = {"variant": variant} if variant else {"fix": fit.settings.get("fixed") or None,
+                                                 "tie": fit.settings.get("tie") or None}
+    predicted = law.predict(fit.params, *args)
     bounds = []
     for i in range(draws):
         new = pd.DataFrame({"params": n, "tokens": d})
         if "unique_tokens" in keep:
             new["unique_tokens"] = d
-        new["loss"] = law.predict(fit.params, *args) * np.exp(rng.normal(0.0, sigma, len(n)))
-        how = {"variant": variant} if variant else {"fix": fit.settings.get("fixed") or None,
-                                                     "tie": fit.settings.get("tie") or None}
+        new["loss"] = predicted * np.exp(rng.normal(0.0, sigma, len(n)))
         f = refit(pd.concat([runs[keep], new], ignore_index=True), fit.law, bootstrap=bootstrap, seed=seed + i,
                   want_profiles=False, select_variant=False, **how)
         iv = bootstrap_interval(f, quantity, target)
@@ -196,17 +197,16 @@ def refit_check(runs: pd.DataFrame, fit: FitResult, planned: list[dict], *, quan
 def _nearest_shape(n: float, tokens: float, convention: str) -> tuple[float, float]:
     """(N in the convention, real parameter count) of the shape a runner would train for a run whose
     size ``n`` is in a FLOP convention (N = C / 6D, what a fit in that convention sees): the shape,
-    among those of the run's compute (CPU shapes below 1e17 FLOPs, as ``runners.isoflop --plan``),
+    among those of the run's compute (``accounting.planned_pool``, as ``runners.isoflop --plan``),
     whose N in the convention is nearest ``n``."""
     from scaling import accounting as acc
-    budget = acc.parse_budgets(f"{6.0 * n * tokens:.6g}")[0]
-    pool = [v for k, v in acc.SHAPES.items() if (k not in acc.PAPER_SHAPES) == budget.cpu]
+    budget, pool = acc.planned_pool(n, tokens)
 
     def n_in_convention(sh):
         return acc.flops_per_token(convention, d_model=sh.d_model, ffw_size=sh.ffw_size, n_layers=sh.n_layers,
                                    vocab=budget.vocab, seq_len=budget.seq_len) / 6.0
 
-    best = min(pool, key=lambda sh: abs(np.log(n_in_convention(sh) / n)))
+    best = min(pool.values(), key=lambda sh: abs(np.log(n_in_convention(sh) / n)))
     return float(n_in_convention(best)), float(best.params(budget.vocab, budget.seq_len))
 
 
@@ -496,10 +496,8 @@ def main(argv=None) -> int:
     args.quantity = args.quantity or "loss"
     down = None
     if args.quantity == "accuracy":
-        from scaling.schemas import read_json
         from scaling.downstream import DownstreamFit
-        from scaling.downstream.result import KIND as DOWNSTREAM
-        if read_json(args.fit).get("kind") != DOWNSTREAM:
+        if fit_kind != "downstream-fit":
             raise UsageError(f"--quantity accuracy needs a downstream fit (python -m scaling.downstream fit SOURCE "
                              f"--task T --out FIT.json); {args.fit} is not one")
         down = DownstreamFit.load(args.fit)
@@ -512,6 +510,7 @@ def main(argv=None) -> int:
         runs = cols.ok_runs(read_table(args.source), source=str(args.source))
         # the runs as the fit saw them: N = C / 6D in the fit's FLOP convention, when it had one
         runs = cols.with_convention(runs, (fit.settings or {}).get("flops_convention"))
+    convention = (fit.settings or {}).get("flops_convention")
     if (args.target_params is None) != (args.target_tokens is None):
         raise UsageError("--target-params and --target-tokens go together")
     p = fit.params
@@ -534,11 +533,10 @@ def main(argv=None) -> int:
                               objective=args.objective)
     else:
         cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
-        if (fit.settings or {}).get("flops_convention") and kind:
-            cands = snap_to_shapes(cands, fit.settings["flops_convention"])
+        if convention and kind:
+            cands = snap_to_shapes(cands, convention)
         out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands,
                      close_edges=args.close_edges, check_refit=args.check_refit, objective=args.objective)
-    convention = (fit.settings or {}).get("flops_convention")
     if convention:
         for r in out["runs"]:
             r["params_in_convention"] = r["params"]

@@ -30,9 +30,6 @@ examples:
   python -m runners.mixgrid --plan plan.csv results-mix   # the mixtures scaling.design proposed
 """
 
-#: shares are rounded to this step (and below it dropped), as published mixture tables are
-SHARE_STEP = 1e-3
-
 
 def build_parser():
     p = common.make_parser("python -m runners.mixgrid", __doc__.split("\n\n")[0], EXAMPLE)
@@ -79,15 +76,13 @@ def prior_of(text: str, sizes: dict[str, int]) -> dict[str, float]:
 def draw_mixtures(prior: dict[str, float], k: int, seed: int) -> list[dict[str, float]]:
     """``k`` distinct mixtures around ``prior`` (``scaling.mixture.dirichlet_samples``), shares
     rounded to ``SHARE_STEP`` and renormalised (the rounding remainder goes to the largest share)."""
-    from scaling.mixture import dirichlet_samples
+    from scaling.mixture import SHARE_STEP, dirichlet_samples, round_shares
     domains = list(prior)
     p = np.maximum(np.array([prior[d] for d in domains]), 1e-6)
     rng = np.random.default_rng(seed)
     out, seen = [], set()
     for _ in range(100):
-        for r in dirichlet_samples(p / p.sum(), 4 * k, rng):
-            q = np.round(r / SHARE_STEP) * SHARE_STEP
-            q[np.argmax(q)] += 1.0 - q.sum()
+        for q in round_shares(dirichlet_samples(p / p.sum(), 4 * k, rng)):
             key = tuple(np.round(q, 6))
             if q.min() >= 0 and key not in seen:
                 seen.add(key)
@@ -103,6 +98,7 @@ def plan_runs(path, sizes: dict[str, int]) -> list[tuple]:
     below 1e17 FLOPs, as ``runners.isoflop --plan``)."""
     from scaling import columns as cols
     from scaling.errors import DataError
+    from scaling.mixture import SHARE_STEP
     from scaling.sources import read_table
     table = cols.canonicalise(read_table(path))
     mix_cols = [c for c in table.columns if str(c).startswith("mix.")]
@@ -126,9 +122,7 @@ def plan_runs(path, sizes: dict[str, int]) -> list[tuple]:
         mix = {d: v / total for d, v in shares.items() if v / total >= SHARE_STEP}
         mix = {d: v / sum(mix.values()) for d, v in mix.items()}
         n, d = float(row["params"]), float(row["tokens"])
-        budget = accounting.parse_budgets(f"{6.0 * n * d:.6g}")[0]
-        pool = ({k: v for k, v in accounting.SHAPES.items() if k not in accounting.PAPER_SHAPES} if budget.cpu
-                else accounting.PAPER_SHAPES)
+        budget, pool = accounting.planned_pool(n, d)
         shape = accounting.nearest_shape(n, budget.vocab, budget.seq_len, pool)
         out.append((shape, d, mix, f"mix-{shape.name}-{d:.4g}"))
     return out

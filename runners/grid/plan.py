@@ -237,10 +237,7 @@ def planned_grid(points: Sequence[tuple[float, float, float]], *, code_fractions
     shape tables are discrete, so a run's N is the nearest shape's, not the plan's exactly."""
     specs = []
     for n, d, u in points:
-        budget = accounting.parse_budgets(f"{6.0 * n * d:.6g}")[0]
-        pool = budget.shape_pool
-        if budget.cpu:                  # every CPU shape (the one-layer s* family of the tiny preset too)
-            pool = {k: v for k, v in accounting.SHAPES.items() if k not in accounting.PAPER_SHAPES}
+        budget, pool = accounting.planned_pool(n, d)
         shape = accounting.nearest_shape(n, budget.vocab, budget.seq_len, pool)
         cfs, fs, ss = _validate_axes(code_fractions if code_fractions is not None else (budget.code_fraction,),
                                      filters, seeds)

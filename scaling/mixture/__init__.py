@@ -27,8 +27,8 @@ from scaling.mixture.runs import MixtureRuns, RENORM_TOL, SIZE_TOL, SUM_TOL, rea
 from scaling.mixture.result import MixtureFit, SCALING_FORMS
 from scaling.mixture.predict import evaluate_fit, predict_frame, predict_losses, predict_table, proportions_for
 from scaling.mixture.fit import MIN_CV_MIXTURES, MIN_TREE_MIXTURES, fit_mixture
-from scaling.mixture.optimize import Constraints, RD_STAR, SMOOTH_SAMPLES, TOKEN_GRID, TOP_K, TREE_SAMPLES, dirichlet_samples, make_constraints, optimize_mixture, search_simplex
+from scaling.mixture.optimize import Constraints, RD_STAR, SHARE_STEP, SMOOTH_SAMPLES, TOKEN_GRID, TOP_K, TREE_SAMPLES, dirichlet_samples, make_constraints, optimize_mixture, round_shares, search_simplex
 from scaling.mixture.transfer import rank_agreement, transfer
 from scaling.mixture.cli import main
 
-__all__ = ["Constraints", "MIN_CV_MIXTURES", "MIN_TREE_MIXTURES", "MixtureFit", "MixtureRuns", "RD_STAR", "RENORM_TOL", "SCALING_FORMS", "SIZE_TOL", "SMOOTH_SAMPLES", "SUM_TOL", "TOKEN_GRID", "TOP_K", "TREE_SAMPLES", "dirichlet_samples", "evaluate_fit", "fit_mixture", "main", "make_constraints", "optimize_mixture", "predict_frame", "predict_losses", "predict_table", "proportions_for", "rank_agreement", "read_mixtures", "search_simplex", "transfer"]
+__all__ = ["Constraints", "MIN_CV_MIXTURES", "MIN_TREE_MIXTURES", "MixtureFit", "MixtureRuns", "RD_STAR", "RENORM_TOL", "SCALING_FORMS", "SHARE_STEP", "SIZE_TOL", "SMOOTH_SAMPLES", "SUM_TOL", "TOKEN_GRID", "TOP_K", "TREE_SAMPLES", "dirichlet_samples", "evaluate_fit", "fit_mixture", "main", "make_constraints", "optimize_mixture", "predict_frame", "predict_losses", "predict_table", "proportions_for", "rank_agreement", "read_mixtures", "round_shares", "search_simplex", "transfer"]

@@ -17,17 +17,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scaling.errors import DataError
+from scaling.errors import BadValue, DataError
 from scaling.cli import UsageError
 from scaling.laws.mixture import MixingLaw, Proportions
 from scaling.laws.mixture_scale import JointMixtureLaw, MixScaleData
-from scaling.mixture.optimize import dirichlet_samples, make_constraints, optimize_mixture
+from scaling.mixture.optimize import dirichlet_samples, make_constraints, optimize_mixture, round_shares
 from scaling.mixture.result import MixtureFit
+from scaling.mixture.predict import proportions_for
 from scaling.mixture.runs import SIZE_TOL, read_mixtures
 from scaling.optimal_design import SELECTION, budgeted_greedy, target_variance
 
-#: candidate shares are multiples of this (``runners.mixgrid.SHARE_STEP``; scaling never imports runners)
-SHARE_STEP = 1e-3
 #: Dirichlet candidates around the prior (besides the prior, the optimum and the pure components)
 N_CANDIDATES = 256
 Z95 = 1.959964
@@ -63,18 +62,9 @@ class DomainLaw:
         return np.stack([g[0] for g in grads], axis=1) @ self.M
 
 
-def _proportions(runs, domains) -> np.ndarray:
-    """The runs' proportions [n, M] over ``domains`` (a component no run uses is 0)."""
-    col = {d: j for j, d in enumerate(runs.domains)}
-    return np.stack([runs.r[:, col[d]] if d in col else np.zeros(len(runs.r)) for d in domains], axis=1)
-
-
 def _scales(frame: pd.DataFrame) -> list[tuple[float, float]]:
     """(N, D) of each model size's longest run: where a new mixture run would be trained."""
-    out = []
-    for n, g in frame.groupby("params"):
-        out.append((float(n), float(g["tokens"].max())))
-    return out
+    return [(float(n), float(d)) for n, d in frame.groupby("params")["tokens"].max().items()]
 
 
 def target_scale(fit: MixtureFit, frame: pd.DataFrame, target: dict | None) -> tuple[float, float]:
@@ -92,14 +82,12 @@ def target_scale(fit: MixtureFit, frame: pd.DataFrame, target: dict | None) -> t
 
 def candidate_mixtures(fit: MixtureFit, optimum: np.ndarray, n: int = N_CANDIDATES, seed: int = 0) -> np.ndarray:
     """The prior (the runs' mean mixture), the optimum, each pure component and ``n`` Dirichlet
-    draws around the prior (``runners.mixgrid``'s proposal), rounded to ``SHARE_STEP``, distinct."""
+    draws around the prior (``runners.mixgrid``'s proposal), rounded as ``round_shares`` rounds, distinct."""
     prior = make_constraints(fit).prior
     draws = dirichlet_samples(prior, n, np.random.default_rng(seed))
-    R = np.vstack([prior[None], optimum[None], np.eye(len(prior)), draws])
-    # shares rounded as runners.mixgrid rounds them (and as published tables are): two candidates
-    # a runner would train as one mixture are one candidate
-    R = np.round(np.clip(R, 0, 1) / SHARE_STEP) * SHARE_STEP
-    R[np.arange(len(R)), R.argmax(axis=1)] += 1.0 - R.sum(axis=1)
+    # shares rounded as runners.mixgrid rounds them: two candidates a runner would train as one
+    # mixture are one candidate
+    R = round_shares(np.vstack([prior[None], optimum[None], np.eye(len(prior)), draws]))
     _, first = np.unique(np.round(R, 9), axis=0, return_index=True)
     return R[np.sort(first)]
 
@@ -120,7 +108,7 @@ def mixture_design(table: pd.DataFrame, fit: MixtureFit, *, target: dict | None,
                         "scaling.mixture fit SOURCE --bootstrap 100 --out FIT.json)")
     runs = read_mixtures(table, fit.loss_domains, need_scale=True, source=source)
     frame = runs.frame
-    r_runs = _proportions(runs, fit.domains)
+    r_runs = proportions_for(frame, fit, source)
     n_t, d_t = target_scale(fit, frame, target)
     opt = optimize_mixture(fit, n_t, d_t, weights=weights, seed=seed)
     w, used = opt["weights"], [d for d in fit.loss_domains if opt["weights"].get(d, 0) > 0]
@@ -158,7 +146,6 @@ def mixture_design(table: pd.DataFrame, fit: MixtureFit, *, target: dict | None,
     costs = 6.0 * cand_nd[:, 0] * cand_nd[:, 1]
     cheapest = float(costs.min())
     if budget < cheapest:
-        from scaling.errors import BadValue
         raise BadValue("budget", f"{{arg}} {budget:.3g} FLOPs buys none of the candidates (a run at the cheapest "
                                  f"scale costs {cheapest:.3g})")
 

@@ -90,6 +90,19 @@ def dirichlet_samples(prior, n: int, rng) -> np.ndarray:
     return g / np.where(bad[:, None], 1.0, g_sum)
 
 
+#: mixture shares are multiples of this in grids and plans (``runners.mixgrid``, ``scaling.design``),
+#: as published mixture tables are (to 3 decimals)
+SHARE_STEP = 1e-3
+
+
+def round_shares(R) -> np.ndarray:
+    """Mixtures [C, M] rounded to ``SHARE_STEP``, each row still summing to 1 (the rounding remainder
+    goes to its largest share): what a runner trains when it is given them."""
+    R = np.round(np.clip(np.atleast_2d(np.asarray(R, float)), 0, 1) / SHARE_STEP) * SHARE_STEP
+    R[np.arange(len(R)), R.argmax(axis=1)] += 1.0 - R.sum(axis=1)
+    return R
+
+
 def search_simplex(objective, cons: Constraints, smooth: bool, rng, n_samples: int | None = None,
                    top_k: int = TOP_K) -> tuple[np.ndarray, str]:
     """Minimise ``objective`` ([C, M] -> [C]) over feasible mixtures. Candidates: the prior, the
