@@ -393,6 +393,9 @@ def _parser():
                               "--budget 1e13 --k 6 --json\n  python -m scaling.design mix-runs/ --fit mix.json "
                               "--budget 2e14 --k 4 --out plan.csv   # a mixture fit: which mixtures next")
     add_store_argument(p, positional=True, help="the runs the fit was made on: store, CSV/Parquet or dataset:NAME")
+    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
+                   help="keep only rows with this value (repeatable), as the fit was made: e.g. "
+                        "--where experiment=llama_3__raw_loss")
     p.add_argument("--fit", required=True, help="fit file with bootstrap draws (scaling.fit --bootstrap N --out F; "
                                                "for --quantity accuracy a scaling.downstream fit)")
     p.add_argument("--target-flops", type=FLOPS, help="the compute of the prediction that matters")
@@ -420,6 +423,11 @@ def _parser():
     p.add_argument("--out", help="the plan as a table (params, tokens, flops, expected_gain)")
     p.add_argument("--json", action="store_true")
     return p
+
+
+def _source(args) -> pd.DataFrame:
+    """SOURCE's rows as the fit saw them: ``--where`` as ``scaling.fit --where`` kept them."""
+    return cols.where(read_table(args.source), args.where)
 
 
 def _mixture_main(args, fit_kind) -> int:
@@ -455,7 +463,7 @@ def _mixture_main(args, fit_kind) -> int:
         mixtures = table[[f"mix.{d}" for d in fit.domains]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
         if not np.isfinite(mixtures).all():
             raise DataError(f"{args.candidates}: a candidate mixture has a missing or non-numeric share")
-    out = mixture_design(read_table(args.source), fit, target=target, budget=args.budget, k=args.k, weights=weights,
+    out = mixture_design(_source(args), fit, target=target, budget=args.budget, k=args.k, weights=weights,
                          source=str(args.source), mixtures=mixtures, objective=args.objective)
     mix_cols = [f"mix.{d}" for d in fit.domains]
     if args.out:
@@ -503,11 +511,11 @@ def main(argv=None) -> int:
         down = DownstreamFit.load(args.fit)
         fit = down.law
         from scaling.downstream import data as ddata
-        runs = ddata.step1_table(ddata.task_data(read_table(args.source), down.task, down.metric, str(args.source)),
+        runs = ddata.step1_table(ddata.task_data(_source(args), down.task, down.metric, str(args.source)),
                                  down.via_column)
     else:
         fit = FitResult.load(args.fit)
-        runs = cols.ok_runs(read_table(args.source), source=str(args.source))
+        runs = cols.ok_runs(_source(args), source=str(args.source))
         # the runs as the fit saw them: N = C / 6D in the fit's FLOP convention, when it had one
         runs = cols.with_convention(runs, (fit.settings or {}).get("flops_convention"))
     convention = (fit.settings or {}).get("flops_convention")

@@ -291,3 +291,20 @@ def test_a_run_already_in_the_store_is_never_proposed(ladder):
     assert [(r["params"], r["tokens"]) for r in out["runs"]] == [(2e9, 2e10)]
     with pytest.raises(DataError, match="already in the store"):
         design(runs, f, quantity="loss", target=target, budget=1e21, k=5, cands=cands.iloc[:-1], close_edges=False)
+
+
+def test_where_keeps_the_rows_the_fit_was_made_on(tmp_path, capsys):
+    """A fit made with --where on a shared table is designed on the same rows (Llama 3's raw-loss
+    sweep: the two experiments mixed gave a linearised interval 0.37-1.13 for a loss near 0.65)."""
+    from scaling.design import main
+    from scaling.fit import main as fit_main
+    fit_file = tmp_path / "fit.json"
+    where = ["--where", "experiment=llama_3__raw_loss"]
+    assert run_cli(fit_main, ["dataset:llama3-isoflops", *where, "--bootstrap", "20", "--no-profiles",
+                              "--out", str(fit_file)]) == 0
+    capsys.readouterr()
+    assert run_cli(main, ["dataset:llama3-isoflops", *where, "--fit", str(fit_file), "--target-flops", "1e24",
+                          "--budget", "3e22", "--k", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    lo, hi = out["current_interval_linearised"]
+    assert hi / lo - 1 < 0.05 and lo < out["prediction"] < hi
