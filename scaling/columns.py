@@ -110,6 +110,27 @@ def ok_runs(table: pd.DataFrame, names=("params", "tokens", "loss"), source="dat
 
 SHAPE_COLUMNS = ("d_model", "ffw_size", "n_layers", "vocab_size", "seq_len")
 
+#: Store columns that say what kind of run a row is, beside its size and tokens. A plan written
+#: from runs (``scaling.design --out``) carries the ones its runs share, so that ``runners.isoflop
+#: --plan`` and ``runners.mixgrid --plan`` train the kind of run the fit was made on (the same
+#: corpus, code share, tokenizer, FLOP convention), not the runners' defaults.
+RUN_KIND_COLUMNS = ("data", "code_fraction", "filter", "tokenizer", "text_column", "domain_column",
+                    "flops_convention", "arch", "activation")
+
+
+def shared_run_kind(table: pd.DataFrame) -> dict:
+    """The ``RUN_KIND_COLUMNS`` on which every row of ``table`` agrees (one non-missing value), as
+    plain Python values; a column with several values, or none (missing or empty), is left out."""
+    out = {}
+    for c in RUN_KIND_COLUMNS:
+        if c not in table.columns:
+            continue
+        values = [v for v in table[c].dropna().unique() if str(v) != ""]
+        if len(values) == 1 and table[c].notna().all():
+            v = values[0]
+            out[c] = v.item() if hasattr(v, "item") else v
+    return out
+
 
 def convention_flops(table: pd.DataFrame, convention: str) -> np.ndarray:
     """Each run's training FLOPs in ``convention`` (``scaling.accounting.FLOP_CONVENTIONS``): the

@@ -194,33 +194,60 @@ def refit_check(runs: pd.DataFrame, fit: FitResult, planned: list[dict], *, quan
             "refit_intervals": [[float(a), float(b)] for a, b in bounds]}
 
 
-def _nearest_shape(n: float, tokens: float, convention: str) -> tuple[float, float]:
-    """(N in the convention, real parameter count) of the shape a runner would train for a run whose
+def _nearest_shape(n: float, tokens: float, convention: str, layers=None) -> tuple[float, float, str]:
+    """(N in the convention, real parameter count, name) of the shape a runner would train for a run whose
     size ``n`` is in a FLOP convention (N = C / 6D, what a fit in that convention sees): the shape,
-    among those of the run's compute (``accounting.planned_pool``, as ``runners.isoflop --plan``),
-    whose N in the convention is nearest ``n``."""
+    among those of the run's compute (``accounting.planned_pool``, as ``runners.isoflop --plan``) and
+    of the depths ``layers`` the fitted runs had (when any such shape exists; a law fitted on
+    one-layer models says nothing of a two-layer one), whose N in the convention is nearest ``n``."""
     from scaling import accounting as acc
     budget, pool = acc.planned_pool(n, tokens)
+    same_depth = {k: sh for k, sh in pool.items() if layers and sh.n_layers in layers}
+    pool = same_depth or pool
 
     def n_in_convention(sh):
         return acc.flops_per_token(convention, d_model=sh.d_model, ffw_size=sh.ffw_size, n_layers=sh.n_layers,
                                    vocab=budget.vocab, seq_len=budget.seq_len) / 6.0
 
     best = min(pool.values(), key=lambda sh: abs(np.log(n_in_convention(sh) / n)))
-    return float(n_in_convention(best)), float(best.params(budget.vocab, budget.seq_len))
+    return float(n_in_convention(best)), float(best.params(budget.vocab, budget.seq_len)), best.name
 
 
-def real_params(n: float, tokens: float, convention: str) -> float:
+def real_params(n: float, tokens: float, convention: str, layers=None) -> float:
     """The parameter count of the shape a runner trains for a planned N in a FLOP convention."""
-    return _nearest_shape(n, tokens, convention)[1]
+    return _nearest_shape(n, tokens, convention, layers)[1]
 
 
-def snap_to_shapes(cands: pd.DataFrame, convention: str) -> pd.DataFrame:
-    """Candidates a runner can train: each size moved to the nearest shape's N in the convention, its
-    tokens to keep its compute (C = 6 N D in the convention); duplicates dropped."""
+def fitted_depths(runs: pd.DataFrame) -> set[int] | None:
+    """The numbers of layers of the fitted runs (None when the table does not say)."""
+    if "n_layers" not in runs.columns:
+        return None
+    layers = pd.to_numeric(runs["n_layers"], errors="coerce").dropna()
+    return {int(v) for v in layers} or None
+
+
+def write_plan(runs: list[dict], runs_fitted: pd.DataFrame, path, columns: list[str]) -> None:
+    """The plan file ``runners.isoflop --plan`` / ``runners.mixgrid --plan`` train: ``columns`` of each
+    planned run (with ``shape`` when the design named one), then the kind of run every fitted run
+    shares (``columns.shared_run_kind``: corpus, code share, tokenizer, FLOP convention, ...), so the
+    runner trains runs like those the fit was made on rather than its own defaults."""
+    from scaling.store import write_table_file
+    table = pd.DataFrame(runs)
+    keep = columns + (["shape"] if "shape" in table.columns else [])
+    table = table.reindex(columns=keep)
+    for c, v in cols.shared_run_kind(runs_fitted).items():
+        if c not in table.columns:
+            table[c] = v
+    write_table_file(table, path)
+
+
+def snap_to_shapes(cands: pd.DataFrame, convention: str, layers=None) -> pd.DataFrame:
+    """Candidates a runner can train: each size moved to the nearest shape's N in the convention (of
+    the fitted runs' depths, ``layers``), its tokens to keep its compute (C = 6 N D in the convention);
+    duplicates dropped."""
     rows = []
     for n, d, c in zip(cands["params"], cands["tokens"], cands["flops"]):
-        n2, _ = _nearest_shape(float(n), float(d), convention)
+        n2, _, _ = _nearest_shape(float(n), float(d), convention, layers)
         rows.append({"params": n2, "tokens": float(c) / (6.0 * n2), "flops": float(c)})
     out = pd.DataFrame(rows)
     key = np.round(np.log(out[["params", "tokens"]].to_numpy(float)), 6)
@@ -420,7 +447,9 @@ def _parser():
     p.add_argument("--check-refit", type=bounded_int(100, "simulations", minimum=0), default=0, metavar="R",
                    help="also the expected interval by simulation: R times, draw the planned runs from the fit, refit "
                         "with 60 bootstrap resamples (a few seconds each); checks the linearisation")
-    p.add_argument("--out", help="the plan as a table (params, tokens, flops, expected_gain)")
+    p.add_argument("--out", help="the plan as a table (params, tokens, flops, expected_gain; shape, in a FLOP "
+                                 "convention; the kind of run every fitted run shares: data, code_fraction, tokenizer, "
+                                 "flops_convention, ...), for runners.isoflop --plan / runners.mixgrid --plan")
     p.add_argument("--json", action="store_true")
     return p
 
@@ -466,10 +495,9 @@ def _mixture_main(args, fit_kind) -> int:
     out = mixture_design(_source(args), fit, target=target, budget=args.budget, k=args.k, weights=weights,
                          source=str(args.source), mixtures=mixtures, objective=args.objective)
     mix_cols = [f"mix.{d}" for d in fit.domains]
-    if args.out:
-        from scaling.store import write_table_file
-        write_table_file(pd.DataFrame(out["runs"], columns=["params", "tokens", "flops", "expected_gain", *mix_cols]),
-                         args.out)
+    if args.out:     # the code share of a mixture plan is its mix.code
+        write_plan(out["runs"], _source(args).drop(columns="code_fraction", errors="ignore"), args.out,
+                   ["params", "tokens", "flops", "expected_gain", *mix_cols])
     if args.json:
         print(json.dumps(out))
         return 0
@@ -542,17 +570,16 @@ def main(argv=None) -> int:
     else:
         cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
         if convention and kind:
-            cands = snap_to_shapes(cands, convention)
+            cands = snap_to_shapes(cands, convention, fitted_depths(runs))
         out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands,
                      close_edges=args.close_edges, check_refit=args.check_refit, objective=args.objective)
     if convention:
         for r in out["runs"]:
             r["params_in_convention"] = r["params"]
-            r["params"] = real_params(r["params"], r["tokens"], convention)
+            _, r["params"], r["shape"] = _nearest_shape(r["params"], r["tokens"], convention, fitted_depths(runs))
         out["flops_convention"] = convention
     if args.out:
-        from scaling.store import write_table_file
-        write_table_file(pd.DataFrame(out["runs"], columns=["params", "tokens", "flops", "expected_gain"]), args.out)
+        write_plan(out["runs"], runs, args.out, ["params", "tokens", "flops", "expected_gain"])
     if args.json:
         print(json.dumps(out))
         return 0

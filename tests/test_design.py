@@ -308,3 +308,38 @@ def test_where_keeps_the_rows_the_fit_was_made_on(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     lo, hi = out["current_interval_linearised"]
     assert hi / lo - 1 < 0.05 and lo < out["prediction"] < hi
+
+
+def test_a_plan_carries_the_kind_of_run_its_fit_was_made_on(tmp_path, capsys):
+    """``scaling.design --out`` writes the run kind every fitted run shares (corpus, code share, FLOP
+    convention, ...) and the shape it planned, so ``runners.isoflop --plan`` trains runs like the
+    fitted ones (before, a plan from the ``tiny`` preset's code runs trained on text in 6N, and could
+    land on a two-layer shape of the same size); a flag that contradicts the plan is one error line."""
+    from runners.isoflop import main
+    from scaling.design import fitted_depths, real_params, write_plan
+    fitted = pd.DataFrame({"params": [1e4, 2e4], "tokens": [1e6, 5e5], "loss": [2.2, 2.3], "n_layers": [1, 1],
+                           "data": "embedded", "code_fraction": 1.0, "filter": "none", "tokenizer": "byte",
+                           "domain_column": "", "flops_convention": "6N_ne+head+attn", "arch": "gpt",
+                           "seed": [0, 1]})
+    # t40 (2 layers, 74.5K) and s64 (1 layer, 74.7K) are as large: the fitted runs' depth decides
+    assert real_params(8.29e4, 2e7, "6N_ne+head+attn", fitted_depths(fitted)) == 74688
+    runs = [{"params": 74688.0, "tokens": 2e6, "flops": 1e12, "expected_gain": 0.5, "shape": "s64"},
+            {"params": 16648.0, "tokens": 9e6, "flops": 1e12, "expected_gain": 0.1, "shape": "s24"}]
+    write_plan(runs, fitted, tmp_path / "plan.csv", ["params", "tokens", "flops", "expected_gain"])
+    plan = pd.read_csv(tmp_path / "plan.csv")
+    assert list(plan.columns) == ["params", "tokens", "flops", "expected_gain", "shape", "data", "code_fraction",
+                                  "filter", "tokenizer", "flops_convention", "arch"]    # not seed, not the empty column
+    argv = ["--plan", str(tmp_path / "plan.csv"), "--store", str(tmp_path / "s"), "--dry-run"]
+    assert run_cli(main, [*argv, "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert [(r["shape"], r["code_fraction"], r["flops_convention"]) for r in planned] == [
+        ("s64", 1.0, "6N_ne+head+attn"), ("s24", 1.0, "6N_ne+head+attn")]
+    assert run_cli(main, [*argv, "--code-fraction", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--code-fraction 0 differs from the plan's code_fraction 1" in err[0]
+    plan.assign(code_fraction=[1.0, 0.5]).to_csv(tmp_path / "mixed.csv", index=False)
+    assert run_cli(main, ["--plan", str(tmp_path / "mixed.csv"), "--dry-run"]) == 1
+    assert "rows differ in code_fraction" in capsys.readouterr().err
+    plan.assign(shape="s9999").to_csv(tmp_path / "unknown.csv", index=False)
+    assert run_cli(main, ["--plan", str(tmp_path / "unknown.csv"), "--dry-run"]) != 0
+    assert "shape 's9999'" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from scaling import accounting
 from scaling.humanise import count as human, seconds as duration
 from scaling.cli import ArgumentParser as Parser, UsageError, add_store_argument
+from scaling.errors import DataError
 from runners.grid import plan
 from runners.grid.spec import RunSpec
 from runners.models.device import device_arg  # noqa: F401  (the grid CLIs' --device)
@@ -205,6 +206,52 @@ def axes(args) -> dict:
                 data=check_data_arg(args.data), tokenizer=args.tokenizer,
                 text_column=args.text_column or "text", flops_convention=args.flops_convention,
                 **model_axes(args))
+
+
+#: A plan file's run-kind column -> (the axes keyword it sets, the flag that sets it on the command
+#: line, that flag's value when not given)
+_PLAN_KIND = {"data": ("data", "--data", "embedded"), "code_fraction": ("code_fractions", "--code-fraction", None),
+              "filter": ("filters", "--filter", ("none",)), "tokenizer": ("tokenizer", "--tokenizer", None),
+              "text_column": ("text_column", "--text-column", "text"),
+              "domain_column": ("domain_column", "--domain-column", ""),
+              "flops_convention": ("flops_convention", "--flops-convention", None),
+              "arch": ("arch", "--arch", "gpt"), "activation": ("activation", "--activation", "gelu")}
+
+
+def with_plan_kind(kw: dict, table, path) -> dict:
+    """The grid axes ``kw`` with the kind of run a plan file fixes: its ``columns.RUN_KIND_COLUMNS``
+    (``scaling.design --out`` writes those the fitted runs share), one value per column. A flag given
+    with another value is a usage error: the plan was designed for runs like the fitted ones."""
+    from scaling.columns import RUN_KIND_COLUMNS
+    kw = dict(kw)
+    for col in RUN_KIND_COLUMNS:
+        if col not in table.columns:
+            continue
+        values = [v for v in table[col].dropna().unique() if str(v) != ""]
+        if not values:
+            continue
+        if len(values) != 1 or table[col].isna().any():
+            raise DataError(f"{path}: its rows differ in {col} ({', '.join(map(str, values)) or 'missing'}); a plan "
+                            f"trains one kind of run: split it")
+        key, flag, unset = _PLAN_KIND[col]
+        value = values[0].item() if hasattr(values[0], "item") else values[0]
+        if col == "code_fraction":
+            if kw.get("mixes"):
+                raise UsageError(f"{path} fixes code_fraction {value:g}: --mix is for a plan without one")
+            value = (float(value),)
+        elif col == "filter":
+            value = (str(value),)
+        have = tuple(kw[key]) if isinstance(kw[key], list) else kw[key]
+        if have != unset and have != value:
+            def text(v):
+                return ",".join(map(text, v)) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
+            raise UsageError(f"{flag} {text(have)} differs from the plan's {col} {text(value)} (the runs it was "
+                             f"designed on); leave the flag out or edit {path}")
+        kw[key] = value
+    if "data" in table.columns:
+        kw["data"] = check_data_arg(kw["data"])
+    kw.update(model_axes(argparse.Namespace(arch=kw["arch"], activation=kw["activation"])))
+    return kw
 
 
 def model_axes(args) -> dict:

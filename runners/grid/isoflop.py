@@ -29,7 +29,8 @@ def build_parser():
                    help="named budget (1b1, 2b8, 4b2, 8b7), FLOP count (3e13), CPU preset "
                         "(smoke, tiny) or a comma list of them")
     p.add_argument("--plan", metavar="PLAN.csv",
-                   help="instead of --budget: the runs of a plan (params, tokens[, unique_tokens]), e.g. "
+                   help="instead of --budget: the runs of a plan (params, tokens[, unique_tokens, shape] and the kind "
+                        "of run: data, code_fraction, tokenizer, flops_convention, ...), e.g. "
                         "python -m scaling.design ... --out PLAN.csv")
     p.add_argument("--n-sizes", type=int, default=None,
                    help="model sizes along the budget at full data (default 5; the CPU presets set their own)")
@@ -38,8 +39,8 @@ def build_parser():
     return p
 
 
-def plan_points(path) -> list[tuple[float, float, float]]:
-    """(params, tokens, unique tokens) of each row of a plan table; unique = tokens when absent."""
+def read_plan(path):
+    """A plan table, canonical columns, every row with numeric params and tokens."""
     from scaling import columns as cols
     from scaling.sources import read_table
     table = cols.canonicalise(read_table(path))
@@ -47,6 +48,11 @@ def plan_points(path) -> list[tuple[float, float, float]]:
     table, dropped = cols.numeric_columns(table, names, str(path))
     if dropped or table.empty:
         raise DataError(f"{path}: {dropped} row(s) without params or tokens; a plan needs both in every row")
+    return table
+
+
+def plan_points(table) -> list[tuple[float, float, float]]:
+    """(params, tokens, unique tokens) of each row of a plan table; unique = tokens when absent."""
     u = table["unique_tokens"] if "unique_tokens" in table.columns else table["tokens"]
     return list(zip(table["params"].astype(float), table["tokens"].astype(float), u.astype(float)))
 
@@ -58,7 +64,10 @@ def build_plan(args) -> list:
         if args.unique or args.epochs or args.n_sizes:
             raise UsageError("--plan fixes every run's size and tokens: --unique, --epochs and --n-sizes "
                                     "are for --budget")
-        return plan.planned_grid(plan_points(args.plan), **common.axes(args))
+        table = read_plan(args.plan)
+        shapes = list(table["shape"]) if "shape" in table.columns else None
+        return plan.planned_grid(plan_points(table), shapes=shapes,
+                                 **common.with_plan_kind(common.axes(args), table, args.plan))
     budgets = accounting.parse_budgets(args.budget)
     unique, epochs = common.parse_unique(args.unique), common.parse_epochs(args.epochs)
     kw = common.axes(args)

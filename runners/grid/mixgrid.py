@@ -92,15 +92,19 @@ def draw_mixtures(prior: dict[str, float], k: int, seed: int) -> list[dict[str, 
     raise UsageError(f"could not draw {k} distinct mixtures at a share step of {SHARE_STEP:g}")
 
 
-def plan_runs(path, sizes: dict[str, int]) -> list[tuple]:
+def read_mixture_plan(path):
+    from scaling import columns as cols
+    from scaling.sources import read_table
+    return cols.canonicalise(read_table(path))
+
+
+def plan_runs(table, sizes: dict[str, int], path) -> list[tuple]:
     """(shape, tokens, mixture, budget label) of each row of a mixture plan: shares from its ``mix.<domain>``
-    columns (renormalised from the plan's rounding), the shape nearest its ``params`` (CPU shapes
-    below 1e17 FLOPs, as ``runners.isoflop --plan``)."""
+    columns (renormalised from the plan's rounding), the shape the plan names or the one nearest its
+    ``params`` (CPU shapes below 1e17 FLOPs, as ``runners.isoflop --plan``)."""
     from scaling import columns as cols
     from scaling.errors import DataError
     from scaling.mixture import SHARE_STEP
-    from scaling.sources import read_table
-    table = cols.canonicalise(read_table(path))
     mix_cols = [c for c in table.columns if str(c).startswith("mix.")]
     unknown = [c[4:] for c in mix_cols if c[4:] not in sizes]
     if not mix_cols or unknown:
@@ -123,7 +127,7 @@ def plan_runs(path, sizes: dict[str, int]) -> list[tuple]:
         mix = {d: v / sum(mix.values()) for d, v in mix.items()}
         n, d = float(row["params"]), float(row["tokens"])
         budget, pool = accounting.planned_pool(n, d)
-        shape = accounting.nearest_shape(n, budget.vocab, budget.seq_len, pool)
+        shape = plan.planned_shape(row["shape"] if "shape" in table.columns else None, n, budget, pool)
         out.append((shape, d, mix, f"mix-{shape.name}-{d:.4g}"))
     return out
 
@@ -141,6 +145,10 @@ def build_plan(args) -> list:
     shape = accounting.shape(args.shape)
     tokens = accounting.parse_size(args.tokens)
     kw = common.axes(args)
+    table = None
+    if args.plan is not None:
+        table = read_mixture_plan(args.plan)
+        kw = common.with_plan_kind(kw, table.drop(columns="code_fraction", errors="ignore"), args.plan)
     data, domain_column = kw["data"], kw["domain_column"]
     tokenizer = kw["tokenizer"] or "byte"
     sizes = domain_tokens(data, kw["text_column"], domain_column, tokenizer)
@@ -148,7 +156,7 @@ def build_plan(args) -> list:
         raise UsageError(f"--data {data!r} has {len(sizes)} domain(s); a mixture grid needs 2 or more "
                          f"(label rows with --domain-column)")
     if args.plan is not None:
-        runs = plan_runs(args.plan, sizes)
+        runs = plan_runs(table, sizes, args.plan)
     else:
         runs = [(shape, tokens, mix, f"mix-{args.shape}-{args.tokens}")
                 for mix in draw_mixtures(prior_of(args.prior, sizes), args.n_mixtures, args.mix_seed)]

@@ -230,15 +230,17 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
 def planned_grid(points: Sequence[tuple[float, float, float]], *, code_fractions=None, filters=("none",),
                  seeds=(0,), data: str = "embedded", tokenizer: str | None = None, text_column: str = "text",
                  flops_convention: str | None = None, mixes=None, domain_column: str = "",
-                 arch: str = "gpt", activation: str = "gelu") -> list[RunSpec]:
+                 arch: str = "gpt", activation: str = "gelu",
+                 shapes: Sequence[str | None] | None = None) -> list[RunSpec]:
     """The runs of a plan (``scaling.design --out``): each (params, tokens, unique) point trained at
-    the shape nearest its N among the shapes of its compute's budget (CPU shapes and the byte tokenizer
+    its ``shapes`` entry when the plan names one (a design in a FLOP convention does), else at the
+    shape nearest its N among the shapes of its compute's budget (CPU shapes and the byte tokenizer
     below 1e17 FLOPs, the paper's above), for the tokens planned; crossed with the other axes. The
     shape tables are discrete, so a run's N is the nearest shape's, not the plan's exactly."""
     specs = []
-    for n, d, u in points:
+    for i, (n, d, u) in enumerate(points):
         budget, pool = accounting.planned_pool(n, d)
-        shape = accounting.nearest_shape(n, budget.vocab, budget.seq_len, pool)
+        shape = planned_shape(shapes[i] if shapes is not None else None, n, budget, pool)
         cfs, fs, ss = _validate_axes(code_fractions if code_fractions is not None else (budget.code_fraction,),
                                      filters, seeds)
         tok = tokenizer or default_tokenizer(budget.cpu)
@@ -249,6 +251,16 @@ def planned_grid(points: Sequence[tuple[float, float, float]], *, code_fractions
                         arch=arch, activation=activation)
                   for c, mx in _mix_axis(mixes, cfs) for f in fs for seed in ss]
     return _dedupe(specs)
+
+
+def planned_shape(name, params: float, budget, pool) -> Shape:
+    """The shape a plan names (any of ``accounting.SHAPES``), else the one of ``pool`` nearest ``params``."""
+    if name is None or (isinstance(name, float) and math.isnan(name)) or str(name).strip() == "":
+        return accounting.nearest_shape(params, budget.vocab, budget.seq_len, pool)
+    if str(name) not in accounting.SHAPES:
+        raise AccountingError(f"the plan names shape {name!r}, which is not one of the shapes a runner trains "
+                              f"({', '.join(sorted(accounting.SHAPES))})")
+    return accounting.SHAPES[str(name)]
 
 
 # ---------------------------------------------------------------------------------------------
