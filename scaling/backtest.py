@@ -95,7 +95,7 @@ def _parser():
                        epilog="example:\n  python -m scaling.backtest results/ --holdout largest-compute --bootstrap 200 --out backtest.json\n"
                               "  python -m scaling.plot backtest --result backtest.json --out backtest.png")
     add_store_argument(p, positional=True, help="store directory, CSV or Parquet file, or dataset:NAME")
-    p.add_argument("--law", choices=["chinchilla", "data-constrained"])
+    p.add_argument("--law", choices=["chinchilla", "data-constrained", "kaplan"])
     p.add_argument("--holdout", default="largest-compute", help="largest-compute (default) or K runs")
     p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS")
     p.add_argument("--bootstrap", type=bootstrap_count, default=200)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from scaling import columns as cols
-from scaling.accounting import chinchilla_optimal, parse_size
+from scaling.accounting import parse_size
 from scaling.cli import FLOPS, ArgumentParser, UsageError, add_store_argument, bounded_int, run_cli
 from scaling.errors import BadValue, DataError
 from scaling.laws import get_law
@@ -82,7 +82,7 @@ def _log_quantity(fit: FitResult, quantity: str, target: dict, coords: Coordinat
     def f(phi):
         p = coords.params(phi)
         if quantity == "n_opt":
-            n, _ = chinchilla_optimal(target["flops"], p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+            n, _ = law.optimal(p, target["flops"])
             return np.log(np.atleast_1d(n))
         args = [np.atleast_1d(target["params"]), np.atleast_1d(target["tokens"])]
         if fit.law == "data-constrained":
@@ -132,7 +132,7 @@ def candidates(runs: pd.DataFrame, fit: FitResult, kind: str = "isoflop", path=N
         p = fit.params
         rows = []
         for b in budgets:
-            n_opt, _ = chinchilla_optimal(b, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+            n_opt, _ = get_law(fit.law).optimal(p, b)
             for f in SIZE_FACTORS:
                 n = float(n_opt) * f
                 rows.append({"params": n, "tokens": b / (6.0 * n)})
@@ -554,7 +554,7 @@ def main(argv=None) -> int:
         target = {"params": parse_size(args.target_params), "tokens": parse_size(args.target_tokens)}
         target["flops"] = 6.0 * target["params"] * target["tokens"]
     elif args.target_flops is not None:
-        n, d = chinchilla_optimal(args.target_flops, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+        n, d = get_law(fit.law).optimal(p, args.target_flops)
         target = {"flops": float(args.target_flops), "params": float(n), "tokens": float(d)}
     else:
         raise UsageError("give the target: --target-flops C, or --target-params N --target-tokens D")

@@ -18,7 +18,7 @@ import numpy as np
 
 from scaling import columns as cols
 from scaling.sources import read_table
-from scaling.accounting import chinchilla_optimal, parse_size, tokens_for
+from scaling.accounting import parse_size, tokens_for
 from scaling.fit.approach2 import budget_groups
 from scaling.cli import FLOPS, TOKENS, ArgumentParser, UsageError, run_cli, add_store_argument
 from scaling.errors import DataError
@@ -93,9 +93,9 @@ def isoflop(source, fit: FitResult | None, out) -> dict:
                 ax.plot(ci, [b["loss_opt"]] * 2, color=color, lw=2.5, alpha=0.6, zorder=2)
             ax.scatter([b["params_opt"]], [b["loss_opt"]], marker="D", s=45, color=color, edgecolor="black", zorder=5)
         if fit is not None:
-            law = get_law("chinchilla")
+            law = get_law("kaplan" if fit.law == "kaplan" else "chinchilla")
             p = {k: fit.params[k] for k in law.public_names}
-            n_opt = float(chinchilla_optimal(c, p["E"], p["A"], p["B"], p["alpha"], p["beta"])[0])
+            n_opt = float(law.optimal(p, c)[0])
             lo, hi = sel["params"].min() / 2, sel["params"].max() * 2
             n = np.geomspace(min(lo, n_opt / 1.5), max(hi, n_opt * 1.5), 200)
             curve = law.predict(p, n, tokens_for(c, n))

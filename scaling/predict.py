@@ -34,10 +34,21 @@ def _base(params: dict) -> dict:
 
 
 def chinchilla_allocation(params: dict, flops) -> dict:
-    """Hoffmann et al. 2022 closed form: N_opt, D_opt and the loss there."""
+    """Hoffmann et al. 2022 closed form: N_opt, D_opt and the loss there (Kaplan et al. 2020's law's
+    own closed form when ``params`` are that law's)."""
+    if "alpha_N" in params:
+        return law_allocation("kaplan", params, flops)
     n, d = chinchilla_optimal(flops, params["E"], params["A"], params["B"], params["alpha"], params["beta"])
     loss = get_law("chinchilla").predict(_base(params), n, d)
     return {"params": n, "tokens": d, "loss": loss}
+
+
+def law_allocation(law_name: str, params: dict, flops) -> dict:
+    """N_opt, D_opt and the loss there by the law's own closed form (``Law.optimal``)."""
+    law = get_law(law_name)
+    p = {k: params[k] for k in law.public_names}
+    n, d = law.optimal(p, flops)
+    return {"params": n, "tokens": d, "loss": law.predict(p, n, d)}
 
 
 def data_constrained_allocation(params: dict, flops: float, unique_tokens: float) -> dict:

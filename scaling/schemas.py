@@ -52,6 +52,8 @@ LAW_PARAMETERS = {
     "chinchilla": {"A": COEFFICIENT, "B": COEFFICIENT, "E": FLOOR, "alpha": EXPONENT, "beta": EXPONENT},
     "data-constrained": {"A": COEFFICIENT, "B": COEFFICIENT, "E": FLOOR, "alpha": EXPONENT, "beta": EXPONENT,
                          "rd_star": EPOCHS, "rn_star": EPOCHS},
+    # Kaplan et al. 2020: N_c 8.8e13, D_c 5.4e13 (their fit); a CPU grid's ~1e5-1e8
+    "kaplan": {"N_c": (1e-12, 1e40), "D_c": (1e-12, 1e40), "alpha_N": EXPONENT, "alpha_D": EXPONENT},
 }
 
 
@@ -99,7 +101,7 @@ def _check_draws(boot: Any, k: int | None, where: str) -> None:
 
 
 class ScalingFitFile(_Open):
-    law: Literal["chinchilla", "data-constrained"]
+    law: Literal["chinchilla", "data-constrained", "kaplan"]
     params: dict[str, Any]
     objective: Number | None = None
     n_points: StrictInt = 0

@@ -136,6 +136,8 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
     tie_pairs = _parse_tie(the_law, tie)
     if variant is not None and variant not in VARIANTS:
         raise UsageError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+    if variant is not None and law_name not in ("chinchilla", "data-constrained"):
+        raise UsageError(f"--variant is for the chinchilla and data-constrained laws, not {law_name}")
     if variant is not None and (tie or {"alpha", "beta"} & set(fixed)):
         raise UsageError("--variant cannot be combined with --tie or a --fix of alpha/beta")
     held = set(fixed)          # fit-space names the user holds (--fix, --base); stage-1 ones are not

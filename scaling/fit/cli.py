@@ -34,8 +34,9 @@ def _parser():
                "  python -m scaling.fit runs.parquet --law data-constrained --base fits/muennighoff2023_c4.json "
                "--start rd_star=13.3 rn_star=6.67")
     add_store_argument(p, positional=True, required=False, help="store directory, CSV or Parquet file, or dataset:NAME")
-    p.add_argument("--law", choices=["chinchilla", "data-constrained"], default=None,
-                   help="default: data-constrained when unique_tokens varies and some run repeats data")
+    p.add_argument("--law", choices=["chinchilla", "data-constrained", "kaplan"], default=None,
+                   help="default: data-constrained when unique_tokens varies and some run repeats data, else chinchilla; "
+                        "kaplan: Kaplan et al. 2020's L = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (no floor)")
     p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS",
                    help="map a column, e.g. --column params='Model Size'")
     p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
@@ -157,7 +158,8 @@ def print_approach2(a2, result: FitResult, as_json: bool) -> None:
     import json
     from scaling.predict import chinchilla_allocation
     p = result.params
-    a3_exponent = p["beta"] / (p["alpha"] + p["beta"])
+    from scaling.laws import get_law
+    a3_exponent = get_law(result.law).params_exponent(p)
     rows = [{"flops": b.flops, "approach2_params": b.params_opt, "approach2_params_ci": b.params_opt_ci,
              "approach3_params": float(chinchilla_allocation(p, b.flops)["params"])} for b in a2.budgets]
     out = {"approach2": a2.to_dict(), "approach3": result.to_dict(),
@@ -173,7 +175,7 @@ def print_approach2(a2, result: FitResult, as_json: bool) -> None:
     print(result.summary())
     print()
     print(f"N_opt exponent: Approach 2 {a2.params_exponent:.4f} (se {a2.params_exponent_se:.3g}) vs "
-          f"Approach 3 beta/(alpha+beta) = {a3_exponent:.4f}")
+          f"Approach 3 {'alpha_D/(alpha_N+alpha_D)' if result.law == 'kaplan' else 'beta/(alpha+beta)'} = {a3_exponent:.4f}")
     for r in rows:
         print(f"  C={r['flops']:.3g}: N_opt {r['approach2_params']:.4g} (Approach 2) vs "
               f"{r['approach3_params']:.4g} (Approach 3)")

@@ -3,8 +3,9 @@
 from scaling.cli import UsageError
 from scaling.laws.chinchilla import Chinchilla
 from scaling.laws.data_constrained import DataConstrained
+from scaling.laws.kaplan import Kaplan
 
-LAWS = {"chinchilla": Chinchilla, "data-constrained": DataConstrained}
+LAWS = {"chinchilla": Chinchilla, "data-constrained": DataConstrained, "kaplan": Kaplan}
 
 
 def get_law(name: str):

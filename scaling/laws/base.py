@@ -121,3 +121,12 @@ class Law:
     def start_values(self) -> dict[str, np.ndarray]:
         """Per-parameter start values (fit space); the fitter takes their product over free ones."""
         raise NotImplementedError
+
+    def optimal(self, params: dict, flops):
+        """Compute-optimal (N, D) at C = 6ND for published ``params`` (the law's closed form)."""
+        from scaling.accounting import chinchilla_optimal
+        return chinchilla_optimal(flops, params["E"], params["A"], params["B"], params["alpha"], params["beta"])
+
+    def params_exponent(self, params: dict) -> float:
+        """a in N_opt ~ C^a: beta / (alpha + beta) for Chinchilla's form (Hoffmann et al. 2022)."""
+        return float(params["beta"] / (params["alpha"] + params["beta"]))
