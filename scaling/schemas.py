@@ -236,6 +236,7 @@ class Approach2File(_Open):
     tokens_coefficient: Positive
     params_exponent_ci: list[Number] | None = Field(default=None, min_length=2, max_length=2)
     tokens_exponent_ci: list[Number] | None = Field(default=None, min_length=2, max_length=2)
+    resample: Literal["noise", "cases"] = "cases"
 
 
 class DesignRun(_Open):

@@ -70,6 +70,9 @@ def _parser():
                         "1: lower envelope of training curves")
     p.add_argument("--estimator", choices=list(ESTIMATORS), default=None,
                    help=f"Approach 2: how each budget's minimum is found (default {DEFAULT_ESTIMATOR})")
+    p.add_argument("--resample", choices=["noise", "cases"], default=None,
+                   help="Approach 2's bootstrap: noise (default) keeps each budget's sizes and adds the sweeps' "
+                        "noise to each loss; cases also resamples the runs with replacement (wider)")
     p.add_argument("--checkpoints", metavar="TABLE",
                    help="Approach 1: a table of checkpoints (run, params, tokens so far, loss[, flops]); "
                         "default: the store's _curves/")
@@ -87,6 +90,8 @@ def main(argv=None) -> int:
         raise UsageError("--bootstrap must be >= 0")
     if args.estimator is not None and args.approach != 2:
         raise UsageError("--estimator is for --approach 2")
+    if args.resample is not None and args.approach != 2:
+        raise UsageError("--resample is for --approach 2")
     if (args.checkpoints or args.min_progress) and args.approach != 1:
         raise UsageError("--checkpoints and --min-progress are for --approach 1")
     if not 0.0 <= args.min_progress <= 1.0:
@@ -124,7 +129,8 @@ def main(argv=None) -> int:
     if args.approach == 2:
         from scaling.fit.approach2 import approach2
         a2 = approach2(cols.ok_runs(table, ("params", "tokens", "loss")), args.estimator or DEFAULT_ESTIMATOR,
-                       bootstrap=200 if args.bootstrap is None else args.bootstrap, seed=args.seed)
+                       bootstrap=200 if args.bootstrap is None else args.bootstrap, seed=args.seed,
+                       resample=args.resample or "noise")
     result = fit(table, args.law, fix=_parse_assignments(args.fix, "--fix"), tie=args.tie, base=base,
                  exclude_top=args.exclude_top, start=_parse_assignments(args.start, "--start") or None,
                  bootstrap=args.bootstrap or 0, seed=args.seed, source=args.source,
