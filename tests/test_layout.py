@@ -55,7 +55,7 @@ SCALING_STAGES = [
      "scaling.sources",
      "scaling.schemas"},
     {"scaling.fit.solver", "scaling.results", "scaling.fit.variants", "scaling.laws", "scaling.laws.base",
-     "scaling.laws.chinchilla", "scaling.laws.data_constrained", "scaling.laws.mixture", "scaling.fit",
+     "scaling.laws.chinchilla", "scaling.laws.data_constrained", "scaling.laws.kaplan", "scaling.laws.mixture", "scaling.fit",
      "scaling.fit.objective", "scaling.fit.diagnostics", "scaling.fit.data", "scaling.fit.approach3", "scaling.fit.cli",
      "scaling.fit.__main__",
      "scaling.fit.approach1", "scaling.fit.approach2", "scaling.mixture.law_fit", "scaling.mixture.models", "scaling.mixture",
