@@ -34,21 +34,20 @@ def _base(params: dict) -> dict:
 
 
 def chinchilla_allocation(params: dict, flops) -> dict:
-    """Hoffmann et al. 2022 closed form: N_opt, D_opt and the loss there (Kaplan et al. 2020's law's
-    own closed form when ``params`` are that law's)."""
-    if "alpha_N" in params:
-        return law_allocation("kaplan", params, flops)
+    """Hoffmann et al. 2022 closed form: N_opt, D_opt and the loss there."""
     n, d = chinchilla_optimal(flops, params["E"], params["A"], params["B"], params["alpha"], params["beta"])
     loss = get_law("chinchilla").predict(_base(params), n, d)
     return {"params": n, "tokens": d, "loss": loss}
 
 
 def law_allocation(law_name: str, params: dict, flops) -> dict:
-    """N_opt, D_opt and the loss there by the law's own closed form (``Law.optimal``)."""
+    """N_opt, D_opt and the loss there without a limit on unique data: Kaplan et al. 2020's law by its
+    own closed form (``Law.optimal``), the Chinchilla and data-constrained laws by Hoffmann et al.'s."""
+    if law_name != "kaplan":
+        return chinchilla_allocation(params, flops)
     law = get_law(law_name)
-    p = {k: params[k] for k in law.public_names}
-    n, d = law.optimal(p, flops)
-    return {"params": n, "tokens": d, "loss": law.predict(p, n, d)}
+    n, d = law.optimal(params, flops)
+    return {"params": n, "tokens": d, "loss": law.predict(params, n, d)}
 
 
 def data_constrained_allocation(params: dict, flops: float, unique_tokens: float) -> dict:
@@ -97,10 +96,10 @@ def _finite(out: dict, what: str) -> dict:
 def allocate(fit: FitResult, flops: float, unique_tokens: float | None = None) -> dict:
     if not flops > 0:
         raise UsageError(f"--flops must be positive, got {flops:g}")
-    chin = {k: float(v) for k, v in chinchilla_allocation(fit.params, flops).items()}
+    chin = {k: float(v) for k, v in law_allocation(fit.law, fit.params, flops).items()}
     if unique_tokens is None:
         out = {**chin, "epochs": 1.0}
-        one = lambda p: chinchilla_allocation(p, flops)            # noqa: E731
+        one = lambda p: law_allocation(fit.law, p, flops)            # noqa: E731
     else:
         _need_law(fit, "data-constrained", "--unique-tokens")
         if not unique_tokens > 0:

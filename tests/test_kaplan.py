@@ -62,7 +62,8 @@ def test_the_clis_take_a_kaplan_fit(tmp_path, capsys):
     from scaling.predict import main as predict_main
     grid(seed=2).to_csv(tmp_path / "runs.csv", index=False)
     out = tmp_path / "fit.json"
-    assert run_cli(fit_main, [str(tmp_path / "runs.csv"), "--law", "kaplan", "--approach", "2", "--out", str(out)]) == 0
+    assert run_cli(fit_main, [str(tmp_path / "runs.csv"), "--law", "kaplan", "--approach", "2", "--bootstrap", "20",
+                              "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "law: kaplan" in text and "alpha_D/(alpha_N+alpha_D)" in text
     saved = json.loads(out.read_text())
@@ -70,6 +71,7 @@ def test_the_clis_take_a_kaplan_fit(tmp_path, capsys):
     assert run_cli(predict_main, ["allocate", "--fit", str(out), "--flops", "1e13"]) == 0
     alloc = json.loads(capsys.readouterr().out)
     assert alloc["params"] == pytest.approx(get_law("kaplan").optimal(TRUTH, 1e13)[0], rel=0.15)
+    assert alloc["ci"]["params"][0] < alloc["params"] < alloc["ci"]["params"][1]      # from the law's bootstrap
     assert run_cli(backtest_main, [str(tmp_path / "runs.csv"), "--law", "kaplan", "--bootstrap", "20", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mape"] < 2.0
     assert run_cli(plot_main, ["isoflop", str(tmp_path / "runs.csv"), "--fit", str(out), "--out",

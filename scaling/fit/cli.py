@@ -162,12 +162,12 @@ def _target(params, tokens) -> tuple[float, float] | None:
 def print_approach2(a2, result: FitResult, as_json: bool) -> None:
     """Approach 2 beside Approach 3: N_opt exponents and N_opt at each budget from both."""
     import json
-    from scaling.predict import chinchilla_allocation
+    from scaling.predict import law_allocation
     p = result.params
     from scaling.laws import get_law
     a3_exponent = get_law(result.law).params_exponent(p)
     rows = [{"flops": b.flops, "approach2_params": b.params_opt, "approach2_params_ci": b.params_opt_ci,
-             "approach3_params": float(chinchilla_allocation(p, b.flops)["params"])} for b in a2.budgets]
+             "approach3_params": float(law_allocation(result.law, p, b.flops)["params"])} for b in a2.budgets]
     out = {"approach2": a2.to_dict(), "approach3": result.to_dict(),
            "comparison": {"params_exponent_approach2": a2.params_exponent,
                           "params_exponent_approach3": a3_exponent,
