@@ -180,9 +180,25 @@ def solve(problem: Problem, starts: np.ndarray, n_polish: int = 5):
 
 
 def local_batch(problem: Problem, starts, lo=None, hi=None):
+    """A local fit from each start (each row of the problem: a bootstrap resample, a profile point).
+    Starts the batched L-BFGS leaves unconverged after its iterations are polished one by one
+    (``polish``): on an ill-conditioned law (Shukor et al.'s joint mixture law, ~20 parameters,
+    where the batched steps crawl) a bootstrap refit stopped 0.1-2% above its resample's optimum,
+    short of it along the flat directions, and the bootstrap interval of an extrapolated optimum
+    came out ~8x narrower than the linearised one (docs/benchmarks.md, stop 32)."""
     blo, bhi = problem.bounds()
     lo = blo if lo is None else lo
     hi = bhi if hi is None else hi
     res = batched_lbfgs(problem.fun_grad, starts, lo, hi, max_iter=300, ftol=1e-12, gtol=1e-9,
                         funnel=None, merge_decimals=12)
-    return res.x, res.f
+    x, f = res.x, res.f
+    P = len(x)
+    lo_all, hi_all = np.broadcast_to(lo, x.shape), np.broadcast_to(hi, x.shape)
+    for i in np.flatnonzero(res.unfinished if res.unfinished is not None else np.zeros(P, bool)):
+        def one(z, i=i):
+            fi, gi = problem.fun_grad(z[None, :], np.array([i]))
+            return float(fi[0]), gi[0]
+        xi, fi = polish(one, x[i], lo_all[i], hi_all[i])
+        if np.isfinite(fi) and fi <= f[i]:
+            x[i], f[i] = xi, fi
+    return x, f

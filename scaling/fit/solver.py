@@ -23,6 +23,8 @@ class BatchResult:
     f: np.ndarray          #: [P] final objectives (inf where the start failed)
     iterations: int
     evaluations: int       #: start-evaluations, summed over starts
+    #: [P] starts still descending when ``max_iter`` ran out (not converged)
+    unfinished: np.ndarray | None = None
 
 
 def _projected_grad(x, g, lo, hi):
@@ -136,7 +138,7 @@ def batched_lbfgs(fun_grad, x0, lo, hi, *, max_iter=400, memory=8, ftol=1e-13, g
                 keep = np.zeros(ai.size, bool)
                 keep[first_of] = True
                 active[ai[~keep]] = False
-    return BatchResult(x, f, it, evaluations)
+    return BatchResult(x, f, it, evaluations, active & (it == max_iter))
 
 
 def polish(fun_grad_1d, x0, lo, hi, maxiter=2000):
