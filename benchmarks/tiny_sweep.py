@@ -31,13 +31,16 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=0, help="sequences per step (0: the rule's)")
     p.add_argument("--lr-mult", type=float, default=1.0, help="multiple of the rule's peak LR")
     p.add_argument("--warmup", type=float, default=None, help="warmup fraction (default: the rule's)")
+    p.add_argument("--min-lr-ratio", type=float, default=None,
+                   help="final LR of the cosine as a share of the peak (default: the rule's)")
     args = p.parse_args()
     rule = train.hparams
 
     def forced(params, seq_len, tokens=None):
         h = rule(params, seq_len, tokens=tokens)
         return dataclasses.replace(h, batch_size=args.batch or h.batch_size, lr=h.lr * args.lr_mult,
-                                   warmup_fraction=h.warmup_fraction if args.warmup is None else args.warmup)
+                                   warmup_fraction=h.warmup_fraction if args.warmup is None else args.warmup,
+                                   min_lr_ratio=h.min_lr_ratio if args.min_lr_ratio is None else args.min_lr_ratio)
 
     train.hparams = forced
     for name in args.shapes.split(","):
@@ -53,7 +56,7 @@ def main() -> int:
                     wall = time.perf_counter() - t0
                 hp = forced(spec.params, 128, tokens=tokens)
                 print(json.dumps({"shape": name, "params": spec.params, "tokens": tokens, "seed": seed,
-                                  "batch": hp.batch_size, "lr": hp.lr, "lr_mult": args.lr_mult, "warmup": hp.warmup_fraction,
+                                  "batch": hp.batch_size, "lr": hp.lr, "lr_mult": args.lr_mult, "warmup": hp.warmup_fraction, "min_lr_ratio": hp.min_lr_ratio,
                                   "loss": row.get("loss"), "status": row.get("status"),
                                   "tokens_per_s": tokens / wall}), flush=True)
     return 0
