@@ -10,6 +10,9 @@ single variant:
 * ``target``: the same with the target given, the farthest held-out run (what ``scaling.backtest``
   passes, and a user with ``--target-params/--target-tokens``).
 
+Beside them, Kaplan et al. 2020's law (``--law kaplan``) fitted on the same runs: its held-out MAPE
+and in-sample R^2 against the default's (why it is not a default: docs/benchmarks.md).
+
     python benchmarks/variant_selection.py [--json]
 """
 
@@ -73,6 +76,11 @@ def run() -> list[dict]:
                             ("target", given["chosen"])):
             row[key] = {"chosen": choice, "mape": held_out[choice], "gap": held_out[choice] - best}
         row["default_target"] = default.get("target")
+        # beside the variants: Kaplan et al. 2020's law (--law kaplan), not a candidate of the default
+        k = fit(train, "kaplan", want_profiles=False)
+        pred = get_law("kaplan").predict(k.params, test["params"].to_numpy(float), test["tokens"].to_numpy(float))
+        row["kaplan"] = {"mape": float(np.mean(np.abs(pred / test["loss"].to_numpy(float) - 1)) * 100), "r2": k.r2,
+                         "default_r2": fit(train, "chinchilla", want_profiles=False).r2}
         rows.append(row)
     return rows
 
@@ -85,11 +93,13 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print("| ladder | " + " | ".join(VARIANTS) + " | rolling (before) | default | target given |")
-    print("|---|" + "---:|" * len(VARIANTS) + "---|---|---|")
+    print("| ladder | " + " | ".join(VARIANTS) + " | rolling (before) | default | target given | kaplan law (R^2 in-sample: kaplan / default) |")
+    print("|---|" + "---:|" * len(VARIANTS) + "---|---|---|---|")
     for r in rows:
         cells = [f"{r['held_out'][v]:.2f}%" for v in VARIANTS]
         picks = [f"{r[k]['chosen']} {r[k]['mape']:.2f}% ({r[k]['gap']:+.2f})" for k in ("rolling", "default", "target")]
+        kap = r["kaplan"]
+        picks.append(f"{kap['mape']:.2f}% ({kap['r2']:.3f} / {kap['default_r2']:.3f})")
         print(f"| {r['ladder']} | " + " | ".join(cells) + " | " + " | ".join(picks) + " |")
     for k in ("rolling", "default", "target"):
         ok = sum(r[k]["gap"] <= 0.2 for r in rows)
