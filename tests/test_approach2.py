@@ -185,6 +185,8 @@ def test_cli_shows_both_approaches_and_keeps_the_json_keys(tmp_path):
     (["--flops-convention", "7N"], "invalid choice"),
     (["--variant", "loose"], "invalid choice"),
     (["--estimator", "interpolate"], "--estimator is for --approach 2"),
+    (["--resample", "cases"], "--resample is for --approach 2"),
+    (["--approach", "2", "--resample", "jackknife"], "invalid choice"),
     (["--approach", "1"], "needs a store"),
 ])
 def test_cli_bad_input_is_one_error_line(tmp_path, argv, message):
