@@ -294,3 +294,27 @@ def test_the_bootstrap_keeps_a_sweeps_sizes_by_default():
     assert approach2(t, bootstrap=10).resample == "noise"
     with pytest.raises(UsageError, match="unknown resampling"):
         approach2(t, resample="jackknife")
+
+
+def test_repeated_runs_set_the_bootstraps_noise():
+    """Seeds at each size say the per-run noise directly (pooled within-size scatter; before, the
+    second differences of the per-size means saw the noise of a mean, 1/sqrt(3) of it with 3 seeds,
+    in expectation)."""
+    from scaling.fit.approach2 import replicate_sigma
+    law = get_law("chinchilla")
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in (1e18, 1e19, 1e20, 1e21):
+        n_opt = chinchilla_allocation(SKEWED, c)["params"]
+        for n in n_opt * 1.6 ** np.arange(-2, 3):
+            for _ in range(3):
+                rows.append((n, c / (6 * n), float(law.predict(SKEWED, n, c / (6 * n))) * np.exp(rng.normal(0, 0.01))))
+    t = pd.DataFrame(rows, columns=["params", "tokens", "loss"])
+    r = approach2(t, bootstrap=20)
+    assert r.noise_sigma == pytest.approx(0.01, rel=0.25)
+    curves = [(np.log(g["params"].to_numpy()), np.log(g["loss"].to_numpy())) for _, g in t.groupby(t.index // 15)]
+    assert replicate_sigma(curves)[1] == 40 and replicate_sigma(curves)[0] == pytest.approx(r.noise_sigma)
+    pooled = t.assign(y=np.log(t["loss"])).groupby("params")["y"].var(ddof=1).mean() ** 0.5   # 20 sizes x 3 seeds
+    assert r.noise_sigma == pytest.approx(pooled, rel=1e-9)
+    single = approach2(t.iloc[::3], bootstrap=20)                     # one run per size: second differences
+    assert replicate_sigma([(x[::3], y[::3]) for x, y in curves])[1] == 0 and single.noise_sigma > 0

@@ -20,7 +20,8 @@ Three estimators of a budget's minimum, all in (log N, log loss):
 Only interior minima count: a budget whose minimum lies at its smallest or largest size (or, for a
 parabola, outside the sizes trained) is left out with a warning, as Porian et al. do. Each
 budget's minimum gets a bootstrap interval: by default (``resample="noise"``) the sizes are kept and
-Gaussian noise at the level ``noise_sigma`` (estimated from the sweeps' second differences) is added
+Gaussian noise (``replicate_sigma``, the scatter of runs repeated at one size, when there are at
+least 3 degrees of freedom of them; else ``noise_sigma``, from the sweeps' second differences) is added
 to each log-loss, the bootstrap of a fixed design (Efron & Tibshirani 1993, §9.5: a sweep's sizes are
 chosen, not sampled); ``resample="cases"`` also resamples the points with replacement (the default
 before stop 32: on sweeps of 5 sizes it drops the minimum's neighbours in a third of the resamples,
@@ -51,6 +52,8 @@ from scaling.intervals import interval, interval_list
 
 ESTIMATORS = ("local-parabola", "interpolate", "parabola")
 DEFAULT_ESTIMATOR = "local-parabola"
+#: repeated runs (degrees of freedom) from which their scatter sets the bootstrap's noise level
+MIN_REPLICATE_DOF = 3
 #: the bootstrap's resampling: ``noise`` keeps the sizes (a fixed design), ``cases`` resamples them
 RESAMPLING = ("noise", "cases")
 #: half-width of the local parabola's window, in decades of N, around the lowest measured loss
@@ -242,6 +245,20 @@ def curve_minimum(log_n, log_loss, estimator: str = DEFAULT_ESTIMATOR):
     return float(centre), None
 
 
+def replicate_sigma(curves) -> tuple[float, int]:
+    """Per-point noise of log-loss from runs repeated at one size of one budget (seeds): the pooled
+    within-size standard deviation and its degrees of freedom (0 when nothing is repeated). The
+    direct estimate, free of the curvature that second differences count at coarse spacing."""
+    ss, dof = 0.0, 0
+    for x, y in curves:
+        _, inv = np.unique(np.round(x, 9), return_inverse=True)
+        counts = np.bincount(inv)
+        means = np.bincount(inv, y) / counts
+        ss += float(np.sum((y - means[inv]) ** 2))
+        dof += int(np.sum(counts - 1))
+    return (float(np.sqrt(ss / dof)) if dof else 0.0), dof
+
+
 def noise_sigma(curves) -> float:
     """Per-point noise of log-loss from second differences along each curve (Rice 1984):
     for noise of sd s on a smooth curve sampled densely, var(y[i-1] - 2 y[i] + y[i+1]) = 6 s^2.
@@ -310,7 +327,11 @@ def approach2(table: pd.DataFrame, estimator: str = DEFAULT_ESTIMATOR, bootstrap
             excluded.append({"flops": float(c), "reason": f"{n_distinct} distinct sizes"})
             continue
         curves.append((c, log_n, np.log(t["loss"].values[sel]), np.log(t["tokens"].values[sel])))
-    sigma = noise_sigma([_distinct(ln, ll) for _, ln, ll, _ in curves])
+    # the bootstrap adds noise to each run: repeated runs (seeds) say how much directly; else second
+    # differences along the curves of distinct sizes
+    sigma, dof = replicate_sigma([(ln, ll) for _, ln, ll, _ in curves])
+    if dof < MIN_REPLICATE_DOF:
+        sigma = noise_sigma([_distinct(ln, ll) for _, ln, ll, _ in curves])
 
     kept = []
     for c, ln, ll, ld in curves:
