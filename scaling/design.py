@@ -37,7 +37,8 @@ STEP = 1e-5
 Z95 = 1.959964
 
 
-LOGGED = {"A", "B", "E", "rd_star", "rn_star"}
+#: coefficients linearised in their logs (positive, spanning decades); exponents as they are
+LOGGED = {"A", "B", "E", "rd_star", "rn_star", "N_c", "D_c"}
 
 
 class Coordinates:
@@ -47,7 +48,7 @@ class Coordinates:
 
     def __init__(self, fit: FitResult):
         self.law = fit.law
-        self.names = ["A", "B", "E", "alpha", "beta"] + (["rd_star", "rn_star"] if fit.law == "data-constrained" else [])
+        self.names = list(get_law(fit.law).public_names)
         self.values = {n: float(fit.params[n]) for n in self.names}
         fixed = set((fit.settings.get("fixed") or {}))
         self.follow = {}
@@ -292,8 +293,8 @@ def design(runs: pd.DataFrame, fit: FitResult, *, quantity: str, target: dict, b
     does not see (``reason`` says why each run is in the plan); then the greedy.
 
     ``check_refit``: also the expected interval by ``refit_check`` with that many simulations."""
-    if fit.law not in ("chinchilla", "data-constrained"):
-        raise DataError(f"a design needs a Chinchilla or data-constrained fit; this one is {fit.law}")
+    if fit.law not in ("chinchilla", "data-constrained", "kaplan"):
+        raise DataError(f"a design needs a Chinchilla, data-constrained or Kaplan fit; this one is {fit.law}")
     boot = fit.fit_settings.bootstrap
     if boot is None:
         raise DataError("the fit has no bootstrap draws: refit it with --bootstrap 200 (python -m scaling.fit "

@@ -81,3 +81,22 @@ def test_the_clis_take_a_kaplan_fit(tmp_path, capsys):
     assert run_cli(fit_main, [str(tmp_path / "runs.csv"), "--law", "kaplan", "--variant", "tied"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--variant is for the chinchilla" in err[0]
+
+
+def test_a_kaplan_fit_is_planned_like_any_law(tmp_path, capsys):
+    """``scaling.design`` linearises Kaplan's law in (log N_c, log D_c, alpha_N, alpha_D): the plan fits
+    the budget and narrows the interval of the loss at 10x the grid's compute, and of N_opt there."""
+    from scaling.design import candidates, design
+    runs = grid(noise=0.01, seed=4)
+    f = fit(runs, "kaplan", want_profiles=False, bootstrap=60, seed=0)
+    law = get_law("kaplan")
+    n, d = law.optimal(f.params, 1e13)
+    for quantity in ("loss", "n_opt"):
+        out = design(runs, f, quantity=quantity, target={"flops": 1e13, "params": float(n), "tokens": float(d)},
+                     budget=3e12, k=4, cands=candidates(runs, f))
+        lo, hi = out["current_interval_linearised"]
+        elo, ehi = out["expected_interval"]
+        assert lo < out["prediction"] < hi and (ehi - elo) < (hi - lo)
+        assert out["current_interval"][0] < out["prediction"] < out["current_interval"][1]
+        assert 0 < sum(r["flops"] for r in out["runs"]) <= 3e12 * (1 + 1e-9)
+    assert out["prediction"] == pytest.approx(float(n), rel=1e-6)
