@@ -227,6 +227,13 @@ def fitted_depths(runs: pd.DataFrame) -> set[int] | None:
     return {int(v) for v in layers} or None
 
 
+def trained_by_runners(runs: pd.DataFrame) -> bool:
+    """Whether every fitted run names a shape of ``accounting.SHAPES`` (a store our runners wrote):
+    its plan is then snapped to those shapes, whatever the FLOP convention."""
+    from scaling.accounting import SHAPES
+    return "shape" in runs.columns and len(runs) > 0 and runs["shape"].isin(list(SHAPES)).all()
+
+
 def write_plan(runs: list[dict], runs_fitted: pd.DataFrame, path, columns: list[str]) -> None:
     """The plan file ``runners.isoflop --plan`` / ``runners.mixgrid --plan`` train: ``columns`` of each
     planned run (with ``shape`` when the design named one), then the kind of run every fitted run
@@ -548,6 +555,8 @@ def main(argv=None) -> int:
         # the runs as the fit saw them: N = C / 6D in the fit's FLOP convention, when it had one
         runs = cols.with_convention(runs, (fit.settings or {}).get("flops_convention"))
     convention = (fit.settings or {}).get("flops_convention")
+    # plans name shapes when the fit counts in a convention or the runs came from our runners
+    shapes_in = convention or ("6N" if down is None and trained_by_runners(runs) else None)
     if (args.target_params is None) != (args.target_tokens is None):
         raise UsageError("--target-params and --target-tokens go together")
     p = fit.params
@@ -570,14 +579,16 @@ def main(argv=None) -> int:
                               objective=args.objective)
     else:
         cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
-        if convention and kind:
-            cands = snap_to_shapes(cands, convention, fitted_depths(runs))
+        if shapes_in and kind:
+            cands = snap_to_shapes(cands, shapes_in, fitted_depths(runs))
         out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands,
                      close_edges=args.close_edges, check_refit=args.check_refit, objective=args.objective)
-    if convention:
+    if shapes_in:           # the shape a runner trains for each planned N (of the fitted runs' depth)
         for r in out["runs"]:
-            r["params_in_convention"] = r["params"]
-            _, r["params"], r["shape"] = _nearest_shape(r["params"], r["tokens"], convention, fitted_depths(runs))
+            if convention:
+                r["params_in_convention"] = r["params"]
+            _, r["params"], r["shape"] = _nearest_shape(r["params"], r["tokens"], shapes_in, fitted_depths(runs))
+    if convention:
         out["flops_convention"] = convention
     if args.out:
         write_plan(out["runs"], runs, args.out, ["params", "tokens", "flops", "expected_gain"])

@@ -343,3 +343,34 @@ def test_a_plan_carries_the_kind_of_run_its_fit_was_made_on(tmp_path, capsys):
     plan.assign(shape="s9999").to_csv(tmp_path / "unknown.csv", index=False)
     assert run_cli(main, ["--plan", str(tmp_path / "unknown.csv"), "--dry-run"]) != 0
     assert "shape 's9999'" in capsys.readouterr().err
+
+
+def test_a_plan_from_runs_our_runners_trained_names_their_shapes(tmp_path, capsys):
+    """Runs that name shapes of ``accounting.SHAPES`` (a store the runners wrote) get a plan of such
+    shapes, of the runs' depth, in any FLOP convention (here plain 6N): the runner trains exactly
+    the planned N, not the nearest shape of another family."""
+    from scaling import accounting as acc
+    from scaling.design import main
+    from scaling.fit import main as fit_main
+    truth = dict(E=1.2, A=60.0, B=300.0, alpha=0.35, beta=0.3)
+    law = get_law("chinchilla")
+    rng = np.random.default_rng(0)
+    family = ["s8", "s12", "s16", "s24", "s32", "s48", "s64", "s96"]
+    rows = []
+    for c in (3e10, 1e11, 3e11, 1e12):
+        for name in family:
+            sh = acc.shape(name)
+            n = float(sh.params(acc.CPU_VOCAB, acc.CPU_SEQ_LEN))
+            d = c / (6 * n)
+            if 2 < d / n < 2000:
+                rows.append({"shape": name, "n_layers": sh.n_layers, "params": n, "tokens": d,
+                             "loss": float(law.predict(truth, n, d)) * np.exp(rng.normal(0, 0.005))})
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    assert run_cli(fit_main, [str(tmp_path / "runs.csv"), "--variant", "free", "--bootstrap", "40", "--no-profiles",
+                              "--out", str(tmp_path / "fit.json")]) == 0
+    capsys.readouterr()
+    assert run_cli(main, [str(tmp_path / "runs.csv"), "--fit", str(tmp_path / "fit.json"), "--target-flops", "1e14",
+                          "--budget", "3e13", "--k", "3", "--out", str(tmp_path / "plan.csv")]) == 0
+    plan = pd.read_csv(tmp_path / "plan.csv")
+    assert len(plan) >= 1 and set(plan["shape"]) <= set(family)
+    assert all(p == acc.shape(s).params(acc.CPU_VOCAB, acc.CPU_SEQ_LEN) for p, s in zip(plan["params"], plan["shape"]))
