@@ -500,11 +500,12 @@ def _mixture_main(args, fit_kind) -> int:
         mixtures = table[[f"mix.{d}" for d in fit.domains]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
         if not np.isfinite(mixtures).all():
             raise DataError(f"{args.candidates}: a candidate mixture has a missing or non-numeric share")
-    out = mixture_design(_source(args), fit, target=target, budget=args.budget, k=args.k, weights=weights,
+    source = _source(args)
+    out = mixture_design(source, fit, target=target, budget=args.budget, k=args.k, weights=weights,
                          source=str(args.source), mixtures=mixtures, objective=args.objective)
     mix_cols = [f"mix.{d}" for d in fit.domains]
     if args.out:     # the code share of a mixture plan is its mix.code
-        write_plan(out["runs"], _source(args).drop(columns="code_fraction", errors="ignore"), args.out,
+        write_plan(out["runs"], source.drop(columns="code_fraction", errors="ignore"), args.out,
                    ["params", "tokens", "flops", "expected_gain", *mix_cols])
     if args.json:
         print(json.dumps(out))
@@ -557,6 +558,7 @@ def main(argv=None) -> int:
     convention = (fit.settings or {}).get("flops_convention")
     # plans name shapes when the fit counts in a convention or the runs came from our runners
     shapes_in = convention or ("6N" if down is None and trained_by_runners(runs) else None)
+    depths = fitted_depths(runs)
     if (args.target_params is None) != (args.target_tokens is None):
         raise UsageError("--target-params and --target-tokens go together")
     p = fit.params
@@ -580,14 +582,14 @@ def main(argv=None) -> int:
     else:
         cands = candidates(runs, fit, kind or "isoflop", None if kind else args.candidates)
         if shapes_in and kind:
-            cands = snap_to_shapes(cands, shapes_in, fitted_depths(runs))
+            cands = snap_to_shapes(cands, shapes_in, depths)
         out = design(runs, fit, quantity=args.quantity, target=target, budget=args.budget, k=args.k, cands=cands,
                      close_edges=args.close_edges, check_refit=args.check_refit, objective=args.objective)
     if shapes_in:           # the shape a runner trains for each planned N (of the fitted runs' depth)
         for r in out["runs"]:
             if convention:
                 r["params_in_convention"] = r["params"]
-            _, r["params"], r["shape"] = _nearest_shape(r["params"], r["tokens"], shapes_in, fitted_depths(runs))
+            _, r["params"], r["shape"] = _nearest_shape(r["params"], r["tokens"], shapes_in, depths)
     if convention:
         out["flops_convention"] = convention
     if args.out:
