@@ -55,6 +55,14 @@ def canonicalise(table: pd.DataFrame, mapping: dict[str, str] | None = None) -> 
             if name in lower and lower[name] not in rename:
                 rename[lower[name]] = canon
                 break
+    # a mapped column takes the place of a column of that name already there (``--column
+    # params=params_nonembedding`` on a store); the runs' planned FLOP convention described the
+    # columns replaced, so it no longer applies to them
+    replaced = [canon for theirs, canon in rename.items() if canon in table.columns and canon != theirs
+                and canon not in rename]
+    if replaced:
+        table = table.drop(columns=replaced + (["flops_convention"] if {"params", "flops", "tokens"} & set(replaced)
+                                               and "flops_convention" in table.columns else []))
     table = table.rename(columns=rename)
     if "tokens" not in table.columns and {"flops", "params"} <= set(table.columns):
         from scaling.accounting import tokens_for

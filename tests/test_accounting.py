@@ -70,3 +70,17 @@ def test_isoflop_grid_spends_the_budget_in_its_convention():
                 assert d["flops"] == pytest.approx(d[f"flops.{conv}"]) and d["flops_convention"] == conv
     default = isoflop_grid(budget)
     assert all(s.flops == pytest.approx(6 * s.params * s.tokens) for s in default)
+
+
+def test_a_mapped_column_replaces_the_one_of_that_name_and_its_planned_convention():
+    """``--column params=params_nonembedding`` on a store (which has ``params``) used to end in a
+    traceback (two ``params`` columns); the mapping wins, and the FLOP convention the runs were
+    planned in no longer re-derives the replaced size."""
+    row = dict(d_model=32, ffw_size=128, n_layers=2, vocab_size=256, seq_len=128)
+    t = pd.DataFrame([{**row, "params": 37824.0, "params_nonembedding": 25536.0, "tokens": 1e6, "loss": 3.0,
+                       "flops_convention": "6N_ne+head+attn"}])
+    m = cols.canonicalise(t, {"params": "params_nonembedding"})
+    assert list(m.columns).count("params") == 1 and m["params"].iloc[0] == 25536
+    k, convention = cols.in_convention(m)
+    assert convention is None and k["params"].iloc[0] == 25536
+    assert cols.in_convention(cols.canonicalise(t))[1] == "6N_ne+head+attn"      # unmapped: as planned
