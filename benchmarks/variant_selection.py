@@ -11,7 +11,8 @@ single variant:
   passes, and a user with ``--target-params/--target-tokens``).
 
 Beside them, Kaplan et al. 2020's law (``--law kaplan``) fitted on the same runs: its held-out MAPE
-and in-sample R^2 against the default's (why it is not a default: docs/benchmarks.md).
+and in-sample R^2 against the default's (why it is not a default: docs/benchmarks.md), and whether
+the default fit suggests it (``settings.law_check``: its backtest beats the chosen variant's).
 
     python benchmarks/variant_selection.py [--json]
 """
@@ -66,7 +67,8 @@ def run() -> list[dict]:
     for name, t, held in ladders():
         train, test = t[~held].reset_index(drop=True), t[held].reset_index(drop=True)
         held_out = {v: mape(fit(train, "chinchilla", want_profiles=False, variant=v).params, test) for v in VARIANTS}
-        default = fit(train, "chinchilla", want_profiles=False).settings["variant"]
+        default_fit = fit(train, "chinchilla", want_profiles=False)
+        default = default_fit.settings["variant"]
         far = test.sort_values(["params", "tokens"]).iloc[-1]
         given = fit(train, "chinchilla", want_profiles=False,
                     target=(float(far["params"]), float(far["tokens"]))).settings["variant"]
@@ -79,8 +81,10 @@ def run() -> list[dict]:
         # beside the variants: Kaplan et al. 2020's law (--law kaplan), not a candidate of the default
         k = fit(train, "kaplan", want_profiles=False)
         pred = get_law("kaplan").predict(k.params, test["params"].to_numpy(float), test["tokens"].to_numpy(float))
+        check = default_fit.settings.get("law_check", {})
         row["kaplan"] = {"mape": float(np.mean(np.abs(pred / test["loss"].to_numpy(float) - 1)) * 100), "r2": k.r2,
-                         "default_r2": fit(train, "chinchilla", want_profiles=False).r2}
+                         "default_r2": default_fit.r2, "suggested": bool(check.get("better")),
+                         "backtest_mape": check.get("backtest_mape")}
         rows.append(row)
     return rows
 
@@ -93,18 +97,23 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print("| ladder | " + " | ".join(VARIANTS) + " | rolling (before) | default | target given | kaplan law (R^2 in-sample: kaplan / default) |")
-    print("|---|" + "---:|" * len(VARIANTS) + "---|---|---|---|")
+    print("| ladder | " + " | ".join(VARIANTS) + " | rolling (before) | default | target given "
+          "| kaplan law (R^2 in-sample: kaplan / default) | kaplan suggested (its backtest) |")
+    print("|---|" + "---:|" * len(VARIANTS) + "---|---|---|---|---|")
     for r in rows:
         cells = [f"{r['held_out'][v]:.2f}%" for v in VARIANTS]
         picks = [f"{r[k]['chosen']} {r[k]['mape']:.2f}% ({r[k]['gap']:+.2f})" for k in ("rolling", "default", "target")]
         kap = r["kaplan"]
         picks.append(f"{kap['mape']:.2f}% ({kap['r2']:.3f} / {kap['default_r2']:.3f})")
+        picks.append(f"{'yes' if kap['suggested'] else 'no'} ({kap['backtest_mape']:.2f}%)")
         print(f"| {r['ladder']} | " + " | ".join(cells) + " | " + " | ".join(picks) + " |")
     for k in ("rolling", "default", "target"):
         ok = sum(r[k]["gap"] <= 0.2 for r in rows)
         print(f"{k}: within 0.2 points of the best variant on {ok} of {len(rows)} ladders; "
               f"mean gap {np.mean([r[k]['gap'] for r in rows]):.2f} points")
+    right = sum(r["kaplan"]["suggested"] == (r["kaplan"]["mape"] < r["default"]["mape"]) for r in rows)
+    print(f"kaplan suggested on {sum(r['kaplan']['suggested'] for r in rows)} of {len(rows)} ladders; the suggestion "
+          f"(or its absence) agrees with the held-out errors on {right} of {len(rows)}")
     return 0
 
 

@@ -31,8 +31,29 @@ UNTIED = dict(E=1.8, A=150.0, B=6000.0, alpha=0.24, beta=0.44)
 
 @pytest.mark.parametrize("truth, expected", [(TIED, "tied"), (UNTIED, "free")])
 def test_rolling_backtest_recovers_the_generating_variant(truth, expected):
-    chosen = [fit(ladder(truth, 0.004, seed), want_profiles=False).settings["variant"]["chosen"] for seed in range(3)]
+    fits = [fit(ladder(truth, 0.004, seed), want_profiles=False) for seed in range(3)]
+    chosen = [r.settings["variant"]["chosen"] for r in fits]
     assert chosen.count(expected) >= 2, chosen
+    # Chinchilla's truth: Kaplan's law is never suggested (its backtest is ~10x the chosen variant's)
+    assert not any(r.settings["law_check"]["better"] for r in fits)
+    assert not any("Kaplan" in w for r in fits for w in r.warnings)
+
+
+def test_runs_that_follow_kaplans_law_suggest_it():
+    """Kaplan et al. 2020's floor-free law at the CPU demo's scale (its fit there: N_c 4.9e5, D_c
+    3.0e7, exponents 0.18 / 0.19; 4K-150K parameters, 5-160 tokens per parameter): the default
+    fit stays Chinchilla's but says that Kaplan's law backtests better, and records both."""
+    kaplan = get_law("kaplan")
+    truth = dict(N_c=4.9e5, D_c=3.0e7, alpha_N=0.18, alpha_D=0.19)
+    rng = np.random.default_rng(0)
+    rows = [(n, r * n, float(kaplan.predict(truth, n, r * n)) * np.exp(rng.normal(0, 0.004)))
+            for n in np.geomspace(4e3, 1.5e5, 6) for r in (5, 10, 20, 40, 80, 160)]
+    r = fit(pd.DataFrame(rows, columns=["params", "tokens", "loss"]), want_profiles=False)
+    check = r.settings["law_check"]
+    assert r.law == "chinchilla" and check["law"] == "kaplan" and check["better"], check
+    assert len(check["fold_mape"]) == len(r.settings["variant"]["folds"])
+    assert check["backtest_mape"] < 0.5 * check["chosen_backtest_mape"]
+    assert any("--law kaplan" in w for w in r.warnings)
 
 
 def test_an_isoflop_ladder_backtests_one_budget_per_fold():

@@ -15,7 +15,7 @@ from scaling.errors import BadValue, FitError
 from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.results import FitResult
-from scaling.fit.variants import (E_FLOOR_FRACTION, SPREAD_RESAMPLES, VARIANTS, choose, default_target,
+from scaling.fit.variants import (E_FLOOR_FRACTION, SPREAD_RESAMPLES, VARIANTS, choose, default_target, law_check,
 
 
     variant_bounds)
@@ -161,6 +161,14 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
         elif not constrained and select_variant:
             record = _choose_variant(chin, fd, mask, {k: v for k, v in fixed.items() if k in chin.fit_names}, target)
             chosen = VARIANTS[record["chosen"]]
+            if law_name == "chinchilla" and not fixed and record.get("candidates"):
+                check = _law_check(fd, record)
+                settings["law_check"] = check
+                if check["better"]:
+                    warnings.append(f"Kaplan et al. 2020's law predicts these runs better (backtest "
+                                    f"{check['backtest_mape']:.3g}% vs {check['chosen_backtest_mape']:.3g}%): runs "
+                                    f"far above their loss floor (tiny models, early training) follow its form; "
+                                    f"compare: scaling.backtest --law kaplan")
         if chosen is not None:
             settings["variant"] = record
     if base is not None:
@@ -277,6 +285,20 @@ def _choose_variant(chin: Law, fd: FitData, mask: np.ndarray, fixed: dict, targe
 
     return choose(frame, loss, fit_once, predict, spread=spread,
                   target={"params": float(n_t), "tokens": float(d_t), "how": how})
+
+
+def _law_check(fd: FitData, record: dict) -> dict:
+    """``scaling.fit.variants.law_check`` with Kaplan et al. 2020's law on all the runs of ``fd``."""
+    kaplan = get_law("kaplan")
+
+    def fit_once(train):
+        stage = fit_stage(kaplan, fd.data.take(train), fd.loss[train], want_profiles=False)
+        return kaplan.to_public(stage.problem.theta(stage.z)[0])
+
+    def predict(params, test):
+        return kaplan.predict(params, fd.data.params[test], fd.data.tokens[test])
+
+    return law_check(fd.frame.reset_index(drop=True), fd.loss, fit_once, predict, record)
 
 
 def bootstrap_draws(law: Law, problem: Problem, z, fd: FitData, stage1, n: int, seed: int) -> np.ndarray:
