@@ -289,11 +289,19 @@ def between_variance(logc, logy, var) -> float:
 
 
 def _wls(logc, logy, var):
-    """Weighted least squares of logy on logc: (slope, intercept, se of slope)."""
+    """Weighted least squares of logy on logc: (slope, intercept, se of slope).
+
+    ``var`` are the minima's variances (bootstrap + tau^2), known, so the slope's variance is
+    [(X'WX)^-1]_11, as in a random-effects meta-regression; statsmodels' default multiplies it by
+    the residual scale, which shrinks it when four minima happen to lie on a line (the demo: se
+    0.013 against a bootstrap interval of +-0.08). The scale enters only when it exceeds 1, the
+    Knapp-Hartung adjustment truncated at 1 (Knapp & Hartung 2003; Jackson et al. 2017)."""
     import statsmodels.api as sm
     res = sm.WLS(logy, sm.add_constant(logc), weights=1.0 / np.maximum(var, MIN_LOG_VAR)).fit()
-    se = float(res.bse[1]) if len(logc) > 2 else float("nan")
-    return float(res.params[1]), float(res.params[0]), se
+    if len(logc) <= 2:
+        return float(res.params[1]), float(res.params[0]), float("nan")
+    se = float(res.bse[1]) * np.sqrt(max(1.0, res.scale) / res.scale) if res.scale > 0 else float("nan")
+    return float(res.params[1]), float(res.params[0]), float(se)
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,8 +395,8 @@ def approach2(table: pd.DataFrame, estimator: str = DEFAULT_ESTIMATOR, bootstrap
     var_n, var_d = var_n + tau2_n, var_d + tau2_d
     a, ka, se_a = _wls(logc, logn, var_n)
     bexp, kb, se_b = _wls(logc, logd, var_d)
-    ci_a = _boot_slope_ci(logc, boot, var_n)
-    ci_b = _boot_slope_ci(logc, boot_d, var_d)
+    ci_a = _boot_slope_ci(logc, boot, var_n, tau2_n, seed)
+    ci_b = _boot_slope_ci(logc, boot_d, var_d, tau2_d, seed)
     if len(budgets) == 2:
         warnings.append("only 2 budgets: the exponent has no standard error")
     return Approach2Result(budgets, estimator, a, se_a, float(np.exp(ka)), bexp, se_b, float(np.exp(kb)),
@@ -410,11 +418,16 @@ def _fill(var):
     return np.where(good, var, np.median(var[good]))
 
 
-def _boot_slope_ci(logc, boot, var):
+def _boot_slope_ci(logc, boot, var, tau2: float = 0.0, seed: int = 0):
     """95% percentile interval of the WLS slope over bootstrap replicates (budgets missing from a
-    replicate are left out of it)."""
+    replicate are left out of it). Each replicate's minima also get the scatter between budgets,
+    N(0, tau^2) each: the resamples redraw each sweep's noise, not the budget-to-budget offsets that
+    tau measures (Llama 3's minima scatter 12% about the line beyond their intervals; without it, on
+    synthetic sweeps with that scatter, the interval held the truth in 82% of draws)."""
+    rng = np.random.default_rng([seed, 2])
     slopes = []
     for row in boot:
+        row = row + rng.normal(0.0, np.sqrt(tau2), len(row)) if tau2 > 0 else row
         ok = np.isfinite(row)
         if ok.sum() >= 2:
             w = 1.0 / np.maximum(var[ok], MIN_LOG_VAR)
