@@ -181,7 +181,9 @@ def print_approach2(a2, result: FitResult, as_json: bool) -> None:
     print(result.summary())
     print()
     print(f"N_opt exponent: Approach 2 {a2.params_exponent:.4f} (se {a2.params_exponent_se:.3g}) vs "
-          f"Approach 3 {'alpha_D/(alpha_N+alpha_D)' if result.law == 'kaplan' else 'beta/(alpha+beta)'} = {a3_exponent:.4f}")
+          f"Approach 3 {'alpha_D/(alpha_N+alpha_D)' if result.law == 'kaplan' else 'beta/(alpha+beta)'} = {a3_exponent:.4f}"
+          + (" (alpha = beta: 0.5 by construction; --variant free lets it move)"
+             if "alpha=beta" in result.settings.get("tie", []) and result.law == "chinchilla" else ""))
     for r in rows:
         print(f"  C={r['flops']:.3g}: N_opt {r['approach2_params']:.4g} (Approach 2) vs "
               f"{r['approach3_params']:.4g} (Approach 3)")
