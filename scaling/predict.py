@@ -119,7 +119,40 @@ def allocate(fit: FitResult, flops: float, unique_tokens: float | None = None) -
         out["ci"] = {k: _interval([r[k] for r in results]) for k in ("params", "tokens", "loss")}
         if unique_tokens is not None:
             out["ci"]["epochs"] = _interval([r["epochs"] for r in results])
+    if fit.law == "chinchilla" and "alpha=beta" in fit.settings.get("tie", []):
+        out["note"] = ("alpha = beta (the fit's variant) fixes N_opt ~ C^0.5: the interval does not carry "
+                       "that choice; a fit with --approach 2 gives the isoFLOP minima's answer beside it")
+    if fit.settings.get("approach2") and unique_tokens is None:
+        out.update(_beside_approach2(fit, flops, out))
     return out
+
+
+def _beside_approach2(fit: FitResult, flops: float, out: dict) -> dict:
+    """Approach 2's allocation at ``flops`` beside the law's, for a fit made with ``--approach 2``:
+    the lines through the isoFLOP minima (what Llama 3's report extrapolated) with their interval,
+    and a warning when the two answers exclude each other. A tied variant (alpha = beta) fixes the
+    law's N_opt ~ C^0.5, so its interval carries no uncertainty in that exponent; on Llama 3's
+    sweeps at the report's 3.8e25 FLOPs it says 611B [580B, 645B] parameters where the minima say
+    401B [251B, 640B] (the report: 402B)."""
+    from scaling.fit.approach2 import Approach2Result
+    a2 = Approach2Result.from_dict(fit.settings["approach2"], "the fit's approach2")
+    block = {"params": float(a2.optimal_params(flops)), "tokens": float(a2.optimal_tokens(flops)),
+             "params_exponent": a2.params_exponent,
+             "decades_beyond_the_largest_budget": float(np.log10(flops / max(b.flops for b in a2.budgets)))}
+    ci = a2.allocation_interval(flops)
+    if ci:
+        block["ci"] = ci
+    extra = {"approach2": block}
+    law_ci = (out.get("ci") or {}).get("params")
+    a2_in_law = law_ci is None or law_ci[0] is None or law_ci[0] <= block["params"] <= law_ci[1]
+    law_in_a2 = ci is None or ci["params"][0] <= out["params"] <= ci["params"][1]
+    if not (a2_in_law or law_in_a2):
+        tied = "alpha=beta" in fit.settings.get("tie", [])
+        extra["warnings"] = [f"Approaches 2 and 3 disagree at {flops:.3g} FLOPs: N_opt {block['params']:.3g} "
+                             f"[{ci['params'][0]:.3g}, {ci['params'][1]:.3g}] from the isoFLOP minima vs "
+                             f"{out['params']:.3g} [{law_ci[0]:.3g}, {law_ci[1]:.3g}] from the {fit.law} law"
+                             + (" (alpha = beta fixes its N_opt ~ C^0.5)" if tied else "")]
+    return extra
 
 
 def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:

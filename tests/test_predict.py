@@ -54,6 +54,49 @@ def test_repeated_tokens_lose_value_as_the_paper_says():
     assert out["loss"][1] == pytest.approx(out["loss_if_unique"][1], rel=0.005)
 
 
+def test_allocate_shows_the_isoflop_minima_beside_the_law_on_llama3(tmp_path):
+    """Llama 3's report extrapolates its isoFLOP minima (6e18-1e22) to 3.8e25 FLOPs: 402B parameters
+    on 16.55T tokens. A fit made with --approach 2 on the digitised sweep carries the lines through
+    the minima; allocate shows their answer beside the law's, with an interval that grows with the
+    3.6 decades of extrapolation. The law's variant (tied: N_opt ~ C^0.5 by construction) is named."""
+    out_file = tmp_path / "fit.json"
+    subprocess.run([sys.executable, "-m", "scaling.fit", "dataset:llama3-isoflops", "--where",
+                    "experiment=llama_3__raw_loss", "--approach", "2", "--bootstrap", "100", "--out", str(out_file)],
+                   check=True, capture_output=True, text=True)
+    out = P.allocate(FitResult.load(out_file), 3.8e25)
+    a2 = out["approach2"]
+    assert a2["params"] == pytest.approx(402e9, rel=0.05) and a2["tokens"] == pytest.approx(16.55e12, rel=0.05)
+    lo, hi = a2["ci"]["params"]
+    assert lo < 402e9 < hi and 1.5 < hi / lo < 4 and a2["decades_beyond_the_largest_budget"] == pytest.approx(3.58, abs=0.01)
+    assert "C^0.5" in out["note"]
+    near = P.allocate(FitResult.load(out_file), 1e22)["approach2"]["ci"]["params"]
+    assert near[1] / near[0] < hi / lo                     # narrower inside the data
+
+
+def test_allocate_warns_when_the_minima_and_a_forced_tie_exclude_each_other(tmp_path):
+    """Hoffmann et al.'s own law (alpha 0.34, beta 0.28: N_opt ~ C^0.4516) on isoFLOP sweeps at
+    1e18-1e21, fitted with alpha = beta forced: at 1e25 the tie's N_opt ~ C^0.5 and the minima's
+    line exclude each other; the warning says so, and the minima hold the truth."""
+    from scaling.laws import get_law as law_of
+    truth = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in np.logspace(18, 21, 7):
+        n_opt = P.chinchilla_allocation(truth, c)["params"]
+        for n in n_opt * np.geomspace(1 / 8, 8, 10):
+            loss = float(law_of("chinchilla").predict(truth, n, c / (6 * n))) * float(np.exp(rng.normal(0, 0.003)))
+            rows.append((float(n), float(c / (6 * n)), loss))
+    table = tmp_path / "sweeps.csv"
+    table.write_text("params,tokens,loss\n" + "\n".join(",".join(map(repr, r)) for r in rows))
+    fit_file = tmp_path / "fit.json"
+    subprocess.run([sys.executable, "-m", "scaling.fit", str(table), "--approach", "2", "--variant", "tied",
+                    "--bootstrap", "50", "--out", str(fit_file)], check=True, capture_output=True)
+    out = P.allocate(FitResult.load(fit_file), 1e25)
+    lo, hi = out["approach2"]["ci"]["params"]
+    assert lo < P.chinchilla_allocation(truth, 1e25)["params"] < hi < out["ci"]["params"][0]
+    assert len(out["warnings"]) == 1 and "disagree" in out["warnings"][0] and "C^0.5" in out["warnings"][0]
+
+
 def test_bootstrap_draws_give_intervals(tmp_path):
     fit = FitResult.from_dict({**HOFFMANN.to_dict(), "settings": {"bootstrap": {
         "names": ["A", "B", "E", "alpha", "beta"],

@@ -135,6 +135,24 @@ class Approach2Result(JsonFile):
     def optimal_params(self, flops):
         return self.params_coefficient * np.asarray(flops, float) ** self.params_exponent
 
+    def allocation_interval(self, flops: float) -> dict | None:
+        """95% intervals of N_opt and D_opt at ``flops`` from the lines through the minima: the WLS
+        prediction variance x0' (X'WX)^-1 x0 with the minima's bootstrap variances (from their
+        stored intervals) plus tau^2, the residual scale entering above 1 as in ``_wls``; grows with
+        the distance from the budgets. None without per-budget intervals (no bootstrap)."""
+        out = {}
+        for key, point in (("params", self.optimal_params(flops)), ("tokens", self.optimal_tokens(flops))):
+            cis = [getattr(b, f"{key}_opt_ci") for b in self.budgets]
+            if len(cis) < 3 or any(ci is None or not (0 < ci[0] <= ci[1]) for ci in cis):
+                return None
+            logc = np.log([b.flops for b in self.budgets])
+            logy = np.log([getattr(b, f"{key}_opt") for b in self.budgets])
+            var = np.array([(np.log(hi) - np.log(lo)) / (2 * 1.959964) for lo, hi in cis]) ** 2
+            var = var + between_variance(logc, logy, var)
+            half = 1.959964 * _line_se_at(logc, logy, var, float(np.log(flops)))
+            out[key] = [float(point * np.exp(-half)), float(point * np.exp(half))]
+        return out
+
     def optimal_tokens(self, flops):
         return self.tokens_coefficient * np.asarray(flops, float) ** self.tokens_exponent
 
@@ -286,6 +304,17 @@ def between_variance(logc, logy, var) -> float:
     q = float(np.sum(w * (logy - X @ beta) ** 2))
     P = np.diag(w) - XtW.T @ np.linalg.solve(XtW @ X, XtW)
     return max(0.0, (q - (k - 2)) / float(np.trace(P)))
+
+
+def _line_se_at(logc, logy, var, x0: float) -> float:
+    """Standard error of the WLS line's value at ``x0`` (``var`` known, scale above 1 as in ``_wls``)."""
+    w = 1.0 / np.maximum(var, MIN_LOG_VAR)
+    X = np.column_stack([np.ones(len(logc)), logc])
+    cov = np.linalg.inv((X.T * w) @ X)
+    beta = cov @ ((X.T * w) @ logy)
+    scale = float(np.sum(w * (logy - X @ beta) ** 2)) / max(len(logc) - 2, 1)
+    x = np.array([1.0, x0])
+    return float(np.sqrt(x @ cov @ x * max(1.0, scale)))
 
 
 def _wls(logc, logy, var):
