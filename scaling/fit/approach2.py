@@ -306,31 +306,33 @@ def between_variance(logc, logy, var) -> float:
     return max(0.0, (q - (k - 2)) / float(np.trace(P)))
 
 
-def _line_se_at(logc, logy, var, x0: float) -> float:
-    """Standard error of the WLS line's value at ``x0`` (``var`` known, scale above 1 as in ``_wls``)."""
+def _wls_line(logc, logy, var) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares of logy on logc with known variances ``var`` (bootstrap + tau^2):
+    (intercept and slope, their covariance). As in a random-effects meta-regression the covariance
+    is (X'WX)^-1; the residual scale multiplies it only when it exceeds 1, the Knapp-Hartung
+    adjustment truncated at 1 (Knapp & Hartung 2003; Jackson et al. 2017). statsmodels' WLS
+    multiplies by the scale always, which shrank the se when four minima happened to lie on a line
+    (the demo: se 0.013 against a bootstrap interval of +-0.08)."""
     w = 1.0 / np.maximum(var, MIN_LOG_VAR)
     X = np.column_stack([np.ones(len(logc)), logc])
     cov = np.linalg.inv((X.T * w) @ X)
     beta = cov @ ((X.T * w) @ logy)
-    scale = float(np.sum(w * (logy - X @ beta) ** 2)) / max(len(logc) - 2, 1)
+    scale = float(np.sum(w * (logy - X @ beta) ** 2)) / (len(logc) - 2) if len(logc) > 2 else 1.0
+    return beta, cov * max(1.0, scale)
+
+
+def _line_se_at(logc, logy, var, x0: float) -> float:
+    """Standard error of the WLS line's value at ``x0``."""
+    _, cov = _wls_line(logc, logy, var)
     x = np.array([1.0, x0])
-    return float(np.sqrt(x @ cov @ x * max(1.0, scale)))
+    return float(np.sqrt(x @ cov @ x))
 
 
 def _wls(logc, logy, var):
-    """Weighted least squares of logy on logc: (slope, intercept, se of slope).
-
-    ``var`` are the minima's variances (bootstrap + tau^2), known, so the slope's variance is
-    [(X'WX)^-1]_11, as in a random-effects meta-regression; statsmodels' default multiplies it by
-    the residual scale, which shrinks it when four minima happen to lie on a line (the demo: se
-    0.013 against a bootstrap interval of +-0.08). The scale enters only when it exceeds 1, the
-    Knapp-Hartung adjustment truncated at 1 (Knapp & Hartung 2003; Jackson et al. 2017)."""
-    import statsmodels.api as sm
-    res = sm.WLS(logy, sm.add_constant(logc), weights=1.0 / np.maximum(var, MIN_LOG_VAR)).fit()
-    if len(logc) <= 2:
-        return float(res.params[1]), float(res.params[0]), float("nan")
-    se = float(res.bse[1]) * np.sqrt(max(1.0, res.scale) / res.scale) if res.scale > 0 else float("nan")
-    return float(res.params[1]), float(res.params[0]), float(se)
+    """(slope, intercept, se of slope) of ``_wls_line``; no se from two budgets."""
+    beta, cov = _wls_line(logc, logy, var)
+    se = float(np.sqrt(cov[1, 1])) if len(logc) > 2 else float("nan")
+    return float(beta[1]), float(beta[0]), se
 
 
 # --------------------------------------------------------------------------------------------

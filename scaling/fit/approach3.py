@@ -16,9 +16,7 @@ from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.results import FitResult
 from scaling.fit.variants import (E_FLOOR_FRACTION, SPREAD_RESAMPLES, VARIANTS, choose, default_target, law_check,
-
-
-    variant_bounds)
+                                  variant_bounds)
 from scaling.intervals import interval
 from scaling.fit.data import FitData, data_sha256, prepare
 from scaling.fit.diagnostics import diagnose
