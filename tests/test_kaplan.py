@@ -100,3 +100,14 @@ def test_a_kaplan_fit_is_planned_like_any_law(tmp_path, capsys):
         assert out["current_interval"][0] < out["prediction"] < out["current_interval"][1]
         assert 0 < sum(r["flops"] for r in out["runs"]) <= 3e12 * (1 + 1e-9)
     assert out["prediction"] == pytest.approx(float(n), rel=1e-6)
+
+
+def test_a_partial_start_fills_the_rest_from_kaplans_own_fit():
+    """``--start`` with some parameters given took the others from a table that had no Kaplan names
+    (a KeyError traceback); they now come from Kaplan et al.'s eq. 1.5 fit, and a start near the
+    optimum recovers it with one local optimisation."""
+    runs = grid(seed=0)
+    best = fit(runs, "kaplan", want_profiles=False)
+    local = fit(runs, "kaplan", want_profiles=False, start={"N_c": 4e5, "D_c": 2.5e7, "alpha_N": 0.2})
+    assert local.settings["starts"] == 1 and local.objective == pytest.approx(best.objective, rel=1e-6)
+    assert local.params["alpha_D"] == pytest.approx(best.params["alpha_D"], rel=1e-4)

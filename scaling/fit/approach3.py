@@ -98,7 +98,8 @@ def fit_stage(law: Law, data: LawData, loss, *, fixed=None, tie=None, start=None
         raise FitError(f"{len(loss)} point(s) for {len(problem.free)} free parameter(s): "
                          f"need at least as many points as free parameters")
     if start is not None:
-        theta0 = np.array([start.get(n, fixed.get(n, law.default_start[n])) for n in law.fit_names])
+        theta0 = np.array([start[n] if n in start else fixed[n] if n in fixed else law.default_start[n]
+                           for n in law.fit_names])
         starts = problem.z_of(theta0)[None, :]
     else:
         starts = problem.start_grid()
@@ -286,11 +287,14 @@ def _choose_variant(chin: Law, fd: FitData, mask: np.ndarray, fixed: dict, targe
 
 
 def _law_check(fd: FitData, record: dict) -> dict:
-    """``scaling.fit.variants.law_check`` with Kaplan et al. 2020's law on all the runs of ``fd``."""
+    """``scaling.fit.variants.law_check`` with Kaplan et al. 2020's law on all the runs of ``fd``:
+    one multi-start fit on every run, each fold's fit local from it (the folds are nested subsets)."""
     kaplan = get_law("kaplan")
+    whole = fit_stage(kaplan, fd.data, fd.loss, want_profiles=False)
+    start = dict(zip(kaplan.fit_names, whole.problem.theta(whole.z)[0]))
 
     def fit_once(train):
-        stage = fit_stage(kaplan, fd.data.take(train), fd.loss[train], want_profiles=False)
+        stage = fit_stage(kaplan, fd.data.take(train), fd.loss[train], want_profiles=False, start=start)
         return kaplan.to_public(stage.problem.theta(stage.z)[0])
 
     def predict(params, test):

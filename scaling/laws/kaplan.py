@@ -20,6 +20,8 @@ class Kaplan(Law):
     public_names = ("N_c", "D_c", "alpha_N", "alpha_D")
     exp_params = ("n_c", "d_c")
     bounds = {"n_c": (-20.0, 120.0), "d_c": (-20.0, 120.0), "alpha_n": (1e-3, 5.0), "alpha_d": (1e-3, 5.0)}
+    #: ``--start`` fills the parameters it does not give from Kaplan et al.'s own fit (eq. 1.5)
+    default_start = {"n_c": float(np.log(8.8e13)), "d_c": float(np.log(5.4e13)), "alpha_n": 0.076, "alpha_d": 0.095}
 
     def log_predict(self, theta, data: LawData, grad=False):
         theta = np.atleast_2d(theta)
