@@ -141,13 +141,13 @@ def batched_lbfgs(fun_grad, x0, lo, hi, *, max_iter=400, memory=8, ftol=1e-13, g
     return BatchResult(x, f, it, evaluations, active & (it == max_iter))
 
 
-def polish(fun_grad_1d, x0, lo, hi, maxiter=2000):
+def polish(fun_grad_1d, x0, lo, hi, maxiter=2000, ftol=1e-15, gtol=1e-12):
     """scipy L-BFGS-B from one point with tight tolerances and the analytic gradient.
 
     BLAS is held to one thread: L-BFGS-B's vectors are tiny, and a multi-threaded OpenBLAS on a
     busy 2-core machine made this step ~6x slower (21 s against 3.4 s for one mixture fit)."""
     with threadpool_limits(limits=1, user_api="blas"):
         res = minimize(fun_grad_1d, x0, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
-                       options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20})
+                       options={"maxiter": maxiter, "ftol": ftol, "gtol": gtol, "maxcor": 20})
     return res.x, float(res.fun)
 

@@ -14,6 +14,7 @@ from scaling.accounting import flops
 from scaling.errors import BadValue
 from scaling.cli import DataError, UsageError
 from scaling.fit import DELTA, Problem, count_warnings, fit_stage, local_batch
+from scaling.fit.objective import LOOSE_POLISH
 from scaling.laws.mixture_scale import JointMixtureLaw, MixScaleData
 from scaling.laws.base import LawData
 from scaling.laws.mixture import MixingLaw
@@ -329,7 +330,7 @@ def _fit_nested(runs: MixtureRuns, law, scaling_law, bootstrap, rng, settings) -
             if bootstrap:
                 bp = Problem(problem.law, data, problem.y, np.repeat(problem.base[None], bootstrap, 0),
                              problem.M, problem.free, counts)
-                zb, fb = local_batch(bp, np.repeat(z[None], bootstrap, 0))
+                zb, fb = local_batch(bp, np.repeat(z[None], bootstrap, 0), polish_tol=LOOSE_POLISH)
                 tb = bp.theta(zb, np.arange(bootstrap))
                 tb[~np.isfinite(fb)] = np.nan
                 boot_theta[d].append(_public_array(problem.law, tb))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling.fit.objective import Problem, local_batch, solve
+from scaling.fit.objective import LOOSE_POLISH, Problem, local_batch, solve
 from scaling.laws.mixture import MixingLaw, Proportions
 
 
@@ -45,7 +45,7 @@ def fit_mixing_batch(law: MixingLaw, r, log_loss, start_theta, weights=None) -> 
     """Local fits of many targets ``log_loss`` [P, n] at once, each from ``start_theta`` [P, k]."""
     problem = mixing_problem(law, r, log_loss, weights, cls=_Targets)
     starts = np.array([problem.z_of(t) for t in start_theta])
-    z, f = local_batch(problem, starts)
+    z, f = local_batch(problem, starts, polish_tol=LOOSE_POLISH)
     theta = problem.theta(z)
     theta[~np.isfinite(f)] = np.nan
     return theta
