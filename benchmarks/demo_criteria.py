@@ -107,6 +107,7 @@ def main() -> int:
                                                        for b in a2["budgets"]},
         "seed_spread": spread, "backtest_mape_percent": bt["mape"], "fit_params": p3, "variant": fit["settings"].get("variant", {}).get("chosen"),
         "store": str(store), "plot": str(png), "kaplan_law": kaplan,
+        "law_check": fit["settings"].get("law_check"),
     }
     checks = [
         ("demo <= 6 min", result["wall_s"]["demo"] <= 360, f"{result['wall_s']['demo']:.0f} s "
@@ -128,6 +129,10 @@ def main() -> int:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
     print(f"info  with --law kaplan (not the default): R^2 {kaplan['r2']:.3f}, backtest MAPE "
           f"{kaplan['backtest_mape_percent']:.2f}%")
+    check = result["law_check"] or {}
+    if check:
+        print(f"info  the default fit {'suggests' if check.get('better') else 'does not suggest'} Kaplan's law: "
+              f"{check.get('reason')}")
     if args.json:
         print(json.dumps(result))
     return 0
