@@ -120,8 +120,9 @@ def allocate(fit: FitResult, flops: float, unique_tokens: float | None = None) -
         if unique_tokens is not None:
             out["ci"]["epochs"] = _interval([r["epochs"] for r in results])
     if fit.law == "chinchilla" and "alpha=beta" in fit.settings.get("tie", []):
-        out["note"] = ("alpha = beta (the fit's variant) fixes N_opt ~ C^0.5: the interval does not carry "
-                       "that choice; a fit with --approach 2 gives the isoFLOP minima's answer beside it")
+        out["note"] = ("alpha = beta (the fit's variant) fixes N_opt ~ C^0.5, a choice no interval here carries; "
+                       + ("'approach2' is the isoFLOP minima's answer" if fit.settings.get("approach2") else
+                          "a fit with --approach 2 gives the isoFLOP minima's answer beside it"))
     if fit.settings.get("approach2") and unique_tokens is None:
         out.update(_beside_approach2(fit, flops, out))
     return out
