@@ -1,6 +1,7 @@
 """Backtest a law: fit without the largest-compute runs, predict them, and score the predictions.
 
     python -m scaling.backtest results/ [--law chinchilla] [--holdout largest-compute | K] [--bootstrap 200]
+    python -m scaling.backtest results/ --approach 2     # the isoFLOP minima's line, largest budget held out
 
 The predictive interval of a held-out run combines the fit's uncertainty (bootstrap draws of the
 parameters) with the scatter of runs around the law (a training residual drawn per draw, in log
@@ -20,6 +21,7 @@ from scaling import columns as cols
 from scaling.sources import read_table
 from scaling.fit.approach2 import budget_groups, run_flops
 from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument, nonnegative_int, bootstrap_count
+from scaling.errors import DataError
 from scaling.fit import fit, prepare
 from scaling.laws import get_law
 from scaling.intervals import interval
@@ -90,14 +92,51 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
     return out
 
 
+def backtest_approach2(table: pd.DataFrame, bootstrap: int = 200, seed: int = 0, **options) -> dict:
+    """Approach 2 backtested: the lines through the isoFLOP minima of every budget but the largest,
+    asked for the largest's compute-optimal size, against that budget's own minimum. The interval
+    is the line's (``Approach2Result.allocation_interval``); the held-out minimum has its own
+    bootstrap interval beside it. On Llama 3's sweeps the line without 1e22 says 10.3B where 1e22's
+    minimum is 7.0B (+48%); Marin's within 3-6% (docs/benchmarks.md)."""
+    from scaling.fit.approach2 import approach2
+    runs = cols.ok_runs(table, ("params", "tokens", "loss")).reset_index(drop=True)
+    held = split_holdout(runs, "largest-compute")
+    every = approach2(runs, bootstrap=bootstrap, seed=seed, **options)
+    top = float(np.max(run_flops(runs)[held]))
+    kept = [b for b in every.budgets if abs(np.log(b.flops / top)) < np.log(10) * 0.1]
+    if not kept:
+        raise DataError(f"the held-out budget ({top:.3g} FLOPs) has no interior minimum to compare with: "
+                        f"its lowest loss is at an end of its sizes")
+    minimum = kept[0]
+    train = approach2(runs[~held], bootstrap=bootstrap, seed=seed, **options)
+    predicted = float(train.optimal_params(minimum.flops))
+    ci = train.allocation_interval(minimum.flops)
+    out = {"approach": 2, "holdout": "largest-compute", "budget": float(minimum.flops),
+           "n_train_budgets": len(train.budgets), "estimator": train.estimator,
+           "minimum": {"params": float(minimum.params_opt), "ci": minimum.params_opt_ci},
+           "predicted": {"params": predicted, "ci": ci["params"] if ci else None},
+           "percentage_error": float(100 * (predicted / minimum.params_opt - 1)),
+           "params_exponent": {"without": train.params_exponent, "with": every.params_exponent,
+                               "without_ci": train.params_exponent_ci}}
+    if ci:
+        out["inside"] = bool(ci["params"][0] <= minimum.params_opt <= ci["params"][1])
+    return out
+
+
 def _parser():
     p = ArgumentParser(prog="python -m scaling.backtest", description="Fit without the largest-compute runs and predict them.",
                        epilog="example:\n  python -m scaling.backtest results/ --holdout largest-compute --bootstrap 200 --out backtest.json\n"
-                              "  python -m scaling.plot backtest --result backtest.json --out backtest.png")
+                              "  python -m scaling.plot backtest --result backtest.json --out backtest.png\n"
+                              "  python -m scaling.backtest dataset:llama3-isoflops --where experiment=llama_3__raw_loss --approach 2")
     add_store_argument(p, positional=True, help="store directory, CSV or Parquet file, or dataset:NAME")
+    p.add_argument("--approach", type=int, choices=[2, 3], default=3,
+                   help="3 (default): the law's loss on the held-out runs; 2: the isoFLOP minima's line "
+                        "asked for the largest budget's compute-optimal size")
     p.add_argument("--law", choices=["chinchilla", "data-constrained", "kaplan"])
     p.add_argument("--holdout", default="largest-compute", help="largest-compute (default) or K runs")
     p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS")
+    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
+                   help="keep only rows with this value (repeatable), e.g. --where experiment=llama_3__raw_loss")
     p.add_argument("--bootstrap", type=bootstrap_count, default=200)
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--json", action="store_true")
@@ -108,7 +147,25 @@ def _parser():
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    table, _ = cols.in_convention(cols.canonicalise(read_table(args.source), cols.parse_mapping(args.column)))
+    if args.approach == 2 and (args.law or args.holdout != "largest-compute" or args.out):
+        raise UsageError("--approach 2 holds out the largest budget and fits no law: --law, --holdout and "
+                         "--out are for --approach 3")
+    table, _ = cols.in_convention(cols.canonicalise(cols.where(read_table(args.source), args.where),
+                                                    cols.parse_mapping(args.column)))
+    if args.approach == 2:
+        out = backtest_approach2(table, args.bootstrap, args.seed)
+        if args.json:
+            print(json.dumps(out, indent=1))
+            return 0
+        lo, hi = out["predicted"]["ci"] or (float("nan"), float("nan"))
+        m = out["minimum"]
+        print(f"Approach 2 on {out['n_train_budgets']} budgets, asked for the held-out {out['budget']:.3g} FLOPs: "
+              f"N_opt {out['predicted']['params']:.4g} [{lo:.4g}, {hi:.4g}] against its minimum {m['params']:.4g}"
+              + (f" [{m['ci'][0]:.4g}, {m['ci'][1]:.4g}]" if m["ci"] else "")
+              + f" ({out['percentage_error']:+.1f}%{'' if out.get('inside', True) else ', outside the interval'})")
+        e = out["params_exponent"]
+        print(f"  N_opt exponent without it {e['without']:.4f}, with it {e['with']:.4f}")
+        return 0
     out = backtest(table, args.law, args.holdout, args.bootstrap, args.seed)
     if args.out:
         from scaling.store import atomic_write_text

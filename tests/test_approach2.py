@@ -346,3 +346,25 @@ def test_the_interval_and_the_se_carry_the_scatter_between_budgets():
     assert sum(inside) >= 17, sum(inside)
     assert sum(far) >= 16, sum(far)        # 92% of 60 draws (docs/benchmarks.md)
     assert 0.75 < np.median(ratio) < 1.33, np.median(ratio)
+
+
+def test_backtest_approach2_asks_the_line_for_the_largest_budget(capsys):
+    """``scaling.backtest --approach 2``: the minima's line without the largest budget, asked for its
+    compute-optimal size. On Llama 3's digitised sweeps the line without 1e22 says ~10.3B where 1e22's
+    own minimum is ~7.0B, outside the line's interval (the exponent rests on the last budget: 0.497
+    without it, 0.464 with it); synthetic sweeps from Hoffmann et al.'s law land inside."""
+    from scaling.backtest import backtest_approach2, main
+    from scaling.cli import run_cli
+    t = datasets.load("llama3-isoflops")
+    out = backtest_approach2(t[t["experiment"] == "llama_3__raw_loss"], bootstrap=100)
+    assert out["budget"] == pytest.approx(1e22) and out["n_train_budgets"] == 9
+    assert out["minimum"]["params"] == pytest.approx(7.0e9, rel=0.05)
+    assert 35 < out["percentage_error"] < 60 and out["inside"] is False
+    assert out["params_exponent"]["without"] > out["params_exponent"]["with"] + 0.02
+    synthetic = backtest_approach2(skewed_sweeps(0.003, 0, step=0.2), bootstrap=100)
+    assert synthetic["inside"] and abs(synthetic["percentage_error"]) < 10
+    assert run_cli(main, ["dataset:llama3-isoflops", "--where", "experiment=llama_3__raw_loss", "--approach", "2"]) == 0
+    assert "outside the interval" in capsys.readouterr().out
+    assert run_cli(main, ["dataset:llama3-isoflops", "--approach", "2", "--law", "kaplan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --approach 2")
