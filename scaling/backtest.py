@@ -94,16 +94,17 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
 
 def backtest_approach2(table: pd.DataFrame, bootstrap: int = 200, seed: int = 0, **options) -> dict:
     """Approach 2 backtested: the lines through the isoFLOP minima of every budget but the largest,
-    asked for the largest's compute-optimal size, against that budget's own minimum. The interval
-    is the line's (``Approach2Result.allocation_interval``); the held-out minimum has its own
-    bootstrap interval beside it. On Llama 3's sweeps the line without 1e22 says 10.3B where 1e22's
+    asked for the largest's compute-optimal size, against that budget's own minimum. ``ci`` is the
+    line's interval (``Approach2Result.allocation_interval``); ``predictive`` adds what a budget's
+    minimum scatters by (tau, and its own bootstrap error), and ``inside`` is judged against it. On Llama 3's sweeps the line without 1e22 says 10.3B where 1e22's
     minimum is 7.0B (+48%); Marin's within 3-6% (docs/benchmarks.md)."""
-    from scaling.fit.approach2 import approach2
+    from scaling.fit.approach2 import approach2, budgets_of
     runs = cols.ok_runs(table, ("params", "tokens", "loss")).reset_index(drop=True)
-    held = split_holdout(runs, "largest-compute")
+    ids, values = budgets_of(runs)              # the budgets as Approach 2 groups them (nominal ones too)
+    held = ids == int(np.argmax(values))
     every = approach2(runs, bootstrap=bootstrap, seed=seed, **options)
-    top = float(np.max(run_flops(runs)[held]))
-    kept = [b for b in every.budgets if abs(np.log(b.flops / top)) < np.log(10) * 0.1]
+    top = float(np.max(values))
+    kept = [b for b in every.budgets if abs(np.log(b.flops / top)) < 1e-6]
     if not kept:
         raise DataError(f"the held-out budget ({top:.3g} FLOPs) has no interior minimum to compare with: "
                         f"its lowest loss is at an end of its sizes")
@@ -111,15 +112,23 @@ def backtest_approach2(table: pd.DataFrame, bootstrap: int = 200, seed: int = 0,
     train = approach2(runs[~held], bootstrap=bootstrap, seed=seed, **options)
     predicted = float(train.optimal_params(minimum.flops))
     ci = train.allocation_interval(minimum.flops)
+    predictive = None
+    if ci and minimum.params_opt_ci:
+        # what the held-out minimum may read: the line's uncertainty, the budgets' scatter about the
+        # line (tau) and the minimum's own bootstrap error, independent, in log N
+        se = np.sqrt((np.log(ci["params"][1] / ci["params"][0]) / (2 * 1.959964)) ** 2
+                     + (train.between_budget_sd or 0.0) ** 2
+                     + (np.log(minimum.params_opt_ci[1] / minimum.params_opt_ci[0]) / (2 * 1.959964)) ** 2)
+        predictive = [float(predicted * np.exp(-1.959964 * se)), float(predicted * np.exp(1.959964 * se))]
     out = {"approach": 2, "holdout": "largest-compute", "budget": float(minimum.flops),
            "n_train_budgets": len(train.budgets), "estimator": train.estimator,
            "minimum": {"params": float(minimum.params_opt), "ci": minimum.params_opt_ci},
-           "predicted": {"params": predicted, "ci": ci["params"] if ci else None},
+           "predicted": {"params": predicted, "ci": ci["params"] if ci else None, "predictive": predictive},
            "percentage_error": float(100 * (predicted / minimum.params_opt - 1)),
            "params_exponent": {"without": train.params_exponent, "with": every.params_exponent,
                                "without_ci": train.params_exponent_ci}}
-    if ci:
-        out["inside"] = bool(ci["params"][0] <= minimum.params_opt <= ci["params"][1])
+    if predictive:
+        out["inside"] = bool(predictive[0] <= minimum.params_opt <= predictive[1])
     return out
 
 
@@ -157,10 +166,10 @@ def main(argv=None) -> int:
         if args.json:
             print(json.dumps(out, indent=1))
             return 0
-        lo, hi = out["predicted"]["ci"] or (float("nan"), float("nan"))
+        lo, hi = out["predicted"]["predictive"] or (float("nan"), float("nan"))
         m = out["minimum"]
         print(f"Approach 2 on {out['n_train_budgets']} budgets, asked for the held-out {out['budget']:.3g} FLOPs: "
-              f"N_opt {out['predicted']['params']:.4g} [{lo:.4g}, {hi:.4g}] against its minimum {m['params']:.4g}"
+              f"N_opt {out['predicted']['params']:.4g} [{lo:.4g}, {hi:.4g}] (95% predictive) against its minimum {m['params']:.4g}"
               + (f" [{m['ci'][0]:.4g}, {m['ci'][1]:.4g}]" if m["ci"] else "")
               + f" ({out['percentage_error']:+.1f}%{'' if out.get('inside', True) else ', outside the interval'})")
         e = out["params_exponent"]
