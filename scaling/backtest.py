@@ -24,7 +24,7 @@ from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument,
 from scaling.errors import DataError
 from scaling.fit import fit, prepare
 from scaling.laws import get_law
-from scaling.intervals import interval
+from scaling.intervals import Z95, interval, log_sd
 
 
 def split_holdout(table: pd.DataFrame, holdout: str) -> np.ndarray:
@@ -116,10 +116,9 @@ def backtest_approach2(table: pd.DataFrame, bootstrap: int = 200, seed: int = 0,
     if ci and minimum.params_opt_ci:
         # what the held-out minimum may read: the line's uncertainty, the budgets' scatter about the
         # line (tau) and the minimum's own bootstrap error, independent, in log N
-        se = np.sqrt((np.log(ci["params"][1] / ci["params"][0]) / (2 * 1.959964)) ** 2
-                     + (train.between_budget_sd or 0.0) ** 2
-                     + (np.log(minimum.params_opt_ci[1] / minimum.params_opt_ci[0]) / (2 * 1.959964)) ** 2)
-        predictive = [float(predicted * np.exp(-1.959964 * se)), float(predicted * np.exp(1.959964 * se))]
+        se = np.sqrt(log_sd(ci["params"]) ** 2 + (train.between_budget_sd or 0.0) ** 2
+                     + log_sd(minimum.params_opt_ci) ** 2)
+        predictive = [float(predicted * np.exp(-Z95 * se)), float(predicted * np.exp(Z95 * se))]
     out = {"approach": 2, "holdout": "largest-compute", "budget": float(minimum.flops),
            "n_train_budgets": len(train.budgets), "estimator": train.estimator,
            "minimum": {"params": float(minimum.params_opt), "ci": minimum.params_opt_ci},

@@ -28,13 +28,13 @@ from scaling.errors import BadValue, DataError
 from scaling.laws import get_law
 from scaling.optimal_design import OBJECTIVES, SELECTION, budgeted_greedy, target_variance
 from scaling.results import FitResult
+from scaling.intervals import Z95, log_sd
 from scaling.sources import read_table
 
 #: sizes tried around each budget's compute-optimal N (isoflop candidates)
 SIZE_FACTORS = (0.25, 0.4, 0.63, 1.0, 1.6, 2.5, 4.0)
 #: relative step of the finite differences of the log-loss in phi
 STEP = 1e-5
-Z95 = 1.959964
 
 
 #: coefficients linearised in their logs (positive, spanning decades); exponents as they are
@@ -400,10 +400,7 @@ def accuracy_design(runs: pd.DataFrame, down, *, target: dict, budget: float, k:
         s2 = FORMS[down.form].predict_many(np.asarray(draws, float), np.array([x]))[:, 0]
         var2 = float(np.var(1.0 - s2 if down.lower_is_better else s2, ddof=1))
 
-    def var_log(interval):
-        return (np.log(interval[1] / interval[0]) / (2 * Z95)) ** 2
-
-    v_now, v_after = var_log(base["current_interval_linearised"]), var_log(base["expected_interval"])
+    v_now, v_after = log_sd(base["current_interval_linearised"]) ** 2, log_sd(base["expected_interval"]) ** 2
     total_now, total_after = slope ** 2 * v_now + var2, slope ** 2 * v_after + var2
     m = float(np.ravel(down.metric_at(x))[0])
 

@@ -7,6 +7,14 @@ from __future__ import annotations
 import numpy as np
 
 LEVEL = 0.95
+#: the normal quantile of a central 95% interval
+Z95 = 1.959964
+
+
+def log_sd(interval) -> float:
+    """The standard deviation in log space that a 95% interval [lo, hi] of a positive quantity
+    implies, read as lognormal: log(hi / lo) / (2 x 1.96)."""
+    return float(np.log(interval[1] / interval[0]) / (2 * Z95))
 
 
 def interval(draws, level: float = LEVEL, axis=None):

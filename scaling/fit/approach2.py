@@ -48,7 +48,7 @@ from scipy.interpolate import Akima1DInterpolator
 from scaling.errors import BadValue, DataError, FitError
 from scaling.cli import UsageError
 from scaling.results import JsonFile, plain
-from scaling.intervals import interval, interval_list
+from scaling.intervals import Z95, interval, interval_list, log_sd
 
 ESTIMATORS = ("local-parabola", "interpolate", "parabola")
 DEFAULT_ESTIMATOR = "local-parabola"
@@ -147,9 +147,9 @@ class Approach2Result(JsonFile):
                 return None
             logc = np.log([b.flops for b in self.budgets])
             logy = np.log([getattr(b, f"{key}_opt") for b in self.budgets])
-            var = np.array([(np.log(hi) - np.log(lo)) / (2 * 1.959964) for lo, hi in cis]) ** 2
+            var = np.array([log_sd(ci) for ci in cis]) ** 2
             var = var + between_variance(logc, logy, var)
-            half = 1.959964 * _line_se_at(logc, logy, var, float(np.log(flops)))
+            half = Z95 * _line_se_at(logc, logy, var, float(np.log(flops)))
             out[key] = [float(point * np.exp(-half)), float(point * np.exp(half))]
         return out
 
@@ -460,13 +460,8 @@ def _boot_slope_ci(logc, boot, var, tau2: float = 0.0, seed: int = 0):
     for row in boot:
         row = row + rng.normal(0.0, np.sqrt(tau2), len(row)) if tau2 > 0 else row
         ok = np.isfinite(row)
-        if ok.sum() >= 2:
-            w = 1.0 / np.maximum(var[ok], MIN_LOG_VAR)
-            x, y = logc[ok], row[ok]
-            xm, ym = np.average(x, weights=w), np.average(y, weights=w)
-            sxx = np.sum(w * (x - xm) ** 2)
-            if sxx > 0:
-                slopes.append(np.sum(w * (x - xm) * (y - ym)) / sxx)
+        if len(np.unique(logc[ok])) >= 2:
+            slopes.append(_wls_line(logc[ok], row[ok], var[ok])[0][1])
     if len(slopes) < 10:
         return None
     return interval_list(slopes)

@@ -26,10 +26,10 @@ from scaling.mixture.result import MixtureFit
 from scaling.mixture.predict import proportions_for
 from scaling.mixture.runs import SIZE_TOL, read_mixtures
 from scaling.optimal_design import SELECTION, budgeted_greedy, target_variance
+from scaling.intervals import Z95
 
 #: Dirichlet candidates around the prior (besides the prior, the optimum and the pure components)
 N_CANDIDATES = 256
-Z95 = 1.959964
 
 
 class DomainLaw:
