@@ -11,8 +11,9 @@ single variant:
   passes, and a user with ``--target-params/--target-tokens``).
 
 Beside them, Kaplan et al. 2020's law (``--law kaplan``) fitted on the same runs: its held-out MAPE
-and in-sample R^2 against the default's (why it is not a default: docs/benchmarks.md), and whether
-the default fit suggests it (``settings.law_check``: its backtest beats the chosen variant's).
+and in-sample R^2 against Chinchilla's default (docs/benchmarks.md), whether its backtest beats the
+chosen variant's (``settings.law_check``), and the fit without ``--law``, whose law is chosen by that
+backtest (Kaplan's where it wins, ``settings.law_choice``).
 
     python benchmarks/variant_selection.py [--json]
 """
@@ -85,6 +86,12 @@ def run() -> list[dict]:
         row["kaplan"] = {"mape": float(np.mean(np.abs(pred / test["loss"].to_numpy(float) - 1)) * 100), "r2": k.r2,
                          "default_r2": default_fit.r2, "suggested": bool(check.get("better")),
                          "backtest_mape": check.get("backtest_mape")}
+        # the default without --law: the law itself chosen by the same backtest (Kaplan's when better)
+        auto = fit(train, want_profiles=False)
+        auto_pred = get_law(auto.law).predict(auto.params, test["params"].to_numpy(float), test["tokens"].to_numpy(float))
+        row["law_chosen"] = {"law": auto.law, "variant": (auto.settings.get("variant") or {}).get("chosen"),
+                             "mape": float(np.mean(np.abs(auto_pred / test["loss"].to_numpy(float) - 1)) * 100)}
+        row["law_chosen"]["gap"] = row["law_chosen"]["mape"] - best
         rows.append(row)
     return rows
 
@@ -98,19 +105,25 @@ def main(argv=None) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     print("| ladder | " + " | ".join(VARIANTS) + " | rolling (before) | default | target given "
-          "| kaplan law (R^2 in-sample: kaplan / default) | kaplan suggested (its backtest) |")
-    print("|---|" + "---:|" * len(VARIANTS) + "---|---|---|---|---|")
+          "| kaplan law (R^2 in-sample: kaplan / default) | kaplan better (its backtest) | no --law (law chosen) |")
+    print("|---|" + "---:|" * len(VARIANTS) + "---|---|---|---|---|---|")
     for r in rows:
         cells = [f"{r['held_out'][v]:.2f}%" for v in VARIANTS]
         picks = [f"{r[k]['chosen']} {r[k]['mape']:.2f}% ({r[k]['gap']:+.2f})" for k in ("rolling", "default", "target")]
         kap = r["kaplan"]
         picks.append(f"{kap['mape']:.2f}% ({kap['r2']:.3f} / {kap['default_r2']:.3f})")
         picks.append(f"{'yes' if kap['suggested'] else 'no'} ({kap['backtest_mape']:.2f}%)")
+        auto = r["law_chosen"]
+        picks.append(f"{auto['law']}{' ' + auto['variant'] if auto['law'] == 'chinchilla' else ''} "
+                     f"{auto['mape']:.2f}% ({auto['gap']:+.2f})")
         print(f"| {r['ladder']} | " + " | ".join(cells) + " | " + " | ".join(picks) + " |")
     for k in ("rolling", "default", "target"):
         ok = sum(r[k]["gap"] <= 0.2 for r in rows)
         print(f"{k}: within 0.2 points of the best variant on {ok} of {len(rows)} ladders; "
               f"mean gap {np.mean([r[k]['gap'] for r in rows]):.2f} points")
+    ok = sum(r["law_chosen"]["gap"] <= 0.2 for r in rows)
+    print(f"no --law (law and variant chosen): within 0.2 points of the best variant on {ok} of {len(rows)} ladders; "
+          f"mean gap {np.mean([r['law_chosen']['gap'] for r in rows]):.2f} points")
     right = sum(r["kaplan"]["suggested"] == (r["kaplan"]["mape"] < r["default"]["mape"]) for r in rows)
     print(f"kaplan suggested on {sum(r['kaplan']['suggested'] for r in rows)} of {len(rows)} ladders; the suggestion "
           f"(or its absence) agrees with the held-out errors on {right} of {len(rows)}")

@@ -55,7 +55,10 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
     # the variant is chosen for the extrapolation asked for: the farthest held-out run
     far = test.sort_values(["params", "tokens"]).iloc[-1]
     fit_options.setdefault("target", (float(far["params"]), float(far["tokens"])))
-    result = fit(runs[~held], law_name, bootstrap=bootstrap, seed=seed, want_profiles=False, **fit_options)
+    # without --law the fit may choose Kaplan's law on the training runs, as the fit would
+    result = fit(runs[~held], law_name, bootstrap=bootstrap, seed=seed, want_profiles=False,
+                 choose_law=law is None, **fit_options)
+    law_name = result.law
     the_law = get_law(law_name)
     u = test["unique_tokens"].values if "unique_tokens" in the_law.required else None
     args = (test["params"].values, test["tokens"].values) + ((u,) if u is not None else ())

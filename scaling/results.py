@@ -217,6 +217,9 @@ class FitResult(JsonFile):
             ci_text = f"[{format_number(ci[0])}, {format_number(ci[1])}]" if ci else ""
             note = "fixed" if name in fixed else "stage 1" if name in stage1 else ""
             lines.append(f"{name:<10} {format_number(value):>14} {ci_text:>32}  {note}")
+        choice = self.settings.get("law_choice") or {}
+        if choice.get("chosen"):
+            lines.append(f"law: {choice['reason']}")
         variant = self.settings.get("variant") or {}
         if variant.get("chosen"):
             lines.append(f"variant: {variant['chosen']} ({variant.get('reason', '')})")

@@ -39,21 +39,32 @@ def test_rolling_backtest_recovers_the_generating_variant(truth, expected):
     assert not any("Kaplan" in w for r in fits for w in r.warnings)
 
 
-def test_runs_that_follow_kaplans_law_suggest_it():
+def test_runs_that_follow_kaplans_law_choose_it():
     """Kaplan et al. 2020's floor-free law at the CPU demo's scale (its fit there: N_c 4.9e5, D_c
-    3.0e7, exponents 0.18 / 0.19; 4K-150K parameters, 5-160 tokens per parameter): the default
-    fit stays Chinchilla's but says that Kaplan's law backtests better, and records both."""
+    3.0e7, exponents 0.18 / 0.19; 4K-150K parameters, 5-160 tokens per parameter): its backtest
+    beats Chinchilla's, so the default fit is Kaplan's and recovers the truth, with both records
+    kept; asked for Chinchilla's law, the fit keeps it and says that Kaplan's backtests better."""
     kaplan = get_law("kaplan")
     truth = dict(N_c=4.9e5, D_c=3.0e7, alpha_N=0.18, alpha_D=0.19)
     rng = np.random.default_rng(0)
     rows = [(n, r * n, float(kaplan.predict(truth, n, r * n)) * np.exp(rng.normal(0, 0.004)))
             for n in np.geomspace(4e3, 1.5e5, 6) for r in (5, 10, 20, 40, 80, 160)]
-    r = fit(pd.DataFrame(rows, columns=["params", "tokens", "loss"]), want_profiles=False)
-    check = r.settings["law_check"]
-    assert r.law == "chinchilla" and check["law"] == "kaplan" and check["better"], check
-    assert len(check["fold_mape"]) == len(r.settings["variant"]["folds"])
+    table = pd.DataFrame(rows, columns=["params", "tokens", "loss"])
+    r = fit(table, want_profiles=False)
+    check, choice = r.settings["law_check"], r.settings["law_choice"]
+    assert r.law == "kaplan" and check["law"] == "kaplan" and check["better"], check
+    assert choice["chosen"] == "kaplan" and choice["chinchilla_variant"]["chosen"] in variants.VARIANTS
+    assert len(check["fold_mape"]) == len(choice["chinchilla_variant"]["folds"])
     assert check["backtest_mape"] < 0.5 * check["chosen_backtest_mape"]
-    assert any("--law kaplan" in w for w in r.warnings)
+    for name in ("alpha_N", "alpha_D"):
+        assert abs(r.params[name] - truth[name]) < 0.02, r.params
+    assert "law: Kaplan" in r.summary() and "--law chinchilla" in r.summary()
+    forced = fit(table, "chinchilla", want_profiles=False)
+    assert forced.law == "chinchilla" and forced.settings["law_check"]["better"]
+    assert "law_choice" not in forced.settings and any("--law kaplan" in w for w in forced.warnings)
+    # the backtest without --law lets the training runs choose too
+    held = backtest(table, bootstrap=0)
+    assert held["law"] == "kaplan" and held["mape"] < 1.0, held["mape"]
 
 
 def test_an_isoflop_ladder_backtests_one_budget_per_fold():
