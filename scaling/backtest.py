@@ -143,7 +143,8 @@ def _parser():
     p.add_argument("--approach", type=int, choices=[2, 3], default=3,
                    help="3 (default): the law's loss on the held-out runs; 2: the isoFLOP minima's line "
                         "asked for the largest budget's compute-optimal size")
-    p.add_argument("--law", choices=["chinchilla", "data-constrained", "kaplan"])
+    p.add_argument("--law", choices=["chinchilla", "data-constrained", "kaplan"],
+                   help="default: chosen on the training runs as scaling.fit chooses it")
     p.add_argument("--holdout", default="largest-compute", help="largest-compute (default) or K runs")
     p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS")
     p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
