@@ -119,7 +119,7 @@ def backtest_approach2(table: pd.DataFrame, bootstrap: int = 200, seed: int = 0,
     if ci and minimum.params_opt_ci:
         # what the held-out minimum may read: the line's uncertainty, the budgets' scatter about the
         # line (tau) and the minimum's own bootstrap error, independent, in log N
-        se = np.sqrt(log_sd(ci["params"]) ** 2 + (train.between_budget_sd or 0.0) ** 2
+        se = np.sqrt(log_sd(train.allocation_interval(minimum.flops, predictive=True)["params"]) ** 2
                      + log_sd(minimum.params_opt_ci) ** 2)
         predictive = [float(predicted * np.exp(-Z95 * se)), float(predicted * np.exp(Z95 * se))]
     out = {"approach": 2, "holdout": "largest-compute", "budget": float(minimum.flops),

@@ -134,7 +134,8 @@ def _beside_approach2(fit: FitResult, flops: float, out: dict) -> dict:
     and a warning when the two answers exclude each other. A tied variant (alpha = beta) fixes the
     law's N_opt ~ C^0.5, so its interval carries no uncertainty in that exponent; on Llama 3's
     sweeps at the report's 3.8e25 FLOPs it says 611B [580B, 645B] parameters where the minima say
-    401B [251B, 640B] (the report: 402B)."""
+    398B [250B, 634B] (the report: 402B). ``predictive``: where a sweep at ``flops`` would find its
+    own minimum, which scatters about the line by tau (``Approach2Result.allocation_interval``)."""
     from scaling.fit.approach2 import Approach2Result
     a2 = Approach2Result.from_dict(fit.settings["approach2"], "the fit's approach2")
     block = {"params": float(a2.optimal_params(flops)), "tokens": float(a2.optimal_tokens(flops)),
@@ -143,6 +144,9 @@ def _beside_approach2(fit: FitResult, flops: float, out: dict) -> dict:
     ci = a2.allocation_interval(flops)
     if ci:
         block["ci"] = ci
+        # where a sweep at this budget would find its own minimum: the line's interval and the
+        # budgets' scatter about it (tau)
+        block["predictive"] = a2.allocation_interval(flops, predictive=True)
     extra = {"approach2": block}
     law_ci = (out.get("ci") or {}).get("params")
     a2_in_law = law_ci is None or law_ci[0] is None or law_ci[0] <= block["params"] <= law_ci[1]

@@ -327,7 +327,7 @@ def test_the_interval_and_the_se_carry_the_scatter_between_budgets():
     The standard error is the random-effects one (the minima's variances known): +-1.96 se and the
     interval agree, where statsmodels' rescaled se was 0.6x."""
     law, truth = get_law("chinchilla"), SKEWED
-    inside, ratio, far = [], [], []
+    inside, ratio, far, line, predictive = [], [], [], [], []
     for seed in range(20):
         rng = np.random.default_rng(seed)
         rows = []
@@ -343,6 +343,13 @@ def test_the_interval_and_the_se_carry_the_scatter_between_budgets():
         # the allocation two decades beyond the largest budget (scaling.predict allocate shows it)
         n_lo, n_hi = r.allocation_interval(1e23)["params"]
         far.append(n_lo <= chinchilla_allocation(truth, 1e23)["params"] <= n_hi)
+        # a new sweep between the budgets finds its own minimum off the line by tau: the line's
+        # interval misses it often, the predictive one (line, tau, t_{k-2}) rarely
+        fresh = chinchilla_allocation(truth, 3e19)["params"] * np.exp(rng.normal(0, 0.1))
+        for kind, hits in ((False, line), (True, predictive)):
+            n_lo, n_hi = r.allocation_interval(3e19, predictive=kind)["params"]
+            hits.append(n_lo <= fresh <= n_hi)
+    assert sum(predictive) >= 15 and sum(predictive) >= sum(line) + 3, (sum(line), sum(predictive))
     assert sum(inside) >= 17, sum(inside)
     assert sum(far) >= 16, sum(far)        # 92% of 60 draws (docs/benchmarks.md)
     assert 0.75 < np.median(ratio) < 1.33, np.median(ratio)

@@ -135,11 +135,14 @@ class Approach2Result(JsonFile):
     def optimal_params(self, flops):
         return self.params_coefficient * np.asarray(flops, float) ** self.params_exponent
 
-    def allocation_interval(self, flops: float) -> dict | None:
+    def allocation_interval(self, flops: float, predictive: bool = False) -> dict | None:
         """95% intervals of N_opt and D_opt at ``flops`` from the lines through the minima: the WLS
         prediction variance x0' (X'WX)^-1 x0 with the minima's bootstrap variances (from their
         stored intervals) plus tau^2, the residual scale entering above 1 as in ``_wls``; grows with
-        the distance from the budgets. None without per-budget intervals (no bootstrap)."""
+        the distance from the budgets. ``predictive``: where a new budget's own minimum would lie,
+        which also scatters about the line by tau (the random-effects prediction interval, Higgins
+        et al. 2009), not counting that minimum's own estimation error. None without per-budget
+        intervals (no bootstrap)."""
         out = {}
         for key, point in (("params", self.optimal_params(flops)), ("tokens", self.optimal_tokens(flops))):
             cis = [getattr(b, f"{key}_opt_ci") for b in self.budgets]
@@ -148,8 +151,13 @@ class Approach2Result(JsonFile):
             logc = np.log([b.flops for b in self.budgets])
             logy = np.log([getattr(b, f"{key}_opt") for b in self.budgets])
             var = np.array([log_sd(ci) for ci in cis]) ** 2
-            var = var + between_variance(logc, logy, var)
-            half = Z95 * _line_se_at(logc, logy, var, float(np.log(flops)))
+            tau2 = between_variance(logc, logy, var)
+            se = _line_se_at(logc, logy, var + tau2, float(np.log(flops)))
+            if predictive:
+                from scipy.stats import t as student
+                half = float(student.ppf(0.975, len(cis) - 2)) * np.sqrt(se ** 2 + tau2)
+            else:
+                half = Z95 * se
             out[key] = [float(point * np.exp(-half)), float(point * np.exp(half))]
         return out
 
