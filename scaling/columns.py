@@ -140,6 +140,30 @@ def shared_run_kind(table: pd.DataFrame) -> dict:
     return out
 
 
+#: validation tokens per domain of rows written before ``eval_tokens_cap`` was recorded (stop 34)
+LEGACY_EVAL_TOKENS_CAP = 65_536
+
+
+def validation_windows(table: pd.DataFrame) -> str | None:
+    """A note when the runs' ``loss`` was measured on different validation windows
+    (``eval_tokens_cap``, tokens per domain; a store's rows without it were written before it was
+    recorded, on ``LEGACY_EVAL_TOKENS_CAP``): on the CPU demo's tiny models the window alone moves a
+    loss by up to ~0.03 nats, as much as a seed. None with one window, or no such column."""
+    if "eval_tokens_cap" not in table.columns or table.empty:
+        return None
+    caps = pd.to_numeric(table["eval_tokens_cap"], errors="coerce")
+    legacy = int(caps.isna().sum())
+    counts = caps.fillna(LEGACY_EVAL_TOKENS_CAP).astype(int).value_counts().sort_index()
+    if len(counts) < 2:
+        return None
+    parts = ", ".join(f"{n} on {cap:,}" + (f" ({legacy} written before the window was recorded)"
+                                           if legacy and cap == LEGACY_EVAL_TOKENS_CAP else "")
+                      for cap, n in counts.items())
+    return (f"runs scored on different validation windows ({parts} tokens per domain): their losses are "
+            f"two measurements (up to ~0.03 nats apart on tiny models); keep one "
+            f"(--where eval_tokens_cap={int(counts.index.max())}) or retrain the others")
+
+
 def convention_flops(table: pd.DataFrame, convention: str) -> np.ndarray:
     """Each run's training FLOPs in ``convention`` (``scaling.accounting.FLOP_CONVENTIONS``): the
     run's ``flops.<convention>`` column (what the runners store), else computed from the shape

@@ -84,3 +84,32 @@ def test_a_mapped_column_replaces_the_one_of_that_name_and_its_planned_conventio
     k, convention = cols.in_convention(m)
     assert convention is None and k["params"].iloc[0] == 25536
     assert cols.in_convention(cols.canonicalise(t))[1] == "6N_ne+head+attn"      # unmapped: as planned
+
+
+def test_runs_scored_on_different_validation_windows_are_said_once():
+    """Rows written before ``eval_tokens_cap`` was recorded were scored on 65,536 tokens per domain;
+    a store that mixes them with newer rows holds two measurements in one ``loss`` column: the fit
+    and the mixture fit say so in one note, and --where keeps one window."""
+    from scaling.fit import fit
+    from scaling.mixture.runs import read_mixtures
+    from scaling.columns import validation_windows, where
+    law = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.33, "beta": 0.33}
+    from scaling.laws import get_law
+    rows = [{"params": n, "tokens": r * n, "mix.code": 0.25 + 0.25 * (i % 3), "status": "ok",
+             "loss": float(get_law("chinchilla").predict(law, n, r * n))}
+            for n in np.geomspace(1e7, 1e9, 5) for i, r in enumerate((10, 20, 40))]
+    t = pd.DataFrame(rows)
+    t["mix.text"] = 1 - t["mix.code"]
+    t["loss.code"] = t["loss"]
+    assert validation_windows(t) is None                           # no such column: external data
+    t["eval_tokens_cap"] = 262144.0
+    assert validation_windows(t) is None                           # one window
+    t.loc[:5, "eval_tokens_cap"] = np.nan                          # 6 rows from an older store
+    note = validation_windows(t)
+    assert "6 on 65,536 (6 written before the window was recorded)" in note and "9 on 262,144" in note
+    assert "--where eval_tokens_cap=262144" in note
+    r = fit(t, "chinchilla", variant="tied", want_profiles=False)
+    assert sum("validation windows" in w for w in r.warnings) == 1
+    assert sum("validation windows" in n for n in read_mixtures(t).notes) == 1
+    kept = where(t, ["eval_tokens_cap=262144"])
+    assert len(kept) == 9 and validation_windows(kept) is None

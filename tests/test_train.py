@@ -94,8 +94,9 @@ def test_tiny_run_learns_and_writes_a_complete_row(finished):
     for column in ("loss", "loss.text", "loss.code", "bpb", "acc", "train_loss", "wall_time_s",
                    "tokens_per_s", "steps", "epochs_seen", "device", "dtype", "corpus_fingerprint",
                    "tokenizer", "torch_version", "git_commit", "run_id", "params", "tokens",
-                   "unique_tokens", "flops", "epochs", "shape", "cpu_time_s"):
+                   "unique_tokens", "flops", "epochs", "shape", "cpu_time_s", "eval_tokens_cap"):
         assert column in row, column
+    assert row["eval_tokens_cap"] == train.EVAL_TOKENS_PER_DOMAIN      # which measurement `loss` is
     assert 0 < row["cpu_time_s"] < 50 * row["wall_time_s"]
     assert row["loss"] == row["loss.text"]  # code_fraction 0: the run's mix is all text
     assert row["bpb"] == pytest.approx(row["loss"] / math.log(2))  # byte tokenizer: 1 byte/token

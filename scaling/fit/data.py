@@ -35,6 +35,9 @@ def prepare(table: pd.DataFrame, law_name: str | None, exclude_top: int = 0, sou
         if bad.any():
             notes.append(f"excluded {int(bad.sum())} run(s) whose status is not ok")
             table = table[~bad]
+    window = cols.validation_windows(table)
+    if window:
+        notes.append(window)
     if law_name is None:
         law_name = default_law(table)
     law = get_law(law_name)

@@ -52,6 +52,9 @@ def read_mixtures(table: pd.DataFrame, loss_domains=None, need_scale=True, sourc
         if bad.any():
             notes.append(f"excluded {int(bad.sum())} run(s) whose status is not ok")
             table = table[~bad].reset_index(drop=True)
+    window = cols.validation_windows(table)
+    if window:
+        notes.append(window)
     mix_cols = [c for c in table.columns if str(c).startswith("mix.")]
     if not mix_cols:
         if "code_fraction" not in table.columns:
