@@ -122,13 +122,25 @@ def backtest_approach2(table: pd.DataFrame, bootstrap: int = 200, seed: int = 0,
         se = np.sqrt(log_sd(train.allocation_interval(minimum.flops, predictive=True)["params"]) ** 2
                      + log_sd(minimum.params_opt_ci) ** 2)
         predictive = [float(predicted * np.exp(-Z95 * se)), float(predicted * np.exp(Z95 * se))]
+    # what scaling.plot backtest draws: every budget's minimum, and the line carried to the held-out
+    # budget with its two bands
+    budgets = [{"flops": float(b.flops), "params": float(b.params_opt), "ci": b.params_opt_ci, "held_out": False}
+               for b in train.budgets] + [{"flops": float(minimum.flops), "params": float(minimum.params_opt),
+                                           "ci": minimum.params_opt_ci, "held_out": True}]
+    band = []
+    if ci:
+        for c in np.geomspace(min(b.flops for b in train.budgets), minimum.flops, 25):
+            line, pred = train.allocation_interval(c), train.allocation_interval(c, predictive=True)
+            band.append({"flops": float(c), "params": float(train.optimal_params(c)), "ci": line["params"],
+                         "predictive": pred["params"]})
     out = {"approach": 2, "holdout": "largest-compute", "budget": float(minimum.flops),
            "n_train_budgets": len(train.budgets), "estimator": train.estimator,
            "minimum": {"params": float(minimum.params_opt), "ci": minimum.params_opt_ci},
            "predicted": {"params": predicted, "ci": ci["params"] if ci else None, "predictive": predictive},
            "percentage_error": float(100 * (predicted / minimum.params_opt - 1)),
            "params_exponent": {"without": train.params_exponent, "with": every.params_exponent,
-                               "without_ci": train.params_exponent_ci}}
+                               "without_ci": train.params_exponent_ci},
+           "budgets": budgets, "band": band}
     if predictive:
         out["inside"] = bool(predictive[0] <= minimum.params_opt <= predictive[1])
     return out
@@ -138,7 +150,8 @@ def _parser():
     p = ArgumentParser(prog="python -m scaling.backtest", description="Fit without the largest-compute runs and predict them.",
                        epilog="example:\n  python -m scaling.backtest results/ --holdout largest-compute --bootstrap 200 --out backtest.json\n"
                               "  python -m scaling.plot backtest --result backtest.json --out backtest.png\n"
-                              "  python -m scaling.backtest dataset:llama3-isoflops --where experiment=llama_3__raw_loss --approach 2")
+                              "  python -m scaling.backtest dataset:llama3-isoflops --where experiment=llama_3__raw_loss --approach 2 --out a2.json\n"
+                              "  python -m scaling.plot backtest --result a2.json --out a2.png")
     add_store_argument(p, positional=True, help="store directory, CSV or Parquet file, or dataset:NAME")
     p.add_argument("--approach", type=int, choices=[2, 3], default=3,
                    help="3 (default): the law's loss on the held-out runs; 2: the isoFLOP minima's line "
@@ -153,19 +166,23 @@ def _parser():
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", metavar="BACKTEST.json",
-                   help="also write the result as JSON (what python -m scaling.plot backtest --result draws)")
+                   help="also write the result as JSON (what python -m scaling.plot backtest --result draws; "
+                        "either approach)")
     return p
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    if args.approach == 2 and (args.law or args.holdout != "largest-compute" or args.out):
-        raise UsageError("--approach 2 holds out the largest budget and fits no law: --law, --holdout and "
-                         "--out are for --approach 3")
+    if args.approach == 2 and (args.law or args.holdout != "largest-compute"):
+        raise UsageError("--approach 2 holds out the largest budget and fits no law: --law and --holdout are "
+                         "for --approach 3")
     table, _ = cols.in_convention(cols.canonicalise(cols.where(read_table(args.source), args.where),
                                                     cols.parse_mapping(args.column)))
     if args.approach == 2:
         out = backtest_approach2(table, args.bootstrap, args.seed)
+        if args.out:
+            from scaling.store import atomic_write_text
+            atomic_write_text(Path(args.out), json.dumps(out, indent=1))
         if args.json:
             print(json.dumps(out, indent=1))
             return 0

@@ -233,8 +233,14 @@ def residuals(source, fit: FitResult, out) -> dict:
 
 def backtest_plot(result, out) -> dict:
     """Held-out runs of a backtest result (``scaling.backtest``'s dict or its ``--out`` JSON file):
-    observed against predicted loss, with 95% predictive intervals. Draws; never fits."""
-    result = _result(result, "backtest")
+    observed against predicted loss, with 95% predictive intervals; an Approach 2 backtest
+    (``--approach 2``) is drawn by ``backtest_approach2_plot``. Draws; never fits."""
+    from scaling.schemas import kind_of, read_json, validate
+    value = result if isinstance(result, dict) else read_json(result)
+    kind = "backtest-approach2" if kind_of(value) == "backtest-approach2" else "backtest"
+    result = validate(value, kind, "result" if isinstance(result, dict) else result)
+    if kind == "backtest-approach2":
+        return backtest_approach2_plot(result, out)
     plt = new_figure()
     runs = result["runs"]
     obs = np.array([r["loss"] for r in runs])
@@ -255,6 +261,49 @@ def backtest_plot(result, out) -> dict:
     ax.legend(fontsize=8)
     save_figure(fig, out)
     return {"observed": obs.tolist(), "predicted": pred.tolist(), "mape": result["mape"]}
+
+
+def backtest_approach2_plot(result: dict, out) -> dict:
+    """An Approach 2 backtest (``scaling.backtest --approach 2 --out``): the training budgets' isoFLOP
+    minima with their 95% intervals, the line through them carried to the held-out budget with its
+    95% band (the line's, and the predictive one a new sweep's minimum falls in), against the
+    held-out budget's own minimum. Draws; never fits."""
+    plt = new_figure()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    train = [b for b in result["budgets"] if not b["held_out"]]
+    c = np.array([b["flops"] for b in train])
+    n = np.array([b["params"] for b in train])
+    ci = np.array([b["ci"] if b.get("ci") else [b["params"], b["params"]] for b in train])
+    ax.errorbar(c, n, yerr=[n - ci[:, 0], ci[:, 1] - n], fmt="o", color="C0", capsize=3,
+                label="isoFLOP minima fitted (95% CI)")
+    band = result.get("band") or []
+    if band:
+        bc = np.array([r["flops"] for r in band])
+        ax.fill_between(bc, [r["predictive"][0] for r in band], [r["predictive"][1] for r in band],
+                        color="C0", alpha=0.12, lw=0, label="95% predictive (a new sweep's minimum)")
+        ax.fill_between(bc, [r["ci"][0] for r in band], [r["ci"][1] for r in band], color="C0", alpha=0.25,
+                        lw=0, label="95% CI of the line")
+        ax.plot(bc, [r["params"] for r in band], color="C0", lw=1.5,
+                label=f"line without the held-out budget: N_opt ~ C^{result['params_exponent']['without']:.3f}")
+    m = result["minimum"]
+    mci = m.get("ci") or [m["params"], m["params"]]
+    ax.errorbar([result["budget"]], [m["params"]], yerr=[[m["params"] - mci[0]], [mci[1] - m["params"]]],
+                fmt="D", color="C3", capsize=3, ms=8, label="held-out budget's minimum (95% CI)")
+    p = result["predicted"]
+    ax.scatter([result["budget"]], [p["params"]], marker="*", s=180, color="C1", edgecolor="k", zorder=4,
+               label=f"predicted ({result['percentage_error']:+.1f}%)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("compute budget C (FLOPs)")
+    ax.set_ylabel("compute-optimal parameters N_opt")
+    verdict = "" if result.get("inside") is None else (
+        "\n(inside the 95% predictive interval)" if result["inside"] else "\n(outside the 95% predictive interval)")
+    ax.set_title(f"Approach 2 backtest at the held-out {result['budget']:.3g} FLOPs: predicted "
+                 f"{result['percentage_error']:+.1f}% off its minimum{verdict}", fontsize=10)
+    ax.legend(fontsize=8)
+    save_figure(fig, out)
+    return {"budgets": [[b["flops"], b["params"]] for b in result["budgets"]], "predicted": p["params"],
+            "minimum": m["params"]}
 
 
 def design_plot(result, out, source=None) -> dict:

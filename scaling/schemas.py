@@ -270,6 +270,28 @@ class BacktestFile(_Open):
     runs: list[BacktestRun] = Field(min_length=1)
 
 
+class BacktestApproach2Budget(_Open):
+    flops: Positive
+    params: Positive
+    ci: list[Positive] | None = Field(default=None, min_length=2, max_length=2)
+    held_out: bool
+
+
+class BacktestApproach2Point(_Open):
+    params: Positive
+    ci: list[Positive] | None = Field(default=None, min_length=2, max_length=2)
+
+
+class BacktestApproach2File(_Open):
+    approach: Literal[2]
+    budget: Positive
+    minimum: BacktestApproach2Point
+    predicted: BacktestApproach2Point
+    percentage_error: Number
+    budgets: list[BacktestApproach2Budget] = Field(min_length=2)
+    band: list[dict[str, Any]] = []
+
+
 class OptimumFile(_Open):
     mixture: dict[str, Fraction]
     params: Positive | None = None
@@ -281,6 +303,7 @@ KINDS: dict[str, tuple[type[BaseModel], str]] = {
     "downstream-fit": (DownstreamFitFile, "python -m scaling.downstream fit SOURCE --task TASK --out FILE"),
     "mixture-fit": (MixtureFitFile, "python -m scaling.mixture fit SOURCE --out FILE"),
     "backtest": (BacktestFile, "python -m scaling.backtest SOURCE --out FILE"),
+    "backtest-approach2": (BacktestApproach2File, "python -m scaling.backtest SOURCE --approach 2 --out FILE"),
     "optimum": (OptimumFile, "python -m scaling.mixture optimize ... --out FILE"),
     "approach2": (Approach2File, "python -m scaling.fit SOURCE --approach 2 --out FILE"),
     "design": (DesignFile, "python -m scaling.design SOURCE --fit FIT --target-flops C --budget F --json > FILE"),
@@ -293,6 +316,8 @@ def kind_of(d: Any) -> str | None:
         return None
     if d.get("kind") == "downstream":
         return "downstream-fit"
+    if d.get("approach") == 2 and "minimum" in d and "predicted" in d:
+        return "backtest-approach2"
     if d.get("approach") == 2:
         return "approach2"
     if "expected_interval" in d and "runs" in d:

@@ -377,6 +377,14 @@ def test_backtest_approach2_asks_the_line_for_the_largest_budget(capsys):
     assert marin["budget"] == pytest.approx(3e20) and marin["inside"] and 0 < marin["percentage_error"] < 8
     assert run_cli(main, ["dataset:llama3-isoflops", "--where", "experiment=llama_3__raw_loss", "--approach", "2"]) == 0
     assert "outside the interval" in capsys.readouterr().out
+    # --out writes what scaling.plot backtest draws: the minima, the line carried to the held-out
+    # budget and its bands (the predictive one contains the line's)
+    band = out["band"]
+    assert [b["held_out"] for b in out["budgets"]] == [False] * 9 + [True]
+    assert band[0]["flops"] == pytest.approx(min(b["flops"] for b in out["budgets"]))
+    assert band[-1]["flops"] == pytest.approx(1e22) and band[-1]["predictive"] == pytest.approx(out["predicted"]["ci"], rel=0.3)
+    assert all(r["predictive"][0] <= r["ci"][0] <= r["params"] <= r["ci"][1] <= r["predictive"][1] for r in band)
+    assert band[-1]["ci"] == pytest.approx(out["predicted"]["ci"])
     assert run_cli(main, ["dataset:llama3-isoflops", "--approach", "2", "--law", "kaplan"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --approach 2")

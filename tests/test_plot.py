@@ -155,3 +155,29 @@ def test_residuals_and_backtest_draw_the_fit_on_exact_data(store_and_fit):
     bt = backtest_plot(result, d / "golden_bt.png")
     assert len(bt["observed"]) == 6 and bt["mape"] < 0.5
     assert np.allclose(bt["observed"], bt["predicted"], rtol=5e-3)
+
+
+def test_an_approach2_backtest_is_drawn_from_its_file(tmp_path, capsys):
+    """``scaling.backtest --approach 2 --out`` writes a file of its own kind; ``scaling.plot backtest``
+    draws it (the minima, the line carried to the held-out budget, its bands, the held-out minimum)
+    and a file of another kind is one error line."""
+    from scaling import backtest
+    from scaling.cli import run_cli
+    from scaling.plot import backtest_plot, main
+    from scaling.schemas import kind_of, read_json
+    result = tmp_path / "a2.json"
+    assert run_cli(backtest.main, ["dataset:llama3-isoflops", "--where", "experiment=llama_3__raw_loss",
+                                   "--approach", "2", "--bootstrap", "50", "--out", str(result)]) == 0
+    assert kind_of(read_json(result)) == "backtest-approach2"
+    drawn = backtest_plot(result, tmp_path / "a2.png")
+    assert (tmp_path / "a2.png").stat().st_size > 10_000 and len(drawn["budgets"]) == 10
+    assert drawn["predicted"] > 1.35 * drawn["minimum"]            # Llama 3 at 1e22: +48%
+    capsys.readouterr()
+    fit_file = tmp_path / "fit.json"
+    assert run_cli(__import__("scaling.fit", fromlist=["main"]).main,
+                   ["dataset:llama3-isoflops", "--where", "experiment=llama_3__raw_loss", "--approach", "2",
+                    "--bootstrap", "20", "--no-profiles", "--out", str(fit_file)]) == 0
+    capsys.readouterr()
+    assert run_cli(main, ["backtest", "--result", str(fit_file), "--out", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "not a backtest" in err[0], err
