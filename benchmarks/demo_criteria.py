@@ -63,29 +63,32 @@ def main() -> int:
     runs = runs[runs["status"] == "ok"]
     bracket, best = {}, {}
     for name, g in runs.groupby("budget"):
-        g = g.sort_values("params")
-        i = int(g["loss"].values.argmin())
+        g = g.groupby("params", as_index=False).agg(loss=("loss", "mean"), shape=("shape", "first"))
+        i = int(g["loss"].values.argmin())          # sizes with two seeds count by their mean
         bracket[name] = 0 < i < len(g) - 1
-        best[name] = g.iloc[i]["run_id"]
+        best[name] = g.iloc[i]["shape"]
 
     # extra seeds of each budget's best measured run, stacked or not as the launcher decides
     from runners.train import launch
     from runners.grid import plan
     from scaling.accounting import parse_budgets
-    specs = {s.run_id: s for b in parse_budgets(args.budget) for s in plan.isoflop_grid(b)}
+    specs = {(s.budget, s.shape): s for b in parse_budgets(args.budget) for s in plan.isoflop_grid(b)
+             if s.seed == 0}
     seeds = [int(x) for x in args.seeds.split(",")]
-    extra = [dataclasses.replace(specs[rid], seed=s) for rid in best.values() for s in seeds]
+    have = {(b, sh): set(g["seed"].astype(int)) for (b, sh), g in runs.groupby(["budget", "shape"])}
+    extra = [dataclasses.replace(specs[(name, shape)], seed=s) for name, shape in best.items() for s in seeds
+             if s not in have[(name, shape)]]
     seed_store = work / "seeds"
     t0 = time.perf_counter()
-    launch.launch(extra, seed_store, progress=False)
+    if extra:
+        launch.launch(extra, seed_store, progress=False)
     t_seeds = time.perf_counter() - t0
-    seeded = pd.read_parquet(seed_store)
+    seeded = pd.concat([runs, *([pd.read_parquet(seed_store)] if extra else [])], ignore_index=True)
     spread = {}
-    for name, rid in best.items():
-        s0 = runs.loc[runs["run_id"] == rid].iloc[0]
-        same = seeded[(seeded["shape"] == s0["shape"]) & (seeded["budget"] == name)]
-        losses = [float(s0["loss"]), *map(float, same["loss"])]
-        spread[name] = {"shape": s0["shape"], "losses": losses, "range": max(losses) - min(losses),
+    for name, shape in best.items():
+        same = seeded[(seeded["shape"] == shape) & (seeded["budget"] == name)]
+        losses = [float(v) for v in same.sort_values("seed")["loss"]]
+        spread[name] = {"shape": shape, "losses": losses, "range": max(losses) - min(losses),
                         "sd": float(pd.Series(losses).std())}
 
     _, bt_out = timed(["scaling.backtest", str(store), "--json"])

@@ -358,6 +358,9 @@ class Budget:
     shapes: tuple[str, ...] | None = None
     #: the FLOP convention the budget is spent in when none is asked for
     flops_convention: str = DEFAULT_CONVENTION
+    #: the K widest sizes at full data also run with a second seed when one seed is asked for
+    #: (``runners.grid.plan.isoflop_grid``)
+    replicate_widest: int = 0
 
     @property
     def shape_pool(self) -> dict[str, "Shape"]:
@@ -408,6 +411,7 @@ class CpuPreset:
     centres: tuple[float, ...] | None = None
     shapes: tuple[str, ...] | None = None
     flops_convention: str = DEFAULT_CONVENTION
+    replicate_widest: int = 0
 
 
 CPU_PRESETS: dict[str, CpuPreset] = {
@@ -415,12 +419,14 @@ CPU_PRESETS: dict[str, CpuPreset] = {
     "smoke": CpuPreset((2e10,), 5, 2.0, (1.0, 0.25)),
     # the README demo, an isoFLOP ladder over 1.5 decades of compute: 5 one-layer sizes per budget
     # (a factor 1.6 apart, centred on the measured optima) at full data, spent in 6N_ne+head+attn
-    # (20 runs, ~3 min on 2 cores; benchmarks/demo_criteria.py). It trains on the embedded corpus's
+    # (28 runs with the replicates below, ~3.3 min on 2 cores; benchmarks/demo_criteria.py). It trains on the embedded corpus's
     # code domain (10.2M byte tokens): the smallest model at 1e12 FLOPs needs 8.5M unique tokens,
     # more than the 2.0M of the text domain. Add repeated-data points with --epochs 1,4,16.
+    # The two widest sizes of each budget also run seed 1 (28 runs): they take the fewest steps and
+    # part most between seeds (docs/benchmarks.md, stop 34), at a fifth of the wall time.
     "tiny": CpuPreset((3e10, 1e11, 3e11, 1e12), 5, 1.6, (1.0,), code_fraction=1.0,
                       centres=(7e3, 1.2e4, 2.2e4, 4e4), shapes=tuple(MICRO_SHAPES),
-                      flops_convention="6N_ne+head+attn"),
+                      flops_convention="6N_ne+head+attn", replicate_widest=2),
 }
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
@@ -443,7 +449,8 @@ def parse_size(text: str) -> float:
 def _cpu_budget(flops_value: float, name: str | None = None, preset: CpuPreset | None = None) -> Budget:
     extra = {} if preset is None else dict(unique_ratios=preset.unique_ratios, n_sizes=preset.n_sizes,
                                            size_factor=preset.size_factor, code_fraction=preset.code_fraction,
-                                           shapes=preset.shapes, flops_convention=preset.flops_convention)
+                                           shapes=preset.shapes, flops_convention=preset.flops_convention,
+                                           replicate_widest=preset.replicate_widest)
     if preset is not None and preset.centres:
         extra["params"] = dict(zip(preset.budgets, preset.centres))[flops_value]
     return Budget(name or f"{flops_value:.0e}".replace("+", ""), flops_value,

@@ -318,3 +318,19 @@ def test_real_entry_point_dry_run_and_help():
     assert REQUIRED_KEYS <= set(json.loads(proc.stdout)[0])
     proc = _subprocess("runners.isounique", "--help")
     assert proc.returncode == 0 and "example" in proc.stdout
+
+
+def test_the_tiny_preset_replicates_its_widest_sizes_only_when_one_seed_is_asked():
+    """The widest sizes of a tiny isoFLOP curve take the fewest steps and part most between seeds:
+    with one seed asked for, the preset's two widest sizes at full data also run the next seed; with
+    seeds given, the grid is their cross product and nothing more; other presets never replicate."""
+    for b in parse_budgets("tiny"):
+        grid = plan.isoflop_grid(b)
+        widest = sorted({s.shape: s.params for s in grid}.items(), key=lambda kv: kv[1])[-2:]
+        again = [s for s in grid if s.seed == 1]
+        assert {s.shape for s in again} == {name for name, _ in widest} and len(again) == 2
+        twins = {(s.shape, s.tokens) for s in grid if s.seed == 0}
+        assert all((s.shape, s.tokens) in twins for s in again)        # the same run, another seed
+        assert {s.seed for s in plan.isoflop_grid(b, seeds=(3,)) if s.shape == widest[-1][0]} == {3, 4}
+        assert len(plan.isoflop_grid(b, seeds=(0, 1))) == 10
+    assert all(s.seed == 0 for b in parse_budgets("smoke") for s in plan.isoflop_grid(b))

@@ -269,6 +269,6 @@ def test_every_run_of_the_tiny_preset_takes_the_same_batch():
     from runners.grid import plan
     from scaling.accounting import parse_budgets
     specs = [s for b in parse_budgets("tiny") for s in plan.isoflop_grid(b)]
-    assert len(specs) == 20
+    assert len(specs) == 28                     # 4 budgets x 5 sizes, the 2 widest of each with seed 1 too
     assert {train.hparams(s.params, s.seq_len, tokens=s.tokens).batch_size for s in specs} == {8}
     assert train.hparams(20_000, 128, tokens=100_000).batch_size == 4   # too short for 150 steps of 8

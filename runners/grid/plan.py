@@ -168,7 +168,8 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
 
     Levels above D are capped at D (unseen unique data changes nothing). Crossed with
     ``code_fractions`` (default: the budget's own, 0 but for the ``tiny`` preset) x ``filters`` x
-    ``seeds``; duplicates removed. ``tokenizer=None`` means
+    ``seeds``; duplicates removed. With one seed, a budget's ``replicate_widest`` widest sizes at
+    full data also run the next seed (the ``tiny`` preset: 2). ``tokenizer=None`` means
     ``byte`` for CPU budgets and ``gpt2`` otherwise (the vocabulary the budget's shapes assume).
     ``arch`` (``runners.models.arch``) builds each shape as that architecture; tokens are then what the
     budget buys at that architecture's FLOPs per token (a plug-in: 6 N of its own count), so two
@@ -224,6 +225,16 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
                    text_column=text_column, flops_convention=flops_convention, mix=mx, domain_column=domain_column,
                    arch=arch, activation=activation)
              for (s, d, u) in points for c, mx in mix_axis for f in fs for seed in ss]
+    if len(ss) == 1 and budget.replicate_widest:
+        # the widest sizes take the fewest optimiser steps, and tiny runs with few steps part most
+        # between seeds (when each leaves the unigram plateau): a second seed there, cheap in time
+        full = sorted({s.name: s for (s, d, u) in points if d == u}.values(), key=lambda s: s.params(V, S))
+        widest = {s.name for s in full[-budget.replicate_widest:]}
+        specs += [_spec(s, vocab=V, seq_len=S, tokens=d, unique=u, grid="isoflop", budget=budget.name,
+                        code_fraction=c, filter=f, seed=ss[0] + 1, data=data, tokenizer=tokenizer,
+                        text_column=text_column, flops_convention=flops_convention, mix=mx,
+                        domain_column=domain_column, arch=arch, activation=activation)
+                  for (s, d, u) in points if s.name in widest and d == u for c, mx in mix_axis for f in fs]
     return _dedupe(specs)
 
 
