@@ -114,29 +114,28 @@ def backtest_approach2(table: pd.DataFrame, bootstrap: int = 200, seed: int = 0,
     minimum = kept[0]
     train = approach2(runs[~held], bootstrap=bootstrap, seed=seed, **options)
     predicted = float(train.optimal_params(minimum.flops))
-    ci = train.allocation_interval(minimum.flops)
-    predictive = None
-    if ci and minimum.params_opt_ci:
-        # what the held-out minimum may read: the line's uncertainty, the budgets' scatter about the
-        # line (tau) and the minimum's own bootstrap error, independent, in log N
-        se = np.sqrt(log_sd(train.allocation_interval(minimum.flops, predictive=True)["params"]) ** 2
-                     + log_sd(minimum.params_opt_ci) ** 2)
-        predictive = [float(predicted * np.exp(-Z95 * se)), float(predicted * np.exp(Z95 * se))]
-    # what scaling.plot backtest draws: every budget's minimum, and the line carried to the held-out
-    # budget with its two bands
-    budgets = [{"flops": float(b.flops), "params": float(b.params_opt), "ci": b.params_opt_ci, "held_out": False}
-               for b in train.budgets] + [{"flops": float(minimum.flops), "params": float(minimum.params_opt),
-                                           "ci": minimum.params_opt_ci, "held_out": True}]
+    # the line carried from the smallest budget to the held-out one with its two bands (what
+    # scaling.plot backtest draws); its last point is the held-out budget's
     band = []
-    if ci:
+    if train.allocation_interval(minimum.flops):
         for c in np.geomspace(min(b.flops for b in train.budgets), minimum.flops, 25):
             line, pred = train.allocation_interval(c), train.allocation_interval(c, predictive=True)
             band.append({"flops": float(c), "params": float(train.optimal_params(c)), "ci": line["params"],
                          "predictive": pred["params"]})
+    ci = band[-1]["ci"] if band else None
+    predictive = None
+    if band and minimum.params_opt_ci:
+        # what the held-out minimum may read: the line's uncertainty, the budgets' scatter about the
+        # line (tau) and the minimum's own bootstrap error, independent, in log N
+        se = np.sqrt(log_sd(band[-1]["predictive"]) ** 2 + log_sd(minimum.params_opt_ci) ** 2)
+        predictive = [float(predicted * np.exp(-Z95 * se)), float(predicted * np.exp(Z95 * se))]
+    budgets = [{"flops": float(b.flops), "params": float(b.params_opt), "ci": b.params_opt_ci, "held_out": False}
+               for b in train.budgets] + [{"flops": float(minimum.flops), "params": float(minimum.params_opt),
+                                           "ci": minimum.params_opt_ci, "held_out": True}]
     out = {"approach": 2, "holdout": "largest-compute", "budget": float(minimum.flops),
            "n_train_budgets": len(train.budgets), "estimator": train.estimator,
            "minimum": {"params": float(minimum.params_opt), "ci": minimum.params_opt_ci},
-           "predicted": {"params": predicted, "ci": ci["params"] if ci else None, "predictive": predictive},
+           "predicted": {"params": predicted, "ci": ci, "predictive": predictive},
            "percentage_error": float(100 * (predicted / minimum.params_opt - 1)),
            "params_exponent": {"without": train.params_exponent, "with": every.params_exponent,
                                "without_ci": train.params_exponent_ci},

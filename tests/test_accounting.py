@@ -90,11 +90,11 @@ def test_runs_scored_on_different_validation_windows_are_said_once():
     """Rows written before ``eval_tokens_cap`` was recorded were scored on 65,536 tokens per domain;
     a store that mixes them with newer rows holds two measurements in one ``loss`` column: the fit
     and the mixture fit say so in one note, and --where keeps one window."""
-    from scaling.fit import fit
-    from scaling.mixture.runs import read_mixtures
     from scaling.columns import validation_windows, where
-    law = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.33, "beta": 0.33}
+    from scaling.fit import fit
     from scaling.laws import get_law
+    from scaling.mixture.runs import read_mixtures
+    law = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.33, "beta": 0.33}
     rows = [{"params": n, "tokens": r * n, "mix.code": 0.25 + 0.25 * (i % 3), "status": "ok",
              "loss": float(get_law("chinchilla").predict(law, n, r * n))}
             for n in np.geomspace(1e7, 1e9, 5) for i, r in enumerate((10, 20, 40))]

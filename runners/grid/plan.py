@@ -220,21 +220,18 @@ def isoflop_grid(budget: Budget, *, unique: Sequence[float] | None = None,
             continue
         d = tokens_for(s)
         points.append((s, d, d))
-    specs = [_spec(s, vocab=V, seq_len=S, tokens=d, unique=u, grid="isoflop", budget=budget.name,
-                   code_fraction=c, filter=f, seed=seed, data=data, tokenizer=tokenizer,
-                   text_column=text_column, flops_convention=flops_convention, mix=mx, domain_column=domain_column,
-                   arch=arch, activation=activation)
-             for (s, d, u) in points for c, mx in mix_axis for f in fs for seed in ss]
+    runs = [(s, d, u, ss) for (s, d, u) in points]
     if len(ss) == 1 and budget.replicate_widest:
         # the widest sizes take the fewest optimiser steps, and tiny runs with few steps part most
         # between seeds (when each leaves the unigram plateau): a second seed there, cheap in time
         full = sorted({s.name: s for (s, d, u) in points if d == u}.values(), key=lambda s: s.params(V, S))
         widest = {s.name for s in full[-budget.replicate_widest:]}
-        specs += [_spec(s, vocab=V, seq_len=S, tokens=d, unique=u, grid="isoflop", budget=budget.name,
-                        code_fraction=c, filter=f, seed=ss[0] + 1, data=data, tokenizer=tokenizer,
-                        text_column=text_column, flops_convention=flops_convention, mix=mx,
-                        domain_column=domain_column, arch=arch, activation=activation)
-                  for (s, d, u) in points if s.name in widest and d == u for c, mx in mix_axis for f in fs]
+        runs += [(s, d, u, (ss[0] + 1,)) for (s, d, u) in points if s.name in widest and d == u]
+    specs = [_spec(s, vocab=V, seq_len=S, tokens=d, unique=u, grid="isoflop", budget=budget.name,
+                   code_fraction=c, filter=f, seed=seed, data=data, tokenizer=tokenizer,
+                   text_column=text_column, flops_convention=flops_convention, mix=mx, domain_column=domain_column,
+                   arch=arch, activation=activation)
+             for (s, d, u, seeds) in runs for c, mx in mix_axis for f in fs for seed in seeds]
     return _dedupe(specs)
 
 

@@ -154,8 +154,8 @@ class Approach2Result(JsonFile):
             tau2 = between_variance(logc, logy, var)
             se = _line_se_at(logc, logy, var + tau2, float(np.log(flops)))
             if predictive:
-                from scipy.stats import t as student
-                half = float(student.ppf(0.975, len(cis) - 2)) * np.sqrt(se ** 2 + tau2)
+                from scipy.stats import t as student_t     # lazy: scipy.stats costs ~0.5 s to import
+                half = float(student_t.ppf(0.975, len(cis) - 2)) * np.sqrt(se ** 2 + tau2)
             else:
                 half = Z95 * se
             out[key] = [float(point * np.exp(-half)), float(point * np.exp(half))]
