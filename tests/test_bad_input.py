@@ -248,6 +248,8 @@ CASES = [
     ("runners.isoflop", ["--budget", "smoke", "--activation", "swelu", "--dry-run"]),
     ("runners.isoflop", ["--budget", "smoke", "--arch", "mamba", "--activation", "relu", "--dry-run"]),
     ("runners.isoflop", ["--budget", "smoke", "--eval-every", "25", "--dry-run"]),             # no --eval
+    ("runners.isoflop", ["--budget", "smoke", "--eval-tokens", "0", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--eval-tokens", "100", "--dry-run"]),            # < one context
     ("runners.isoflop", ["--budget", "smoke", "--eval", "corpus_cloze", "--eval-every", "0", "--dry-run"]),
     ("runners.isoflop", ["--budget", "smoke", "--eval", "corpus_cloze", "--eval-every", "-5", "--dry-run"]),
     ("runners.isoflop", ["--budget", "smoke", "--eval", "corpus_cloze", "--eval-limit", "-1", "--dry-run"]),

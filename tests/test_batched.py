@@ -142,6 +142,28 @@ def test_a_grids_losses_do_not_depend_on_batch_runs(tmp_path, cache):
     assert one.loc[two.index, "loss"].tolist() == two["loss"].tolist()
 
 
+def test_a_run_that_left_a_checkpoint_resumes_where_it_would_have_been_stacked(tmp_path, cache):
+    """Stacked runs resume together or not at all, so a run that left a checkpoint (a killed grid)
+    trains alone when relaunched beside a fresh twin of its shape: it resumes instead of starting
+    over (it used to be stacked with the fresh run and lose its progress), and ends as it would
+    have uninterrupted. A write of its checkpoint that the kill left half done goes with it."""
+    from runners.train import launch
+    a, b = spec(0), spec(1)
+    where = tmp_path / "resumed"
+    launch.launch([a], where, progress=False, workers=1, batch_runs=1, max_steps=4, cache_dir=cache)
+    ckpts = where / "_checkpoints"
+    assert [p.name for p in ckpts.iterdir()] == [f"{a.run_id}.pt"]
+    (ckpts / f".tmp-{a.run_id}-x1y2.pt").write_bytes(b"half a checkpoint")   # a killed write of it
+    (ckpts / ".tmp-someone-else-x1y2.pt").write_bytes(b"not ours")
+    assert launch.launch([a, b], where, progress=False, workers=1, batch_runs=2, cache_dir=cache).ok
+    runs = store.read_runs(where).set_index("run_id")
+    assert runs.loc[a.run_id, "resumed_from_step"] == 4 and runs.loc[b.run_id, "resumed_from_step"] == 0
+    assert list(runs["batched_with"]) == [1, 1]
+    assert [p.name for p in ckpts.iterdir()] == [".tmp-someone-else-x1y2.pt"]
+    assert launch.launch([a], tmp_path / "whole", progress=False, workers=1, batch_runs=1, cache_dir=cache).ok
+    assert runs.loc[a.run_id, "loss"] == pytest.approx(store.read_run(tmp_path / "whole", a.run_id)["loss"], abs=1e-4)
+
+
 def test_auto_stacks_only_what_it_measured_to_pay(tmp_path, monkeypatch):
     """``--batch-runs auto`` takes the K with the cheapest measured step per run, K > 1 only when it
     beats one model at a time by MIN_GAIN; the measurement is cached per machine and shape."""

@@ -122,7 +122,7 @@ def test_a_run_scores_its_checkpoints_and_a_resumed_run_does_not_score_them_twic
 def test_smoke_grid_scored_along_training_is_fitted_by_scaling_downstream(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     run = subprocess.run([sys.executable, "-m", "runners.isoflop", "--budget", "smoke", "--eval", "corpus_cloze",
-                          "--eval-every", "25", "--eval-limit", "40", tmp_path / "s", "--quiet"],
+                          "--eval-every", "25", "--eval-limit", "40", "--eval-tokens", "65536", tmp_path / "s", "--quiet"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     table = store.read_checkpoint_evals(tmp_path / "s")

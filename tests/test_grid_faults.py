@@ -24,7 +24,7 @@ def test_killed_grid_resumes_and_stores_each_run_once(tmp_path):
     store = tmp_path / "store"
     env = {**os.environ, "SCALING_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "runners.isoflop", "--budget", "smoke", "--store", str(store),
-           "--quiet", "--checkpoint-every", "0.2"]
+           "--quiet", "--checkpoint-every", "0.2", "--eval-tokens", "16384"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpts = store / "_checkpoints"
     deadline = time.time() + 300
@@ -65,8 +65,9 @@ def test_killed_grid_resumes_and_stores_each_run_once(tmp_path):
     for run_id in finished_before:                     # skipped, not retrained
         assert by_id.loc[run_id, "created_at"] == created_before[run_id]
     resumed = [r for r in interrupted if by_id.loc[r, "resumed_from_step"] > 0]
-    assert resumed, "the interrupted run started again from scratch"
-    assert not any(ckpts.iterdir())                    # checkpoints are removed once a run is stored
+    assert resumed, f"the interrupted run started again from scratch: {rerun.stderr[-2000:]}"
+    left = sorted(p.name for p in ckpts.iterdir())
+    assert not left, (left, rerun.stderr[-2000:])                             # checkpoints are removed once a run is stored
 
 
 def test_a_run_that_crashes_stops_the_grid_with_one_line_and_leaves_no_store(tmp_path, monkeypatch, capsys):

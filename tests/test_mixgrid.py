@@ -41,7 +41,8 @@ def grid(tmp_path_factory):
     heldout = tmp_path_factory.mktemp("mixgrid-heldout")
     for where, k, seed in ((store, 12, 0), (heldout, 4, 1)):
         code, out, err = run("runners.mixgrid", "--n-mixtures", k, "--mix-seed", seed, "--shape", "t24",
-                             "--tokens", "40K", "--store", where, "--quiet")
+                             "--tokens", "40K", "--store", where, "--quiet",
+                             "--eval-tokens", 65536)
         assert code == 0, err
     return store, heldout
 
@@ -55,6 +56,7 @@ def test_grid_rows_carry_every_domains_mix_and_loss(grid):
         assert runs[f"loss.{d}"].notna().all() and runs[f"mix.{d}"].notna().all()
     assert runs[[f"mix.{d}" for d in domains]].sum(axis=1).round(9).eq(1.0).all()
     assert runs["mix"].nunique() == 12
+    assert (runs["eval_tokens_cap"] == 65536).all()        # --eval-tokens: the window each row was scored on
     # rerunning trains nothing: the grid is resumable
     code, out, err = run("runners.mixgrid", "--n-mixtures", 12, "--shape", "t24", "--tokens", "40K",
                          "--store", store, "--json", "--quiet")

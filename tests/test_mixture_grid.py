@@ -30,7 +30,7 @@ def _cli(*args):
 def grid(tmp_path_factory):
     store = tmp_path_factory.mktemp("mixgrid")
     proc = _cli("runners.isounique", "--unique", "100K", "--sizes", "t24,t32", "--epochs", "1",
-                "--code-fraction", ",".join(map(str, SHARES)), "--store", store, "--quiet")
+                "--code-fraction", ",".join(map(str, SHARES)), "--store", store, "--quiet", "--eval-tokens", 65536)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return store
 

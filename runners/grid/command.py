@@ -118,6 +118,9 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
                         "read by scaling.downstream; local and slurm launchers, stacked runs included)")
     r.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                    help="checkpoint each run this often, so a killed grid resumes (default 30)")
+    r.add_argument("--eval-tokens", type=int, default=None, metavar="N",
+                   help="validation tokens per domain scored when a run ends (default 262144: every embedded "
+                        "split whole); fewer is faster and noisier; each row records it as eval_tokens_cap")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,6 +547,7 @@ class RunOptions:
     eval_tasks: tuple[str, ...] | None = None
     eval_limit: int | None = None
     eval_every: int | None = None                 # score along training every this many steps
+    eval_tokens: int | None = None                # validation tokens per domain (None: the default window)
     slurm: object = None                          # runners.train.launch.SlurmOptions
     deepspeed: object = None                      # runners.train.distributed.DeepSpeedOptions
 
@@ -557,6 +561,8 @@ class RunOptions:
         batch_runs = parse_workers(args.batch_runs, "--batch-runs")
         if not args.checkpoint_every > 0:
             raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every:g}")
+        if args.eval_tokens is not None and args.eval_tokens < 1:
+            raise UsageError(f"--eval-tokens must be a positive number of tokens, got {args.eval_tokens}")
         slurm = slurm_options(args)
         eval_tasks = None
         if args.eval is not None:
@@ -577,7 +583,7 @@ class RunOptions:
         return cls(store=store, dry_run=args.dry_run, as_json=args.json, launcher=args.launcher,
                    device=args.device, workers=workers, batch_runs=batch_runs, limit=args.limit,
                    progress=not args.quiet, checkpoint_every_s=args.checkpoint_every, eval_tasks=eval_tasks,
-                   eval_limit=args.eval_limit, eval_every=args.eval_every, slurm=slurm,
+                   eval_limit=args.eval_limit, eval_every=args.eval_every, eval_tokens=args.eval_tokens, slurm=slurm,
                    deepspeed=deepspeed_options(args))
 
     def train_options(self):
@@ -585,6 +591,7 @@ class RunOptions:
         progress, checkpoints, and evaluation along training when asked."""
         from runners.train.options import TrainOptions
         return TrainOptions(device=self.device, progress=self.progress, checkpoint_every_s=self.checkpoint_every_s,
+                            eval_tokens=self.eval_tokens,
                             **({"eval_every": self.eval_every, "eval_tasks": self.eval_tasks,
                                 "eval_limit": self.eval_limit} if self.eval_every else {}))
 
@@ -601,6 +608,9 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
         raise UsageError(f"{len(short)} run(s) of the plan would see fewer tokens than one sequence of {s.seq_len} "
                          f"(e.g. {s.shape}: {s.tokens} tokens, {s.unique_tokens} unique): raise the budget, the unique "
                          f"data or the epochs")
+    if opts.eval_tokens is not None and opts.eval_tokens <= max(s.seq_len for s in specs):
+        raise UsageError(f"--eval-tokens must exceed the context of {max(s.seq_len for s in specs)} tokens, "
+                         f"got {opts.eval_tokens}")
     if ds is not None:
         from runners.train.distributed import check_batches
         from runners.train.launch import todo
@@ -610,7 +620,7 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
     def command(spec):
         from runners.train.distributed import launch_command
         return launch_command(spec, store, ds, device=opts.device, progress=opts.progress,
-                              checkpoint_every_s=opts.checkpoint_every_s)
+                              checkpoint_every_s=opts.checkpoint_every_s, eval_tokens=opts.eval_tokens)
 
     if opts.dry_run:
         from runners.train.launch import todo

@@ -171,7 +171,7 @@ def free_port() -> int:
 
 def launch_command(spec: RunSpec, store, opts: DeepSpeedOptions, *, master_port: int | None = None,
                    device: str | None = None, checkpoint_every_s: float = 30.0, max_steps: int | None = None,
-                   progress: bool = True) -> list[str]:
+                   progress: bool = True, eval_tokens: int | None = None) -> list[str]:
     """The ``deepspeed`` command line that trains ``spec`` (the launcher's CLI, run by this
     interpreter so that the workers share its environment)."""
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_nodes", str(opts.nodes),
@@ -191,6 +191,8 @@ def launch_command(spec: RunSpec, store, opts: DeepSpeedOptions, *, master_port:
         cmd += ["--device", device]
     if max_steps is not None:
         cmd += ["--max-steps", str(max_steps)]
+    if eval_tokens is not None:
+        cmd += ["--eval-tokens", str(eval_tokens)]
     if not progress:
         cmd += ["--quiet"]
     return cmd
@@ -418,7 +420,8 @@ class DeepSpeedEngine:
 
 def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str | None = None,
                       progress: bool = True, log_every: int = 50, checkpoint_every_s: float = 30.0,
-                      max_steps: int | None = None, micro_batch: int | None = None, cache_dir=None) -> dict:
+                      max_steps: int | None = None, micro_batch: int | None = None, cache_dir=None,
+                      eval_tokens: int | None = None) -> dict:
     """Train ``spec`` on this rank of a DeepSpeed job through the one Trainer
     (``runners.train.trainer.train_runs`` on ``DeepSpeedEngine``); rank 0 writes the row and the
     loss curve. ``max_steps`` stops after that many steps (counted from step 0) leaving a
@@ -430,7 +433,8 @@ def train_distributed(spec: RunSpec, store, *, zero_stage: int = 0, device: str 
     from runners.train.options import TrainOptions
 
     options = TrainOptions(device=device, progress=progress, log_every=log_every,
-                           checkpoint_every_s=checkpoint_every_s, max_steps=max_steps, cache_dir=cache_dir)
+                           checkpoint_every_s=checkpoint_every_s, max_steps=max_steps, cache_dir=cache_dir,
+                           eval_tokens=eval_tokens)
     engine = functools.partial(DeepSpeedEngine, zero_stage=zero_stage, micro_batch=micro_batch)
     return rtrain.train_runs([spec], store, options, engine, claim=False)[0]
 
@@ -451,6 +455,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--device", default=None, help="cpu forces CPU training on a GPU machine")
     p.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--eval-tokens", type=int, default=None, metavar="N")
     p.add_argument("--micro-batch", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
     return p
@@ -464,7 +469,7 @@ def main(argv=None) -> int:
         raise UsageError(f"cannot read --spec {args.spec!r}: {exc}") from None
     row = train_distributed(spec, args.store, zero_stage=args.zero, device=args.device, progress=not args.quiet,
                             checkpoint_every_s=args.checkpoint_every, max_steps=args.max_steps,
-                            micro_batch=args.micro_batch)
+                            micro_batch=args.micro_batch, eval_tokens=args.eval_tokens)
     return 0 if row.get("status", "ok") in ("ok", "running") else 1
 
 

@@ -212,7 +212,7 @@ class RunFileCheckpoints:
         return [{key: st[key] for key in CLIENT_KEYS} for st in states]
 
     def drop(self, k: int) -> None:
-        self._path(k).unlink(missing_ok=True)
+        rstore.remove_with_abandoned_writes(self._path(k))     # the run is stored, and ours
 
     def live(self, k: int) -> bool:
         return True

@@ -80,9 +80,9 @@ def _pending(specs: Sequence[RunSpec], store, limit: int | None) -> tuple[Launch
     summary = LaunchSummary()
     done = completed_run_ids(store)
     summary.skipped = [s.run_id for s in specs if s.run_id in done]
-    from scaling.store import side_path
+    from scaling.store import remove_with_abandoned_writes, side_path
     for run_id in summary.skipped:
-        side_path(store, "checkpoints", run_id, ".pt").unlink(missing_ok=True)
+        remove_with_abandoned_writes(side_path(store, "checkpoints", run_id, ".pt"))
     pending = [s for s in specs if s.run_id not in done]
     if limit is not None:
         summary.deferred = [s.run_id for s in pending[limit:]]
@@ -158,7 +158,8 @@ def _on_cpu(device: str | None) -> bool:
     return (device or "cpu").startswith("cpu") or (device is None and not _cuda())
 
 
-def plan_units(pending: Sequence[RunSpec], batch_runs, options: TrainOptions, threads: int) -> list[tuple[str, list[RunSpec]]]:
+def plan_units(pending: Sequence[RunSpec], batch_runs, options: TrainOptions, threads: int,
+               resuming: frozenset = frozenset()) -> list[tuple[str, list[RunSpec]]]:
     """What a local launch trains at a time: ``("stacked", runs)``, same-shape runs on the stacked
     engine (``runners.train.batched``), or ``("local", [run])`` on the local engine.
 
@@ -168,7 +169,10 @@ def plan_units(pending: Sequence[RunSpec], batch_runs, options: TrainOptions, th
     bits and tiny runs amplify that (final losses 0.005-0.07 nats apart, like a change of seed;
     docs/benchmarks.md). ``batch_runs``: K, or ``auto`` = the K measured fastest per run on this
     machine (``batched.measured_k``; 1 where stacking does not pay). Other runs take the local
-    engine unless an explicit K > 1 asks to stack them; runs to compile and other ``--arch`` always do."""
+    engine unless an explicit K > 1 asks to stack them; runs to compile and other ``--arch`` always do.
+    A run in ``resuming`` (it left a checkpoint) is a unit of its own: stacked runs resume together
+    or not at all, so stacking it with a fresh run, or one stopped at another step, would start it
+    over."""
     on_cpu, explicit = _on_cpu(options.device), batch_runs not in (None, "auto")
     want = max(1, int(batch_runs)) if explicit else None
     index = {s.run_id: i for i, s in enumerate(pending)}
@@ -191,7 +195,9 @@ def plan_units(pending: Sequence[RunSpec], batch_runs, options: TrainOptions, th
                 log.info("--batch-runs auto: %d at a time for %d %s runs (seconds per run-step by K: %s)", k,
                          len(members), members[0].shape,
                          ", ".join(f"{kk}: {v:.4f}" for kk, v in chosen["seconds_per_run_step"].items()))
-            units += [(index[g[0].run_id], "stacked", g) for g in groups(members, k)]
+            fresh = [m for m in members if m.run_id not in resuming]
+            units += [(index[m.run_id], "stacked", [m]) for m in members if m.run_id in resuming]
+            units += [(index[g[0].run_id], "stacked", g) for g in groups(fresh, k)] if fresh else []
     return [(engine, unit) for _, engine, unit in sorted(units, key=lambda u: u[0])]
 
 
@@ -206,7 +212,9 @@ def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limi
     order = [s.run_id for s in pending]
     ok: dict[str, bool] = {}
     progress = options.progress
-    units = plan_units(pending, batch_runs, options, thread_policy(pending, workers, options.device)[1])
+    from scaling.store import side_path
+    resuming = frozenset(s.run_id for s in pending if side_path(store, "checkpoints", s.run_id, ".pt").exists())
+    units = plan_units(pending, batch_runs, options, thread_policy(pending, workers, options.device)[1], resuming)
     n_proc, threads = thread_policy([u[0] for _, u in units], workers, options.device)
     bar = _progress(units, progress)
     if n_proc <= 1:
@@ -376,7 +384,8 @@ def launch_deepspeed(specs: Sequence[RunSpec], store, options: TrainOptions, *, 
         distributed.write_spec(spec, store)
         cmd = distributed.launch_command(
             spec, store, opts, master_port=distributed.free_port() if opts.nodes == 1 else None, device=device,
-            checkpoint_every_s=options.checkpoint_every_s, max_steps=options.max_steps, progress=progress)
+            checkpoint_every_s=options.checkpoint_every_s, max_steps=options.max_steps, progress=progress,
+            eval_tokens=options.eval_tokens)
         # the workers' output goes to stderr: stdout keeps only the summary (--json)
         subprocess.run(cmd, env=env, stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None)
         ok = spec.run_id in completed_run_ids(store)

@@ -27,6 +27,8 @@ class TrainOptions:
     eval_every: int | None = None
     eval_tasks: tuple[str, ...] | None = None
     eval_limit: int | None = None
+    #: validation tokens per domain scored when a run ends (None: ``EVAL_TOKENS_PER_DOMAIN``)
+    eval_tokens: int | None = None
 
     def __post_init__(self):
         if self.eval_tasks is not None:          # any sequence of names, kept as a tuple (hashable, frozen)

@@ -295,7 +295,7 @@ def run_row(spec, settings: Settings, corpus, tokenizer, hp: Hparams, tl: "Train
 
 
 def finish_run(store, spec, model, row: dict, tl: "TrainingLog", corpus, tokenizer, settings: Settings,
-               cache_dir, drop_checkpoint) -> dict:
+               cache_dir, drop_checkpoint, eval_tokens: int | None = None) -> dict:
     """How every engine ends a run that reached its last step or diverged: ``failed`` with its reason
     and curve, or validated and stored ``ok`` with weights and curve (``store_finished_run``); then
     its checkpoint goes (``drop_checkpoint()``). Returns the row."""
@@ -305,7 +305,7 @@ def finish_run(store, spec, model, row: dict, tl: "TrainingLog", corpus, tokeniz
     else:
         model.eval()
         row.update(validation_metrics(model, corpus, tokenizer, spec.code_fraction, settings, cache_dir,
-                                      mix=spec.mixture))
+                                      max_tokens=eval_tokens or EVAL_TOKENS_PER_DOMAIN, mix=spec.mixture))
         store_finished_run(store, spec, model, row, curve)
     drop_checkpoint()
     return row
@@ -416,7 +416,7 @@ def _train_claimed(specs, store, options: TrainOptions, engine_class) -> list[di
         final = engine.model(k) if tl.failure is None else None      # collective on DeepSpeed
         if engine.writes:
             finish_run(store, spec, final, rows[k], tl, corpus, tokenizer, engine.settings, options.cache_dir,
-                       lambda k=k: engine.drop(k))
+                       lambda k=k: engine.drop(k), eval_tokens=options.eval_tokens)
             if tl.failure is None:
                 log.info("run %s done: loss %.4f bpb %.3f in %.1fs (%.0f tok/s)", spec.run_id, rows[k]["loss"],
                          rows[k]["bpb"], rows[k]["wall_time_s"], rows[k]["tokens_per_s"])

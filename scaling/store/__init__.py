@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from scaling.errors import DataError, UsageError  # noqa: F401  (the errors its functions raise)
 from scaling.store.files import (  # noqa: F401  (the store's API, as one module had it)
-    RUN_ID, check_run_id, run_path, dir_mode, atomic_write_bytes, atomic_write_text, _clean, run_files,
+    RUN_ID, check_run_id, run_path, dir_mode, atomic_write_bytes, remove_with_abandoned_writes, atomic_write_text, _clean, run_files,
     _warned, CLAIMED_ELSEWHERE, claim_run, remove_if_empty, claim_owner)
 from scaling.store.runs import (  # noqa: F401  (the store's API, as one module had it)
     CANONICAL, FLOAT_COLUMNS, SCHEMA_FILE, write_run, SEGMENTS, UPDATES, segment_files, update_path,
@@ -46,4 +46,4 @@ from scaling.store.cli import (  # noqa: F401  (the store's API, as one module h
     main)
 
 
-__all__ = ["RUN_ID", "check_run_id", "run_path", "dir_mode", "atomic_write_bytes", "atomic_write_text", "_clean", "run_files", "_warned", "CLAIMED_ELSEWHERE", "claim_run", "remove_if_empty", "claim_owner", "CANONICAL", "FLOAT_COLUMNS", "SCHEMA_FILE", "write_run", "SEGMENTS", "UPDATES", "segment_files", "update_path", "update_files", "read_run", "update_run", "absorb_updates", "INDEX_FILE", "read_runs", "compact", "completed_run_ids", "side_path", "write_curve", "read_curve", "EVALS", "write_checkpoint_evals", "read_checkpoint_evals", "is_checkpoint_table", "odd_files", "QUARANTINE", "quarantine", "check", "TABLE_SUFFIXES", "table_format", "write_table_file", "read_table_file", "row_id", "import_table", "summarise", "main", "DataError", "UsageError"]
+__all__ = ["RUN_ID", "check_run_id", "run_path", "dir_mode", "atomic_write_bytes", "remove_with_abandoned_writes", "atomic_write_text", "_clean", "run_files", "_warned", "CLAIMED_ELSEWHERE", "claim_run", "remove_if_empty", "claim_owner", "CANONICAL", "FLOAT_COLUMNS", "SCHEMA_FILE", "write_run", "SEGMENTS", "UPDATES", "segment_files", "update_path", "update_files", "read_run", "update_run", "absorb_updates", "INDEX_FILE", "read_runs", "compact", "completed_run_ids", "side_path", "write_curve", "read_curve", "EVALS", "write_checkpoint_evals", "read_checkpoint_evals", "is_checkpoint_table", "odd_files", "QUARANTINE", "quarantine", "check", "TABLE_SUFFIXES", "table_format", "write_table_file", "read_table_file", "row_id", "import_table", "summarise", "main", "DataError", "UsageError"]

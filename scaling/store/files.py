@@ -4,6 +4,7 @@ of run files (links, FIFOs, torn files), the store lock, and run claims."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -64,7 +65,7 @@ def atomic_write_bytes(path: Path, writer) -> None:
     Run files, curves, checkpoints, fit files, plots and the runners' JSON files all use it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         writer(tmp)
@@ -76,6 +77,16 @@ def atomic_write_bytes(path: Path, writer) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_with_abandoned_writes(path: Path) -> None:
+    """Remove ``path`` and the temporaries of ``atomic_write_bytes(path, ...)`` that killed writers
+    left beside it (``.tmp-NAME-*``: a checkpoint's are as large as the checkpoint). Only where
+    nothing else is writing ``path`` now: a finished run, or one the caller has claimed."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    for tmp in path.parent.glob(f".tmp-{glob.escape(path.stem)}-*{glob.escape(path.suffix)}"):
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
