@@ -7,7 +7,8 @@ training loop, and a CPU demo that shows scaling), measured in one run on this m
 3. no identifiability warning on the fitted exponents;
 4. Approach 2 and Approach 3 agree on the N_opt exponent within +-0.1;
 5. seed-to-seed spread at each budget's optimum (the best measured size, seeds 0, 1, 2) <= 0.02 nats;
-6. ``scaling.backtest`` holding out the largest budget predicts it with MAPE <= 2%.
+6. ``scaling.backtest`` holding out the largest budget predicts it with MAPE <= 5% (issue 27's
+   target; its goal, 2%, is printed as a line of its own).
 
     python benchmarks/demo_criteria.py [--budget tiny] [--store DIR] [--json]
 
@@ -124,7 +125,8 @@ def main() -> int:
          f"A3 {a3_exp:.3f}, A2 {a2['params_exponent']:.3f}"),
         ("seed spread at the optimum <= 0.02", all(v["range"] <= 0.02 for v in spread.values()),
          ", ".join(f"{k} {v['shape']} {v['range']:.3f}" for k, v in spread.items())),
-        ("backtest MAPE <= 2%", bt["mape"] <= 2.0, f"{bt['mape']:.2f}%"),
+        ("backtest MAPE <= 5%", bt["mape"] <= 5.0, f"{bt['mape']:.2f}%"),
+        ("backtest MAPE <= 2% (the goal)", bt["mape"] <= 2.0, f"{bt['mape']:.2f}%"),
         ("fit R^2 >= 0.97", (fit.get("r2") or 0) >= 0.97, f"{fit.get('r2') or float('nan'):.3f}"),
         ("A2 minimum interior in >= 90% of bootstrap resamples, every budget",
          all((v or 0) >= 0.9 for v in result["a2_bootstrap_interior"].values()),

@@ -67,6 +67,36 @@ def test_runs_that_follow_kaplans_law_choose_it():
     assert held["law"] == "kaplan" and held["mape"] < 1.0, held["mape"]
 
 
+def isoflop(law, truth, budgets, noise=0.004, seed=0, ratios=(3, 6, 12, 25, 50, 100, 200)):
+    """An isoFLOP sweep on ``law``'s truth: at each budget C, sizes N = sqrt(C / 6r) for r tokens per parameter."""
+    rng = np.random.default_rng(seed)
+    rows = [(c, n, c / (6 * n), float(law.predict(truth, n, c / (6 * n))) * np.exp(rng.normal(0, noise)))
+            for c in budgets for n in np.sqrt(c / 6 / np.array(ratios))]
+    return pd.DataFrame(rows, columns=["budget", "params", "tokens", "loss"])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_with_no_fold_to_backtest_on_the_law_is_chosen_by_bic(seed):
+    """Three budgets leave no fold (a fold needs three compute scales to train on), so the law is
+    compared in sample, penalised for its parameters (BIC): Kaplan et al. 2020's truth at the CPU
+    demo's scale chooses Kaplan's law and recovers it; Chinchilla's truth keeps Chinchilla's."""
+    kaplan = isoflop(get_law("kaplan"), dict(N_c=4.9e5, D_c=3.0e7, alpha_N=0.18, alpha_D=0.19), (3e10, 1e11, 3e11),
+                     seed=seed)
+    r = fit(kaplan, want_profiles=False)
+    assert r.settings["law_choice"]["chinchilla_variant"]["folds"] == []
+    check = r.settings["law_check"]
+    assert r.law == "kaplan" and check["criterion"] == "bic" and check["chosen_bic"] - check["bic"] > 10, check
+    assert "BIC" in r.settings["law_choice"]["reason"]
+    for name, value in (("alpha_N", 0.18), ("alpha_D", 0.19)):
+        assert abs(r.params[name] - value) < 0.03, r.params
+    forced = fit(kaplan, "chinchilla", want_profiles=False)
+    assert forced.law == "chinchilla" and any("no fold" in w for w in forced.warnings)
+    chin = fit(isoflop(LAW, TIED, (1e18, 3e18, 1e19), seed=seed), want_profiles=False)
+    check = chin.settings["law_check"]
+    assert chin.law == "chinchilla" and check["criterion"] == "bic" and not check["better"], check
+    assert check["bic"] > check["chosen_bic"]
+
+
 def test_an_isoflop_ladder_backtests_one_budget_per_fold():
     """Budgets are discrete: when the largest holds more than a tenth of the runs, the 80% and 70%
     quantiles fall inside it too; each fold then holds out the next budget down (Marin's sweeps had

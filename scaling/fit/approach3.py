@@ -15,8 +15,8 @@ from scaling.errors import BadValue, FitError
 from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.results import FitResult
-from scaling.fit.variants import (E_FLOOR_FRACTION, LAW_CHECK_MARGIN, SPREAD_RESAMPLES, VARIANTS, choose,
-                                  default_target, law_check, variant_bounds)
+from scaling.fit.variants import (E_FLOOR_FRACTION, LAW_BIC_MARGIN, LAW_CHECK_MARGIN, SPREAD_RESAMPLES, VARIANTS,
+                                  choose, default_target, law_check, law_check_in_sample, variant_bounds)
 from scaling.intervals import interval
 from scaling.fit.data import FitData, data_sha256, prepare
 from scaling.fit.diagnostics import diagnose
@@ -156,7 +156,7 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
     two_stage = base is None and law_name == "data-constrained" and not all(
         n in fixed for n in ("a", "b", "e", "alpha", "beta"))
     single = fd.data.tokens <= fd.data.unique_tokens * (1 + 1e-9) if law_name == "data-constrained" else None
-    chosen, record = None, None
+    chosen, record, in_sample_check = None, None, False
     if base is None and (law_name == "chinchilla" or (two_stage and single.sum() >= 6)):
         mask = np.ones(len(fd.loss), bool) if law_name == "chinchilla" else single
         if variant is not None:
@@ -173,10 +173,8 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
                     return _kaplan_chosen(table, check, record, t0, exclude_top=exclude_top, bootstrap=bootstrap,
                                           seed=seed, source=source, want_profiles=want_profiles)
                 if check["better"]:
-                    warnings.append(f"Kaplan et al. 2020's law predicts these runs better (backtest "
-                                    f"{check['backtest_mape']:.3g}% vs {check['chosen_backtest_mape']:.3g}%): runs "
-                                    f"far above their loss floor (tiny models, early training) follow its form; "
-                                    f"compare: scaling.backtest --law kaplan (without --law the fit chooses it)")
+                    warnings.append(_kaplan_warning(check))
+            in_sample_check = law_name == "chinchilla" and not fixed and not record.get("candidates")
         if chosen is not None:
             settings["variant"] = record
     if base is not None:
@@ -235,6 +233,14 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
     settings["diagnostics"] = {"residuals": {"mean": float(resid.mean()), "std": float(resid.std()),
                                              "median_abs": float(np.median(np.abs(resid))),
                                              "max_abs": float(np.abs(resid).max())}, **diag}
+    if in_sample_check:                  # no fold to backtest the law on: in-sample fit and parameters decide
+        check = _law_check_bic(fd, np.exp(pred_log), len(problem.free))
+        settings["law_check"] = check
+        if check["better"] and choose_law:
+            return _kaplan_chosen(table, check, record, t0, exclude_top=exclude_top, bootstrap=bootstrap,
+                                  seed=seed, source=source, want_profiles=want_profiles)
+        if check["better"]:
+            warnings.append(_kaplan_warning(check))
     ci = {}
     if bootstrap:
         draws = bootstrap_draws(the_law, problem, z, fd, stage1, bootstrap, seed)
@@ -304,15 +310,40 @@ def _kaplan_chosen(table: pd.DataFrame, check: dict, record: dict, t0: float, **
     9.7% against Chinchilla's 2.2%; the backtest alone agrees with the held-out errors on all 10
     public ladders (docs/benchmarks.md)."""
     result = fit(table, "kaplan", **options)
-    folds = len(check["fold_mape"])
-    reason = (f"Kaplan et al. 2020's, chosen: its rolling backtest {check['backtest_mape']:.3g}% beats Chinchilla's "
-              f"({record['chosen']}) {check['chosen_backtest_mape']:.3g}% on the same {folds} fold(s) by more than "
-              f"{100 * LAW_CHECK_MARGIN:.0f}%; runs far above their loss floor (tiny models, early training) follow "
-              f"its form (--law chinchilla forces Chinchilla's)")
+    if check.get("criterion") == "bic":
+        evidence = (f"with no fold to backtest on (too few compute scales), its BIC {check['bic']:.1f} is below "
+                    f"Chinchilla's ({record['chosen']}) {check['chosen_bic']:.1f} by more than {LAW_BIC_MARGIN:g}")
+    else:
+        evidence = (f"its rolling backtest {check['backtest_mape']:.3g}% beats Chinchilla's ({record['chosen']}) "
+                    f"{check['chosen_backtest_mape']:.3g}% on the same {len(check['fold_mape'])} fold(s) by more "
+                    f"than {100 * LAW_CHECK_MARGIN:.0f}%")
+    reason = (f"Kaplan et al. 2020's, chosen: {evidence}; runs far above their loss floor (tiny models, early "
+              f"training) follow its form (--law chinchilla forces Chinchilla's)")
     result.settings["law_check"] = check
     result.settings["law_choice"] = {"chosen": "kaplan", "reason": reason, "chinchilla_variant": record}
     result.settings["seconds"] = round(time.perf_counter() - t0, 3)
     return result
+
+
+def _kaplan_warning(check: dict) -> str:
+    """What a fit kept on Chinchilla's law (``--law chinchilla``) says when Kaplan's fits better."""
+    how = (f"BIC {check['bic']:.1f} vs {check['chosen_bic']:.1f}, no fold to backtest on" if check.get("criterion") == "bic"
+           else f"backtest {check['backtest_mape']:.3g}% vs {check['chosen_backtest_mape']:.3g}%")
+    return (f"Kaplan et al. 2020's law predicts these runs better ({how}): runs far above their loss floor (tiny "
+            f"models, early training) follow its form; compare: scaling.backtest --law kaplan (without --law the "
+            f"fit chooses it)")
+
+
+def _law_check_bic(fd: FitData, pred_chosen: np.ndarray, k_chosen: int) -> dict:
+    """``scaling.fit.variants.law_check_in_sample``: Kaplan et al. 2020's law fitted on every run of
+    ``fd`` (multi-start) against the Chinchilla fit's predictions ``pred_chosen``."""
+    kaplan = get_law("kaplan")
+    try:
+        stage = fit_stage(kaplan, fd.data, fd.loss, want_profiles=False)
+    except FitError as exc:            # too few runs for it: Chinchilla's stays
+        return {"law": "kaplan", "criterion": "bic", "better": False, "reason": f"kaplan not fitted: {exc}"}
+    pred = np.exp(kaplan.log_predict(stage.problem.theta(stage.z)[0][None, :], fd.data)[0])
+    return law_check_in_sample(fd.loss, pred_chosen, k_chosen, pred, len(stage.problem.free))
 
 
 def _law_check(fd: FitData, record: dict) -> dict:

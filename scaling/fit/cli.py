@@ -36,7 +36,8 @@ def _parser():
     add_store_argument(p, positional=True, required=False, help="store directory, CSV or Parquet file, or dataset:NAME")
     p.add_argument("--law", choices=["chinchilla", "data-constrained", "kaplan"], default=None,
                    help="default: data-constrained when unique_tokens varies and some run repeats data, else chinchilla, "
-                        "or kaplan where its rolling backtest beats chinchilla's chosen variant by >5%% (settings.law_choice); "
+                        "or kaplan where its rolling backtest beats chinchilla's chosen variant by >5%% (with no fold to "
+                        "backtest on: where its BIC is lower by >10) (settings.law_choice); "
                         "kaplan: Kaplan et al. 2020's L = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (no floor)")
     p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS",
                    help="map a column, e.g. --column params='Model Size'")
