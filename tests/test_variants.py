@@ -97,6 +97,17 @@ def test_with_no_fold_to_backtest_on_the_law_is_chosen_by_bic(seed):
     assert check["bic"] > check["chosen_bic"]
 
 
+def test_the_in_sample_law_check_needs_as_many_runs_as_a_fold():
+    """BIC's verdict needs runs: below a fold's bar (3 per parameter) a law with fewer parameters can
+    fit any handful of runs closely, so the check never switches the law there."""
+    loss = np.linspace(2.0, 3.0, 20)
+    closer = variants.law_check_in_sample(loss, loss * 1.01, 5, loss * 1.0001, 4)
+    assert closer["better"] and closer["chosen_bic"] - closer["bic"] > variants.LAW_BIC_MARGIN
+    few = variants.law_check_in_sample(loss[:10], loss[:10] * 1.01, 5, loss[:10] * 1.0001, 4)
+    assert not few["better"] and "too few" in few["reason"]
+    assert variants.bic(loss, loss * np.exp(0.01), 5) == pytest.approx(20 * np.log(1e-4) + 5 * np.log(20))
+
+
 def test_an_isoflop_ladder_backtests_one_budget_per_fold():
     """Budgets are discrete: when the largest holds more than a tenth of the runs, the 80% and 70%
     quantiles fall inside it too; each fold then holds out the next budget down (Marin's sweeps had

@@ -225,6 +225,10 @@ def law_check_in_sample(loss: np.ndarray, pred_chosen: np.ndarray, k_chosen: int
     against Kaplan's 0.87-1.51%); the CPU demo's three smallest budgets favour Kaplan's, which
     predicts the held-out 1e12 budget better."""
     b_chosen, b_law = bic(loss, pred_chosen, k_chosen), bic(loss, pred_law, k_law)
+    if len(loss) < MIN_RUNS_PER_PARAM * k_chosen:      # a fold's bar: fewer runs fit any law closely
+        return {"law": law, "criterion": "bic", "bic": b_law, "chosen_bic": b_chosen, "better": False,
+                "reason": f"no fold to backtest on, and {len(loss)} runs are too few to compare laws in "
+                          f"sample (need {MIN_RUNS_PER_PARAM * k_chosen})"}
     better = bool(np.isfinite(b_law) and b_chosen - b_law > LAW_BIC_MARGIN)
     return {"law": law, "criterion": "bic", "bic": b_law, "chosen_bic": b_chosen, "better": better,
             "reason": f"no fold to backtest on: {law} BIC {b_law:.1f} vs Chinchilla's {b_chosen:.1f} on all "
