@@ -157,6 +157,8 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
         n in fixed for n in ("a", "b", "e", "alpha", "beta"))
     single = fd.data.tokens <= fd.data.unique_tokens * (1 + 1e-9) if law_name == "data-constrained" else None
     chosen, record, in_sample_check = None, None, False
+    kaplan_options = dict(exclude_top=exclude_top, bootstrap=bootstrap, seed=seed, source=source,
+                          want_profiles=want_profiles)
     if base is None and (law_name == "chinchilla" or (two_stage and single.sum() >= 6)):
         mask = np.ones(len(fd.loss), bool) if law_name == "chinchilla" else single
         if variant is not None:
@@ -167,13 +169,10 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
             record = _choose_variant(chin, fd, mask, {k: v for k, v in fixed.items() if k in chin.fit_names}, target)
             chosen = VARIANTS[record["chosen"]]
             if law_name == "chinchilla" and not fixed and record.get("candidates"):
-                check = _law_check(fd, record)
-                settings["law_check"] = check
-                if check["better"] and choose_law:
-                    return _kaplan_chosen(table, check, record, t0, exclude_top=exclude_top, bootstrap=bootstrap,
-                                          seed=seed, source=source, want_profiles=want_profiles)
-                if check["better"]:
-                    warnings.append(_kaplan_warning(check))
+                kaplan = _law_checked(_law_check(fd, record), record, settings, warnings, choose_law, table, t0,
+                                      **kaplan_options)
+                if kaplan is not None:
+                    return kaplan
             in_sample_check = law_name == "chinchilla" and not fixed and not record.get("candidates")
         if chosen is not None:
             settings["variant"] = record
@@ -234,13 +233,10 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
                                              "median_abs": float(np.median(np.abs(resid))),
                                              "max_abs": float(np.abs(resid).max())}, **diag}
     if in_sample_check:                  # no fold to backtest the law on: in-sample fit and parameters decide
-        check = _law_check_bic(fd, np.exp(pred_log), len(problem.free))
-        settings["law_check"] = check
-        if check["better"] and choose_law:
-            return _kaplan_chosen(table, check, record, t0, exclude_top=exclude_top, bootstrap=bootstrap,
-                                  seed=seed, source=source, want_profiles=want_profiles)
-        if check["better"]:
-            warnings.append(_kaplan_warning(check))
+        kaplan = _law_checked(_law_check_bic(fd, np.exp(pred_log), len(problem.free)), record, settings, warnings,
+                              choose_law, table, t0, **kaplan_options)
+        if kaplan is not None:
+            return kaplan
     ci = {}
     if bootstrap:
         draws = bootstrap_draws(the_law, problem, z, fd, stage1, bootstrap, seed)
@@ -323,6 +319,18 @@ def _kaplan_chosen(table: pd.DataFrame, check: dict, record: dict, t0: float, **
     result.settings["law_choice"] = {"chosen": "kaplan", "reason": reason, "chinchilla_variant": record}
     result.settings["seconds"] = round(time.perf_counter() - t0, 3)
     return result
+
+
+def _law_checked(check: dict, record: dict, settings: dict, warnings: list, choose_law: bool, table, t0,
+                 **options) -> FitResult | None:
+    """Record a law check (``settings.law_check``); the fit with Kaplan's law when it is better and
+    the law may be chosen, else None (with a warning when it is better but Chinchilla's was asked for)."""
+    settings["law_check"] = check
+    if check["better"] and choose_law:
+        return _kaplan_chosen(table, check, record, t0, **options)
+    if check["better"]:
+        warnings.append(_kaplan_warning(check))
+    return None
 
 
 def _kaplan_warning(check: dict) -> str:
