@@ -608,9 +608,9 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
         raise UsageError(f"{len(short)} run(s) of the plan would see fewer tokens than one sequence of {s.seq_len} "
                          f"(e.g. {s.shape}: {s.tokens} tokens, {s.unique_tokens} unique): raise the budget, the unique "
                          f"data or the epochs")
-    if opts.eval_tokens is not None and opts.eval_tokens <= max(s.seq_len for s in specs):
-        raise UsageError(f"--eval-tokens must exceed the context of {max(s.seq_len for s in specs)} tokens, "
-                         f"got {opts.eval_tokens}")
+    context = max(s.seq_len for s in specs)
+    if opts.eval_tokens is not None and opts.eval_tokens <= context:
+        raise UsageError(f"--eval-tokens must exceed the context of {context} tokens, got {opts.eval_tokens}")
     if ds is not None:
         from runners.train.distributed import check_batches
         from runners.train.launch import todo

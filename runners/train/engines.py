@@ -128,8 +128,7 @@ def train_step(forward, optimizer, x, y, lr: float, grad_clip: float, settings: 
 # One checkpoint file per run (the local and stacked engines)
 
 
-def checkpoint_path(store, run_id: str) -> Path:
-    return rstore.side_path(store, "checkpoints", run_id, ".pt")
+checkpoint_path = rstore.checkpoint_path
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -80,9 +80,9 @@ def _pending(specs: Sequence[RunSpec], store, limit: int | None) -> tuple[Launch
     summary = LaunchSummary()
     done = completed_run_ids(store)
     summary.skipped = [s.run_id for s in specs if s.run_id in done]
-    from scaling.store import remove_with_abandoned_writes, side_path
+    from scaling.store import checkpoint_path, remove_with_abandoned_writes
     for run_id in summary.skipped:
-        remove_with_abandoned_writes(side_path(store, "checkpoints", run_id, ".pt"))
+        remove_with_abandoned_writes(checkpoint_path(store, run_id))
     pending = [s for s in specs if s.run_id not in done]
     if limit is not None:
         summary.deferred = [s.run_id for s in pending[limit:]]
@@ -212,8 +212,8 @@ def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limi
     order = [s.run_id for s in pending]
     ok: dict[str, bool] = {}
     progress = options.progress
-    from scaling.store import side_path
-    resuming = frozenset(s.run_id for s in pending if side_path(store, "checkpoints", s.run_id, ".pt").exists())
+    from scaling.store import checkpoint_path
+    resuming = frozenset(s.run_id for s in pending if checkpoint_path(store, s.run_id).exists())
     units = plan_units(pending, batch_runs, options, thread_policy(pending, workers, options.device)[1], resuming)
     n_proc, threads = thread_policy([u[0] for _, u in units], workers, options.device)
     bar = _progress(units, progress)

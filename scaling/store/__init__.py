@@ -36,7 +36,7 @@ from scaling.store.runs import (  # noqa: F401  (the store's API, as one module 
     update_files, read_run, update_run, absorb_updates, INDEX_FILE, read_runs, compact,
     completed_run_ids)
 from scaling.store.side import (  # noqa: F401  (the store's API, as one module had it)
-    side_path, write_curve, read_curve, EVALS, write_checkpoint_evals, read_checkpoint_evals,
+    side_path, checkpoint_path, write_curve, read_curve, EVALS, write_checkpoint_evals, read_checkpoint_evals,
     is_checkpoint_table)
 from scaling.store.check import (  # noqa: F401  (the store's API, as one module had it)
     odd_files, QUARANTINE, quarantine, check)
@@ -46,4 +46,4 @@ from scaling.store.cli import (  # noqa: F401  (the store's API, as one module h
     main)
 
 
-__all__ = ["RUN_ID", "check_run_id", "run_path", "dir_mode", "atomic_write_bytes", "remove_with_abandoned_writes", "atomic_write_text", "_clean", "run_files", "_warned", "CLAIMED_ELSEWHERE", "claim_run", "remove_if_empty", "claim_owner", "CANONICAL", "FLOAT_COLUMNS", "SCHEMA_FILE", "write_run", "SEGMENTS", "UPDATES", "segment_files", "update_path", "update_files", "read_run", "update_run", "absorb_updates", "INDEX_FILE", "read_runs", "compact", "completed_run_ids", "side_path", "write_curve", "read_curve", "EVALS", "write_checkpoint_evals", "read_checkpoint_evals", "is_checkpoint_table", "odd_files", "QUARANTINE", "quarantine", "check", "TABLE_SUFFIXES", "table_format", "write_table_file", "read_table_file", "row_id", "import_table", "summarise", "main", "DataError", "UsageError"]
+__all__ = ["RUN_ID", "check_run_id", "run_path", "dir_mode", "atomic_write_bytes", "remove_with_abandoned_writes", "atomic_write_text", "_clean", "run_files", "_warned", "CLAIMED_ELSEWHERE", "claim_run", "remove_if_empty", "claim_owner", "CANONICAL", "FLOAT_COLUMNS", "SCHEMA_FILE", "write_run", "SEGMENTS", "UPDATES", "segment_files", "update_path", "update_files", "read_run", "update_run", "absorb_updates", "INDEX_FILE", "read_runs", "compact", "completed_run_ids", "side_path", "checkpoint_path", "write_curve", "read_curve", "EVALS", "write_checkpoint_evals", "read_checkpoint_evals", "is_checkpoint_table", "odd_files", "QUARANTINE", "quarantine", "check", "TABLE_SUFFIXES", "table_format", "write_table_file", "read_table_file", "row_id", "import_table", "summarise", "main", "DataError", "UsageError"]

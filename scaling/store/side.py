@@ -16,6 +16,12 @@ def side_path(store, kind: str, run_id: str, suffix: str = "") -> Path:
     return _as_dir(store) / f"_{kind}" / f"{check_run_id(run_id)}{suffix}"
 
 
+def checkpoint_path(store, run_id: str) -> Path:
+    """A run's training checkpoint (``_checkpoints/RUN_ID.pt``: the local and stacked engines';
+    DeepSpeed keeps a directory ``_checkpoints/RUN_ID/``)."""
+    return side_path(store, "checkpoints", run_id, ".pt")
+
+
 def write_curve(store, run_id: str, curve: pd.DataFrame) -> Path:
     path = side_path(store, "curves", run_id, ".parquet")
     atomic_write_bytes(path, lambda tmp: curve.to_parquet(tmp, index=False))
