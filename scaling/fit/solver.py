@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 
 @dataclass
@@ -70,18 +70,19 @@ def batched_lbfgs(fun_grad, x0, lo, hi, *, max_iter=400, memory=8, ftol=1e-13, g
         # two-loop recursion on the free coordinates
         q = pg.copy()
         Sa, Ya, ra = S[idx], Y[idx], rho[idx]
+        Sf, Yf = Sa * free[:, None, :], Ya * free[:, None, :]   # the pairs on the free coordinates
         alphas = np.zeros((idx.size, memory))
         for j in range(memory):           # newest first (slot 0 is newest)
-            aj = ra[:, j] * np.einsum("pk,pk->p", Sa[:, j] * free, q)
+            aj = ra[:, j] * np.einsum("pk,pk->p", Sf[:, j], q)
             alphas[:, j] = aj
-            q -= aj[:, None] * Ya[:, j] * free
+            q -= aj[:, None] * Yf[:, j]
         rho0, yy = ra[:, 0], np.einsum("pk,pk->p", Ya[:, 0], Ya[:, 0])
         first = ~((rho0 > 0) & (yy > 0))
         gamma = np.where(first, 1.0, 1.0 / np.where(first, 1.0, rho0 * yy))   # s'y / y'y
         r = q * gamma[:, None]
         for j in reversed(range(memory)):
-            bj = ra[:, j] * np.einsum("pk,pk->p", Ya[:, j] * free, r)
-            r += (alphas[:, j] - bj)[:, None] * Sa[:, j] * free
+            bj = ra[:, j] * np.einsum("pk,pk->p", Yf[:, j], r)
+            r += (alphas[:, j] - bj)[:, None] * Sf[:, j]
         d = -r * free
         slope = np.einsum("pk,pk->p", d, ga)
         bad = ~(slope < 0)
@@ -141,12 +142,24 @@ def batched_lbfgs(fun_grad, x0, lo, hi, *, max_iter=400, memory=8, ftol=1e-13, g
     return BatchResult(x, f, it, evaluations, active & (it == max_iter))
 
 
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _blas() -> ThreadpoolController:
+    """The process's thread pools, looked up on first use and kept."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
+
+
 def polish(fun_grad_1d, x0, lo, hi, maxiter=2000, ftol=1e-15, gtol=1e-12):
     """scipy L-BFGS-B from one point with tight tolerances and the analytic gradient.
 
     BLAS is held to one thread: L-BFGS-B's vectors are tiny, and a multi-threaded OpenBLAS on a
-    busy 2-core machine made this step ~6x slower (21 s against 3.4 s for one mixture fit)."""
-    with threadpool_limits(limits=1, user_api="blas"):
+    busy 2-core machine made this step ~6x slower (21 s against 3.4 s for one mixture fit). The
+    libraries are found once (``_blas``): finding them on every call cost ~3 ms, as much as a
+    typical polish."""
+    with _blas().limit(limits=1, user_api="blas"):
         res = minimize(fun_grad_1d, x0, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
                        options={"maxiter": maxiter, "ftol": ftol, "gtol": gtol, "maxcor": 20})
     return res.x, float(res.fun)

@@ -29,7 +29,7 @@ chosen candidate's out-of-fold residuals (a cross-validation conformal interval,
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
+import pandas as pd
 
 from scaling.cli import DataError, UsageError
 from scaling.intervals import interval_list
@@ -190,12 +190,16 @@ def folds_of(mixture_ids, k: int = CV_FOLDS, seed: int = 0) -> np.ndarray:
 
 
 def scores(y, pred) -> dict:
+    """Spearman's and Pearson's correlations and the MAE of the finite predictions. pandas ranks
+    (average ranks for ties, as scipy's ``spearmanr``): importing ``scipy.stats`` costs every
+    ``scaling.mixture`` command ~0.7 s."""
     y, pred = np.asarray(y, float), np.asarray(pred, float)
     ok = np.isfinite(pred)
     if ok.sum() < 3 or np.ptp(pred[ok]) == 0 or np.ptp(y[ok]) == 0:
         return {"spearman": float("nan"), "pearson": float("nan"),
                 "mae": float(np.mean(np.abs(pred[ok] - y[ok]))) if ok.any() else float("nan"), "n": int(ok.sum())}
-    return {"spearman": float(spearmanr(y[ok], pred[ok]).statistic), "pearson": float(pearsonr(y[ok], pred[ok]).statistic),
+    ys, ps = pd.Series(y[ok]), pd.Series(pred[ok])
+    return {"spearman": float(ys.corr(ps, method="spearman")), "pearson": float(np.corrcoef(y[ok], pred[ok])[0, 1]),
             "mae": float(np.mean(np.abs(pred[ok] - y[ok]))), "n": int(ok.sum())}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from scaling.cli import DataError, UsageError
 from scaling.mixture.runs import MixtureRuns, SIZE_TOL, read_mixtures
@@ -15,9 +14,10 @@ def rank_agreement(x, y) -> dict[str, np.ndarray]:
     """Spearman rho, Kendall tau-b and pairwise decision accuracy between rows of x and y [B, n].
 
     Decision accuracy: over pairs the large runs (``y``) order strictly, the fraction the small
-    runs (``x``) order the same way; a tie in ``x`` counts one half."""
+    runs (``x``) order the same way; a tie in ``x`` counts one half. Average ranks for ties, from
+    pandas (``scipy.stats.rankdata`` gives the same; importing it costs ~0.7 s a command)."""
     x, y = np.atleast_2d(x), np.atleast_2d(y)
-    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
+    rx, ry = (pd.DataFrame(v).rank(axis=1).to_numpy() for v in (x, y))
     rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         spearman = (rx * ry).sum(1) / np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
