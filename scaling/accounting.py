@@ -435,14 +435,21 @@ _PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmbgt]?)\s*$", re.I)
 
 
+#: a size (parameters, tokens, FLOPs) as typed: at least one, and where a law's powers stay in a
+#: float's range (10^30 FLOPs is 10^5 times the largest published runs; ``scaling.cli.FLOPS``)
+SIZE_RANGE = (1.0, 1e30)
+
+
 def parse_size(text: str) -> float:
-    """Parse ``100M``, ``1.5B``, ``25e9``, ``400k`` into a positive number."""
+    """Parse ``100M``, ``1.5B``, ``25e9``, ``400k`` into a number in ``SIZE_RANGE``."""
     m = _SIZE_RE.match(str(text))
     if not m:
         raise AccountingError(f"malformed size {text!r} (expected e.g. 100M, 1.5B, 25e9)")
     value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
     if not value > 0 or not math.isfinite(value):
         raise AccountingError(f"size must be positive, got {text!r}")
+    if not SIZE_RANGE[0] <= value <= SIZE_RANGE[1]:
+        raise AccountingError(f"size must be between {SIZE_RANGE[0]:g} and {SIZE_RANGE[1]:g}, got {text!r}")
     return value
 
 

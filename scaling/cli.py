@@ -186,6 +186,8 @@ def _merge_store(ns) -> None:
         if a is not None and b is not None and str(a) != str(b):
             raise UsageError(f"two stores given ({a} and {b}): give it once, as STORE or --store STORE")
         value = a if a is not None else b
+        if value is not None and not str(value).strip():
+            raise UsageError("the store is an empty path: name a directory (e.g. results/ or .)")
         if value is None:
             value = getattr(ns, "_store_default", None)
         if value is None and getattr(ns, "_store_required", False):

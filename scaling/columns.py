@@ -90,22 +90,31 @@ def numeric_columns(table: pd.DataFrame, names, source="table") -> tuple[pd.Data
                          f"(have: {', '.join(map(str, table.columns))}; map with --column CANON=THEIRS)")
     out = table.copy()
     for n in names:
-        raw = out[n]
-        try:
-            vals = pd.to_numeric(raw, errors="coerce")
-        except OverflowError:                     # a whole number beyond a float (a 400-digit cell)
-            raw = pd.Series([_float_or_inf(v) for v in raw], index=raw.index, dtype=object)
-            vals = pd.to_numeric(raw, errors="coerce")
-        bad = vals.isna() & raw.notna() & ~raw.astype(str).str.lower().isin(["nan", ""])
-        if bad.any():
-            raise DataError(f"{source}: column {n} has non-numeric value {raw[bad].iloc[0]!r}")
-        if np.isinf(vals).any():
-            raise DataError(f"{source}: column {n} has infinite values")
-        if (vals <= 0).any():
-            raise DataError(f"{source}: column {n} has non-positive values (e.g. {vals[vals <= 0].iloc[0]})")
-        out[n] = vals.astype(float)
+        out[n] = positive_or_missing(out[n], n, source)
     keep = out[list(names)].notna().all(axis=1)
     return out[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def positive_or_missing(raw: pd.Series, name: str, source="table", zero_ok: bool = False,
+                        any_sign: bool = False) -> pd.Series:
+    """A column as floats: positive (or zero, with ``zero_ok``; any finite number, with
+    ``any_sign``), or NaN where the cell is empty; a ``DataError`` names the first non-numeric,
+    infinite or out-of-range value."""
+    try:
+        vals = pd.to_numeric(raw, errors="coerce")
+    except OverflowError:                     # a whole number beyond a float (a 400-digit cell)
+        raw = pd.Series([_float_or_inf(v) for v in raw], index=raw.index, dtype=object)
+        vals = pd.to_numeric(raw, errors="coerce")
+    bad = vals.isna() & raw.notna() & ~raw.astype(str).str.lower().isin(["nan", ""])
+    if bad.any():
+        raise DataError(f"{source}: column {name} has non-numeric value {raw[bad].iloc[0]!r}")
+    if np.isinf(vals).any():
+        raise DataError(f"{source}: column {name} has infinite values")
+    below = (vals < 0 if zero_ok else vals <= 0) & (not any_sign)
+    if below.any():
+        raise DataError(f"{source}: column {name} has {'negative' if zero_ok else 'non-positive'} values "
+                        f"(e.g. {vals[below].iloc[0]})")
+    return vals.astype(float)
 
 
 def ok_runs(table: pd.DataFrame, names=("params", "tokens", "loss"), source="data") -> pd.DataFrame:

@@ -60,8 +60,12 @@ def data_constrained_allocation(params: dict, flops: float, unique_tokens: float
         return float(law.predict(params, n, tokens_for(flops, n), unique_tokens))
 
     grid = np.linspace(np.log(N_RANGE[0]), np.log(N_RANGE[1]), 400)
-    losses = np.array([loss_at(x) for x in grid])
-    i = int(np.nanargmin(losses))
+    with np.errstate(all="ignore"):
+        losses = np.array([loss_at(x) for x in grid])
+    if not np.isfinite(losses).any():
+        raise DataError(f"this fit gives no finite loss at {flops:g} FLOPs with {unique_tokens:g} unique tokens "
+                        f"for any model size from {N_RANGE[0]:g} to {N_RANGE[1]:g}")
+    i = int(np.nanargmin(np.where(np.isfinite(losses), losses, np.nan)))
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     res = minimize_scalar(loss_at, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
     n = float(np.exp(res.x))
@@ -93,6 +97,15 @@ def _finite(out: dict, what: str) -> dict:
     return out
 
 
+def _or_nan(allocation, params: dict) -> dict:
+    """One bootstrap draw's allocation, or NaNs (left out of the interval) where the draw's law
+    gives no finite loss at the request."""
+    try:
+        return allocation(params)
+    except DataError:
+        return {"params": np.nan, "tokens": np.nan, "loss": np.nan, "epochs": np.nan}
+
+
 def allocate(fit: FitResult, flops: float, unique_tokens: float | None = None) -> dict:
     if not flops > 0:
         raise UsageError(f"--flops must be positive, got {flops:g}")
@@ -115,7 +128,7 @@ def allocate(fit: FitResult, flops: float, unique_tokens: float | None = None) -
     out["chinchilla"] = chin
     draws = _draw_params(fit)
     if draws:
-        results = [one(p) for p in draws]
+        results = [_or_nan(one, p) for p in draws]
         out["ci"] = {k: _interval([r[k] for r in results]) for k in ("params", "tokens", "loss")}
         if unique_tokens is not None:
             out["ci"]["epochs"] = _interval([r["epochs"] for r in results])

@@ -257,6 +257,14 @@ class DesignFile(_Open):
     prediction: Number
     runs: list[DesignRun]
 
+    @model_validator(mode="after")
+    def _a_mixture_plan_has_its_mixture(self):
+        if self.quantity == "mixture" and not isinstance(self.target.get("mixture"), dict):
+            raise ValueError("a mixture plan's target needs its best mixture (target.mixture, by domain)")
+        if self.quantity == "mixture" and not all(isinstance(self.target.get(k), float | int) for k in ("params", "tokens")):
+            raise ValueError("a mixture plan's target needs its params and tokens")
+        return self
+
 
 class BacktestRun(_Open):
     loss: Number
@@ -282,6 +290,13 @@ class BacktestApproach2Point(_Open):
     ci: list[Positive] | None = Field(default=None, min_length=2, max_length=2)
 
 
+class BacktestApproach2Band(_Open):
+    flops: Positive
+    params: Positive
+    ci: list[Positive] = Field(min_length=2, max_length=2)
+    predictive: list[Positive] = Field(min_length=2, max_length=2)
+
+
 class BacktestApproach2File(_Open):
     approach: Literal[2]
     budget: Positive
@@ -289,7 +304,15 @@ class BacktestApproach2File(_Open):
     predicted: BacktestApproach2Point
     percentage_error: Number
     budgets: list[BacktestApproach2Budget] = Field(min_length=2)
-    band: list[dict[str, Any]] = []
+    band: list[BacktestApproach2Band] = []
+    #: the line's exponent fitted without (and with) the held-out budget; the band is drawn with it
+    params_exponent: dict[str, Number | list[Number]] | None = None
+
+    @model_validator(mode="after")
+    def _band_has_its_line(self):
+        if self.band and not (self.params_exponent and isinstance(self.params_exponent.get("without"), float | int)):
+            raise ValueError("params_exponent.without (the line the band is drawn from) is missing")
+        return self
 
 
 class OptimumFile(_Open):

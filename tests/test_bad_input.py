@@ -76,6 +76,34 @@ def files(tmp_path_factory):
     (d / "dangling").symlink_to(d / "nowhere")
     (d / "deep_corpus.json").write_text("[" * 100000 + "]" * 100000)
     (d / "prior_onecol.csv").write_text("domain\ncode\n")
+    # stop 36's fuzzing: what crashed with a traceback or was taken silently
+    (d / "flops_text.csv").write_text("params,tokens,flops,loss\n1e6,2e7,1.2e14,3.0\n2e6,2e7,abc,2.9\n4e6,2e7,4.8e14,2.8\n")
+    band = '{"flops": 1e12, "params": 3e4, "ci": [2e4, 4e4], "predictive": [1e4, 9e4]}'
+    (d / "a2_no_line.json").write_text(
+        '{"approach": 2, "budget": 1e12, "minimum": {"params": 3e4}, "predicted": {"params": 2.8e4}, '
+        '"percentage_error": -7.0, "budgets": [{"flops": 1e11, "params": 1e4, "held_out": false}, '
+        '{"flops": 1e12, "params": 3e4, "held_out": true}], "band": [%s]}' % band)
+    (d / "plan_no_mixture.json").write_text(
+        '{"quantity": "mixture", "target": {"params": 1e6, "tokens": 1e8}, "current_interval_linearised": [1, 2], '
+        '"expected_interval": [1, 2], "prediction": 1.5, "runs": []}')
+    store.write_run(d / "cstore", {"run_id": "c0", "params": 1e6, "tokens": 2e7, "loss": 3.0})
+    import pandas as pd
+    pd.DataFrame({"run_id": ["c1"], "params": ["2e6"], "tokens": [2e7], "loss": [2.9]}).to_parquet(d / "cstore" / "c1.parquet")
+    from scaling.sources import read_table
+    mixes = read_table("dataset:example-mixtures")
+    mixes.loc[mixes.index[2], "params"] = -1.0
+    mixes.to_csv(d / "mix_negparams.csv", index=False)
+    gadre = read_table("dataset:gadre2024")
+    gadre = gadre[gadre["dataset"] == "c4_original"].copy()
+    gadre.loc[gadre.index[3], "eval.avg17_subset.chance"] = 2.0
+    gadre.to_csv(d / "gadre_chance2.csv", index=False)
+    gadre.loc[gadre.index[3], "eval.avg17_subset.chance"] = 0.25
+    gadre.loc[gadre.index[3], "loss"] = -1.0
+    gadre.to_csv(d / "gadre_negloss.csv", index=False)
+    gadre.loc[gadre.index[3], "loss"] = 3.0
+    gadre["eval.avg17_subset.err"] = gadre["eval.avg17_subset.err"].astype(object)
+    gadre.loc[gadre.index[3], "eval.avg17_subset.err"] = "abc"
+    gadre.to_csv(d / "gadre_errtext.csv", index=False)
     from scaling.mixture import main as mixture_main
     assert run_cli(mixture_main, ["fit", "dataset:example-mixtures", "--model", "law", "--bootstrap", "0",
                                   "--out", str(d / "mix_fit.json")]) == 0
@@ -104,6 +132,10 @@ def _argv(argv, d: Path):
     for name in ("mix_binary", "mix_ragged", "backtest_bad", "optimum_bad", "deep_corpus", "mix_fit"):
         table[name.upper()] = d / f"{name}.json"
     table["PRIOR_ONECOL"] = d / "prior_onecol.csv"
+    for name in ("flops_text.csv", "a2_no_line.json", "plan_no_mixture.json", "mix_negparams.csv", "gadre_chance2.csv",
+                 "gadre_negloss.csv", "gadre_errtext.csv"):
+        table[name.split(".")[0].upper()] = d / name
+    table["CSTORE"] = d / "cstore"
     table["LINKLOOP"], table["DANGLING"] = d / "loop1", d / "dangling"
     for key in ("escape", "subdir", "schema", "hidden", "long", "dup", "late"):
         table[f"IDS_{key.upper()}"] = d / f"ids_{key}.csv"
@@ -300,6 +332,23 @@ CASES = [
     ("scaling.fit", [DS, "--out", "LINKLOOP"]), ("scaling.fit", [DS, "--out", "DANGLING/fit.json"]),
     ("scaling.store", ["check", "LINKLOOP"]), ("scaling.store", ["compact", "DANGLING"]),
     ("runners.diversity", ["--datasets", "text", "--seed", "-1"]),
+    # stop 36's fuzzing: tracebacks, half-results and silently taken bad data
+    ("scaling.predict", ["allocate", "--fit", "C4", "--flops", "1e22", "--unique-tokens", "1e-300"]),
+    ("scaling.predict", ["allocate", "--fit", "H", "--flops", "1e-300"]),
+    ("scaling.plot", ["return-on-repetition", "--fit", "C4", "--params", "1e-300", "--out", "OUT.png"]),
+    ("scaling.plot", ["isoflop", "FLOPS_TEXT", "--out", "OUT.png"]),
+    ("scaling.plot", ["backtest", "--result", "A2_NO_LINE", "--out", "OUT.png"]),
+    ("scaling.plot", ["design", DS, "--result", "PLAN_NO_MIXTURE", "--out", "OUT.png"]),
+    ("scaling.store", ["compact", "CSTORE"]), ("scaling.store", ["show", ""]), ("scaling.store", ["compact", ""]),
+    ("scaling.fit", [""]),
+    ("scaling.mixture", ["optimize", "--fit", "MIX_FIT", "--params", "1e5", "--tokens", "3e5", "--rd-star", "1e400",
+                         "--out", "OUT.json"]),
+    ("scaling.mixture", ["evaluate", "MIX_NEGPARAMS", "--fit", "MIX_FIT"]),
+    ("scaling.mixture", ["predict", "--fit", "MIX_FIT", "--mixtures", "dataset:example-mixtures", "--params", "1e5",
+                         "--tokens", "1e-300"]),
+    *(("scaling.downstream", ["fit", f"GADRE_{k}", "--task", "avg17_subset", "--metric", "err", "--via", "loss",
+                              "--form", "sigmoid", "--bootstrap", "0", "--out", "OUT.json"])
+      for k in ("CHANCE2", "NEGLOSS", "ERRTEXT")),
 ]
 
 

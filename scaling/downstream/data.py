@@ -68,6 +68,7 @@ class TaskData:
     table: pd.DataFrame          #: rows with a finite metric, numeric params and tokens
     lower_is_better: bool
     chance: float | None         #: chance accuracy (``eval.<task>.chance``), when known
+    source: str = "data"         #: where the rows came from (for error messages)
 
     def score(self, values) -> np.ndarray:
         """The metric as an accuracy-like score (1 - error for error rates)."""
@@ -79,10 +80,13 @@ class TaskData:
         return 1.0 - s if self.lower_is_better else s
 
     def via_column(self, via: str) -> str:
+        """The intermediate's column (a loss or bits per byte: positive where present; text or
+        impossible values are one error)."""
         column = VIAS.get(via, via).format(task=self.task)
         if column not in self.table.columns:
             raise BadValue("via", f"{{arg}} {via}: no column {column!r} in the data (intermediates here: "
                              f"{', '.join(self.available_vias()) or 'none'}; or name a column)")
+        cols.positive_or_missing(self.table[column], column, self.source)
         return column
 
     def available_vias(self) -> list[str]:
@@ -114,19 +118,30 @@ def task_data(table: pd.DataFrame, task: str, metric: str = "acc", source: str =
     if "status" in table.columns:                   # runs of a store: the finished ones
         table = table[table["status"].isna() | (table["status"].astype(str) == "ok")]
     table = table.copy()
-    for c in ("params", "tokens", column):
-        table[c] = pd.to_numeric(table[c], errors="coerce")
-    table = table[np.isfinite(table[column]) & (table["params"] > 0) & (table["tokens"] >= 0)]
+    # text, infinities and impossible values are errors (as in scaling.fit); empty cells drop the row
+    table["params"] = cols.positive_or_missing(table["params"], "params", source)
+    table["tokens"] = cols.positive_or_missing(table["tokens"], "tokens", source, zero_ok=True)
+    table[column] = cols.positive_or_missing(table[column], column, source, any_sign=True)   # its range: fit_both checks it per form
+    table = table[table[["params", "tokens", column]].notna().all(axis=1)]
     if table.empty:
         raise DataError(f"{source}: no row has a finite {column} with positive params")
     table["run_id"] = table["run_id"].astype(str)
     chance = None
     chance_col = f"eval.{task}.chance"
     if chance_col in table.columns:
-        values = pd.to_numeric(table[chance_col], errors="coerce").dropna()
+        values = _fraction_or_missing(table[chance_col], chance_col, source).dropna()
         if len(values):
             chance = float(values.median())
-    return TaskData(task, metric, column, table.reset_index(drop=True), lower_is_better(metric), chance)
+    return TaskData(task, metric, column, table.reset_index(drop=True), lower_is_better(metric), chance, source)
+
+
+def _fraction_or_missing(raw: pd.Series, name: str, source: str) -> pd.Series:
+    """A chance level: a number in [0, 1], or NaN where the cell is empty."""
+    vals = cols.positive_or_missing(raw, name, source, zero_ok=True)
+    if (vals > 1).any():
+        raise DataError(f"{source}: column {name} has values above 1 (e.g. {vals[vals > 1].iloc[0]}); "
+                        f"a chance level is a fraction in [0, 1]")
+    return vals
 
 
 def final_rows(table: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import time
 
@@ -56,9 +58,8 @@ def _anchor(form: str, points: pd.DataFrame) -> bool:
 def fit_both(data: ddata.TaskData, via: str, form: str, *, runs=None, bootstrap: int = 0, seed: int = 0,
              variant: str | None = None, source: str = "data", target=None):
     """(step-1 FitResult, step-2 Step2Fit, step-2 points) on the runs ``runs`` (all by default)."""
-    sub = data if runs is None else ddata.TaskData(data.task, data.metric, data.metric_column,
-                                                  data.table[data.table["run_id"].isin(runs)].reset_index(drop=True),
-                                                  data.lower_is_better, data.chance)
+    sub = data if runs is None else dataclasses.replace(
+        data, table=data.table[data.table["run_id"].isin(runs)].reset_index(drop=True))
     column = data.via_column(via)
     points = ddata.step2_points(sub, column)          # checked first: cheap, and its errors say more
     law = fit_step1(ddata.step1_table(sub, column), bootstrap=bootstrap, seed=seed, variant=variant, source=source,
@@ -95,9 +96,8 @@ def select(data: ddata.TaskData, vias, forms, variant: str | None = None, source
             name = f"{via}/{form}"
             try:
                 column = data.via_column(via)
-                sub = ddata.TaskData(data.task, data.metric, data.metric_column,
-                                     data.table[data.table["run_id"].isin(set(train))].reset_index(drop=True),
-                                     data.lower_is_better, data.chance)
+                sub = dataclasses.replace(data, table=data.table[data.table["run_id"].isin(set(train))]
+                                          .reset_index(drop=True))
                 if via not in step1_cache:
                     step1_cache[via] = fit_step1(ddata.step1_table(sub, column), variant=variant, source=source)
                 law = step1_cache[via]

@@ -8,7 +8,8 @@ import sys
 from scaling import columns as cols
 from scaling.mixture import models as mm
 from scaling.accounting import parse_size
-from scaling.cli import ArgumentParser, UsageError, add_store_argument, bootstrap_count, nonnegative_int, run_cli
+from scaling.cli import ArgumentParser, UsageError, add_store_argument, bootstrap_count, nonnegative_int, quantity, \
+    run_cli
 from scaling.results import format_number, plain
 from scaling.sources import read_table
 from scaling.store import table_format, write_table_file
@@ -74,7 +75,7 @@ def _parser():
                    help="objective weights over loss domains (normalised; default: equal)")
     o.add_argument("--unique-tokens", nargs="+", action="extend", default=[], metavar="DOMAIN=U",
                    help="unique tokens available in a domain; beyond them its tokens are repeated")
-    o.add_argument("--rd-star", type=float, default=RD_STAR,
+    o.add_argument("--rd-star", type=quantity(1e-3, 1e6, "R_D*, in repetitions of the unique data"), default=RD_STAR,
                    help=f"R_D* of the data-constrained law (default {RD_STAR}, Muennighoff et al. 2023 on C4)")
     o.add_argument("--prior", default="tokens", metavar="tokens|uniform|FILE",
                    help="centre of the search and of --kl-max: tokens (the fitted runs' mean mixture, default), "

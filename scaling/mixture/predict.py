@@ -196,8 +196,12 @@ def evaluate_fit(fit, table: pd.DataFrame, source="data") -> dict:
             if d in preds:
                 preds[d] = p
     else:
-        scale = table[["params", "tokens"]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        for n, dd in np.unique(scale, axis=0):
+        missing = [c for c in ("params", "tokens") if c not in table.columns]
+        if missing:
+            raise DataError(f"{source}: a nested fit predicts each run at its own size: column(s) "
+                            f"{', '.join(missing)} missing")
+        scale = np.column_stack([cols.positive_or_missing(table[c], c, source) for c in ("params", "tokens")])
+        for n, dd in np.unique(scale[np.isfinite(scale).all(axis=1)], axis=0):
             sel = (scale[:, 0] == n) & (scale[:, 1] == dd)
             for d, (p, _, _) in predict_table(fit, r[sel], n, dd).items():
                 if d in preds:

@@ -380,6 +380,19 @@ class _Conflicting(Exception):
     def __init__(self, blocks):
         self.blocks = blocks
 
+    def summary(self) -> str:
+        """The first column whose type differs between files, with the types and a file of each."""
+        seen: dict[str, dict[str, str]] = {}
+        for t in self.blocks:
+            name = t.column("_file")[0].as_py() if "_file" in t.column_names and t.num_rows else "?"
+            for field in t.schema:
+                if field.name not in _INDEX_KEYS:
+                    seen.setdefault(field.name, {}).setdefault(str(field.type), name)
+        for col, types in seen.items():
+            if len(types) > 1:
+                return f"column {col!r} is " + ", ".join(f"{k} in {v}" for k, v in types.items())
+        return "the files' columns do not agree"
+
 
 def _latest_rows(table: pa.Table) -> pa.Table:
     """One row per run_id, sorted by run_id: a run file's row over a segment's, a later segment's
@@ -470,7 +483,11 @@ def compact(store) -> dict:
     d = _as_dir(store)
     with _writer_lock(store):
         before = {"run_files": run_files(d), "segments": segment_files(d), "updates": update_files(d)}
-        table = _runs_table(d)
+        try:
+            table = _runs_table(d)
+        except _Conflicting as exc:      # files written by hand with another type: one segment cannot hold both
+            raise DataError(f"{d}: cannot compact files of conflicting types ({exc.summary()}); "
+                            f"fix or remove the odd file (python -m scaling.store check {d} lists them)") from None
         if table is None:
             return {"runs": 0, "segment": None, **{k: len(v) for k, v in before.items()}}
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
