@@ -383,7 +383,8 @@ def validate(d: Any, kind: str, path="file") -> dict:
         schema.model_validate(d)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
+        # a union's member tags (``function-after[...]``, ``dict[str,...]``) are pydantic's, not the file's
+        where = ".".join(str(x) for x in err["loc"] if not (isinstance(x, str) and "[" in x))
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         raise DataError(f"{path}: {where + ': ' if where else ''}{msg}") from None
     except (OverflowError, RecursionError) as exc:

@@ -447,3 +447,14 @@ def test_the_library_names_its_parameter_and_the_command_its_flag(capsys):
     assert str(info.value) == "exclude_top must be >= 0"
     assert run_cli(main, [DS, "--exclude-top", "-1"]) == 2
     assert capsys.readouterr().err == "error: --exclude-top must be >= 0\n"
+
+
+def test_a_schema_error_names_the_files_key_not_pydantics_union_tags(files, tmp_path, capsys):
+    """A union-typed field (a plan's target: a number or a mixture) reported its path with pydantic's
+    member tags (``target.function-after[functools.partial(<function greater_than_validator at 0x...>``)."""
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"quantity": "loss", "target": {"params": 1e6, "tokens": 1e8, "flops": NaN}, '
+                    '"current_interval_linearised": [1, 2], "expected_interval": [1, 2], "prediction": 1.5, "runs": []}')
+    from scaling.plot import main as plot_main
+    assert run_cli(plot_main, ["design", DS, "--result", str(plan), "--out", str(tmp_path / "p.png")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {plan}: target.flops: must be a finite number"
