@@ -36,6 +36,7 @@ def files(tmp_path_factory):
     (d / "inf.csv").write_text("params,tokens,loss\n1e6,2e7,3.0\ninf,2e7,2.9\n")
     (d / "negative.csv").write_text("params,tokens,loss\n1e6,2e7,3.0\n-2e6,2e7,2.9\n")
     (d / "nanloss.csv").write_text("params,tokens,loss\n1e6,2e7,\n2e6,2e7,\n")
+    (d / "zeroloss.csv").write_text("params,tokens,loss\n1e6,2e7,3.0\n2e6,2e7,0\n")
     (d / "equal.csv").write_text("params,tokens,loss\n" + "".join(f"{n},{t},3.0\n" for n in (1e6, 2e6, 4e6) for t in (2e7, 4e7)))
     (d / "same.csv").write_text("params,tokens,loss\n" + "1e6,2e7,3.0\n1e6,2e7,2.9\n" * 3)
     # run ids that would write outside the store, over its own files, or where readers never look
@@ -124,7 +125,7 @@ def files(tmp_path_factory):
 def _argv(argv, d: Path):
     table = {"STORE": d / "store", "MSTORE": d / "mstore", "TORN": d / "torn", "EMPTY": d / "empty", "FILE": d / "file.txt",
              "CSV_NONNUMERIC": d / "nonnumeric.csv", "CSV_INF": d / "inf.csv", "CSV_NEG": d / "negative.csv",
-             "CSV_NANLOSS": d / "nanloss.csv", "CSV_EQUAL": d / "equal.csv", "CSV_SAME": d / "same.csv", "H": "hoffmann2022", "C4": "muennighoff2023_c4",
+             "CSV_NANLOSS": d / "nanloss.csv", "CSV_ZEROLOSS": d / "zeroloss.csv", "CSV_EQUAL": d / "equal.csv", "CSV_SAME": d / "same.csv", "H": "hoffmann2022", "C4": "muennighoff2023_c4",
              "PROC": "/proc/no/such/dir/x", "OUT": d / "must-not-exist", "ADIR": d / "adir.json"}
     for key in ("null", "nan", "missing", "law", "nolaw", "types", "list", "binary", "negalpha", "zeroa", "hugeint",
                 "settings", "ragged", "rdzero", "deep"):
@@ -194,6 +195,7 @@ CASES = [
     ("scaling.store", ["show", "no-such-dir"]), ("scaling.store", ["show"]), ("scaling.store", ["import", "OUT.csv", "OUT"]),
     ("scaling.store", ["import", "CSV_NONNUMERIC", "OUT"]), ("scaling.store", ["import", "CSV_INF", "OUT"]),
     ("scaling.store", ["import", "CSV_NEG", "OUT"]), ("scaling.store", ["import", "CSV_NANLOSS", "OUT"]),
+    ("scaling.store", ["import", "CSV_ZEROLOSS", "OUT"]),
     ("scaling.store", ["import", "CSV_INF", "PROC"]), ("scaling.store", ["check", "no-such-dir"]), ("scaling.store", ["bogus"]),
     *(("scaling.store", ["import", f"IDS_{k}", where]) for k in ("ESCAPE", "SUBDIR", "SCHEMA", "HIDDEN", "LONG", "DUP", "LATE")
       for where in ("OUT", "STORE")),

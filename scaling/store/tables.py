@@ -104,7 +104,8 @@ def import_table(path, store, mapping: dict[str, str] | None = None) -> int:
 def _validated_import(table: pd.DataFrame, path) -> pd.DataFrame:
     """The whole table checked before the first row is written: params, tokens and loss present;
     params, tokens (and unique_tokens, flops when given) positive finite numbers in every row;
-    loss a finite number where given and given somewhere (a row without one imports as failed)."""
+    loss a positive finite number where given (a cross-entropy; every fit takes its log) and given
+    somewhere (a row without one imports as failed)."""
     need = [c for c in ("params", "tokens", "loss") if c not in table.columns]
     if need:
         raise DataError(f"{path}: no {', '.join(need)} column (map one with --column CANON=THEIRS; "
@@ -121,7 +122,7 @@ def _validated_import(table: pd.DataFrame, path) -> pd.DataFrame:
         if col == "loss":
             if values.isna().all():
                 raise DataError(f"{path}: no row has a loss; nothing imported")
-            bad = values.notna() & ~np.isfinite(values)
+            bad = values.notna() & ~(np.isfinite(values) & (values > 0))
         else:
             bad = ~(np.isfinite(values) & (values > 0)) if col in ("params", "tokens") else values.notna() & ~(np.isfinite(values) & (values > 0))
         if bad.any():
