@@ -159,6 +159,8 @@ class MixtureFitFile(_Open):
     mixtures: list[dict[str, Any]] = []
     scaling_law: str | None = None
     settings: dict[str, Any] = {}
+    #: the fitted runs' range: params, tokens [low, high]; mix by domain [low, high]
+    range: dict[str, list[Number] | dict[str, list[Number]]] = {}
 
     @model_validator(mode="after")
     def _shapes(self):
