@@ -491,6 +491,8 @@ def parse_budgets(text: str, cpu: bool | None = None) -> list[Budget]:
                 raise AccountingError(f"unknown budget {part!r} (known: {known}, or a FLOP count such as 3e13)")
             if not value > 0 or not math.isfinite(value):
                 raise AccountingError(f"budget must be a positive FLOP count, got {part!r}")
+            if not SIZE_RANGE[0] <= value <= SIZE_RANGE[1]:
+                raise AccountingError(f"budget must be between {SIZE_RANGE[0]:g} and {SIZE_RANGE[1]:g} FLOPs, got {part!r}")
             is_cpu = value < 1e17 if cpu is None else cpu
             budgets.append(_cpu_budget(value) if is_cpu else Budget(f"{value:.0e}".replace("+", ""), value))
     if not budgets:

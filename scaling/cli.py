@@ -146,6 +146,12 @@ def bootstrap_count(text: str) -> int:
     return bounded_int(MAX_BOOTSTRAP, "each resample is a refit whose draws are kept")(text)
 
 
+def whole_number(text: str) -> int:
+    """argparse ``type`` for counts the command checks itself: digits only (no ``1_000``, no ``1e3``),
+    within 64 bits."""
+    return bounded_int(2 ** 63 - 1, "a 64-bit integer", minimum=-(2 ** 63))(text)
+
+
 def bounded_int(maximum: int, why: str, minimum: int = 0):
     """argparse ``type``: a whole number in [minimum, maximum]; ``why`` says what the bound protects."""
     def parse(text: str) -> int:

@@ -10,6 +10,7 @@ C4 (muennighoff2023_c4), PROC (a path under /proc, never writable), OUT (a path 
 from __future__ import annotations
 
 import importlib
+import json
 import math
 from pathlib import Path
 
@@ -119,6 +120,23 @@ def files(tmp_path_factory):
         save_model(GPT(GPTConfig.from_spec(spec)), spec, model_dir(d / "mstore", rid))
     (model_dir(d / "mstore", "m0") / "config.json").write_text('{"format": "scaling-toolkit/gpt-1", "mod')
     (model_dir(d / "mstore", "m1") / "model.safetensors").write_bytes(b"not safetensors")
+    (d / "plan_cf_text.csv").write_text("params,tokens,code_fraction\n2e4,1e6,half\n")
+    (d / "mixplan_inf.csv").write_text("params,tokens,mix.text,mix.code\n20000,1000000.0,inf,0.5\n")
+    (d / "dom_null.jsonl").write_text("".join(json.dumps({"text": "word " * 400, "dom": v}) + "\n"
+                                              for v in ("a", None, "b")))
+    # saved models whose config was edited: no heads, negative width, terabytes, no tokenizer
+    for rid, edit in (("m2", {"n_heads": 0}), ("m3", {"d_model": -8}), ("m4", {"d_model": 10 ** 9}),
+                      ("m5", {"dropout": float("nan")}), ("m6", None), ("m7", "bpe:99999999999999")):
+        store.write_run(d / "mstore", {"run_id": rid, "params": spec.params, "tokens": 1000, "loss": 3.0})
+        where = save_model(GPT(GPTConfig.from_spec(spec)), spec, model_dir(d / "mstore", rid))
+        config = json.loads((where / "config.json").read_text())
+        if edit is None:
+            config.pop("tokenizer")
+        elif isinstance(edit, str):                      # a vocabulary the BPE trainer would abort on
+            config["tokenizer"] = edit
+        else:
+            config["model"].update(edit)
+        (where / "config.json").write_text(json.dumps(config))
     return d
 
 
@@ -137,6 +155,8 @@ def _argv(argv, d: Path):
                  "gadre_negloss.csv", "gadre_errtext.csv"):
         table[name.split(".")[0].upper()] = d / name
     table["CSTORE"] = d / "cstore"
+    for name in ("plan_cf_text.csv", "mixplan_inf.csv", "dom_null.jsonl"):
+        table[name.split(".")[0].upper()] = d / name
     table["LINKLOOP"], table["DANGLING"] = d / "loop1", d / "dangling"
     for key in ("escape", "subdir", "schema", "hidden", "long", "dup", "late"):
         table[f"IDS_{key.upper()}"] = d / f"ids_{key}.csv"
@@ -348,6 +368,20 @@ CASES = [
     ("scaling.mixture", ["evaluate", "MIX_NEGPARAMS", "--fit", "MIX_FIT"]),
     ("scaling.mixture", ["predict", "--fit", "MIX_FIT", "--mixtures", "dataset:example-mixtures", "--params", "1e5",
                          "--tokens", "1e-300"]),
+    *(("runners.generate", [rid, "MSTORE", "--prompt", "x"]) for rid in ("m2", "m3", "m4", "m5", "m6", "m7")),
+    ("runners.export", ["m2", "MSTORE", "--out", "OUT"]),
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--n-sizes", "100000"]),
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--limit", "1_0"]),
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--seeds", "0..100000000"]),
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--seeds", "99999999999999999999"]),
+    ("runners.isoflop", ["--budget", "1e40", "--dry-run"]),
+    ("runners.isounique", ["--unique", "1M", "--sizes", "t24", "--epochs", "1e300", "--dry-run"]),
+    ("runners.isoflop", ["--plan", "PLAN_CF_TEXT", "--dry-run"]),
+    ("runners.mixgrid", ["--plan", "MIXPLAN_INF", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--data", "DOM_NULL", "--domain-column", "dom"]),
+    ("runners.compare", ["--datasets", "text", "--ratio", "1", "--shape", "s8", "--batches", "0", "--store", ""]),
+    ("runners.merge", ["run", "--shape", "t24", "--seed-steps", "2", "--steps", "2", "--unique-tokens", "4k",
+                       "--mixtures", "0,1", "--out", "FILE"]),
     *(("scaling.downstream", ["fit", f"GADRE_{k}", "--task", "avg17_subset", "--metric", "err", "--via", "loss",
                               "--form", "sigmoid", "--bootstrap", "0", "--out", "OUT.json"])
       for k in ("CHANCE2", "NEGLOSS", "ERRTEXT")),

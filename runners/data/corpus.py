@@ -156,8 +156,10 @@ def _rows_from_records(records, source: str, text_column: str, domain_column: st
             continue
         if not isinstance(text, str):
             raise DataError(f"{source}: record {number}: column {text_column!r} is not text")
-        domain = str(record[domain_column]) if domain_column is not None else "text"
-        rows.append((domain, text, text))
+        domain = record[domain_column] if domain_column is not None else "text"
+        if domain is None or (isinstance(domain, float) and domain != domain) or not str(domain).strip():
+            raise DataError(f"{source}: record {number}: column {domain_column!r} labels no domain ({domain!r})")
+        rows.append((str(domain), text, text))
     if not rows:
         raise DataError(f"{source}: no documents in column {text_column!r}")
     return rows

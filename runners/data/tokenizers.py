@@ -69,15 +69,21 @@ def get_tokenizer(spec: str = "byte", corpus: "Corpus | None" = None, cache_dir=
     return _pretrained_tokenizer(spec)
 
 
+MAX_BPE_VOCAB = 2 ** 20
+
+
 def _bpe_tokenizer(spec: str, corpus, cache_dir) -> HFTokenizer:
     """A byte-level BPE trained on the corpus's train split; cached by corpus fingerprint and size."""
-    try:
-        vocab_size = int(spec.split(":", 1)[1])
-    except ValueError:
-        raise DataError(f"bad tokenizer {spec!r} (expected bpe:VOCAB, e.g. bpe:512)") from None
+    digits = spec.split(":", 1)[1].strip()
+    if not digits.isdigit() or not digits.isascii():       # no 1_000, no 1e3, no sign
+        raise DataError(f"bad tokenizer {spec!r} (expected bpe:VOCAB, e.g. bpe:512)")
+    vocab_size = int(digits)
     if vocab_size <= 257:
         raise DataError(f"bad tokenizer {spec!r}: a byte-level BPE needs a vocabulary above 257 "
                         "(256 bytes + end-of-text)")
+    if vocab_size > MAX_BPE_VOCAB:
+        raise DataError(f"bad tokenizer {spec!r}: at most {MAX_BPE_VOCAB:,} tokens (the largest published "
+                        "vocabularies are ~256K; the trainer allocates per token)")
     if corpus is None:
         raise DataError(f"tokenizer {spec!r} is trained on the corpus, but no corpus was given")
     from tokenizers import Tokenizer

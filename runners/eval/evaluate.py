@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from scaling import store as rstore
-from scaling.cli import bounded_int, ArgumentParser, UsageError, run_cli, add_store_argument
+from scaling.cli import bounded_int, ArgumentParser, UsageError, run_cli, add_store_argument, whole_number
 from runners.models.device import device_arg
 
 log = logging.getLogger(__name__)
@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_argument(p, positional=False, default="results")
     p.add_argument("--tasks", required=True,
                    help=f"comma list: {', '.join(OFFLINE_TASKS)} (offline) or lm-eval task names")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N examples per task")
+    p.add_argument("--limit", type=whole_number, default=None, metavar="N", help="at most N examples per task")
     p.add_argument("--runs", default=None, metavar="IDS", help="only these run ids (comma list)")
     p.add_argument("--force", action="store_true", help="rescore runs that already have scores")
     p.add_argument("--device", default=None, type=device_arg, help="torch device (default: cuda if available, else cpu)")

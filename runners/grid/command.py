@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 
 from scaling import accounting
 from scaling.humanise import count as human, seconds as duration
-from scaling.cli import ArgumentParser as Parser, UsageError, add_store_argument
+from scaling.cli import ArgumentParser as Parser, UsageError, add_store_argument, parse_count, parse_number, \
+    whole_number
 from scaling.errors import DataError
 from runners.grid import plan
 from runners.grid.spec import RunSpec
@@ -84,25 +85,25 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     r.add_argument("--workers", default="auto", metavar="N|auto",
                    help="local launcher: processes training at once (auto: one per core, one thread each, "
                         "when every run is tiny and on a CPU; else 1)")
-    r.add_argument("--limit", type=int, default=None, metavar="N",
+    r.add_argument("--limit", type=whole_number, default=None, metavar="N",
                    help="train at most N of the missing runs this time")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     sl = p.add_argument_group("slurm (--launcher slurm, through submitit: one array job, a task per run)")
     sl.add_argument("--partition", default=None)
-    sl.add_argument("--nodes", type=int, default=None,
+    sl.add_argument("--nodes", type=whole_number, default=None,
                     help="nodes per run, for --launcher slurm or deepspeed (default 1)")
-    sl.add_argument("--gpus-per-node", type=int, default=None)
+    sl.add_argument("--gpus-per-node", type=whole_number, default=None)
     sl.add_argument("--time", default=None, metavar="HH:MM:SS", help="time limit per run (default 04:00:00)")
     sl.add_argument("--wait", action="store_true", help="wait for the jobs and report their outcome")
     sl.add_argument("--submitit-cluster", default=None, choices=("slurm", "local", "debug"),
                     help="submitit backend (default: Slurm when sbatch exists); local runs the same path here")
     ds = p.add_argument_group("deepspeed (--launcher deepspeed: each run through the deepspeed launcher; "
                               "--nodes also applies)")
-    ds.add_argument("--nproc-per-node", type=int, default=None, metavar="K",
+    ds.add_argument("--nproc-per-node", type=whole_number, default=None, metavar="K",
                     help="processes (GPUs, or CPU ranks) per node and run (default 1)")
-    ds.add_argument("--zero", type=int, default=None, choices=(0, 1, 2, 3),
+    ds.add_argument("--zero", type=whole_number, default=None, choices=(0, 1, 2, 3),
                     help="ZeRO stage (default 0)")
-    ds.add_argument("--micro-batch", type=int, default=None, metavar="N",
+    ds.add_argument("--micro-batch", type=whole_number, default=None, metavar="N",
                     help="sequences per forward pass and rank; the rest of a rank's share of the batch "
                          "is gradient accumulation (default: the whole share)")
     ds.add_argument("--hostfile", default=None,
@@ -110,15 +111,15 @@ def add_common_args(p: argparse.ArgumentParser, *, unique_required: bool = False
     r.add_argument("--eval", default=None, metavar="TASKS",
                    help="after training, score each new run with these lm-eval tasks, e.g. "
                         "corpus_cloze,code_cloze (see python -m runners.evaluate --help)")
-    r.add_argument("--eval-limit", type=int, default=None, metavar="N",
+    r.add_argument("--eval-limit", type=whole_number, default=None, metavar="N",
                    help="with --eval: at most N examples per task")
-    r.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
+    r.add_argument("--eval-every", type=whole_number, default=None, metavar="STEPS",
                    help="with --eval: also score each run's model along training, at step 0, every STEPS "
                         "optimiser steps and at the end (one row per checkpoint in the store's _evals/, "
                         "read by scaling.downstream; local and slurm launchers, stacked runs included)")
     r.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                    help="checkpoint each run this often, so a killed grid resumes (default 30)")
-    r.add_argument("--eval-tokens", type=int, default=None, metavar="N",
+    r.add_argument("--eval-tokens", type=whole_number, default=None, metavar="N",
                    help="validation tokens per domain scored when a run ends (default 262144: every embedded "
                         "split whole); fewer is faster and noisier; each row records it as eval_tokens_cap")
 
@@ -149,18 +150,23 @@ def parse_list(text: str | None, parse: Callable[[str], object], what: str) -> l
     return out
 
 
+#: passes over the unique data at most (Muennighoff et al. 2023 go to ~1,500; a plan's FLOPs must stay finite)
+MAX_EPOCHS = 1e6
+#: seeds in one grid at most (each is a run per point of the grid)
+MAX_SEEDS = 10_000
+
+
 def _positive_number(t: str) -> float:
-    v = float(t)
-    if not (v > 0) or not math.isfinite(v):
-        raise UsageError(f"epochs must be positive, got {t!r}")
+    v = parse_number(t, "epochs")
+    if not 0 < v <= MAX_EPOCHS:
+        raise UsageError(f"epochs must be positive and at most {MAX_EPOCHS:g}, got {t!r}")
     return v
 
 
 def _seed(t: str) -> int:
-    v = int(t)
-    if v < 0:
+    if not str(t).strip().lstrip("+").isdigit():
         raise UsageError(f"seeds must be non-negative integers, got {t!r}")
-    return v
+    return parse_count(t, "seed", maximum=2 ** 63 - 1, why="a 64-bit seed")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -177,6 +183,8 @@ def parse_seeds(text: str) -> list[int]:
             lo = hi = None
         if lo is None or hi < lo:
             raise UsageError(f"malformed seed range {part!r} in {text!r} (expected A..B with A <= B, e.g. 0..7)")
+        if hi - lo + 1 + len(seeds) > MAX_SEEDS:
+            raise UsageError(f"seed range {part!r} in {text!r}: at most {MAX_SEEDS:,} seeds in one grid")
         seeds += range(lo, hi + 1)
     return list(dict.fromkeys(seeds))
 
@@ -241,7 +249,12 @@ def with_plan_kind(kw: dict, table, path) -> dict:
         if col == "code_fraction":
             if kw.get("mixes"):
                 raise UsageError(f"{path} fixes code_fraction {value:g}: --mix is for a plan without one")
-            value = (float(value),)
+            try:
+                value = (float(value),)
+            except (TypeError, ValueError):
+                raise DataError(f"{path}: code_fraction {value!r} is not a number") from None
+            if not 0 <= value[0] <= 1:
+                raise DataError(f"{path}: code_fraction {value[0]:g} is not a share in [0, 1]")
         elif col == "filter":
             value = (str(value),)
         have = tuple(kw[key]) if isinstance(kw[key], list) else kw[key]

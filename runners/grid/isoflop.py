@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from scaling import accounting
-from scaling.cli import UsageError, run_cli
+from scaling.cli import UsageError, bounded_int, run_cli
 from scaling.errors import DataError
 from runners.grid import command as common
 from runners.grid import plan
@@ -32,7 +32,7 @@ def build_parser():
                    help="instead of --budget: the runs of a plan (params, tokens[, unique_tokens, shape] and the kind "
                         "of run: data, code_fraction, tokenizer, flops_convention, ...), e.g. "
                         "python -m scaling.design ... --out PLAN.csv")
-    p.add_argument("--n-sizes", type=int, default=None,
+    p.add_argument("--n-sizes", type=bounded_int(64, "distinct model sizes along one budget", minimum=1), default=None,
                    help="model sizes along the budget at full data (default 5; the CPU presets set their own)")
     common.add_common_args(p, unique_help="unique-data levels in tokens, replacing the budget's "
                                           "(e.g. 55B,4B,1.25B)")

@@ -121,8 +121,8 @@ def plan_runs(table, sizes: dict[str, int], path) -> list[tuple]:
     for _, row in table.iterrows():
         shares = {c[4:]: float(row[c]) for c in mix_cols}
         total = sum(shares.values())
-        if min(shares.values()) < 0 or not total > 0:
-            raise DataError(f"{path}: a row's shares are negative or all zero")
+        if min(shares.values()) < 0 or not 0 < total < float("inf"):
+            raise DataError(f"{path}: a row's shares are negative, all zero or not finite")
         mix = {d: v / total for d, v in shares.items() if v / total >= SHARE_STEP}
         mix = {d: v / sum(mix.values()) for d, v in mix.items()}
         n, d = float(row["params"]), float(row["tokens"])

@@ -72,14 +72,46 @@ def load_model(directory, device: str = "cpu") -> tuple[GPT, dict]:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise DataError(f"{cfg_path} is not a {FORMAT} config")
     try:
-        model = build_model(GPTConfig(**config["model"]))
-    except (KeyError, TypeError, ValueError) as exc:
+        model = build_model(_checked_model_config(config.get("model"), cfg_path))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, RuntimeError) as exc:
         raise DataError(f"{cfg_path}: its model section does not describe a model ({str(exc).splitlines()[0][:120]})") from None
     try:
         _load_safetensors(model, str(weights), device="cpu")
     except Exception as exc:            # safetensors' own errors, torch's size mismatch: one line
         raise DataError(f"{weights}: unreadable or mismatched weights ({str(exc).splitlines()[0][:120]})") from None
     return model.to(device).eval(), config
+
+
+_DIMENSIONS = ("d_model", "ffw_size", "n_heads", "n_layers", "vocab_size", "seq_len")
+
+
+def _checked_model_config(section, cfg_path) -> GPTConfig:
+    """The config's model section as a ``GPTConfig``, its dimensions whole numbers >= 1, its dropout
+    in [0, 1), and its weights within this machine's memory; one ``DataError`` otherwise (a damaged
+    file made torch divide by zero, allocate negative or terabyte tensors)."""
+    if not isinstance(section, dict):
+        raise DataError(f"{cfg_path}: no model section")
+    cfg = GPTConfig(**section)
+    for name in _DIMENSIONS:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"{cfg_path}: model.{name} = {value!r} (must be a whole number >= 1)")
+    if isinstance(cfg.dropout, bool) or not isinstance(cfg.dropout, int | float) or not 0 <= cfg.dropout < 1:
+        raise DataError(f"{cfg_path}: model.dropout = {cfg.dropout!r} (must be in [0, 1))")
+    if cfg.arch == "gpt" and cfg.d_model % cfg.n_heads:
+        raise DataError(f"{cfg_path}: model.d_model {cfg.d_model} is not divisible by model.n_heads {cfg.n_heads}")
+    if cfg.arch in ("gpt", "mamba"):
+        from scaling.accounting import AccountingError, arch_param_count
+        try:
+            n = arch_param_count(cfg.arch, cfg.d_model, cfg.ffw_size, cfg.n_layers, cfg.vocab_size, cfg.seq_len,
+                                 cfg.activation)
+        except AccountingError as exc:
+            raise DataError(f"{cfg_path}: {exc}") from None
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if 4 * n > memory:
+            raise DataError(f"{cfg_path}: a model of {n:.3g} parameters ({4 * n / 2 ** 30:.3g} GiB in fp32) does not "
+                            f"fit in this machine's {memory / 2 ** 30:.3g} GiB of memory")
+    return cfg
 
 
 def resolve_run_id(store, run_id: str) -> str:
@@ -113,10 +145,14 @@ def tokenizer_for(config: dict, cache_dir=None):
     """The tokenizer a saved model was trained with (a locally trained BPE needs its corpus)."""
     from runners import data as rdata
 
-    spec = config["tokenizer"]
+    spec = config.get("tokenizer")
+    if not isinstance(spec, str) or not spec:
+        raise DataError(f"the saved model's config names no tokenizer (tokenizer = {spec!r})")
     corpus = None
     if spec.startswith("bpe:"):
-        run = config["run"]
+        run = config.get("run")
+        if not isinstance(run, dict):
+            raise DataError(f"the saved model's config lacks the run that trained its tokenizer {spec} (its corpus)")
         corpus = rdata.load_corpus(run.get("data", "embedded"), text_column=run.get("text_column", "text"),
                                    domain_column=run.get("domain_column") or None,
                                    cache_dir=cache_dir)

@@ -32,7 +32,7 @@ from runners.studies import diversity as div
 from runners.grid.spec import RunSpec
 from scaling import accounting
 from scaling.humanise import count as human
-from scaling.cli import ArgumentParser, DataError, UsageError, nonnegative_int, run_cli
+from scaling.cli import ArgumentParser, DataError, UsageError, nonnegative_int, run_cli, whole_number
 from runners.models.device import device_arg
 
 log = logging.getLogger(__name__)
@@ -505,7 +505,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--store", default=None, help="also write each run to this results store, and reuse "
                                                   "runs already finished there")
     p.add_argument("--out", default="compare", help="directory for compare.csv/.parquet/.json/.png (default compare/)")
-    p.add_argument("--eval-tokens", type=int, default=None,
+    p.add_argument("--eval-tokens", type=whole_number, default=None,
                    help="held-out tokens per dataset part (default: runners.train.trainer's 65536)")
     p.add_argument("--text-column", default="text", help="text column of .jsonl/.parquet datasets")
     p.add_argument("--tokenizer", default="byte", help="byte (default) or a pretrained tokenizer")
@@ -525,8 +525,13 @@ def main(argv=None) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed must be non-negative, got {args.seed}")
     for flag, value in (("--out", args.out), ("--store", args.store)):
+        if value is not None and not str(value).strip():
+            raise UsageError(f"{flag} is an empty path: name a directory")
         if value is not None and Path(value).exists() and not Path(value).is_dir():
             raise UsageError(f"{flag} {value!r} exists and is not a directory")
+    if args.store is not None and not Path(args.store).suffix:
+        from scaling.cli import check_writable
+        check_writable(args.store, "--store")           # before the first model trains, not after
     probe = div.probe_spec(args) if args.batches else None
     result = compare(sources, ratios, shape=args.shape, seed=args.seed, tokenizer=args.tokenizer,
                      text_column=args.text_column, eval_tokens=args.eval_tokens,

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import accounting
-from scaling.cli import ArgumentParser, DataError, UsageError, bounded_int, nonnegative_int, run_cli
+from scaling.cli import ArgumentParser, DataError, UsageError, bounded_int, nonnegative_int, run_cli, whole_number
 
 #: Domains of the embedded corpus (``runners.data``) that are datasets by name.
 EMBEDDED_DOMAINS = ("text", "code")
@@ -466,7 +466,7 @@ examples:
 
 def add_probe_args(p, skip_note: str = "") -> None:
     g = p.add_argument_group("diversity coefficient (Miranda et al. 2023)")
-    g.add_argument("--batches", type=int, default=20,
+    g.add_argument("--batches", type=whole_number, default=20,
                    help=f"batches per dataset (default 20; the paper: 200){skip_note}")
     g.add_argument("--batch-size", type=bounded_int(4096, "sequences in memory at once", minimum=1), default=16, help="sequences per batch (default 16)")
     g.add_argument("--probe-shape", default="t32", help="shape of the random probe GPT (default t32)")

@@ -58,11 +58,21 @@ def row_id(row: dict) -> str:
 
 
 def read_table_file(path) -> pd.DataFrame:
-    """A CSV or Parquet file (Parquet for ``.parquet``/``.pq``) as a DataFrame; unreadable or empty is
-    one ``DataError``. What ``import`` reads, and ``scaling.sources.read_table`` for a file."""
+    """A table file as a DataFrame, in every format ``write_table_file`` writes: Parquet
+    (``.parquet``/``.pq``), JSON records (``.json``), JSON lines (``.jsonl``), else CSV; unreadable
+    or empty is one ``DataError``. What ``import`` and the runners' ``--plan`` read, and
+    ``scaling.sources.read_table`` for a file."""
     p = Path(path)
+    suffix = p.suffix.lower()
     try:
-        table = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+        if suffix in (".parquet", ".pq"):
+            table = pd.read_parquet(p)
+        elif suffix in (".json", ".jsonl"):
+            table = pd.read_json(p, orient="records", lines=suffix == ".jsonl", dtype=False)
+            if not isinstance(table, pd.DataFrame):
+                raise ValueError("not a list of records")
+        else:
+            table = pd.read_csv(p)
     except Exception as exc:  # unreadable / malformed file: one line for the user
         raise DataError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if table.empty:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runners.train import trainer as train
 from scaling import accounting
-from scaling.cli import ArgumentParser, UsageError, run_cli, nonnegative_int
+from scaling.cli import ArgumentParser, UsageError, run_cli, nonnegative_int, whole_number
 from runners.studies.merge.arithmetic import (
     CONTINUE_LR_RATIO, DEFAULT_MIXTURES, check_weights, parse_weights,
 )
@@ -39,8 +39,8 @@ def parse_experts(text: str) -> dict[str, SavedModel]:
 
 def _add_training(p, steps_default, lr_help="peak LR (default: runners.train.trainer.hparams of the shape)",
                   steps_help="optimiser steps"):
-    p.add_argument("--steps", type=int, default=steps_default, help=f"{steps_help} (default {steps_default})")
-    p.add_argument("--batch-size", type=int, default=None, help="sequences per step (default 8; experts: the seed's)")
+    p.add_argument("--steps", type=whole_number, default=steps_default, help=f"{steps_help} (default {steps_default})")
+    p.add_argument("--batch-size", type=whole_number, default=None, help="sequences per step (default 8; experts: the seed's)")
     p.add_argument("--lr", type=float, default=None, help=lr_help)
     p.add_argument("--unique-tokens", type=_size, default=None, metavar="U",
                    help="unique tokens per run, e.g. 500k (default: all it trains on, one epoch; fewer repeat epochs)")
@@ -58,7 +58,7 @@ def _add_scoring(p):
                         "without code shares: every domain, the uniform mix and 4 Dirichlet draws)")
     p.add_argument("--target", default=None, metavar="D=W,...",
                    help="domain weights of target_loss, e.g. text=0.7,code=0.3 (default equal)")
-    p.add_argument("--eval-tokens", type=int, default=train.EVAL_TOKENS_PER_DOMAIN, metavar="N",
+    p.add_argument("--eval-tokens", type=whole_number, default=train.EVAL_TOKENS_PER_DOMAIN, metavar="N",
                    help=f"validation tokens per domain (default {train.EVAL_TOKENS_PER_DOMAIN})")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  python -m runners.merge run --shape t48 --seed-steps 600 --steps 300 "
                               "--out merge-t48")
     r.add_argument("--shape", default="t32", help="model shape (default t32)")
-    r.add_argument("--seed-steps", type=int, default=600, help="steps of the shared seed (default 600)")
+    r.add_argument("--seed-steps", type=whole_number, default=600, help="steps of the shared seed (default 600)")
     _add_training(r, 300, "peak LR of the seed (default: runners.train.trainer.hparams of the shape)",
                   "steps of each expert and each trained mixture from the seed")
     r.add_argument("--continue-lr-ratio", type=float, default=CONTINUE_LR_RATIO,
@@ -153,8 +153,10 @@ def main(argv=None) -> int:
     if getattr(args, "eval_tokens", 1) < 1:
         raise UsageError(f"--eval-tokens must be at least 1, got {args.eval_tokens}")
     if args.command == "run":
+        if args.out is not None and (not str(args.out).strip() or (Path(args.out).exists() and not Path(args.out).is_dir())):
+            raise UsageError(f"--out {args.out!r} is not a directory (run keeps its models, table and report there)")
         cfg = ProxyConfig(shape=args.shape, seed_steps=args.seed_steps, steps=args.steps,
-                          batch_size=args.batch_size or 8, lr=args.lr, seed_code_fraction=args.seed_code_fraction,
+                          batch_size=8 if args.batch_size is None else args.batch_size, lr=args.lr, seed_code_fraction=args.seed_code_fraction,
                           continue_lr_ratio=args.continue_lr_ratio, unique_tokens=args.unique_tokens,
                           mixtures=tuple(parse_shares(args.mixtures)), target=parse_target(args.target),
                           eval_tokens=args.eval_tokens, seed=args.seed, data=args.data, tokenizer=args.tokenizer)
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
         return 0
     if args.command == "seed":
         out = _check_fresh(args.out)
-        cfg = ProxyConfig(shape=args.shape, seed_steps=args.steps, batch_size=args.batch_size or 8, lr=args.lr,
+        cfg = ProxyConfig(shape=args.shape, seed_steps=args.steps, batch_size=8 if args.batch_size is None else args.batch_size, lr=args.lr,
                           unique_tokens=args.unique_tokens,
                           seed_code_fraction=args.code_fraction, seed=args.seed, data=args.data,
                           tokenizer=args.tokenizer).check()
