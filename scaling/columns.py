@@ -90,15 +90,14 @@ def numeric_columns(table: pd.DataFrame, names, source="table") -> tuple[pd.Data
                          f"(have: {', '.join(map(str, table.columns))}; map with --column CANON=THEIRS)")
     out = table.copy()
     for n in names:
-        out[n] = positive_or_missing(out[n], n, source)
+        out[n] = numbers_or_missing(out[n], n, source)
     keep = out[list(names)].notna().all(axis=1)
     return out[keep].reset_index(drop=True), int((~keep).sum())
 
 
-def positive_or_missing(raw: pd.Series, name: str, source="table", zero_ok: bool = False,
-                        any_sign: bool = False) -> pd.Series:
-    """A column as floats: positive (or zero, with ``zero_ok``; any finite number, with
-    ``any_sign``), or NaN where the cell is empty; a ``DataError`` names the first non-numeric,
+def numbers_or_missing(raw: pd.Series, name: str, source="table", lowest: str | None = "positive") -> pd.Series:
+    """A column as finite floats, NaN where a cell is empty; ``lowest``: "positive" (> 0, sizes and
+    losses), "nonnegative" (>= 0) or None (any sign). One ``DataError`` names the first non-numeric,
     infinite or out-of-range value."""
     try:
         vals = pd.to_numeric(raw, errors="coerce")
@@ -110,10 +109,10 @@ def positive_or_missing(raw: pd.Series, name: str, source="table", zero_ok: bool
         raise DataError(f"{source}: column {name} has non-numeric value {raw[bad].iloc[0]!r}")
     if np.isinf(vals).any():
         raise DataError(f"{source}: column {name} has infinite values")
-    below = (vals < 0 if zero_ok else vals <= 0) & (not any_sign)
-    if below.any():
-        raise DataError(f"{source}: column {name} has {'negative' if zero_ok else 'non-positive'} values "
-                        f"(e.g. {vals[below].iloc[0]})")
+    below = {"positive": vals <= 0, "nonnegative": vals < 0}.get(lowest) if lowest else None
+    if below is not None and below.any():
+        raise DataError(f"{source}: column {name} has {'non-positive' if lowest == 'positive' else 'negative'} "
+                        f"values (e.g. {vals[below].iloc[0]})")
     return vals.astype(float)
 
 

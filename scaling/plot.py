@@ -50,7 +50,7 @@ def _ok_runs(source, convention: str | None = None):
     """The finished runs, in ``convention`` (default: the one they were planned in)."""
     table, _ = cols.in_convention(cols.ok_runs(read_table(source), source=str(source)), convention)
     if "flops" in table.columns:
-        table["flops"] = cols.positive_or_missing(table["flops"], "flops", str(source))
+        table["flops"] = cols.numbers_or_missing(table["flops"], "flops", str(source))
     if "flops" not in table.columns or table["flops"].isna().any():
         from scaling.accounting import flops
         table["flops"] = flops(table["params"].values, table["tokens"].values)

@@ -86,7 +86,7 @@ class TaskData:
         if column not in self.table.columns:
             raise BadValue("via", f"{{arg}} {via}: no column {column!r} in the data (intermediates here: "
                              f"{', '.join(self.available_vias()) or 'none'}; or name a column)")
-        cols.positive_or_missing(self.table[column], column, self.source)
+        cols.numbers_or_missing(self.table[column], column, self.source)
         return column
 
     def available_vias(self) -> list[str]:
@@ -119,9 +119,9 @@ def task_data(table: pd.DataFrame, task: str, metric: str = "acc", source: str =
         table = table[table["status"].isna() | (table["status"].astype(str) == "ok")]
     table = table.copy()
     # text, infinities and impossible values are errors (as in scaling.fit); empty cells drop the row
-    table["params"] = cols.positive_or_missing(table["params"], "params", source)
-    table["tokens"] = cols.positive_or_missing(table["tokens"], "tokens", source, zero_ok=True)
-    table[column] = cols.positive_or_missing(table[column], column, source, any_sign=True)   # its range: fit_both checks it per form
+    table["params"] = cols.numbers_or_missing(table["params"], "params", source)
+    table["tokens"] = cols.numbers_or_missing(table["tokens"], "tokens", source, lowest="nonnegative")
+    table[column] = cols.numbers_or_missing(table[column], column, source, lowest=None)  # fit_both checks its range
     table = table[table[["params", "tokens", column]].notna().all(axis=1)]
     if table.empty:
         raise DataError(f"{source}: no row has a finite {column} with positive params")
@@ -137,7 +137,7 @@ def task_data(table: pd.DataFrame, task: str, metric: str = "acc", source: str =
 
 def _fraction_or_missing(raw: pd.Series, name: str, source: str) -> pd.Series:
     """A chance level: a number in [0, 1], or NaN where the cell is empty."""
-    vals = cols.positive_or_missing(raw, name, source, zero_ok=True)
+    vals = cols.numbers_or_missing(raw, name, source, lowest="nonnegative")
     if (vals > 1).any():
         raise DataError(f"{source}: column {name} has values above 1 (e.g. {vals[vals > 1].iloc[0]}); "
                         f"a chance level is a fraction in [0, 1]")

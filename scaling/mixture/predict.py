@@ -200,7 +200,7 @@ def evaluate_fit(fit, table: pd.DataFrame, source="data") -> dict:
         if missing:
             raise DataError(f"{source}: a nested fit predicts each run at its own size: column(s) "
                             f"{', '.join(missing)} missing")
-        scale = np.column_stack([cols.positive_or_missing(table[c], c, source) for c in ("params", "tokens")])
+        scale = np.column_stack([cols.numbers_or_missing(table[c], c, source) for c in ("params", "tokens")])
         for n, dd in np.unique(scale[np.isfinite(scale).all(axis=1)], axis=0):
             sel = (scale[:, 0] == n) & (scale[:, 1] == dd)
             for d, (p, _, _) in predict_table(fit, r[sel], n, dd).items():
