@@ -378,6 +378,7 @@ CASES = [
     ("runners.isounique", ["--unique", "1M", "--sizes", "t24", "--epochs", "1e300", "--dry-run"]),
     ("runners.isoflop", ["--plan", "PLAN_CF_TEXT", "--dry-run"]),
     ("runners.mixgrid", ["--plan", "MIXPLAN_INF", "--dry-run"]),
+    ("runners.isoflop", ["--plan", "FIT_NULL", "--dry-run"]),       # a JSON object is not a table of runs
     ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--data", "DOM_NULL", "--domain-column", "dom"]),
     ("runners.compare", ["--datasets", "text", "--ratio", "1", "--shape", "s8", "--batches", "0", "--store", ""]),
     ("runners.merge", ["run", "--shape", "t24", "--seed-steps", "2", "--steps", "2", "--unique-tokens", "4k",

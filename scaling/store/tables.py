@@ -68,9 +68,10 @@ def read_table_file(path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             table = pd.read_parquet(p)
         elif suffix in (".json", ".jsonl"):
+            if suffix == ".json" and p.read_text(errors="replace").lstrip()[:1] != "[":
+                raise ValueError("a JSON table is a list of records (a command's --out TABLE.json); this is "
+                                 "an object (a design result from --json? its plan is written with --out)")
             table = pd.read_json(p, orient="records", lines=suffix == ".jsonl", dtype=False)
-            if not isinstance(table, pd.DataFrame):
-                raise ValueError("not a list of records")
         else:
             table = pd.read_csv(p)
     except Exception as exc:  # unreadable / malformed file: one line for the user
