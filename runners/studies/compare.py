@@ -32,7 +32,8 @@ from runners.studies import diversity as div
 from runners.grid.spec import RunSpec
 from scaling import accounting
 from scaling.humanise import count as human
-from scaling.cli import ArgumentParser, DataError, UsageError, nonnegative_int, run_cli, whole_number
+from scaling.cli import ArgumentParser, DataError, UsageError, nonnegative_int, parse_number, run_cli, \
+    whole_number
 from runners.models.device import device_arg
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ def parse_ratios(text: str | None) -> list[float]:
     out = []
     for t in items:
         try:
-            value = float(t)
-        except ValueError:
+            value = parse_number(t, "ratio")          # no 1_0, no inf: the rule every number follows
+        except UsageError:
             raise UsageError(f"malformed ratio {t!r} in {text!r} (expected numbers, e.g. 20,100)") from None
         if not value > 0 or not math.isfinite(value):
             raise UsageError(f"tokens-per-parameter ratios must be positive, got {t!r}")
