@@ -370,6 +370,8 @@ CASES = [
                          "--tokens", "1e-300"]),
     *(("runners.generate", [rid, "MSTORE", "--prompt", "x"]) for rid in ("m2", "m3", "m4", "m5", "m6", "m7")),
     ("runners.export", ["m2", "MSTORE", "--out", "OUT"]),
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--tokenizer", "bpe:99999999999999"]),
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--tokenizer", "bpe:1_000"]),
     ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--n-sizes", "100000"]),
     ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--limit", "1_0"]),
     ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--seeds", "0..100000000"]),

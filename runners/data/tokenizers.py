@@ -72,8 +72,9 @@ def get_tokenizer(spec: str = "byte", corpus: "Corpus | None" = None, cache_dir=
 MAX_BPE_VOCAB = 2 ** 20
 
 
-def _bpe_tokenizer(spec: str, corpus, cache_dir) -> HFTokenizer:
-    """A byte-level BPE trained on the corpus's train split; cached by corpus fingerprint and size."""
+def bpe_vocab(spec: str) -> int:
+    """The vocabulary of a ``bpe:VOCAB`` spec, or one ``DataError``: wrong on any machine, so a dry
+    run refuses it as the real run would."""
     digits = spec.split(":", 1)[1].strip()
     if not digits.isdigit() or not digits.isascii():       # no 1_000, no 1e3, no sign
         raise DataError(f"bad tokenizer {spec!r} (expected bpe:VOCAB, e.g. bpe:512)")
@@ -84,6 +85,12 @@ def _bpe_tokenizer(spec: str, corpus, cache_dir) -> HFTokenizer:
     if vocab_size > MAX_BPE_VOCAB:
         raise DataError(f"bad tokenizer {spec!r}: at most {MAX_BPE_VOCAB:,} tokens (the largest published "
                         "vocabularies are ~256K; the trainer allocates per token)")
+    return vocab_size
+
+
+def _bpe_tokenizer(spec: str, corpus, cache_dir) -> HFTokenizer:
+    """A byte-level BPE trained on the corpus's train split; cached by corpus fingerprint and size."""
+    vocab_size = bpe_vocab(spec)
     if corpus is None:
         raise DataError(f"tokenizer {spec!r} is trained on the corpus, but no corpus was given")
     from tokenizers import Tokenizer

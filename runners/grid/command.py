@@ -455,6 +455,9 @@ def check_corpus(specs: Sequence[RunSpec], dry_run: bool = False) -> list[str]:
             except DataError as exc:
                 raise DataError(f"run {s.run_id} ({s.shape}, mix {mix}): {exc}") from None
         if (data, tok_name) not in tokenizers:
+            if tok_name.startswith("bpe:"):
+                from runners.data.tokenizers import bpe_vocab
+                bpe_vocab(tok_name)                  # a malformed spec is wrong on any machine: raised
             try:
                 tokenizers[data, tok_name] = get_tokenizer(tok_name, corpus)
             except DataError as exc:
