@@ -261,10 +261,11 @@ class DesignFile(_Open):
 
     @model_validator(mode="after")
     def _a_mixture_plan_has_its_mixture(self):
-        if self.quantity == "mixture" and not isinstance(self.target.get("mixture"), dict):
-            raise ValueError("a mixture plan's target needs its best mixture (target.mixture, by domain)")
-        if self.quantity == "mixture" and not all(isinstance(self.target.get(k), float | int) for k in ("params", "tokens")):
-            raise ValueError("a mixture plan's target needs its params and tokens")
+        if self.quantity == "mixture":
+            if not isinstance(self.target.get("mixture"), dict):
+                raise ValueError("a mixture plan's target needs its best mixture (target.mixture, by domain)")
+            if not all(isinstance(self.target.get(k), float | int) for k in ("params", "tokens")):
+                raise ValueError("a mixture plan's target needs its params and tokens")
         return self
 
 

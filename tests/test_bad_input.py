@@ -379,6 +379,8 @@ CASES = [
     ("runners.isoflop", ["--budget", "1e40", "--dry-run"]),
     ("runners.isounique", ["--unique", "1M", "--sizes", "t24", "--epochs", "1e300", "--dry-run"]),
     ("runners.isoflop", ["--plan", "PLAN_CF_TEXT", "--dry-run"]),
+    ("runners.isoflop", ["--plan", "PLAN_CF_TEXT", "--mix", "text=0.5,code=0.5", "--dry-run"]),
+    ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--seeds", "a..3"]),
     ("runners.mixgrid", ["--plan", "MIXPLAN_INF", "--dry-run"]),
     ("runners.isoflop", ["--plan", "FIT_NULL", "--dry-run"]),       # a JSON object is not a table of runs
     ("runners.isoflop", ["--budget", "smoke", "--dry-run", "--data", "DOM_NULL", "--domain-column", "dom"]),

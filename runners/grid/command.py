@@ -179,7 +179,7 @@ def parse_seeds(text: str) -> list[int]:
             continue
         try:
             lo, hi = _seed(first), _seed(last)
-        except ValueError:
+        except UsageError:
             lo = hi = None
         if lo is None or hi < lo:
             raise UsageError(f"malformed seed range {part!r} in {text!r} (expected A..B with A <= B, e.g. 0..7)")
@@ -247,14 +247,14 @@ def with_plan_kind(kw: dict, table, path) -> dict:
         key, flag, unset = _PLAN_KIND[col]
         value = values[0].item() if hasattr(values[0], "item") else values[0]
         if col == "code_fraction":
-            if kw.get("mixes"):
-                raise UsageError(f"{path} fixes code_fraction {value:g}: --mix is for a plan without one")
             try:
                 value = (float(value),)
             except (TypeError, ValueError):
                 raise DataError(f"{path}: code_fraction {value!r} is not a number") from None
             if not 0 <= value[0] <= 1:
                 raise DataError(f"{path}: code_fraction {value[0]:g} is not a share in [0, 1]")
+            if kw.get("mixes"):
+                raise UsageError(f"{path} fixes code_fraction {value[0]:g}: --mix is for a plan without one")
         elif col == "filter":
             value = (str(value),)
         have = tuple(kw[key]) if isinstance(kw[key], list) else kw[key]

@@ -10,6 +10,7 @@ projected-gradient L-BFGS); the winner is then polished by scipy's L-BFGS-B.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,14 +143,10 @@ def batched_lbfgs(fun_grad, x0, lo, hi, *, max_iter=400, memory=8, ftol=1e-13, g
     return BatchResult(x, f, it, evaluations, active & (it == max_iter))
 
 
-_CONTROLLER: list[ThreadpoolController] = []
-
-
+@functools.cache
 def _blas() -> ThreadpoolController:
     """The process's thread pools, looked up on first use and kept."""
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
+    return ThreadpoolController()
 
 
 def polish(fun_grad_1d, x0, lo, hi, maxiter=2000, ftol=1e-15, gtol=1e-12):

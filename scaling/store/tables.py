@@ -4,6 +4,7 @@ first write), ``--out`` tables in the format their name says, and the summary ``
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from pathlib import Path
@@ -68,10 +69,11 @@ def read_table_file(path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             table = pd.read_parquet(p)
         elif suffix in (".json", ".jsonl"):
-            if suffix == ".json" and p.read_text(errors="replace").lstrip()[:1] != "[":
+            text = p.read_text(errors="replace")
+            if suffix == ".json" and text.lstrip()[:1] != "[":
                 raise ValueError("a JSON table is a list of records (a command's --out TABLE.json); this is "
                                  "an object (a design result from --json? its plan is written with --out)")
-            table = pd.read_json(p, orient="records", lines=suffix == ".jsonl", dtype=False)
+            table = pd.read_json(io.StringIO(text), orient="records", lines=suffix == ".jsonl", dtype=False)
         else:
             table = pd.read_csv(p)
     except Exception as exc:  # unreadable / malformed file: one line for the user
