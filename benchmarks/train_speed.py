@@ -181,7 +181,7 @@ def our_runner(cfg: GPTConfig, settings: Settings, batch: int) -> _Runner:
     def step(x, y):
         train_step(forward, opt, x, y, hp.lr, hp.grad_clip, settings)
 
-    name = f"{settings.dtype}{'+compile' if settings.compile else ''}"
+    name = f"{settings.dtype}{'+fp32-attention' if settings.fp32_attention else ''}{'+compile' if settings.compile else ''}"
     return _Runner(name, step, batch, cfg.seq_len, cfg.vocab_size, settings.device,
                    warmup=3 if settings.compile else 2)
 
@@ -197,11 +197,13 @@ def run(args) -> dict:
     peak_bf16 = matmul_peak(device, torch.bfloat16)
 
     # what a run of this shape trains with: the CPU dtype is measured for the shape itself
-    default = resolve_settings(device, shape=(cfg.d_model, cfg.ffw_size, cfg.n_heads, cfg.n_layers, cfg.vocab_size,
-                                              cfg.seq_len, args.batch))
+    shape = (cfg.d_model, cfg.ffw_size, cfg.n_heads, cfg.n_layers, cfg.vocab_size, cfg.seq_len, args.batch)
+    default = resolve_settings(device, shape=shape)
     candidates = [default]
     alternatives = [resolve_settings(device, dtype="bf16" if default.dtype == "fp32" else "fp32",
-                                     compile=default.compile)]
+                                     compile=default.compile, shape=shape)]
+    if default.fp32_attention:  # what plain bf16 autocast (attention in bf16 too) gives
+        alternatives.append(resolve_settings(device, dtype="bf16", compile=default.compile, fp32_attention=False))
     if args.try_compile or device.startswith("cuda"):
         alternatives.append(resolve_settings(device, dtype=default.dtype, compile=not default.compile))
     for alt in alternatives:

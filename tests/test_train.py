@@ -228,9 +228,127 @@ def test_the_cpu_dtype_is_decided_for_the_shape_that_trains(tmp_path, monkeypatc
     assert cpu_dtype.decide(tmp_path, by_shape, shape=big)["dtype"] == "bf16"
     assert cpu_dtype.decide(tmp_path, by_shape, shape=tiny)["dtype"] == "fp32"
     assert cpu_dtype.decide(tmp_path, by_shape, shape=big)["dtype"] == "bf16" and seen == [big, tiny]
-    # the real probe at a given shape: a tiny one, a few steps
+    # the real probe at a given shape: a tiny one, a few steps, three forms
     m = cpu_dtype.measure(tiny)
     assert m["dtype"] == ("bf16" if m["bf16_speedup"] >= cpu_dtype.MIN_SPEEDUP else "fp32")
+    assert m["attention"] == ("fp32" if m["bf16_fp32_attention_step_s"] < m["bf16_step_s"] else "bf16")
+    assert m["bf16_speedup"] == pytest.approx(m["fp32_step_s"] / min(m["bf16_step_s"], m["bf16_fp32_attention_step_s"]))
+
+
+def test_attention_runs_in_fp32_under_bf16_autocast_where_the_settings_say(tmp_path, monkeypatch):
+    """On a Xeon with AMX the CPU flash-attention kernel is 1.5-5x slower in bf16 than in fp32 at
+    head dims <= 32 (docs/benchmarks.md): ``cpu_dtype`` times a third form, bf16 with attention in
+    fp32, and a run's settings carry that choice to the attention of every engine, the stacked
+    engine (which tiny CPU runs take) included."""
+    import torch
+    import torch.nn.functional as F
+    from runners.models.gpt import GPT, causal_attention, fp32_attention
+    from runners.train import cpu_dtype
+    from runners.train.batched import StackedGPT
+    from runners.train.settings import autocast, resolve_settings
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 16, 8).bfloat16() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert causal_attention(q, k, v).dtype == torch.bfloat16
+        with fp32_attention():
+            y = causal_attention(q, k, v)
+        assert causal_attention(q, k, v).dtype == torch.bfloat16          # the context ends with its block
+    assert y.dtype == torch.float32
+    assert torch.equal(y, F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True))
+
+    # a measurement that chose fp32 attention reaches the settings, the dtype chosen or given
+    monkeypatch.delenv("SCALING_CPU_DTYPE", raising=False)
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_dtype, "native_bf16", lambda: True)
+    tiny = (32, 128, 2, 2, 256, 128, 8)
+    cpu_dtype.decide(None, lambda shape: {"fp32_step_s": 1.0, "bf16_step_s": 1.9, "bf16_fp32_attention_step_s": 0.8,
+                                          "bf16_speedup": 1.25, "attention": "fp32", "dtype": "bf16"}, shape=tiny)
+    settings = resolve_settings("cpu", shape=tiny)
+    assert settings.dtype == "bf16" and settings.fp32_attention
+    assert resolve_settings("cpu", dtype="bf16", shape=tiny).fp32_attention
+    assert not resolve_settings("cpu", dtype="bf16", shape=tiny, fp32_attention=False).fp32_attention
+    assert not resolve_settings("cpu", dtype="fp32", shape=tiny).fp32_attention
+
+    # both engines' models under those settings: attention's kernel sees fp32 in both, bf16 under
+    # plain autocast; the loss stays that of fp32 within bf16 rounding
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class AttentionInputs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if "scaled_dot_product" in func.__name__:
+                self.dtypes.append(args[0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    model = GPT(GPTConfig(d_model=32, ffw_size=128, n_heads=2, n_layers=2, vocab_size=256, seq_len=128))
+    x = torch.randint(0, 256, (4, 128))
+    reference = model(x, x)[1].item()
+    for context, dtype in ((autocast(settings), torch.float32),
+                           (torch.autocast("cpu", dtype=torch.bfloat16), torch.bfloat16)):
+        with context, AttentionInputs() as seen:
+            single = model(x, x)[1].item()
+            stacked = StackedGPT([model])(x[None], x[None]).item()
+        assert seen.dtypes == [dtype] * 4, seen.dtypes                    # two layers, two models
+        assert abs(single - reference) < 0.02 and abs(stacked - reference) < 0.02, (single, stacked, reference)
+
+
+def test_a_cpu_grid_trains_in_one_precision(tmp_path, cache, monkeypatch):
+    """Per-shape decisions would train a sweep's small models in fp32 and its large ones in bf16
+    (the Xeon with AMX: fp32 to d48, bf16 from d64), numerics that change with model size. The
+    launcher takes one dtype for the grid: bf16 only if it pays over the grid's steps."""
+    from runners.train import cpu_dtype
+    from runners.train.engines import probe_shape
+    from runners.train.launch import grid_precision
+    from runners.train.options import TrainOptions
+    monkeypatch.delenv("SCALING_CPU_DTYPE", raising=False)
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_dtype, "native_bf16", lambda: True)
+    small, big = (32, 128, 2, 2, 256, 128, 8), (64, 256, 4, 3, 256, 128, 8)
+    speed = {small: 0.8, big: 1.3}                  # bf16 over fp32 per step; fp32 step 1 s and 2 s
+
+    def measure(shape):
+        fp32 = 1.0 if shape == small else 2.0
+        return {"fp32_step_s": fp32, "bf16_step_s": fp32 / speed[shape] * 1.2,
+                "bf16_fp32_attention_step_s": fp32 / speed[shape], "bf16_speedup": speed[shape], "attention": "fp32",
+                "dtype": "bf16" if speed[shape] >= cpu_dtype.MIN_SPEEDUP else "fp32"}
+
+    # equal steps: fp32 3 s against bf16 1.25 + 1.54 s: 1.08x, under 1.1x: fp32 for both shapes
+    grid = cpu_dtype.decide_grid([(small, 100), (big, 100)], tmp_path, measure)
+    assert grid["dtype"] == "fp32" and grid["bf16_speedup"] == pytest.approx(3 / (1 / 0.8 + 2 / 1.3))
+    # the big shape's steps dominate: bf16 for both
+    assert cpu_dtype.decide_grid([(small, 10), (big, 100)], tmp_path, measure)["dtype"] == "bf16"
+    assert cpu_dtype.decide_grid([(small, 100)], tmp_path, measure)["dtype"] == "fp32"
+
+    # the launcher's options: measured for the runs it trains (their shapes and batches), the dtype
+    # given left alone
+    def grid(t32_tokens, t64_tokens):
+        specs = [tiny_spec("t32", tokens=t32_tokens), tiny_spec("t64", tokens=t64_tokens)]
+        for s in specs:
+            hp = train.hparams(s.params, s.seq_len, tokens=s.tokens)
+            cpu_dtype.decide(None, lambda shape: measure(small if shape[0] == 32 else big), shape=probe_shape(s, hp))
+        return specs
+
+    specs = grid(100_000, 10_000_000)                                     # the t64 run's steps dominate
+    assert grid_precision(specs, TrainOptions(device="cpu")).dtype == "bf16"
+    assert grid_precision(grid(10_000_000, 100_000), TrainOptions(device="cpu")).dtype == "fp32"
+    assert grid_precision(specs, TrainOptions(device="cpu", dtype="fp32")).dtype == "fp32"
+    monkeypatch.setenv("SCALING_CPU_DTYPE", "bf16")                  # every run reads it: nothing to decide
+    assert grid_precision(specs, TrainOptions(device="cpu")).dtype is None
+    monkeypatch.delenv("SCALING_CPU_DTYPE")
+
+    # a real launch of such a grid in this process: the t32 run, fp32 by its own measurement,
+    # trains in the grid's bf16, as does the t64 run
+    from runners.train.launch import launch
+    specs = grid(40_000, 160_000)
+    assert cpu_dtype.decide(None, shape=probe_shape(specs[0], train.hparams(specs[0].params, 128, 40_000)))["dtype"] == "fp32"
+    summary = launch(specs, tmp_path / "store", options=TrainOptions(device="cpu", progress=False, cache_dir=cache),
+                     workers=1)
+    assert sorted(summary.trained) == sorted(s.run_id for s in specs)
+    assert [store.read_run(tmp_path / "store", s.run_id)["dtype"] for s in specs] == ["bf16", "bf16"]
 
 
 def test_one_failure_policy_across_the_trainers_callers(tmp_path, cache, monkeypatch):

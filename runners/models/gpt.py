@@ -10,6 +10,8 @@ parameters so that the count matches the formula term for term.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import math
 from dataclasses import dataclass
@@ -43,6 +45,34 @@ class GPTConfig:
                    arch=getattr(spec, "arch", "gpt"), activation=getattr(spec, "activation", "gelu"))
 
 
+_FP32_ATTENTION = contextvars.ContextVar("fp32_attention", default=False)
+
+
+@contextlib.contextmanager
+def fp32_attention(enabled: bool = True):
+    """Inside bf16 autocast on a CPU, compute attention in fp32 (``causal_attention``).
+
+    Measured on a 2-core Xeon with AMX (torch 2.13): the CPU flash-attention kernel in bf16 is
+    1.5-5x slower than in fp32 at head dims <= 32 (every tiny shape, and d256 x 8 heads), faster
+    at 64 and above. ``runners.train.cpu_dtype`` measures the step both ways per shape and
+    ``runners.train.settings.autocast`` enters this context where fp32 attention won."""
+    token = _FP32_ATTENTION.set(enabled)
+    try:
+        yield
+    finally:
+        _FP32_ATTENTION.reset(token)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal scaled dot-product attention of [B, H, T, hd] tensors: the one attention every GPT
+    engine calls (the model here, the stacked engine). In fp32 under CPU bf16 autocast where
+    ``fp32_attention`` says so; the next projection casts the output back to bf16 as autocast does."""
+    if _FP32_ATTENTION.get() and q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, dropout_p=dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -59,8 +89,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         # [B, T, C] -> [B, H, T, C/H]
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = causal_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

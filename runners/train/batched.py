@@ -5,7 +5,7 @@ Tiny models spend much of a step in per-operation overhead, so one process stepp
 shape and a step count (seeds, repetition levels, mixtures at one size and token count) are
 stacked into one ``StackedGPT``: every weight gains a leading model axis [K, ...], linear layers
 are grouped matrix products (``torch.baddbmm``), attention folds the K models into its batch
-(``scaled_dot_product_attention`` on [K*B, H, T, hd]), and the loss is one cross-entropy per model.
+(``runners.models.gpt.causal_attention`` on [K*B, H, T, hd]), and the loss is one cross-entropy per model.
 The K models never mix: the gradient of the summed per-model losses is each model's own gradient.
 Each run keeps its own initialisation (``runners.train.engines.new_model``, copied in, as the local
 engine draws it), its own data (its ``EpochBatches``), its own gradient
@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from runners.grid.spec import RunSpec
-from runners.models.gpt import GPT, GPTConfig, adamw
+from runners.models.gpt import GPT, GPTConfig, adamw, causal_attention
 from runners.train import trainer as train
 from runners.train.engines import Engine, RunFileCheckpoints, new_model, probe_shape
 from runners.train.options import TrainOptions
@@ -91,7 +91,7 @@ class StackedGPT(nn.Module):
             h = F.layer_norm(x, (d,)) * p["ln_1.weight"].unsqueeze(1)
             q, k, v = self._linear(h, p["attn.c_attn.weight"], p["attn.c_attn.bias"]).split(d, dim=2)
             q, k, v = (t.reshape(K * B, T, H, d // H).transpose(1, 2) for t in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = causal_attention(q, k, v)
             y = y.transpose(1, 2).reshape(K, B * T, d)
             x = x + self._linear(y, p["attn.c_proj.weight"], p["attn.c_proj.bias"])
             h = F.layer_norm(x, (d,)) * p["ln_2.weight"].unsqueeze(1)

@@ -216,6 +216,7 @@ def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limi
     resuming = frozenset(s.run_id for s in pending if checkpoint_path(store, s.run_id).exists())
     units = plan_units(pending, batch_runs, options, thread_policy(pending, workers, options.device)[1], resuming)
     n_proc, threads = thread_policy([u[0] for _, u in units], workers, options.device)
+    options = grid_precision(pending, options, threads if n_proc > 1 else None)
     bar = _progress(units, progress)
     if n_proc <= 1:
         for engine, unit in bar:
@@ -247,6 +248,33 @@ def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limi
         outcome = ok.get(run_id)
         (summary.elsewhere if outcome == "elsewhere" else summary.trained if outcome else summary.failed).append(run_id)
     return summary
+
+
+def grid_precision(specs: Sequence[RunSpec], options: TrainOptions, threads: int | None = None) -> TrainOptions:
+    """``options`` with one dtype for every run of a CPU grid (``runners.train.cpu_dtype.decide_grid``:
+    bf16 only where it pays over the whole grid, so that no sweep mixes precisions by model size),
+    measured at the ``threads`` its runs train with (None: this process's). Unchanged where the
+    dtype is given (by the options or by ``SCALING_CPU_DTYPE``, ``cpu_dtype.ENV``, which every run
+    reads), on CUDA (bf16 throughout), and for grids without GPTs."""
+    gpts = [s for s in specs if getattr(s, "arch", "gpt") == "gpt"]
+    if options.dtype is not None or os.environ.get("SCALING_CPU_DTYPE") or not gpts or not _on_cpu(options.device):
+        return options
+    import torch
+    from runners.train.cpu_dtype import decide_grid
+    from runners.train.engines import probe_shape
+    from runners.train.trainer import hparams
+    shape_steps = []
+    for s in gpts:
+        hp = hparams(s.params, s.seq_len, tokens=s.tokens)
+        shape_steps.append((probe_shape(s, hp), max(1, s.tokens // (hp.batch_size * s.seq_len))))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        decision = decide_grid(shape_steps)
+    finally:
+        torch.set_num_threads(before)
+    log.info("precision: %s (%s)", decision["dtype"], decision["reason"])
+    return dataclasses.replace(options, dtype=decision["dtype"])
 
 
 def _outcome(row: dict):

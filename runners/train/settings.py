@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from runners.models import gpt
 from runners.models.gpt import fused_adamw_available
 from scaling.cli import UsageError
 
@@ -26,34 +27,49 @@ class Settings:
     dtype: str
     compile: bool
     fused_adamw: bool
+    #: under CPU bf16 autocast, attention in fp32 (``runners.models.gpt.fp32_attention``): where
+    #: ``runners.train.cpu_dtype`` measured it faster for the run's shape
+    fp32_attention: bool = False
 
 
 def resolve_settings(device: str | None = None, dtype: str | None = None,
-                     compile: bool | None = None, shape: tuple | None = None) -> Settings:
+                     compile: bool | None = None, shape: tuple | None = None,
+                     fp32_attention: bool | None = None) -> Settings:
     """Where and how to run; on a CPU with native bf16 the dtype is measured for ``shape``
-    (``runners.train.cpu_dtype.PROBE_SHAPE``'s fields: the run's own model and batch) when given."""
+    (``runners.train.cpu_dtype.PROBE_SHAPE``'s fields: the run's own model and batch) when given,
+    and so is, under bf16 (chosen or given), whether attention runs in fp32
+    (``fp32_attention=False`` asks for plain bf16 autocast)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     device_type = torch.device(device).type
     if device_type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {device!r} requested but CUDA is not available")
-    if dtype is None:
-        if device_type == "cuda":
-            dtype = "bf16"
-        else:
-            from runners.train.cpu_dtype import decide     # native bf16 measured once, cached
-            dtype = decide(shape=shape)["dtype"]
-    if dtype not in DTYPES:
+    if dtype not in (None, *DTYPES):
         raise UsageError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    decision = {}
+    if device_type == "cpu" and (dtype is None or (dtype == "bf16" and shape is not None and fp32_attention is None)):
+        from runners.train.cpu_dtype import decide     # native bf16 measured once per shape, cached
+        decision = decide(shape=shape)
+    if dtype is None:
+        dtype = "bf16" if device_type == "cuda" else decision["dtype"]
+    if fp32_attention is None:
+        fp32_attention = decision.get("attention") == "fp32"
     if compile is None:
         compile = device_type == "cuda"
     return Settings(device=device, dtype=dtype, compile=bool(compile),
-                    fused_adamw=fused_adamw_available(device_type))
+                    fused_adamw=fused_adamw_available(device_type),
+                    fp32_attention=bool(fp32_attention) and dtype == "bf16" and device_type == "cpu")
 
 
 def autocast(settings: Settings):
-    if settings.dtype == "bf16":
-        return torch.autocast(torch.device(settings.device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """The step's precision: bf16 autocast where the settings say bf16, with attention in fp32
+    where they say that too."""
+    if settings.dtype != "bf16":
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(torch.device(settings.device).type, dtype=torch.bfloat16))
+    if settings.fp32_attention:
+        stack.enter_context(gpt.fp32_attention())
+    return stack
 
 
 def to_device(array: np.ndarray, device: str) -> torch.Tensor:
