@@ -164,9 +164,7 @@ def test_two_grids_started_at_once_on_one_store_train_each_run_once(tmp_path):
     d = tmp_path / "shared"
     argv = [sys.executable, "-m", "runners.isounique", "--unique", "40K", "--sizes", "t24", "--epochs", "1,2,3,4",
             str(d), "--workers", "1", "--batch-runs", "1", "--quiet", "--json"]
-    # one thread each: two launchers of two threads on two cores spin against each other (measured
-    # 7 s alone, 50-136 s for the pair); the claims, not the speed, are under test
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = dict(os.environ)
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
@@ -175,6 +173,35 @@ def test_two_grids_started_at_once_on_one_store_train_each_run_once(tmp_path):
     assert len(trained) == len(set(trained)) == 4          # nobody trained a run twice
     assert sorted(trained) == sorted(set(summaries[0]["trained"]) | set(summaries[0]["elsewhere"]))
     assert len(store.read_runs(d)) == 4
+
+
+def test_launchers_on_one_machine_share_its_threads(tmp_path):
+    """Two launchers of 2 torch threads each on 2 cores spin against each other (one grid: 7 s
+    alone, 50-136 s as one of a pair): each registers itself and trains with its share of the
+    threads among the live launchers; a dead launcher's file is cleared and its share returns."""
+    import subprocess
+    import sys
+    import torch
+    from runners.train.launch import live_launchers, sharing_cores
+    before = torch.get_num_threads()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        for name in (str(other.pid), str(dead.pid), "notes.txt"):
+            (tmp_path / name).touch()
+        torch.set_num_threads(2)
+        with sharing_cores(tmp_path) as share:
+            assert live_launchers(tmp_path) == 2                    # this one and the other
+            assert not (tmp_path / str(dead.pid)).exists()
+            assert share() == 1 and torch.get_num_threads() == 1
+            other.kill()
+            other.wait()
+            assert share() == 2 and torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 2 and not (tmp_path / str(os.getpid())).exists()
+    finally:
+        other.kill()
+        torch.set_num_threads(before)
 
 
 def test_read_runs_serves_unchanged_files_from_the_index_and_sees_every_change(tmp_path, monkeypatch):
