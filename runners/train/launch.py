@@ -279,8 +279,10 @@ def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limi
     n_proc, threads = thread_policy([u[0] for _, u in units], workers, options.device)
     options = grid_precision(pending, options, threads if n_proc > 1 else None)
     bar = _progress(units, progress)
-    if n_proc <= 1:
-        with sharing_cores() as share:
+    # registered in both modes: a launcher's workers use cores too, so one training in its own
+    # process beside them takes its share
+    with sharing_cores() as share:
+        if n_proc <= 1:
             for engine, unit in bar:
                 share()
                 if hasattr(bar, "set_postfix_str"):
@@ -288,25 +290,25 @@ def launch_local(specs: Sequence[RunSpec], store, options: TrainOptions, *, limi
                     bar.set_postfix_str(f"{spec.shape} {spec.epochs:.3g} ep {spec.run_id}" + (f" x{len(unit)}" if len(unit) > 1 else ""))
                 for spec, row in zip(unit, _train_unit(engine, unit, store, options)):
                     ok[spec.run_id] = _outcome(row)
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        quiet = dataclasses.replace(options, progress=False)
-        with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(threads, os.getpid())) as pool:
-            futures = {pool.submit(_train_unit, engine, unit, str(store), quiet): unit for engine, unit in units}
-            for fut in as_completed(futures):
-                try:
-                    rows = fut.result()   # a crash in a worker is raised here, as it would be in-process
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)   # runs not started stay unstarted
-                    raise
-                for spec, row in zip(futures[fut], rows):
-                    ok[spec.run_id] = _outcome(row)
-                if hasattr(bar, "update"):
-                    bar.update(1)
-        if hasattr(bar, "close"):
-            bar.close()
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+            quiet = dataclasses.replace(options, progress=False)
+            with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn"),
+                                     initializer=_worker_init, initargs=(threads, os.getpid())) as pool:
+                futures = {pool.submit(_train_unit, engine, unit, str(store), quiet): unit for engine, unit in units}
+                for fut in as_completed(futures):
+                    try:
+                        rows = fut.result()   # a crash in a worker is raised here, as it would be in-process
+                    except BaseException:
+                        pool.shutdown(wait=True, cancel_futures=True)   # runs not started stay unstarted
+                        raise
+                    for spec, row in zip(futures[fut], rows):
+                        ok[spec.run_id] = _outcome(row)
+                    if hasattr(bar, "update"):
+                        bar.update(1)
+            if hasattr(bar, "close"):
+                bar.close()
     for run_id in order:                 # plan order, whatever order they finished in
         outcome = ok.get(run_id)
         (summary.elsewhere if outcome == "elsewhere" else summary.trained if outcome else summary.failed).append(run_id)
