@@ -409,20 +409,19 @@ def diversity_coefficient(tokens: np.ndarray, *, name: str = "", batches: int = 
     probe = probe or ProbeSpec()
     model = Probe(probe, vocab_size)
     generator = torch.Generator().manual_seed(seed)
+    from runners.train.settings import torch_threads
     from runners.train.trainer import progress_bar
 
     bar = progress_bar(batches, f"diversity {name}", enabled=progress, unit="batch")
     embeddings = []
     # one sequence at a time through a tiny probe: more threads only add contention (measured:
     # 60-90 ms per batch of 16 on one thread, 0.5-5 s on two busy cores)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        for x, y in sample_batches(tokens, batches, batch_size, probe.seq_len, seed):
-            embeddings.append(model.embedding(x, y, generator))
-            bar.update(1)
+        with torch_threads(1):
+            for x, y in sample_batches(tokens, batches, batch_size, probe.seq_len, seed):
+                embeddings.append(model.embedding(x, y, generator))
+                bar.update(1)
     finally:
-        torch.set_num_threads(threads)
         bar.close()
     distances = distance_matrix(np.stack(embeddings))
     coefficient = float(distances[np.triu_indices(batches, 1)].mean())

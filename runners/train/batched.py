@@ -38,7 +38,7 @@ from runners.models.gpt import GPT, GPTConfig, adamw, causal_attention
 from runners.train import trainer as train
 from runners.train.engines import Engine, RunFileCheckpoints, new_model, probe_shape
 from runners.train.options import TrainOptions
-from runners.train.settings import autocast, resolve_settings, to_device
+from runners.train.settings import autocast, resolve_settings, to_device, torch_threads
 from scaling.cli import UsageError
 
 log = logging.getLogger(__name__)
@@ -271,14 +271,9 @@ def measured_k(spec: RunSpec, most: int, threads: int, cache_dir=None) -> dict:
     ks = [k for k in CANDIDATES if k <= max(1, most)]
     key = (f"v3|{cpu_model()}|torch {torch.__version__}|threads {threads}|{cfg.d_model},{cfg.ffw_size},{cfg.n_heads},"
            f"{cfg.n_layers},{cfg.vocab_size},{cfg.seq_len}|batch {hp.batch_size}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.random.fork_rng():
-            per = {k: cached_json("stacking.json", f"{key}|k {k}",
-                                  lambda k=k: _step_seconds(cfg, hp.batch_size, k) / k, cache_dir) for k in ks}
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(threads), torch.random.fork_rng():
+        per = {k: cached_json("stacking.json", f"{key}|k {k}",
+                              lambda k=k: _step_seconds(cfg, hp.batch_size, k) / k, cache_dir) for k in ks}
     best = min(ks, key=lambda k: per[k])
     k = best if per[1] / per[best] >= MIN_GAIN else 1
     return {"k": k, "seconds_per_run_step": {k_: per[k_] for k_ in ks}}

@@ -161,6 +161,7 @@ def sharing_cores(directory: Path | None = None):
     s as one of a pair (1 thread each: 6-7 s; ``OMP_WAIT_POLICY=PASSIVE`` instead costs a lone
     launcher 1.7x). Yields ``share()``, which sets the threads; the launcher calls it per unit."""
     import torch
+    from runners.train.settings import torch_threads
     directory = Path(directory or LAUNCHERS_DIR)
     me = directory / str(os.getpid())
     try:
@@ -168,17 +169,16 @@ def sharing_cores(directory: Path | None = None):
         me.touch()
     except OSError:              # unwritable temp dir: no sharing, as before
         me = None
-    threads = torch.get_num_threads()
-
-    def share() -> int:
-        n = max(1, threads // live_launchers(directory))
-        torch.set_num_threads(n)
-        return n
 
     try:
-        yield share
+        with torch_threads(None) as threads:
+            def share() -> int:
+                n = max(1, threads // live_launchers(directory))
+                torch.set_num_threads(n)
+                return n
+
+            yield share
     finally:
-        torch.set_num_threads(threads)
         if me is not None:
             with contextlib.suppress(OSError):
                 me.unlink()
@@ -324,20 +324,16 @@ def grid_precision(specs: Sequence[RunSpec], options: TrainOptions, threads: int
     gpts = [s for s in specs if getattr(s, "arch", "gpt") == "gpt"]
     if options.dtype is not None or os.environ.get("SCALING_CPU_DTYPE") or not gpts or not _on_cpu(options.device):
         return options
-    import torch
     from runners.train.cpu_dtype import decide_grid
     from runners.train.engines import probe_shape
+    from runners.train.settings import torch_threads
     from runners.train.trainer import hparams
     shape_steps = []
     for s in gpts:
         hp = hparams(s.params, s.seq_len, tokens=s.tokens)
         shape_steps.append((probe_shape(s, hp), max(1, s.tokens // (hp.batch_size * s.seq_len))))
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    try:
+    with torch_threads(threads):
         decision = decide_grid(shape_steps)
-    finally:
-        torch.set_num_threads(before)
     log.info("precision: %s (%s)", decision["dtype"], decision["reason"])
     return dataclasses.replace(options, dtype=decision["dtype"])
 

@@ -72,6 +72,20 @@ def autocast(settings: Settings):
     return stack
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op threads set to ``n`` (None: left as they are) for the block and restored
+    after it, whatever the block sets meanwhile: measurements at the threads a run will train with,
+    a probe that contends on more, a launcher's share of the machine."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield before
+    finally:
+        torch.set_num_threads(before)
+
+
 def to_device(array: np.ndarray, device: str) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
     if device.startswith("cuda"):
