@@ -3,9 +3,11 @@
     python -m scaling.backtest results/ [--law chinchilla] [--holdout largest-compute | K] [--bootstrap 200]
     python -m scaling.backtest results/ --approach 2     # the isoFLOP minima's line, largest budget held out
 
-The predictive interval of a held-out run combines the fit's uncertainty (bootstrap draws of the
-parameters) with the scatter of runs around the law (a training residual drawn per draw, in log
-space), so "inside the interval" asks whether the run is as close as the fitted runs were.
+The predictive interval of a held-out run is ``scaling.predict``'s: the fit's uncertainty (bootstrap
+draws of the parameters) and a new run's log-normal scatter about the law, the larger of the fitted
+runs' scatter and the fit's rolling-backtest error one budget beyond its data
+(``scaling.predict.predictive_sd``), so "inside the interval" asks whether the run is as close as
+runs beyond the data have been.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument,
 from scaling.errors import DataError
 from scaling.fit import fit, prepare
 from scaling.laws import get_law
-from scaling.intervals import Z95, interval, log_sd
+from scaling.intervals import Z95, log_sd
+from scaling.predict import prediction_interval, predictive_sd
 
 
 def split_holdout(table: pd.DataFrame, holdout: str) -> np.ndarray:
@@ -63,18 +66,13 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
     u = test["unique_tokens"].values if "unique_tokens" in the_law.required else None
     args = (test["params"].values, test["tokens"].values) + ((u,) if u is not None else ())
     pred = the_law.predict(result.params, *args)
-    train = runs[~held]
-    train_args = (train["params"].values, train["tokens"].values) + (
-        (train["unique_tokens"].values,) if u is not None else ())
-    resid = np.log(train["loss"].values) - np.log(the_law.predict(result.params, *train_args))
-    rng = np.random.default_rng(seed)
     draws = result.bootstrap_draws
     names = (result.settings.get("bootstrap") or {}).get("names", [])
-    intervals = None
-    if draws is not None and len(draws):
-        logp = np.log(np.array([the_law.predict(dict(zip(names, d)), *args) for d in draws]))
-        logp += rng.choice(resid, size=logp.shape)
-        intervals = np.exp(np.stack(interval(logp, axis=0))).T
+    intervals, scatter = None, predictive_sd(result)
+    if draws is not None and len(draws) and scatter is not None:
+        # scaling.predict's predictive interval: the bootstrap draws and a new run's scatter about the law
+        at = np.array([the_law.predict(dict(zip(names, d)), *args) for d in draws])
+        intervals = prediction_interval(pred, at, scatter[0], seed=seed)
     rows = []
     for i, (_, r) in enumerate(test.iterrows()):
         row = {"params": float(r["params"]), "tokens": float(r["tokens"]), "loss": float(r["loss"]),
@@ -91,6 +89,7 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
            "fit": result.to_dict()}
     if intervals is not None:
         out["coverage"] = float(np.mean([r["inside"] for r in rows]))
+        out["interval_sd"] = {"sd": scatter[0], "from": scatter[1]}
     out["fit"]["settings"].pop("bootstrap", None)      # draws are bulky; the intervals say it
     return out
 

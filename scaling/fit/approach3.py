@@ -232,6 +232,9 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
     settings["diagnostics"] = {"residuals": {"mean": float(resid.mean()), "std": float(resid.std()),
                                              "median_abs": float(np.median(np.abs(resid))),
                                              "max_abs": float(np.abs(resid).max())}, **diag}
+    if law_name == "chinchilla" and (record or {}).get("out_of_fold", {}).get("n"):
+        # the chosen variant's errors one budget beyond the data (scaling.predict's interval)
+        settings["diagnostics"]["out_of_fold"] = record["out_of_fold"]
     if in_sample_check:                  # no fold to backtest the law on: in-sample fit and parameters decide
         kaplan = _law_checked(_law_check_bic(fd, np.exp(pred_log), len(problem.free)), record, settings, warnings,
                               choose_law, table, t0, **kaplan_options)
@@ -317,6 +320,8 @@ def _kaplan_chosen(table: pd.DataFrame, check: dict, record: dict, t0: float, **
               f"training) follow its form (--law chinchilla forces Chinchilla's)")
     result.settings["law_check"] = check
     result.settings["law_choice"] = {"chosen": "kaplan", "reason": reason, "chinchilla_variant": record}
+    if (check.get("out_of_fold") or {}).get("n"):
+        result.settings.setdefault("diagnostics", {})["out_of_fold"] = check["out_of_fold"]
     result.settings["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 

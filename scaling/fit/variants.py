@@ -165,9 +165,11 @@ def choose(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, candidates=
                                             "the free law is the default")
         return record
     unfloored = {}          # (fold, tie) -> params of the variant without the E floor
+    residuals = {}          # name -> out-of-fold log residuals, for the chosen one's record
     for name in names:
         v = VARIANTS[name]
         errs = []
+        residuals[name] = []
         for k, (train, test) in enumerate(folds):
             try:
                 p = unfloored.get((k, v.tie)) if v.e_floor else None
@@ -177,6 +179,7 @@ def choose(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, candidates=
                     unfloored[(k, v.tie)] = p
                 pred = predict(p, test)
                 errs.append(float(np.mean(np.abs(pred - loss[test]) / loss[test]) * 100))
+                residuals[name] += list(np.log(loss[test]) - np.log(pred))
             except Exception as exc:          # a variant that cannot be fitted on a fold loses it
                 errs.append(float("inf"))
                 record.setdefault("errors", {})[name] = str(exc).splitlines()[0][:200]
@@ -202,7 +205,23 @@ def choose(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, candidates=
         scores = ", ".join(f"{n} {record['candidates'][n]['score']:.3g} (backtest {record['candidates'][n]['backtest_mape']:.3g}%, "
                            f"+-{record['candidates'][n].get('target_halfwidth', float('nan')):.3g}% at the target)" for n in names)
         record.update(chosen=best, reason=f"lowest score over {len(folds)} fold(s) and the target: {scores}")
+    record["out_of_fold"] = out_of_fold(residuals[best])
     return record
+
+
+def out_of_fold(residuals) -> dict:
+    """What the rolling backtest's held-out slices say about a new run beyond the data: ``n`` runs,
+    the ``rms`` and ``mean`` of their log residuals log(loss / predicted), each predicted by the law
+    fitted below it. ``scaling.predict``'s predictive interval takes the larger of ``rms`` and the
+    in-sample scatter: the runs fitted sit closer to the law than a run one budget beyond them does
+    (Marin's isoFLOP ladders: 1.0-1.6% against 0.6-1.1%), and an interval from the in-sample
+    scatter alone held 47-60% of their held-out budget's runs at 95% (docs/benchmarks.md). Empirical
+    prediction intervals from out-of-sample forecast errors: Williams & Goodman 1971, JASA 66:752."""
+    r = np.asarray(residuals, float)
+    r = r[np.isfinite(r)]
+    if not r.size:
+        return {"n": 0, "rms": None, "mean": None}
+    return {"n": int(r.size), "rms": float(np.sqrt(np.mean(r ** 2))), "mean": float(np.mean(r))}
 
 
 def bic(loss: np.ndarray, pred: np.ndarray, k: int) -> float:
@@ -248,15 +267,17 @@ def law_check(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, record: 
     ``law``; ``predict(params, mask) -> losses``."""
     folds = rolling_folds(frame, n_free=5)[:len(record.get("folds", []))]
     chosen = record["candidates"][record["chosen"]]["backtest_mape"]
-    errs = []
+    errs, residuals = [], []
     for train, test in folds:
         try:
-            errs.append(float(np.mean(np.abs(predict(fit_once(train), test) - loss[test]) / loss[test]) * 100))
+            pred = predict(fit_once(train), test)
+            errs.append(float(np.mean(np.abs(pred - loss[test]) / loss[test]) * 100))
+            residuals += list(np.log(loss[test]) - np.log(pred))
         except Exception:           # a law that cannot be fitted on a fold loses it
             errs.append(float("inf"))
     mape = float(np.mean(errs)) if errs else float("inf")
     better = bool(np.isfinite(mape) and mape < chosen * (1 - LAW_CHECK_MARGIN))
     return {"law": law, "backtest_mape": mape, "fold_mape": errs, "chosen_backtest_mape": float(chosen),
-            "better": better,
+            "better": better, "out_of_fold": out_of_fold(residuals),
             "reason": f"{law} backtest {mape:.3g}% vs the chosen variant's {chosen:.3g}% on the same "
                       f"{len(folds)} fold(s); suggested when lower by more than {100 * LAW_CHECK_MARGIN:.0f}%"}
