@@ -235,8 +235,8 @@ def predictive_sd(fit: FitResult) -> tuple[float, str] | None:
 
 def prediction_interval(loss, draws, scatter: float, seed: int = 0, level: float = 95.0):
     """95% predictive interval of a new run's loss: parameter uncertainty (one bootstrap draw of
-    the law per sample) times the scatter of runs about the law (a log-normal residual of the
-    fit's residual sd). Without draws, the residual scatter alone. Shape [..., 2]."""
+    the law per sample) times a new run's scatter about the law (a log-normal residual of sd
+    ``scatter``: ``predictive_sd``). Without draws, the scatter alone. Shape [..., 2]."""
     loss = np.asarray(loss, float)
     rng = np.random.default_rng(seed)
     base = np.log(draws) if draws is not None and len(draws) else np.log(loss)[None, ...]
