@@ -125,7 +125,11 @@ def allocate(fit: FitResult, flops: float, unique_tokens: float | None = None) -
     _finite(chin, f"{flops:g} FLOPs")
     _finite(out, f"{flops:g} FLOPs")
     out["flops"] = float(flops)
-    out["chinchilla"] = chin
+    # the fit's own law's optimum with unlimited unique data; ``chinchilla`` only where that law is
+    # Chinchilla's (a data-constrained fit's stage 1), not for Kaplan's, whose optimum it is not
+    out["compute_optimal"] = chin
+    if fit.law in ("chinchilla", "data-constrained"):
+        out["chinchilla"] = chin
     draws = _draw_params(fit)
     if draws:
         results = [_or_nan(one, p) for p in draws]

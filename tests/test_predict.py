@@ -27,6 +27,20 @@ def test_c4_allocation_is_the_papers():
     assert out["params"] < out["chinchilla"]["params"] and out["loss"] > out["chinchilla"]["loss"]
 
 
+def test_allocate_labels_the_unconstrained_optimum_by_its_law():
+    """``compute_optimal`` is the fit's own law's optimum with unlimited data, for every law; the
+    ``chinchilla`` key is kept where the law is Chinchilla's (or a data-constrained fit's stage 1),
+    and a Kaplan fit's optimum is not labelled Chinchilla's."""
+    kaplan = FitResult(law="kaplan", params=dict(N_c=4.9e5, D_c=3.0e7, alpha_N=0.18, alpha_D=0.19),
+                       objective=0.0, n_points=0, r2=1.0)
+    k = P.allocate(kaplan, 1e13)
+    assert "chinchilla" not in k and k["compute_optimal"]["params"] == pytest.approx(k["params"])
+    h = P.allocate(HOFFMANN, 1e22)
+    assert h["chinchilla"] == h["compute_optimal"] and h["compute_optimal"]["params"] == pytest.approx(h["params"])
+    c4 = P.allocate(C4, 1e22, 25e9)
+    assert c4["chinchilla"] == c4["compute_optimal"] and c4["compute_optimal"]["params"] > c4["params"]
+
+
 def test_c4_loss_is_the_papers():
     assert P.predict_loss(C4, [6.34e9], [242e9], [25e9])["loss"][0] == pytest.approx(2.22564, abs=2e-5)
 
