@@ -83,6 +83,31 @@ def test_a_synthetic_ladder_is_recovered_with_intervals_that_cover_the_truth():
     assert f.step2["params"]["k"] == pytest.approx(SIGMOID["k"], rel=0.1)
 
 
+def test_the_observation_interval_carries_a_new_models_scatter_about_step_1():
+    """One new model's score: its intermediate falls off step 1's law as the fitted runs did
+    (``scaling.predict.predictive_sd``), and its accuracy follows. Runs whose intermediate is 2% off
+    the law (seeds, hyperparameters): new models drawn the same way at 10x the largest size fall
+    inside the 95% observation interval at about that rate; a step-1 fit that scatters more widens
+    the observation interval and leaves the parameter interval as it was."""
+    from scaling.downstream.synthetic import SIGMOID as CURVE
+    inside = []
+    for seed in range(4):
+        f = fit_downstream(ladder(seed, run_noise=0.02), "synth", via="bpb", form="sigmoid", bootstrap=60, seed=seed)
+        lo, hi = f.predict(*TARGET)["observation_interval"][0]
+        rng = np.random.default_rng(100 + seed)
+        p = sigmoid(truth(*TARGET)[0] * np.exp(rng.normal(0, 0.02, 400)), **CURVE)
+        acc = p + rng.normal(0, 1, 400) * np.sqrt(p * (1 - p) / 1000)
+        inside.append(np.mean((lo <= acc) & (acc <= hi)))
+    assert np.mean(inside) >= 0.9, inside
+    base = f.predict(*TARGET)
+    f.step1["settings"]["diagnostics"]["residuals"]["std"] = 0.08
+    f.step1["settings"]["diagnostics"].pop("out_of_fold", None)
+    wide = f.predict(*TARGET)
+    assert wide["interval"] == base["interval"]
+    width = [o[0][1] - o[0][0] for o in (base["observation_interval"], wide["observation_interval"])]
+    assert width[1] > 1.2 * width[0], width          # unchanged (1.0x) before the scatter was carried
+
+
 def test_auto_picks_the_true_form_and_records_every_candidate():
     f = fit_downstream(ladder(3), "synth", bootstrap=0)
     assert f.via == "bpb" and f.form == "sigmoid"

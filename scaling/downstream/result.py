@@ -14,6 +14,7 @@ import numpy as np
 from scaling.intervals import interval
 from scaling.laws import get_law
 from scaling.laws.downstream import FORMS
+from scaling.predict import predictive_sd
 from scaling.results import FitResult, JsonFile, format_number, plain
 
 KIND = "downstream"
@@ -74,9 +75,10 @@ class DownstreamFit(JsonFile):
         s = FORMS[self.form].predict(self.step2["params"], x)
         return 1.0 - s if self.lower_is_better else s
 
-    def _draws(self, N, D, seed: int = 0):
+    def _draws(self, N, D, seed: int = 0, scatter: float = 0.0):
         """Joint draws [B, n] of the intermediate and the metric: step 1's bootstrap draw i chained
-        with step 2's draw i (independent resamples), or None without bootstrap draws."""
+        with step 2's draw i (independent resamples), or None without bootstrap draws. ``scatter``:
+        a log-normal sd by which one new model's intermediate falls off step 1's law."""
         law = FitResult.from_dict(self.step1)
         d1, d2 = law.bootstrap_draws, self.step2.get("draws")
         if d1 is None or not d2:
@@ -89,15 +91,19 @@ class DownstreamFit(JsonFile):
         rng = np.random.default_rng(seed)
         i1, i2 = rng.permutation(len(x))[:b], rng.permutation(len(d2))[:b]
         x = x[i1]
+        if scatter:
+            x = x * np.exp(rng.normal(0.0, scatter, size=x.shape))
         form = FORMS[self.form]
         s = np.stack([form.predict(dict(zip(form.names, d2[j])), x[r]) for r, j in enumerate(i2)])
         return x, s
 
     def predict(self, params, tokens, seed: int = 0) -> dict:
         """Prediction at targets (N, D) (lists or scalars, broadcast): ``prediction``, its 95%
-        ``interval`` (both steps' bootstrap), ``observation_interval`` (plus the scatter of single
-        evaluations about step 2's curve), the ``intermediate`` and its interval, and how far each
-        target's intermediate lies beyond the step-2 data (``extrapolation``, in spans of x)."""
+        ``interval`` (both steps' bootstrap), ``observation_interval`` (what one new model would
+        score: plus its intermediate's scatter about step 1's law, ``scaling.predict.predictive_sd``,
+        and the scatter of single evaluations about step 2's curve), the ``intermediate`` and its
+        interval, and how far each target's intermediate lies beyond the step-2 data
+        (``extrapolation``, in spans of x)."""
         N, D = np.broadcast_arrays(np.atleast_1d(np.asarray(params, float)), np.atleast_1d(np.asarray(tokens, float)))
         x = self.intermediate(N, D)
         metric = self.metric_at(x)
@@ -108,8 +114,11 @@ class DownstreamFit(JsonFile):
         if drawn is not None:
             xd, sd = drawn
             md = 1.0 - sd if self.lower_is_better else sd
+            one = predictive_sd(self.law)
+            _, so = self._draws(N, D, seed, scatter=one[0] if one else 0.0)
             rng = np.random.default_rng(seed + 1)
-            noisy = md + rng.normal(0.0, float(self.step2.get("residual_sd") or 0.0), size=md.shape)
+            noisy = (1.0 - so if self.lower_is_better else so) + rng.normal(
+                0.0, float(self.step2.get("residual_sd") or 0.0), size=so.shape)
             out["interval"] = np.stack(interval(md, axis=0), axis=1).tolist()
             out["observation_interval"] = np.stack(interval(noisy, axis=0), axis=1).tolist()
             out["intermediate_interval"] = np.stack(interval(xd, axis=0), axis=1).tolist()

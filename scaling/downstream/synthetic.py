@@ -28,16 +28,21 @@ def truth(params, tokens, law: dict = LAW, curve: dict = SIGMOID) -> tuple[np.nd
 
 
 def ladder(seed: int = 0, *, sizes=SIZES, multipliers=MULTIPLIERS, checkpoints: int = 20, items: int = 1000,
-           loss_noise: float = 0.005, law: dict = LAW, curve: dict = SIGMOID, task: str = "synth") -> pd.DataFrame:
+           loss_noise: float = 0.005, law: dict = LAW, curve: dict = SIGMOID, task: str = "synth",
+           run_noise: float = 0.0) -> pd.DataFrame:
     """One row per (run, checkpoint): run_id, params, tokens (seen so far), eval.<task>.bpb (the
-    intermediate), eval.<task>.acc, eval.<task>.chance."""
+    intermediate), eval.<task>.acc, eval.<task>.chance. ``run_noise``: a log-normal sd by which each
+    run's intermediate falls off the law at every checkpoint (a model that is better or worse than
+    its size and data say, as seeds and hyperparameters make it), which its accuracy follows."""
     rng = np.random.default_rng(seed)
     rows = []
     for n in sizes:
         for m in multipliers:
             d = n * m
             seen = d * np.arange(1, checkpoints + 1) / checkpoints
-            x_true, acc_true = truth(n, seen, law, curve)
+            x_true, _ = truth(n, seen, law, curve)
+            x_true = x_true * np.exp(rng.normal(0.0, run_noise)) if run_noise else x_true
+            acc_true = sigmoid(x_true, **curve)
             x = x_true * np.exp(rng.normal(0.0, loss_noise, size=len(seen)))
             acc = np.clip(acc_true + rng.normal(0.0, 1.0, size=len(seen)) * np.sqrt(acc_true * (1 - acc_true) / items), 0, 1)
             for t, xi, ai in zip(seen, x, acc):
