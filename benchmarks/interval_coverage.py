@@ -3,9 +3,9 @@
 Sixteen held-out splits: the ten of ``variant_selection.py`` (the largest scale of each ladder held
 out) and ``scaling.backtest``'s own split (the largest compute held out) of the five public isoFLOP
 ladders and the CPU demo's store. On each, the default fit with 200 bootstrap draws on the training
-runs, and two intervals at every held-out run (``scaling.predict.prediction_interval``): the
+runs, and two intervals at every held-out run (``scaling.intervals.prediction_interval``): the
 bootstrap draws with a new run's scatter taken as the fitted runs' residual sd (``scatter``, the
-interval before 2026-12-07), and as ``scaling.predict.predictive_sd``, the larger of that and the
+interval before 2026-12-07), and as ``scaling.intervals.predictive_sd``, the larger of that and the
 rolling backtest's out-of-fold RMS error (``predictive``, the default). Prints the share of held-out
 runs inside each, and the mean half-width in %.
 
@@ -31,7 +31,7 @@ from scaling import datasets                                      # noqa: E402
 from scaling.backtest import split_holdout                        # noqa: E402
 from scaling.fit import fit                                       # noqa: E402
 from scaling.laws import get_law                                  # noqa: E402
-from scaling.predict import prediction_interval, predictive_sd, residual_sd  # noqa: E402
+from scaling.intervals import prediction_interval, predictive_sd, residual_sd  # noqa: E402
 
 
 def splits():

@@ -6,7 +6,7 @@
 The predictive interval of a held-out run is ``scaling.predict``'s: the fit's uncertainty (bootstrap
 draws of the parameters) and a new run's log-normal scatter about the law, the larger of the fitted
 runs' scatter and the fit's rolling-backtest error one budget beyond its data
-(``scaling.predict.predictive_sd``), so "inside the interval" asks whether the run is as close as
+(``scaling.intervals.predictive_sd``), so "inside the interval" asks whether the run is as close as
 runs beyond the data have been.
 """
 
@@ -26,8 +26,7 @@ from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument,
 from scaling.errors import DataError
 from scaling.fit import fit, prepare
 from scaling.laws import get_law
-from scaling.intervals import Z95, log_sd
-from scaling.predict import prediction_interval, predictive_sd
+from scaling.intervals import Z95, log_sd, prediction_interval, predictive_sd
 
 
 def split_holdout(table: pd.DataFrame, holdout: str) -> np.ndarray:

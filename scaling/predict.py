@@ -22,7 +22,8 @@ from scaling.errors import DataError
 from scaling.laws import get_law
 from scaling.laws.data_constrained import effective_data
 from scaling.results import FitResult
-from scaling.intervals import interval, interval_list
+from scaling.intervals import (interval, interval_list, out_of_fold_rms, prediction_interval,
+                               predictive_sd, residual_sd)
 
 BASE = ("A", "B", "E", "alpha", "beta")
 #: search range for the data-constrained optimum (parameters)
@@ -206,47 +207,6 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
                                       "sd": sd, "from": ("bootstrap draws and " if draws else
                                                          "(fit without --bootstrap) ") + how}
     return out
-
-
-def residual_sd(fit: FitResult) -> float | None:
-    """Scatter of the fitted runs about the law, in log-loss (``settings.diagnostics.residuals``)."""
-    r = ((fit.settings.get("diagnostics") or {}).get("residuals") or {})
-    sd = r.get("std")
-    return float(sd) if sd is not None and np.isfinite(sd) else None
-
-
-def out_of_fold_rms(fit: FitResult) -> float | None:
-    """RMS log error of the rolling backtest's held-out slices, each predicted by the law fitted below
-    it (``settings.diagnostics.out_of_fold``; ``scaling.fit.variants.out_of_fold``); None without folds."""
-    r = ((fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}).get("rms")
-    return float(r) if r is not None and np.isfinite(r) else None
-
-
-def predictive_sd(fit: FitResult) -> tuple[float, str] | None:
-    """The log-normal sd of a new run about the law, and where it comes from: the larger of the
-    fitted runs' scatter and the rolling backtest's out-of-fold RMS error (a run beyond the data is
-    at least as far off the law as the backtest's held-out slices were; ``scaling.fit.variants.
-    out_of_fold``). On 16 held-out splits of the public ladders, 95% intervals from the scatter
-    alone held 85% of the runs on average (47-60% of Marin's largest budgets); with the larger of
-    the two, 92% (docs/benchmarks.md)."""
-    sd, oof = residual_sd(fit), out_of_fold_rms(fit)
-    if sd is None:
-        return None
-    if oof is not None and oof > sd:
-        return oof, "the rolling backtest's out-of-fold error (larger than the runs' scatter)"
-    return sd, "residual scatter"
-
-
-def prediction_interval(loss, draws, scatter: float, seed: int = 0, level: float = 95.0):
-    """95% predictive interval of a new run's loss: parameter uncertainty (one bootstrap draw of
-    the law per sample) times a new run's scatter about the law (a log-normal residual of sd
-    ``scatter``: ``predictive_sd``). Without draws, the scatter alone. Shape [..., 2]."""
-    loss = np.asarray(loss, float)
-    rng = np.random.default_rng(seed)
-    base = np.log(draws) if draws is not None and len(draws) else np.log(loss)[None, ...]
-    reps = max(1, 4000 // len(base))
-    logp = np.repeat(base, reps, axis=0) + rng.normal(0.0, scatter, (len(base) * reps,) + loss.shape)
-    return np.exp(np.stack(interval(logp, level / 100.0, axis=0), axis=-1))
 
 
 def repetition(fit: FitResult, unique_tokens: float, epochs, params: float | None = None) -> dict:

@@ -225,7 +225,7 @@ def test_runs_beyond_a_misspecified_law_are_held_by_the_out_of_fold_interval():
     95% intervals from it hold 4 of 24 of them over four seeds; the rolling backtest's out-of-fold
     error (~3.2%) measures the misfit one budget out and holds 15 of 24. On Chinchilla's own truth
     the out-of-fold RMS is the noise (1%), so a well-specified fit's interval is not inflated."""
-    from scaling.predict import out_of_fold_rms, prediction_interval, predictive_sd, residual_sd
+    from scaling.intervals import out_of_fold_rms, prediction_interval, predictive_sd, residual_sd
     kaplan = get_law("kaplan")
     truth = dict(N_c=4.9e5, D_c=3.0e7, alpha_N=0.18, alpha_D=0.19)
     inside = {"scatter": 0, "predictive": 0}

@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from scaling.intervals import interval
+from scaling.intervals import interval, predictive_sd
 from scaling.laws import get_law
 from scaling.laws.downstream import FORMS
-from scaling.predict import predictive_sd
 from scaling.results import FitResult, JsonFile, format_number, plain
 
 KIND = "downstream"
@@ -100,7 +99,7 @@ class DownstreamFit(JsonFile):
     def predict(self, params, tokens, seed: int = 0) -> dict:
         """Prediction at targets (N, D) (lists or scalars, broadcast): ``prediction``, its 95%
         ``interval`` (both steps' bootstrap), ``observation_interval`` (what one new model would
-        score: plus its intermediate's scatter about step 1's law, ``scaling.predict.predictive_sd``,
+        score: plus its intermediate's scatter about step 1's law, ``scaling.intervals.predictive_sd``,
         and the scatter of single evaluations about step 2's curve), the ``intermediate`` and its
         interval, and how far each target's intermediate lies beyond the step-2 data
         (``extrapolation``, in spans of x)."""
