@@ -198,6 +198,15 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
     if draws:
         stack = np.array(draws)
         out["ci"] = {"loss": np.stack(interval(stack, axis=0), axis=-1).tolist()}
+    beyond = decades_beyond(fit, n, d)
+    if beyond is not None:
+        out["decades_beyond"] = beyond.tolist()
+        checked = ((fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}).get("decades")
+        if checked is not None and (beyond > checked).any():
+            far = beyond > checked
+            out["warnings"] = [f"{int(far.sum())} of {far.size} target(s) lie up to {beyond.max():.2g} decades of compute "
+                               f"beyond the fitted runs, where the backtest checked {checked:.2g}: the prediction "
+                               f"interval's out-of-fold error was measured nearer than that"]
     scatter = predictive_sd(fit)
     if scatter is not None:
         sd, how = scatter
@@ -207,6 +216,15 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
                                       "sd": sd, "from": ("bootstrap draws and " if draws else
                                                          "(fit without --bootstrap) ") + how}
     return out
+
+
+def decades_beyond(fit: FitResult, params, tokens) -> np.ndarray | None:
+    """Decades of compute (6ND) each target lies beyond the largest fitted run (0 inside), from the
+    fit's ``settings.range``; None for a fit file without it (written before 2026-12-07)."""
+    top = ((fit.settings.get("range") or {}).get("flops") or [None, None])[1]
+    if not top:
+        return None
+    return np.maximum(0.0, np.log10(6.0 * np.asarray(params, float) * np.asarray(tokens, float) / float(top)))
 
 
 def repetition(fit: FitResult, unique_tokens: float, epochs, params: float | None = None) -> dict:

@@ -173,6 +173,20 @@ def test_predict_loss_carries_a_prediction_interval(tmp_path):
     (lo, hi), (clo, chi) = out["prediction_interval"]["loss"][0], out["ci"]["loss"][0]
     assert lo < clo <= out["loss"][0] <= chi < hi          # residual scatter widens the parameter interval
     assert out["prediction_interval"]["residual_sd"] == pytest.approx(0.01, rel=0.3)
+    pi = out["prediction_interval"]
+    assert pi["sd"] == max(pi["residual_sd"], pi["out_of_fold_rms"])
+    # how far the target lies beyond the fitted compute, and beyond what the backtest checked
+    t = ladder(TIED, 0.01)
+    top = (6 * t["params"] * t["tokens"]).max()
+    assert out["decades_beyond"][0] == pytest.approx(np.log10(6 * 1e10 * 2e11 / top))
+    fitted = json.loads(fit_path.read_text())
+    checked = fitted["settings"]["diagnostics"]["out_of_fold"]["decades"]
+    assert 0 < checked < out["decades_beyond"][0] and len(out["warnings"]) == 1 and f"{checked:.2g}" in out["warnings"][0]
+    assert fitted["settings"]["range"]["flops"][1] == pytest.approx(top)
+    inside = json.loads(subprocess.run([sys.executable, "-m", "scaling.predict", "loss", "--fit", str(fit_path),
+                                        "--params", "1e8", "--tokens", "2e9", "--json"],
+                                       capture_output=True, text=True).stdout)
+    assert inside["decades_beyond"] == [0.0] and "warnings" not in inside
 
 
 def test_the_target_weighs_the_choice_and_is_recorded():

@@ -148,7 +148,7 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
     held = set(fixed)          # fit-space names the user holds (--fix, --base); stage-1 ones are not
     settings = {"delta": DELTA, "objective": "sum of Huber(delta) of log-loss residuals",
                 "fixed": {}, "tie": list(tie or []), "exclude_top": exclude_top,
-                "start": dict(start or {}), "notes": fd.notes}
+                "start": dict(start or {}), "notes": fd.notes, "range": data_range(fd)}
     warnings = list(fd.notes)
     stage1 = None
     chin = get_law("chinchilla")
@@ -254,6 +254,14 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
     return FitResult(law=law_name, params=params, objective=float(f), n_points=len(fd.loss),
                      r2=_r2(fd.loss, np.exp(pred_log)), ci=ci, warnings=warnings, settings=settings,
                      data_sha256=data_sha256(fd), version=__version__)
+
+
+def data_range(fd: FitData) -> dict:
+    """[min, max] of the fitted runs' parameters, tokens and compute (6ND): how far beyond its data
+    a prediction reaches (``scaling.predict.predict_loss``'s ``decades_beyond``)."""
+    n, d = np.asarray(fd.data.params, float), np.asarray(fd.data.tokens, float)
+    c = 6.0 * n * d
+    return {k: [float(v.min()), float(v.max())] for k, v in (("params", n), ("tokens", d), ("flops", c))}
 
 
 def _choose_variant(chin: Law, fd: FitData, mask: np.ndarray, fixed: dict, target=None) -> dict:

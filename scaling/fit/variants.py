@@ -205,8 +205,15 @@ def choose(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, candidates=
         scores = ", ".join(f"{n} {record['candidates'][n]['score']:.3g} (backtest {record['candidates'][n]['backtest_mape']:.3g}%, "
                            f"+-{record['candidates'][n].get('target_halfwidth', float('nan')):.3g}% at the target)" for n in names)
         record.update(chosen=best, reason=f"lowest score over {len(folds)} fold(s) and the target: {scores}")
-    record["out_of_fold"] = out_of_fold(residuals[best])
+    record["out_of_fold"] = {**out_of_fold(residuals[best]), "decades": reach(frame, folds)}
     return record
+
+
+def reach(frame: pd.DataFrame, folds) -> float:
+    """How far out the backtest looked: the mean, over the runs it scored, of the decades of compute
+    (``scale_of``) each lies beyond the largest run its fold was fitted on."""
+    scale = scale_of(frame)
+    return float(np.mean(np.concatenate([scale[te] - scale[tr].max() for tr, te in folds])))
 
 
 def out_of_fold(residuals) -> dict:
@@ -278,6 +285,6 @@ def law_check(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, record: 
     mape = float(np.mean(errs)) if errs else float("inf")
     better = bool(np.isfinite(mape) and mape < chosen * (1 - LAW_CHECK_MARGIN))
     return {"law": law, "backtest_mape": mape, "fold_mape": errs, "chosen_backtest_mape": float(chosen),
-            "better": better, "out_of_fold": out_of_fold(residuals),
+            "better": better, "out_of_fold": {**out_of_fold(residuals), "decades": reach(frame, folds)} if folds else out_of_fold(residuals),
             "reason": f"{law} backtest {mape:.3g}% vs the chosen variant's {chosen:.3g}% on the same "
                       f"{len(folds)} fold(s); suggested when lower by more than {100 * LAW_CHECK_MARGIN:.0f}%"}
