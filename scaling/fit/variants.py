@@ -221,8 +221,8 @@ def out_of_fold(residuals) -> dict:
     the ``rms`` and ``mean`` of their log residuals log(loss / predicted), each predicted by the law
     fitted below it. ``scaling.predict``'s predictive interval takes the larger of ``rms`` and the
     in-sample scatter: the runs fitted sit closer to the law than a run one budget beyond them does
-    (Marin's isoFLOP ladders: 1.0-1.6% against 0.6-1.1%), and an interval from the in-sample
-    scatter alone held 47-60% of their held-out budget's runs at 95% (docs/benchmarks.md). Empirical
+    (Marin's isoFLOP ladders: 1.0-1.6% against 0.6-1.1%), and 95% intervals from the in-sample
+    scatter alone held 47-53% of the runs of their two largest budgets (docs/benchmarks.md). Empirical
     prediction intervals from out-of-sample forecast errors: Williams & Goodman 1971, JASA 66:752."""
     r = np.asarray(residuals, float)
     r = r[np.isfinite(r)]
@@ -285,6 +285,7 @@ def law_check(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, record: 
     mape = float(np.mean(errs)) if errs else float("inf")
     better = bool(np.isfinite(mape) and mape < chosen * (1 - LAW_CHECK_MARGIN))
     return {"law": law, "backtest_mape": mape, "fold_mape": errs, "chosen_backtest_mape": float(chosen),
-            "better": better, "out_of_fold": {**out_of_fold(residuals), "decades": reach(frame, folds)} if folds else out_of_fold(residuals),
+            "better": better,
+            "out_of_fold": {**out_of_fold(residuals), **({"decades": reach(frame, folds)} if folds else {})},
             "reason": f"{law} backtest {mape:.3g}% vs the chosen variant's {chosen:.3g}% on the same "
                       f"{len(folds)} fold(s); suggested when lower by more than {100 * LAW_CHECK_MARGIN:.0f}%"}
