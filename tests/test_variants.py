@@ -233,6 +233,22 @@ def test_fit_cli_takes_a_target_and_refuses_half_of_one(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == "error: give --target-params and --target-tokens together"
 
 
+def test_a_fit_no_backtest_chose_refits_its_own_folds_when_intervals_are_asked_for():
+    """A forced variant, or a law given by --law, with --bootstrap: the fit refits itself below each
+    rolling fold (the same folds as the choice), so its predictive interval carries the out-of-fold
+    error as a chosen fit's does; without --bootstrap nothing is refitted."""
+    t = ladder(TIED, 0.01, 1)
+    chosen = fit(t, want_profiles=False)
+    v = chosen.settings["variant"]["chosen"]
+    forced = fit(t, want_profiles=False, variant=v, bootstrap=10)
+    assert forced.settings["variant"]["reason"] == "forced by --variant"
+    a, b = chosen.settings["diagnostics"]["out_of_fold"], forced.settings["diagnostics"]["out_of_fold"]
+    assert b["n"] == a["n"] and b["rms"] == pytest.approx(a["rms"], rel=1e-3) and b["decades"] == a["decades"]
+    kaplan = fit(t, "kaplan", want_profiles=False, bootstrap=10).settings["diagnostics"]["out_of_fold"]
+    assert kaplan["n"] == a["n"] and kaplan["rms"] > a["rms"]        # the wrong law errs more beyond the data
+    assert "out_of_fold" not in fit(t, want_profiles=False, variant=v).settings["diagnostics"]
+
+
 def test_runs_beyond_a_misspecified_law_are_held_by_the_out_of_fold_interval():
     """Kaplan et al. 2020's truth at the CPU demo's scale, fitted with Chinchilla's law: the fitted
     runs' scatter (~1.7%) understates how far the largest-compute runs fall off the law (~6%), and

@@ -16,7 +16,8 @@ from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.results import FitResult
 from scaling.fit.variants import (E_FLOOR_FRACTION, LAW_BIC_MARGIN, LAW_CHECK_MARGIN, SPREAD_RESAMPLES, VARIANTS,
-                                  choose, default_target, law_check, law_check_in_sample, variant_bounds)
+                                  choose, default_target, law_check, law_check_in_sample, out_of_fold, reach,
+                                  rolling_folds, variant_bounds)
 from scaling.intervals import interval
 from scaling.fit.data import FitData, data_sha256, prepare
 from scaling.fit.diagnostics import diagnose
@@ -241,6 +242,14 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
         if kaplan is not None:
             return kaplan
     ci = {}
+    if bootstrap and "out_of_fold" not in settings["diagnostics"]:
+        # intervals asked for, and no backtest chose the law or variant: refit this fit's own
+        # configuration below each fold, as the choice would have (scaling.intervals.predictive_sd)
+        oof = _refitted_out_of_fold(fd, law_name, len(problem.free), fix=fix, tie=tie, base=base, start=start,
+                                    source=source, paper_tie=paper_tie,
+                                    variant=(record or {}).get("chosen") if chosen is not None else None)
+        if oof is not None:
+            settings["diagnostics"]["out_of_fold"] = oof
     if bootstrap:
         draws = bootstrap_draws(the_law, problem, z, fd, stage1, bootstrap, seed)
         names = list(the_law.public_names)
@@ -254,6 +263,29 @@ def fit(table: pd.DataFrame, law: str | None = None, *, fix=None, tie=None, base
     return FitResult(law=law_name, params=params, objective=float(f), n_points=len(fd.loss),
                      r2=_r2(fd.loss, np.exp(pred_log)), ci=ci, warnings=warnings, settings=settings,
                      data_sha256=data_sha256(fd), version=__version__)
+
+
+def _refitted_out_of_fold(fd: FitData, law_name: str, n_free: int, **options) -> dict | None:
+    """``settings.diagnostics.out_of_fold`` for a fit whose law and variant no backtest chose (``--law
+    kaplan``, ``--variant``, a data-constrained or constrained fit): the same fit refitted on the runs
+    below each rolling-backtest fold (``scaling.fit.variants.rolling_folds``), its log residuals on
+    the fold's slice (``out_of_fold``) and how far out they lie (``reach``); None without a fold."""
+    frame = fd.frame.reset_index(drop=True)
+    folds = rolling_folds(frame, n_free=max(1, n_free))
+    the_law = get_law(law_name)
+    cols = ["params", "tokens"] + (["unique_tokens"] if "unique_tokens" in the_law.required else [])
+    residuals = []
+    for train, test in folds:
+        try:
+            sub = fit(frame[train].reset_index(drop=True), law_name, select_variant=False, choose_law=False,
+                      want_profiles=False, **options)
+            pred = the_law.predict(sub.params, *(frame.loc[test, c].to_numpy(float) for c in cols))
+        except (UsageError, FitError, BadValue, ValueError):      # a fold the fit cannot take is left out
+            continue
+        residuals += list(np.log(frame.loc[test, "loss"].to_numpy(float)) - np.log(pred))
+    if not residuals:
+        return None
+    return {**out_of_fold(residuals), "decades": reach(frame, folds)}
 
 
 def data_range(fd: FitData) -> dict:
