@@ -226,6 +226,11 @@ class FitResult(JsonFile):
         resid = (self.settings.get("diagnostics") or {}).get("residuals")
         if resid:
             lines.append("residuals (log-loss): " + ", ".join(f"{k} {format_number(v)}" for k, v in resid.items()))
+        oof = (self.settings.get("diagnostics") or {}).get("out_of_fold") or {}
+        if oof.get("n"):
+            # what a run beyond the data has done (scaling.intervals.predictive_sd takes the larger sd)
+            lines.append(f"out of fold (log-loss, {oof['n']} runs {float(oof.get('decades', float('nan'))):.2g} decade "
+                         f"beyond their fold's fit): rms {format_number(oof['rms'])}, mean {format_number(oof['mean'])}")
         for w in self.warnings:
             lines.append(f"warning: {w}")
         return "\n".join(lines)
