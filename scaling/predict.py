@@ -202,8 +202,8 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
     if beyond is not None:
         out["decades_beyond"] = beyond.tolist()
         checked = ((fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}).get("decades")
-        if checked is not None and (beyond > checked).any():
-            far = beyond > checked
+        far = beyond > checked if checked is not None else np.zeros(beyond.shape, bool)
+        if far.any():
             out["warnings"] = [f"{int(far.sum())} of {far.size} target(s) lie up to {beyond.max():.2g} decades of compute "
                                f"beyond the fitted runs, where the backtest checked {checked:.2g}: the prediction "
                                f"interval's out-of-fold error was measured nearer than that"]

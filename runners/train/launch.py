@@ -321,10 +321,10 @@ def grid_precision(specs: Sequence[RunSpec], options: TrainOptions, threads: int
     measured at the ``threads`` its runs train with (None: this process's). Unchanged where the
     dtype is given (by the options or by ``SCALING_CPU_DTYPE``, ``cpu_dtype.ENV``, which every run
     reads), on CUDA (bf16 throughout), and for grids without GPTs."""
+    from runners.train.cpu_dtype import ENV, decide_grid
     gpts = [s for s in specs if getattr(s, "arch", "gpt") == "gpt"]
-    if options.dtype is not None or os.environ.get("SCALING_CPU_DTYPE") or not gpts or not _on_cpu(options.device):
+    if options.dtype is not None or os.environ.get(ENV) or not gpts or not _on_cpu(options.device):
         return options
-    from runners.train.cpu_dtype import decide_grid
     from runners.train.engines import probe_shape
     from runners.train.settings import torch_threads
     from runners.train.trainer import hparams

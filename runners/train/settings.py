@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from runners.models import gpt
-from runners.models.gpt import fused_adamw_available
 from scaling.cli import UsageError
 
 DTYPES = ("fp32", "bf16")
@@ -56,7 +55,7 @@ def resolve_settings(device: str | None = None, dtype: str | None = None,
     if compile is None:
         compile = device_type == "cuda"
     return Settings(device=device, dtype=dtype, compile=bool(compile),
-                    fused_adamw=fused_adamw_available(device_type),
+                    fused_adamw=gpt.fused_adamw_available(device_type),
                     fp32_attention=bool(fp32_attention) and dtype == "bf16" and device_type == "cpu")
 
 

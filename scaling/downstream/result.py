@@ -75,9 +75,9 @@ class DownstreamFit(JsonFile):
         return 1.0 - s if self.lower_is_better else s
 
     def _draws(self, N, D, seed: int = 0, scatter: float = 0.0):
-        """Joint draws [B, n] of the intermediate and the metric: step 1's bootstrap draw i chained
-        with step 2's draw i (independent resamples), or None without bootstrap draws. ``scatter``:
-        a log-normal sd by which one new model's intermediate falls off step 1's law."""
+        """Joint draws [B, n] of the intermediate, the metric, and the metric of one new model: step
+        1's bootstrap draw i chained with step 2's draw i (independent resamples), the last with the
+        intermediate off step 1's law by a log-normal ``scatter``; None without bootstrap draws."""
         law = FitResult.from_dict(self.step1)
         d1, d2 = law.bootstrap_draws, self.step2.get("draws")
         if d1 is None or not d2:
@@ -90,11 +90,13 @@ class DownstreamFit(JsonFile):
         rng = np.random.default_rng(seed)
         i1, i2 = rng.permutation(len(x))[:b], rng.permutation(len(d2))[:b]
         x = x[i1]
-        if scatter:
-            x = x * np.exp(rng.normal(0.0, scatter, size=x.shape))
         form = FORMS[self.form]
-        s = np.stack([form.predict(dict(zip(form.names, d2[j])), x[r]) for r, j in enumerate(i2)])
-        return x, s
+
+        def metric(at):
+            return np.stack([form.predict(dict(zip(form.names, d2[j])), at[r]) for r, j in enumerate(i2)])
+
+        s = metric(x)
+        return x, s, metric(x * np.exp(rng.normal(0.0, scatter, size=x.shape))) if scatter else s
 
     def predict(self, params, tokens, seed: int = 0) -> dict:
         """Prediction at targets (N, D) (lists or scalars, broadcast): ``prediction``, its 95%
@@ -109,12 +111,11 @@ class DownstreamFit(JsonFile):
         out = {"task": self.task, "metric": self.metric, "via": self.via, "form": self.form,
                "params": N.tolist(), "tokens": D.tolist(), "prediction": metric.tolist(), "interval": None,
                "observation_interval": None, "intermediate": x.tolist(), "intermediate_interval": None}
-        drawn = self._draws(N, D, seed)
+        one = predictive_sd(self.law)
+        drawn = self._draws(N, D, seed, scatter=one[0] if one else 0.0)
         if drawn is not None:
-            xd, sd = drawn
+            xd, sd, so = drawn
             md = 1.0 - sd if self.lower_is_better else sd
-            one = predictive_sd(self.law)
-            _, so = self._draws(N, D, seed, scatter=one[0] if one else 0.0)
             rng = np.random.default_rng(seed + 1)
             noisy = (1.0 - so if self.lower_is_better else so) + rng.normal(
                 0.0, float(self.step2.get("residual_sd") or 0.0), size=so.shape)
