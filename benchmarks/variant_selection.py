@@ -15,7 +15,11 @@ and in-sample R^2 against Chinchilla's default (docs/benchmarks.md), whether its
 chosen variant's (``settings.law_check``), and the fit without ``--law``, whose law is chosen by that
 backtest (Kaplan's where it wins, ``settings.law_choice``).
 
-    python benchmarks/variant_selection.py [--json]
+A second table splits the five isoFLOP ladders as issue 26's protocol words it, "hold out the
+largest model" (``largest_model_ladders``): a step in N at known compute, beside the first table's
+step in compute.
+
+    python benchmarks/variant_selection.py [--split scale|model|both] [--json]
 """
 
 from __future__ import annotations
@@ -52,6 +56,17 @@ def ladders():
     yield "Epoch (Chinchilla Fig. 4), N >= 5B held out", e, e["params"] >= 5e9
 
 
+def largest_model_ladders():
+    """The isoFLOP ladders (Llama 3, Marin) split as the issue's protocol says, "hold out the largest
+    model": the runs of the largest N (Llama 3 one run at 1e22, Marin three across the top budgets),
+    the rest of the top budget kept for the fit. A step in N at known compute, where ``ladders``' split
+    (the largest budget held out) is a step in compute; the other five ladders already hold out
+    their largest models there."""
+    for e, g in fits_real_data.sweeps():
+        g = g[["params", "tokens", "loss", "budget"]].reset_index(drop=True)
+        yield f"{e}, largest model held out", g, g["params"] >= g["params"].max()
+
+
 def mape(params, test) -> float:
     pred = LAW.predict(params, test["params"].to_numpy(float), test["tokens"].to_numpy(float))
     return float(np.mean(np.abs(pred / test["loss"].to_numpy(float) - 1)) * 100)
@@ -63,9 +78,9 @@ def rolling_choice(record: dict) -> str:
     return next(n for n in VARIANTS if scores[n] <= low * (1 + TIE_TOLERANCE) + 1e-12)
 
 
-def run() -> list[dict]:
+def run(splits=None) -> list[dict]:
     rows = []
-    for name, t, held in ladders():
+    for name, t, held in (ladders() if splits is None else splits):
         train, test = t[~held].reset_index(drop=True), t[held].reset_index(drop=True)
         held_out = {v: mape(fit(train, "chinchilla", want_profiles=False, variant=v).params, test) for v in VARIANTS}
         default_fit = fit(train, "chinchilla", want_profiles=False)
@@ -99,11 +114,34 @@ def run() -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true")
+    p.add_argument("--split", choices=("scale", "model", "both"), default="both",
+                   help="scale: the largest scale held out (ladders()); model: the isoFLOP ladders' "
+                        "largest model held out (largest_model_ladders()); both (default)")
     args = p.parse_args(argv)
-    rows = run()
+    rows = run() if args.split != "model" else []
+    by_model = run(largest_model_ladders()) if args.split != "scale" else []
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows + by_model, indent=1))
         return 0
+    if rows:
+        table(rows)
+    if by_model:
+        print()
+        print("The isoFLOP ladders with their largest model held out (the other ladders' splits above "
+              "already hold out their largest models):")
+        print()
+        table(by_model)
+    if rows and by_model:
+        scale_only = [r for r in rows if r["ladder"].split(",")[0] not in {m["ladder"].split(",")[0] for m in by_model}]
+        merged = scale_only + by_model
+        ok = sum(r["default"]["gap"] <= 0.2 for r in merged)
+        print(f"largest model held out on every ladder ({len(scale_only)} from the first table, {len(by_model)} "
+              f"from the second): the default within 0.2 points of the best variant on {ok} of {len(merged)}; "
+              f"mean gap {np.mean([r['default']['gap'] for r in merged]):.2f} points")
+    return 0
+
+
+def table(rows: list[dict]) -> None:
     print("| ladder | " + " | ".join(VARIANTS) + " | rolling (before) | default | target given "
           "| kaplan law (R^2 in-sample: kaplan / default) | kaplan better (its backtest) | no --law (law chosen) |")
     print("|---|" + "---:|" * len(VARIANTS) + "---|---|---|---|---|---|")
@@ -127,7 +165,6 @@ def main(argv=None) -> int:
     right = sum(r["kaplan"]["suggested"] == (r["kaplan"]["mape"] < r["default"]["mape"]) for r in rows)
     print(f"kaplan suggested on {sum(r['kaplan']['suggested'] for r in rows)} of {len(rows)} ladders; the suggestion "
           f"(or its absence) agrees with the held-out errors on {right} of {len(rows)}")
-    return 0
 
 
 if __name__ == "__main__":
