@@ -6,8 +6,9 @@ ladders and the CPU demo's store. On each, the default fit with 200 bootstrap dr
 runs, and two intervals at every held-out run (``scaling.intervals.prediction_interval``): the
 bootstrap draws with a new run's scatter taken as the fitted runs' residual sd (``scatter``, the
 interval before 2026-12-07), and as ``scaling.intervals.predictive_sd``, the larger of that and the
-rolling backtest's out-of-fold RMS error (``predictive``, the default). Prints the share of held-out
-runs inside each, and the mean half-width in %.
+rolling backtest's out-of-fold RMS error one fold out (``one_fold``, stop 38), and per held-out run
+by its distance beyond the fitted runs, rising to the error two folds out (``predictive``, the
+default since stop 39). Prints the share of held-out runs inside each, and the mean half-width in %.
 
     python benchmarks/interval_coverage.py [--json]
 """
@@ -31,7 +32,7 @@ from scaling import datasets                                      # noqa: E402
 from scaling.backtest import split_holdout                        # noqa: E402
 from scaling.fit import fit                                       # noqa: E402
 from scaling.laws import get_law                                  # noqa: E402
-from scaling.intervals import prediction_interval, predictive_sd, residual_sd  # noqa: E402
+from scaling.intervals import decades_beyond, prediction_interval, predictive_sd, residual_sd  # noqa: E402
 
 
 def splits():
@@ -62,9 +63,10 @@ def run() -> list[dict]:
         pred = law.predict(f.params, n, d)
         row = {"split": name, "law": f.law, "n_test": len(y),
                "mape": float(np.mean(np.abs(pred / y - 1)) * 100)}
-        for key, sd in (("scatter", residual_sd(f)), ("predictive", predictive_sd(f)[0])):
+        by_distance = predictive_sd(f, decades_beyond(f, n, d))[0]
+        for key, sd in (("scatter", residual_sd(f)), ("one_fold", predictive_sd(f)[0]), ("predictive", by_distance)):
             band = prediction_interval(pred, at, sd)
-            row[key] = {"sd": sd, "coverage": float(np.mean((band[:, 0] <= y) & (y <= band[:, 1]))),
+            row[key] = {"sd": float(np.mean(sd)), "coverage": float(np.mean((band[:, 0] <= y) & (y <= band[:, 1]))),
                         "halfwidth": float(np.mean((band[:, 1] - band[:, 0]) / 2 / pred) * 100)}
         rows.append(row)
     return rows
@@ -78,13 +80,14 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print("| held-out split | law | runs | MAPE | scatter sd / inside / half-width | predictive sd / inside / half-width |")
-    print("|---|---|---:|---:|---|---|")
+    keys = ("scatter", "one_fold", "predictive")
+    print("| held-out split | law | runs | MAPE | scatter sd / inside / half-width | one fold out | "
+          "by distance (default; mean sd) |")
+    print("|---|---|---:|---:|---|---|---|")
     for r in rows:
-        cells = [f"{100 * r[k]['sd']:.2f}% / {100 * r[k]['coverage']:.0f}% / {r[k]['halfwidth']:.1f}%"
-                 for k in ("scatter", "predictive")]
+        cells = [f"{100 * r[k]['sd']:.2f}% / {100 * r[k]['coverage']:.0f}% / {r[k]['halfwidth']:.1f}%" for k in keys]
         print(f"| {r['split']} | {r['law']} | {r['n_test']} | {r['mape']:.2f}% | " + " | ".join(cells) + " |")
-    for k in ("scatter", "predictive"):
+    for k in keys:
         c = [r[k]["coverage"] for r in rows]
         print(f"{k}: mean share inside {100 * np.mean(c):.1f}%, lowest {100 * min(c):.0f}%, "
               f"{sum(x >= 0.9 for x in c)} of {len(c)} splits at 90% or more, "

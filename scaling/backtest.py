@@ -26,7 +26,7 @@ from scaling.cli import ArgumentParser, UsageError, run_cli, add_store_argument,
 from scaling.errors import DataError
 from scaling.fit import fit, prepare
 from scaling.laws import get_law
-from scaling.intervals import Z95, log_sd, prediction_interval, predictive_sd
+from scaling.intervals import Z95, decades_beyond, log_sd, prediction_interval, predictive_sd
 
 
 def split_holdout(table: pd.DataFrame, holdout: str) -> np.ndarray:
@@ -67,9 +67,13 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
     pred = the_law.predict(result.params, *args)
     draws = result.bootstrap_draws
     names = (result.settings.get("bootstrap") or {}).get("names", [])
-    intervals, scatter = None, predictive_sd(result)
+    intervals, beyond = None, decades_beyond(result, test["params"].values, test["tokens"].values)
+    if beyond is None:                  # (every fit records its range; a stub fit in a test may not)
+        beyond = np.zeros(len(test))
+    scatter = predictive_sd(result, beyond)
     if draws is not None and len(draws) and scatter is not None:
-        # scaling.predict's predictive interval: the bootstrap draws and a new run's scatter about the law
+        # scaling.predict's predictive interval: the bootstrap draws and a new run's scatter about the
+        # law, as far off as the backtest inside the data erred at that distance
         at = np.array([the_law.predict(dict(zip(names, d)), *args) for d in draws])
         intervals = prediction_interval(pred, at, scatter[0], seed=seed)
     rows = []
@@ -82,13 +86,15 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
         if intervals is not None:
             row["interval"] = [float(intervals[i, 0]), float(intervals[i, 1])]
             row["inside"] = bool(intervals[i, 0] <= r["loss"] <= intervals[i, 1])
+            row["interval_sd"] = float(scatter[0][i])
+            row["decades_beyond"] = float(beyond[i])
         rows.append(row)
     out = {"law": law_name, "holdout": holdout, "n_train": int((~held).sum()), "n_test": int(held.sum()),
            "mape": float(np.mean([abs(r["percentage_error"]) for r in rows])), "runs": rows,
            "fit": result.to_dict()}
     if intervals is not None:
         out["coverage"] = float(np.mean([r["inside"] for r in rows]))
-        out["interval_sd"] = {"sd": scatter[0], "from": scatter[1]}
+        out["interval_sd"] = {"sd": float(np.max(scatter[0])), "from": scatter[1]}
     out["fit"]["settings"].pop("bootstrap", None)      # draws are bulky; the intervals say it
     return out
 

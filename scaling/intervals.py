@@ -64,32 +64,70 @@ def residual_sd(fit) -> float | None:
     return float(sd) if sd is not None and np.isfinite(sd) else None
 
 
-def out_of_fold_rms(fit) -> float | None:
+def out_of_fold_rms(fit, farther: bool = False) -> float | None:
     """RMS log error of the rolling backtest's held-out slices, each predicted by the law fitted below
-    it (``settings.diagnostics.out_of_fold``; ``scaling.fit.variants.out_of_fold``); None without folds."""
-    r = ((fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}).get("rms")
+    it (``settings.diagnostics.out_of_fold``; ``scaling.fit.variants.out_of_fold_record``), or with
+    ``farther`` by the law fitted one fold lower still; None without such folds."""
+    record = (fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}
+    r = (record.get("farther") or {}).get("rms") if farther else record.get("rms")
     return float(r) if r is not None and np.isfinite(r) else None
 
 
-def predictive_sd(fit) -> tuple[float, str] | None:
+def predictive_sd(fit, decades=None):
     """The log-normal sd of a new run about the law, and where it comes from: the larger of the
     fitted runs' scatter and the rolling backtest's out-of-fold RMS error (a run beyond the data is
     at least as far off the law as the backtest's held-out slices were; ``scaling.fit.variants.
-    out_of_fold``). On 16 held-out splits of the public ladders, 95% intervals from the scatter
-    alone held 85% of the held-out runs on average (47-53% of Marin's two largest budgets); with the
-    larger of the two, 93% (63-83% there; ``benchmarks/interval_coverage.py``, docs/benchmarks.md)."""
+    out_of_fold_record``). On 16 held-out splits of the public ladders, 95% intervals from the
+    scatter alone held 85% of the held-out runs on average (47-53% of Marin's two largest budgets);
+    with the larger of the two, 93% (63-83% there; ``benchmarks/interval_coverage.py``).
+
+    With ``decades`` (each target's decades of compute beyond the fitted runs, ``decades_beyond``)
+    the sd is per target, as Williams & Goodman 1971 take the error at each lead time: the one-fold
+    value up to the distance the folds scored at, rising linearly to the RMS of the slices predicted
+    two folds out (``out_of_fold.farther``) at theirs, and held there beyond (never extrapolated: a
+    growth read off folds 0.02 decade apart would make it 20-fold at one decade). Returns
+    (sd, how): sd a float, or an array shaped like ``decades``; None without a residual sd."""
     sd, oof = residual_sd(fit), out_of_fold_rms(fit)
     if sd is None:
         return None
+    near, how = sd, "residual scatter"
     if oof is not None and oof > sd:
-        return oof, "the rolling backtest's out-of-fold error (larger than the runs' scatter)"
-    return sd, "residual scatter"
+        near, how = oof, "the rolling backtest's out-of-fold error (larger than the runs' scatter)"
+    if decades is None:
+        return near, how
+    d = np.asarray(decades, float)
+    record = (fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}
+    far = record.get("farther") or {}
+    d1, d2, rms2 = record.get("decades"), far.get("decades"), far.get("rms")
+    if None in (d1, d2, rms2) or not d2 > d1 or not rms2 > near:
+        return np.full(d.shape, near), how
+    w = np.clip((d - d1) / (d2 - d1), 0.0, 1.0)
+    return (near + w * (rms2 - near),
+            f"{how}, rising with distance to the RMS error two folds out ({rms2:.3g} at {d2:.2g} decade)")
+
+
+def decades_beyond(fit, params, tokens) -> np.ndarray | None:
+    """Decades of compute (6ND) each target lies beyond the largest fitted run (0 inside), from the
+    fit's ``settings.range``; None for a fit file without it (written before 2026-12-07)."""
+    top = ((fit.settings.get("range") or {}).get("flops") or [None, None])[1]
+    if not top:
+        return None
+    return np.maximum(0.0, np.log10(6.0 * np.asarray(params, float) * np.asarray(tokens, float) / float(top)))
+
+
+def checked_decades(fit) -> float | None:
+    """The farthest distance (decades of compute) at which the rolling backtest measured the law's
+    error beyond its data: two folds out where the fit recorded it, else one."""
+    record = (fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}
+    far = (record.get("farther") or {}).get("decades")
+    return far if far is not None else record.get("decades")
 
 
 def prediction_interval(loss, draws, scatter: float, seed: int = 0, level: float = 95.0):
     """95% predictive interval of a new run's loss: parameter uncertainty (one bootstrap draw of
     the law per sample) times a new run's scatter about the law (a log-normal residual of sd
-    ``scatter``: ``predictive_sd``). Without draws, the scatter alone. Shape [..., 2]."""
+    ``scatter``, one value or one per target: ``predictive_sd``). Without draws, the scatter alone.
+    Shape [..., 2]."""
     loss = np.asarray(loss, float)
     rng = np.random.default_rng(seed)
     base = np.log(draws) if draws is not None and len(draws) else np.log(loss)[None, ...]

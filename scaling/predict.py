@@ -22,8 +22,8 @@ from scaling.errors import DataError
 from scaling.laws import get_law
 from scaling.laws.data_constrained import effective_data
 from scaling.results import FitResult
-from scaling.intervals import (interval, interval_list, out_of_fold_rms, prediction_interval,
-                               predictive_sd, residual_sd)
+from scaling.intervals import (checked_decades, decades_beyond, interval, interval_list, out_of_fold_rms,
+                               prediction_interval, predictive_sd, residual_sd)
 
 BASE = ("A", "B", "E", "alpha", "beta")
 #: search range for the data-constrained optimum (parameters)
@@ -201,7 +201,7 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
     beyond = decades_beyond(fit, n, d)
     if beyond is not None:
         out["decades_beyond"] = beyond.tolist()
-        checked = ((fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}).get("decades")
+        checked = checked_decades(fit)
         far = beyond > checked if checked is not None else np.zeros(beyond.shape, bool)
         if far.any():
             out["warnings"] = [f"{int(far.sum())} of {far.size} target(s) lie up to {beyond.max():.2g} decades of compute "
@@ -210,21 +210,15 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
     scatter = predictive_sd(fit)
     if scatter is not None:
         sd, how = scatter
+        at_target = predictive_sd(fit, beyond) if beyond is not None else (np.full(loss.shape, sd), how)
         out["prediction_interval"] = {"loss": prediction_interval(loss, np.array(draws) if draws else None,
-                                                                  sd).tolist(),
+                                                                  at_target[0]).tolist(),
                                       "residual_sd": residual_sd(fit), "out_of_fold_rms": out_of_fold_rms(fit),
-                                      "sd": sd, "from": ("bootstrap draws and " if draws else
-                                                         "(fit without --bootstrap) ") + how}
+                                      "out_of_fold_rms_farther": out_of_fold_rms(fit, farther=True),
+                                      "sd": sd, "target_sd": at_target[0].tolist(),
+                                      "from": ("bootstrap draws and " if draws else
+                                               "(fit without --bootstrap) ") + at_target[1]}
     return out
-
-
-def decades_beyond(fit: FitResult, params, tokens) -> np.ndarray | None:
-    """Decades of compute (6ND) each target lies beyond the largest fitted run (0 inside), from the
-    fit's ``settings.range``; None for a fit file without it (written before 2026-12-07)."""
-    top = ((fit.settings.get("range") or {}).get("flops") or [None, None])[1]
-    if not top:
-        return None
-    return np.maximum(0.0, np.log10(6.0 * np.asarray(params, float) * np.asarray(tokens, float) / float(top)))
 
 
 def repetition(fit: FitResult, unique_tokens: float, epochs, params: float | None = None) -> dict:

@@ -231,6 +231,10 @@ class FitResult(JsonFile):
             # what a run beyond the data has done (scaling.intervals.predictive_sd takes the larger sd)
             lines.append(f"out of fold (log-loss, {oof['n']} runs {float(oof.get('decades', float('nan'))):.2g} decade "
                          f"beyond their fold's fit): rms {format_number(oof['rms'])}, mean {format_number(oof['mean'])}")
+            far = oof.get("farther") or {}
+            if far.get("n"):
+                lines.append(f"two folds out (log-loss, {far['n']} runs {float(far['decades']):.2g} decade beyond): "
+                             f"rms {format_number(far['rms'])}, mean {format_number(far['mean'])}")
         for w in self.warnings:
             lines.append(f"warning: {w}")
         return "\n".join(lines)

@@ -180,13 +180,19 @@ def test_predict_loss_carries_a_prediction_interval(tmp_path):
     top = (6 * t["params"] * t["tokens"]).max()
     assert out["decades_beyond"][0] == pytest.approx(np.log10(6 * 1e10 * 2e11 / top))
     fitted = json.loads(fit_path.read_text())
-    checked = fitted["settings"]["diagnostics"]["out_of_fold"]["decades"]
-    assert 0 < checked < out["decades_beyond"][0] and len(out["warnings"]) == 1 and f"{checked:.2g}" in out["warnings"][0]
+    oof = fitted["settings"]["diagnostics"]["out_of_fold"]
+    # the backtest looked one fold out and, from the fit one fold lower, about twice as far
+    assert 0 < oof["decades"] < oof["farther"]["decades"] < 2.5 * oof["decades"]
+    checked = oof["farther"]["decades"]
+    assert checked < out["decades_beyond"][0] and len(out["warnings"]) == 1 and f"{checked:.2g}" in out["warnings"][0]
+    # beyond the farther distance the target's sd is the larger of the two folds' errors, held there
+    assert pi["target_sd"][0] == pytest.approx(max(pi["sd"], pi["out_of_fold_rms_farther"]))
     assert fitted["settings"]["range"]["flops"][1] == pytest.approx(top)
     inside = json.loads(subprocess.run([sys.executable, "-m", "scaling.predict", "loss", "--fit", str(fit_path),
                                         "--params", "1e8", "--tokens", "2e9", "--json"],
                                        capture_output=True, text=True).stdout)
     assert inside["decades_beyond"] == [0.0] and "warnings" not in inside
+    assert inside["prediction_interval"]["target_sd"] == [inside["prediction_interval"]["sd"]]
 
 
 def test_the_target_weighs_the_choice_and_is_recorded():
@@ -271,16 +277,36 @@ def test_a_fit_no_backtest_chose_refits_its_own_folds_when_intervals_are_asked_f
     assert "out_of_fold" not in fit(t, want_profiles=False, variant=v).settings["diagnostics"]
 
 
+def test_the_predictive_sd_follows_the_targets_distance_between_the_two_fold_distances():
+    """Williams & Goodman's error per lead time, read off the fit's record: the one-fold value up to
+    where the folds scored, linear to the two-fold RMS at its distance, held beyond it; a two-fold
+    error below the one-fold value leaves the sd flat (never narrower farther out)."""
+    from scaling.intervals import predictive_sd
+    from scaling.results import FitResult
+    oof = {"n": 20, "rms": 0.02, "mean": 0.0, "decades": 0.3, "farther": {"n": 10, "rms": 0.04, "mean": 0.0, "decades": 0.7}}
+    f = FitResult(law="chinchilla", params={}, objective=None, n_points=0, r2=None,
+                  settings={"diagnostics": {"residuals": {"std": 0.01}, "out_of_fold": oof}})
+    sd, how = predictive_sd(f, [0.0, 0.3, 0.5, 0.7, 2.0])
+    assert sd == pytest.approx([0.02, 0.02, 0.03, 0.04, 0.04]) and "two folds out" in how
+    assert predictive_sd(f) == (0.02, predictive_sd(f)[1])
+    oof["farther"]["rms"] = 0.015
+    assert predictive_sd(f, [0.0, 2.0])[0] == pytest.approx([0.02, 0.02])
+    del oof["farther"]
+    assert predictive_sd(f, [2.0])[0] == pytest.approx([0.02])
+
+
 def test_runs_beyond_a_misspecified_law_are_held_by_the_out_of_fold_interval():
     """Kaplan et al. 2020's truth at the CPU demo's scale, fitted with Chinchilla's law: the fitted
     runs' scatter (~1.7%) understates how far the largest-compute runs fall off the law (~6%), and
-    95% intervals from it hold 4 of 24 of them over four seeds; the rolling backtest's out-of-fold
-    error (~3.2%) measures the misfit one budget out and holds 15 of 24. On Chinchilla's own truth
-    the out-of-fold RMS is the noise (1%), so a well-specified fit's interval is not inflated."""
-    from scaling.intervals import out_of_fold_rms, prediction_interval, predictive_sd, residual_sd
+    95% intervals from it hold 3 of 24 of them over four seeds; the rolling backtest's out-of-fold
+    error one fold out (~3.2%, 0.28 decade) holds 14 of 24; the error grows with distance (~4.6% two
+    folds out, 0.6 decade), and the interval that follows each run's distance (0.27-1.2 decade)
+    holds 24 of 24. On Chinchilla's own truth the out-of-fold RMS is the noise (1%) at both
+    distances, so a well-specified fit's interval is not inflated."""
+    from scaling.intervals import decades_beyond, out_of_fold_rms, prediction_interval, predictive_sd, residual_sd
     kaplan = get_law("kaplan")
     truth = dict(N_c=4.9e5, D_c=3.0e7, alpha_N=0.18, alpha_D=0.19)
-    inside = {"scatter": 0, "predictive": 0}
+    inside = {"scatter": 0, "predictive": 0, "distance": 0}
     n = 0
     for seed in range(4):
         rng = np.random.default_rng(seed)
@@ -293,15 +319,20 @@ def test_runs_beyond_a_misspecified_law_are_held_by_the_out_of_fold_interval():
         f = fit(train, "chinchilla", want_profiles=False, bootstrap=40, seed=seed)
         assert out_of_fold_rms(f) > 1.5 * residual_sd(f)
         assert predictive_sd(f)[0] == out_of_fold_rms(f) and "out-of-fold" in predictive_sd(f)[1]
+        assert out_of_fold_rms(f, farther=True) > 1.2 * out_of_fold_rms(f)      # the misfit grows beyond the data
         N, D, y = (test[k].to_numpy(float) for k in ("params", "tokens", "loss"))
         names = f.settings["bootstrap"]["names"]
         at = np.array([LAW.predict(dict(zip(names, d)), N, D) for d in f.bootstrap_draws])
-        for key, sd in (("scatter", residual_sd(f)), ("predictive", predictive_sd(f)[0])):
+        by_distance = predictive_sd(f, decades_beyond(f, N, D))
+        assert "two folds out" in by_distance[1]
+        for key, sd in (("scatter", residual_sd(f)), ("predictive", predictive_sd(f)[0]), ("distance", by_distance[0])):
             band = prediction_interval(LAW.predict(f.params, N, D), at, sd)
             inside[key] += int(((band[:, 0] <= y) & (y <= band[:, 1])).sum())
         n += len(y)
     assert inside["scatter"] <= 0.3 * n and inside["predictive"] >= 0.5 * n, (inside, n)
+    assert inside["distance"] >= inside["predictive"] + 0.2 * n, (inside, n)
     for seed in range(3):
         f = fit(ladder(TIED, 0.01, seed), want_profiles=False)
         assert out_of_fold_rms(f) == pytest.approx(0.01, rel=0.4)
+        assert out_of_fold_rms(f, farther=True) == pytest.approx(0.01, rel=0.4)
         assert f.settings["diagnostics"]["out_of_fold"]["n"] == sum(x["n_test"] for x in f.settings["variant"]["folds"])

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from scaling.intervals import interval, predictive_sd
+from scaling.intervals import decades_beyond, interval, predictive_sd
 from scaling.laws import get_law
 from scaling.laws.downstream import FORMS
 from scaling.results import FitResult, JsonFile, format_number, plain
@@ -74,10 +74,11 @@ class DownstreamFit(JsonFile):
         s = FORMS[self.form].predict(self.step2["params"], x)
         return 1.0 - s if self.lower_is_better else s
 
-    def _draws(self, N, D, seed: int = 0, scatter: float = 0.0):
+    def _draws(self, N, D, seed: int = 0, scatter=0.0):
         """Joint draws [B, n] of the intermediate, the metric, and the metric of one new model: step
         1's bootstrap draw i chained with step 2's draw i (independent resamples), the last with the
-        intermediate off step 1's law by a log-normal ``scatter``; None without bootstrap draws."""
+        intermediate off step 1's law by a log-normal ``scatter`` (one sd, or one per target); None
+        without bootstrap draws."""
         law = FitResult.from_dict(self.step1)
         d1, d2 = law.bootstrap_draws, self.step2.get("draws")
         if d1 is None or not d2:
@@ -96,7 +97,7 @@ class DownstreamFit(JsonFile):
             return np.stack([form.predict(dict(zip(form.names, d2[j])), at[r]) for r, j in enumerate(i2)])
 
         s = metric(x)
-        return x, s, metric(x * np.exp(rng.normal(0.0, scatter, size=x.shape))) if scatter else s
+        return x, s, metric(x * np.exp(rng.normal(0.0, scatter, size=x.shape))) if np.any(scatter) else s
 
     def predict(self, params, tokens, seed: int = 0) -> dict:
         """Prediction at targets (N, D) (lists or scalars, broadcast): ``prediction``, its 95%
@@ -111,7 +112,8 @@ class DownstreamFit(JsonFile):
         out = {"task": self.task, "metric": self.metric, "via": self.via, "form": self.form,
                "params": N.tolist(), "tokens": D.tolist(), "prediction": metric.tolist(), "interval": None,
                "observation_interval": None, "intermediate": x.tolist(), "intermediate_interval": None}
-        one = predictive_sd(self.law)
+        law = self.law
+        one = predictive_sd(law, decades_beyond(law, N, D))
         drawn = self._draws(N, D, seed, scatter=one[0] if one else 0.0)
         if drawn is not None:
             xd, sd, so = drawn

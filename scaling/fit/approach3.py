@@ -16,7 +16,7 @@ from scaling.laws import get_law
 from scaling.laws.base import Law, LawData
 from scaling.results import FitResult
 from scaling.fit.variants import (E_FLOOR_FRACTION, LAW_BIC_MARGIN, LAW_CHECK_MARGIN, SPREAD_RESAMPLES, VARIANTS,
-                                  choose, default_target, law_check, law_check_in_sample, out_of_fold, reach,
+                                  choose, default_target, law_check, law_check_in_sample, out_of_fold_record,
                                   rolling_folds, variant_bounds)
 from scaling.intervals import interval
 from scaling.fit.data import FitData, data_sha256, prepare
@@ -269,23 +269,25 @@ def _refitted_out_of_fold(fd: FitData, law_name: str, n_free: int, **options) ->
     """``settings.diagnostics.out_of_fold`` for a fit whose law and variant no backtest chose (``--law
     kaplan``, ``--variant``, a data-constrained or constrained fit): the same fit refitted on the runs
     below each rolling-backtest fold (``scaling.fit.variants.rolling_folds``), its log residuals on
-    the fold's slice (``out_of_fold``) and how far out they lie (``reach``); None without a fold."""
+    the fold's slice and the next one up, and how far out they lie (``out_of_fold_record``); None
+    without a fold."""
     frame = fd.frame.reset_index(drop=True)
     folds = rolling_folds(frame, n_free=max(1, n_free))
     the_law = get_law(law_name)
     cols = ["params", "tokens"] + (["unique_tokens"] if "unique_tokens" in the_law.required else [])
-    residuals = []
-    for train, test in folds:
+
+    def predict(params, mask):
+        return the_law.predict(params, *(frame.loc[mask, c].to_numpy(float) for c in cols))
+
+    fitted = []
+    for train, _ in folds:
         try:
-            sub = fit(frame[train].reset_index(drop=True), law_name, select_variant=False, choose_law=False,
-                      want_profiles=False, **options)
-            pred = the_law.predict(sub.params, *(frame.loc[test, c].to_numpy(float) for c in cols))
+            fitted.append(fit(frame[train].reset_index(drop=True), law_name, select_variant=False, choose_law=False,
+                              want_profiles=False, **options).params)
         except Exception:        # a fold the fit cannot take is left out, as the variant choice does
-            continue
-        residuals += list(np.log(frame.loc[test, "loss"].to_numpy(float)) - np.log(pred))
-    if not residuals:
-        return None
-    return {**out_of_fold(residuals), "decades": reach(frame, folds)}
+            fitted.append(None)
+    record = out_of_fold_record(frame, folds, frame["loss"].to_numpy(float), fitted, predict)
+    return record if record["n"] else None
 
 
 def data_range(fd: FitData) -> dict:

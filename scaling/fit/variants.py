@@ -165,11 +165,11 @@ def choose(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, candidates=
                                             "the free law is the default")
         return record
     unfloored = {}          # (fold, tie) -> params of the variant without the E floor
-    residuals = {}          # name -> out-of-fold log residuals, for the chosen one's record
+    fitted = {}             # name -> params per fold (None where it failed), for the chosen one's record
     for name in names:
         v = VARIANTS[name]
         errs = []
-        residuals[name] = []
+        fitted[name] = [None] * len(folds)
         for k, (train, test) in enumerate(folds):
             try:
                 p = unfloored.get((k, v.tie)) if v.e_floor else None
@@ -179,7 +179,7 @@ def choose(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, candidates=
                     unfloored[(k, v.tie)] = p
                 pred = predict(p, test)
                 errs.append(float(np.mean(np.abs(pred - loss[test]) / loss[test]) * 100))
-                residuals[name] += list(np.log(loss[test]) - np.log(pred))
+                fitted[name][k] = p
             except Exception as exc:          # a variant that cannot be fitted on a fold loses it
                 errs.append(float("inf"))
                 record.setdefault("errors", {})[name] = str(exc).splitlines()[0][:200]
@@ -205,15 +205,39 @@ def choose(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, candidates=
         scores = ", ".join(f"{n} {record['candidates'][n]['score']:.3g} (backtest {record['candidates'][n]['backtest_mape']:.3g}%, "
                            f"+-{record['candidates'][n].get('target_halfwidth', float('nan')):.3g}% at the target)" for n in names)
         record.update(chosen=best, reason=f"lowest score over {len(folds)} fold(s) and the target: {scores}")
-    record["out_of_fold"] = {**out_of_fold(residuals[best]), "decades": reach(frame, folds)}
+    record["out_of_fold"] = out_of_fold_record(frame, folds, loss, fitted[best], predict)
     return record
 
 
-def reach(frame: pd.DataFrame, folds) -> float:
-    """How far out the backtest looked: the mean, over the runs it scored, of the decades of compute
-    (``scale_of``) each lies beyond the largest run its fold was fitted on."""
-    scale = scale_of(frame)
-    return float(np.mean(np.concatenate([scale[te] - scale[tr].max() for tr, te in folds])))
+def out_of_fold_record(frame: pd.DataFrame, folds, loss: np.ndarray, fitted, predict) -> dict:
+    """What the rolling backtest says about runs beyond the data, at two distances: each fold's slice
+    predicted by the law fitted below it (``out_of_fold``, and ``decades``: the mean over those runs
+    of the decades of compute, 6ND, each lies beyond the largest run of its fit, measured as
+    ``scaling.intervals.decades_beyond`` measures a target), and, under
+    ``farther``, by the law fitted one fold lower still (two slices out, about twice as far).
+    ``fitted[k]``: the law's parameters fitted below fold k (None where that fit failed);
+    ``predict(params, mask) -> losses``. Williams & Goodman 1971 take a forecast's empirical error
+    at each lead time; ``scaling.intervals.predictive_sd`` reads the two distances so."""
+    compute = np.log10(flops(frame["params"].to_numpy(float), frame["tokens"].to_numpy(float)))
+    leads = {1: ([], []), 2: ([], [])}          # lead -> (log residuals, decades beyond the fit)
+    for k, (_, test) in enumerate(folds):
+        for lead, (residuals, decades) in leads.items():
+            j = k + lead - 1                    # the fold whose fit predicts slice k at this lead
+            if j >= len(folds) or fitted[j] is None:
+                continue
+            try:
+                pred = predict(fitted[j], test)
+            except Exception:                   # a fit that cannot predict this slice is left out
+                continue
+            residuals += list(np.log(loss[test]) - np.log(pred))
+            decades += list(np.maximum(0.0, compute[test] - compute[folds[j][0]].max()))
+    record = out_of_fold(leads[1][0])
+    if leads[1][1]:
+        record["decades"] = float(np.mean(leads[1][1]))
+    far = out_of_fold(leads[2][0])
+    if far["n"]:
+        record["farther"] = {**far, "decades": float(np.mean(leads[2][1]))}
+    return record
 
 
 def out_of_fold(residuals) -> dict:
@@ -274,18 +298,20 @@ def law_check(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, record: 
     ``law``; ``predict(params, mask) -> losses``."""
     folds = rolling_folds(frame, n_free=5)[:len(record.get("folds", []))]
     chosen = record["candidates"][record["chosen"]]["backtest_mape"]
-    errs, residuals = [], []
+    errs, fitted = [], []
     for train, test in folds:
         try:
-            pred = predict(fit_once(train), test)
+            p = fit_once(train)
+            pred = predict(p, test)
             errs.append(float(np.mean(np.abs(pred - loss[test]) / loss[test]) * 100))
-            residuals += list(np.log(loss[test]) - np.log(pred))
+            fitted.append(p)
         except Exception:           # a law that cannot be fitted on a fold loses it
             errs.append(float("inf"))
+            fitted.append(None)
     mape = float(np.mean(errs)) if errs else float("inf")
     better = bool(np.isfinite(mape) and mape < chosen * (1 - LAW_CHECK_MARGIN))
     return {"law": law, "backtest_mape": mape, "fold_mape": errs, "chosen_backtest_mape": float(chosen),
             "better": better,
-            "out_of_fold": {**out_of_fold(residuals), **({"decades": reach(frame, folds)} if folds else {})},
+            "out_of_fold": out_of_fold_record(frame, folds, loss, fitted, predict),
             "reason": f"{law} backtest {mape:.3g}% vs the chosen variant's {chosen:.3g}% on the same "
                       f"{len(folds)} fold(s); suggested when lower by more than {100 * LAW_CHECK_MARGIN:.0f}%"}
