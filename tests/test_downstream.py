@@ -165,19 +165,6 @@ def test_gadre_error_from_loss_holds_at_the_held_out_scales(dataset):
     assert np.all(np.abs(chained / observed - 1) < 0.25)
 
 
-def test_a_target_far_from_step_1s_chosen_target_is_told_to_refit():
-    """Step 1's variant is chosen for one target (by default 10x the largest compute of Gadre et
-    al.'s runs below 1B: 3.7B at 147B tokens); the 6.9B model lies near it, the 1.4B model at 20
-    tokens per parameter 1.1 decades away, where the choice can differ: that one is told to refit."""
-    runs = datasets.load("gadre2024")
-    runs = runs[(runs["dataset"] == "c4_original") & (runs["params"] < 1e9)]
-    f = fit_downstream(runs, "avg17_subset", "err", via="loss", form="exponential", bootstrap=0)
-    assert not any("was chosen for" in w for w in f.predict(6889410560, 137788211200)["warnings"])
-    far = f.predict(1439795200, 28795904000)["warnings"]
-    assert any(w.startswith("step 1: the variant (tied) was chosen for a target") and
-               "--target-params 1.44e+09 --target-tokens 2.88e+10" in w for w in far), far
-
-
 def test_gadre_dataset_reproduces_the_authors_averages():
     runs = datasets.load("gadre2024")
     err17 = runs[[f"eval.{t}.err" for t in datasets.GADRE_17_TASKS]].mean(axis=1)

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from scaling.fit.variants import target_warning
 from scaling.intervals import decades_beyond, interval, predictive_sd
 from scaling.laws import get_law
 from scaling.laws.downstream import FORMS
@@ -133,9 +132,6 @@ class DownstreamFit(JsonFile):
             f"target N={n:.3g}, D={d:.3g}: its {self.via} {xi:.4g} lies {b:.2g} spans of the fitted range "
             f"[{lo:.4g}, {hi:.4g}] {'below' if xi < lo else 'above'} the step-2 data; the metric is extrapolated"
             for n, d, xi, b in zip(N, D, x, beyond) if b > FAR]
-        chosen_for = target_warning(law.settings.get("variant"), N, D)     # step 1's variant, chosen for one target
-        if chosen_for:
-            out["warnings"].append(f"step 1: {chosen_for}")
         return out
 
     def conf_int(self, alpha: float = 0.05):

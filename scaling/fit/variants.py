@@ -315,29 +315,3 @@ def law_check(frame: pd.DataFrame, loss: np.ndarray, fit_once, predict, record: 
             "out_of_fold": out_of_fold_record(frame, folds, loss, fitted, predict),
             "reason": f"{law} backtest {mape:.3g}% vs the chosen variant's {chosen:.3g}% on the same "
                       f"{len(folds)} fold(s); suggested when lower by more than {100 * LAW_CHECK_MARGIN:.0f}%"}
-
-
-#: Decades (of compute, or of N) between a prediction's target and the one its fit chose the
-#: variant for, beyond which ``target_warning`` says to refit: on the 10 public ladders
-#: (docs/benchmarks.md) the choice changed on 2 of 10 at half a decade from the default target (x3
-#: in compute: Marin dclm; x0.3: Gadre et al. RefinedWeb) and on 4 of 10 at one decade.
-VARIANT_TARGET_SLACK = 0.5
-
-
-def target_warning(variant: dict | None, params, tokens) -> str | None:
-    """One line when a target lies more than ``VARIANT_TARGET_SLACK`` decades (in 6ND or in N) from
-    the target a fit chose its variant for (``variant``: its ``settings.variant``), with the refit
-    that chooses for it; None when it lies near, or no choice was made (``--variant``, no folds).
-    ``scaling.predict loss`` and ``scaling.downstream predict`` add it to their warnings."""
-    variant = variant or {}
-    t = variant.get("target")
-    if not t or not variant.get("candidates"):
-        return None
-    n, d = np.asarray(params, float), np.asarray(tokens, float)
-    away = np.maximum(np.abs(np.log10(n * d / (t["params"] * t["tokens"]))), np.abs(np.log10(n / t["params"])))
-    i = int(np.argmax(away))
-    if away[i] <= VARIANT_TARGET_SLACK:
-        return None
-    return (f"the variant ({variant['chosen']}) was chosen for a target at N={t['params']:.3g}, D={t['tokens']:.3g}; "
-            f"N={n[i]:.3g}, D={d[i]:.3g} lies {away[i]:.2g} decades from it, where the choice can differ: refit "
-            f"with --target-params {n[i]:.3g} --target-tokens {d[i]:.3g} to choose for it")
