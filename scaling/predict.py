@@ -207,9 +207,6 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
             out["warnings"] = [f"{int(far.sum())} of {far.size} target(s) lie up to {beyond.max():.2g} decades of compute "
                                f"beyond the fitted runs, where the backtest checked {checked:.2g}: the prediction "
                                f"interval's out-of-fold error was measured nearer than that"]
-    chosen_for = variant_target_warning(fit, n, d)
-    if chosen_for:
-        out.setdefault("warnings", []).append(chosen_for)
     scatter = predictive_sd(fit)
     if scatter is not None:
         sd, how = scatter
@@ -222,31 +219,6 @@ def predict_loss(fit: FitResult, params, tokens, unique_tokens=None) -> dict:
                                       "from": ("bootstrap draws and " if draws else
                                                "(fit without --bootstrap) ") + at_target[1]}
     return out
-
-
-#: Decades (of compute, or of N) between a prediction's target and the one its fit chose the
-#: variant for, beyond which ``predict loss`` says to refit: on the 10 public ladders
-#: (docs/benchmarks.md) the choice changed on 2 of 10 at half a decade from the default target (x3
-#: in compute: Marin dclm; x0.3: Gadre et al. RefinedWeb) and on 4 of 10 at one decade.
-VARIANT_TARGET_SLACK = 0.5
-
-
-def variant_target_warning(fit: FitResult, params, tokens) -> str | None:
-    """One line when a target lies more than ``VARIANT_TARGET_SLACK`` decades (in 6ND or in N) from
-    the target the fit chose its variant for (``settings.variant.target``), with the refit that
-    chooses for it; None when it lies near, or no choice was made (``--variant``, no folds)."""
-    variant = fit.settings.get("variant") or {}
-    t = variant.get("target")
-    if not t or not variant.get("candidates"):
-        return None
-    n, d = np.asarray(params, float), np.asarray(tokens, float)
-    away = np.maximum(np.abs(np.log10(n * d / (t["params"] * t["tokens"]))), np.abs(np.log10(n / t["params"])))
-    i = int(np.argmax(away))
-    if away[i] <= VARIANT_TARGET_SLACK:
-        return None
-    return (f"the variant ({variant['chosen']}) was chosen for a target at N={t['params']:.3g}, D={t['tokens']:.3g}; "
-            f"N={n[i]:.3g}, D={d[i]:.3g} lies {away[i]:.2g} decades from it, where the choice can differ: refit "
-            f"with --target-params {n[i]:.3g} --target-tokens {d[i]:.3g} to choose for it")
 
 
 def repetition(fit: FitResult, unique_tokens: float, epochs, params: float | None = None) -> dict:

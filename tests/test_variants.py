@@ -191,13 +191,7 @@ def test_predict_loss_carries_a_prediction_interval(tmp_path):
     inside = json.loads(subprocess.run([sys.executable, "-m", "scaling.predict", "loss", "--fit", str(fit_path),
                                         "--params", "1e8", "--tokens", "2e9", "--json"],
                                        capture_output=True, text=True).stdout)
-    assert inside["decades_beyond"] == [0.0]
-    # a target two decades below the one the variant was chosen for (10x the largest compute): the
-    # one warning says so and gives the refit; the first target lay near it and had no such line
-    (line,) = inside["warnings"]
-    assert line.startswith(f"the variant ({fitted['settings']['variant']['chosen']}) was chosen for a target")
-    assert "--target-params 1e+08 --target-tokens 2e+09" in line
-    assert not any("was chosen for" in w for w in out["warnings"])
+    assert inside["decades_beyond"] == [0.0] and "warnings" not in inside
     assert inside["prediction_interval"]["target_sd"] == [inside["prediction_interval"]["sd"]]
 
 
