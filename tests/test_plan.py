@@ -190,6 +190,42 @@ def test_estimates_are_positive_and_scale_with_flops():
     assert plan.a100_gpu_hours(grid[0]) == accounting.a100_gpu_hours(grid[0].flops)
 
 
+def _timed_rows(machine: str, threads: int, per_token: float, flops_per_s: float, overhead: float, seed: int = 0):
+    """Finished runs whose loops took tokens * (per_token + 6N / flops_per_s) seconds (1% noise) and
+    ``overhead`` more around them: the columns a run row records for a dry run to calibrate on."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in (5e3, 2e4, 8e4, 3e5):
+        for d in (5e5, 2e6):
+            loop = d * (per_token + 6 * n / flops_per_s) * np.exp(rng.normal(0, 0.01))
+            rows.append({"params": n, "tokens": d, "tokens_per_s": d / loop, "wall_time_s": loop,
+                         "run_time_s": loop + overhead, "status": "ok", "cpu_model": machine, "threads": threads,
+                         "engine": "stacked", "batched_with": 1, "resumed_from_step": 0, "arch": "gpt"})
+    return rows
+
+
+def test_calibrate_recovers_a_machines_throughput_from_its_runs():
+    """Seconds per token = a + 6N / F: a, F and the time around the loop come back from runs timed
+    so; runs of another CPU, thread count, stacked K > 1 or resumed are not this machine's measure."""
+    import pandas as pd
+    rows = pd.DataFrame(_timed_rows("cpu A", 1, 3e-6, 9e10, 0.4))
+    t = plan.calibrate(rows, "cpu A", 1)
+    assert t.flops_per_s == pytest.approx(9e10, rel=0.05) and t.per_token_s == pytest.approx(3e-6, rel=0.1)
+    assert t.overhead_s == pytest.approx(0.4, rel=1e-6) and t.runs == 8
+    spec = plan.isoflop_grid(budget("smoke"))[0]
+    assert plan.estimate_seconds_here(spec, throughput=t) == pytest.approx(
+        spec.tokens * (t.per_token_s + 6 * spec.params / t.flops_per_s) + 0.4)
+    others = pd.DataFrame(_timed_rows("cpu B", 1, 3e-5, 1e9, 9.0) + _timed_rows("cpu A", 2, 3e-5, 1e9, 9.0)
+                          + [{**r, "batched_with": 4} for r in _timed_rows("cpu A", 1, 3e-5, 1e9, 9.0)]
+                          + [{**r, "resumed_from_step": 10} for r in _timed_rows("cpu A", 1, 3e-5, 1e9, 9.0)])
+    mixed = plan.calibrate(pd.concat([rows, others], ignore_index=True), "cpu A", 1)
+    assert mixed.runs == 8 and mixed.flops_per_s == pytest.approx(t.flops_per_s)
+    assert plan.calibrate(rows.head(2), "cpu A", 1) is None                  # too few runs
+    assert plan.calibrate(rows[rows["params"] == 5e3], "cpu A", 1) is None   # one size
+    assert plan.calibrate(rows, "cpu B", 1) is None
+
+
 # --- CLIs: dry-runs --------------------------------------------------------------------------
 
 def _run(main, argv):
@@ -244,6 +280,35 @@ def test_dry_run_status_reads_the_store(tmp_path):
     status = {r["run_id"]: r["status"] for r in json.loads(out)}
     assert status[grid[0].run_id] == "done" and status[grid[1].run_id] == "failed"
     assert sum(v == "todo" for v in status.values()) == len(grid) - 2
+
+
+def test_dry_run_times_the_plan_with_the_runs_this_machine_trained(tmp_path, monkeypatch):
+    """A store holding runs trained here: the dry run's time estimate is fitted to them (and says
+    so); a fresh store keeps the constants, and so does a throughput set by hand."""
+    from runners.train.cpu_dtype import cpu_model
+    from runners.train.launch import cores
+    from scaling.store import write_run
+
+    monkeypatch.delenv("SCALING_FLOPS_PER_S", raising=False)
+    monkeypatch.delenv("SCALING_PER_TOKEN_S", raising=False)
+    grid = plan.isoflop_grid(budget("smoke"))
+    for threads in range(1, cores() + 1):         # whichever thread count the launch would use
+        for i, r in enumerate(_timed_rows(cpu_model(), threads, 3e-6, 9e10, 0.4)):
+            write_run(tmp_path / "s", {**grid[0].to_dict(), **r, "run_id": f"{threads:02d}{i:014d}", "loss": 3.0})
+    code, out, _ = _run(isoflop.main, ["--budget", "smoke", "--store", str(tmp_path / "s"), "--dry-run"])
+    assert code == 0 and "measured on 8 runs of this store on this machine" in out and "+ 0.4 s/run" in out
+    measured = json.loads(_run(isoflop.main, ["--budget", "smoke", "--store", str(tmp_path / "s"), "--dry-run",
+                                              "--json"])[1])
+    fresh = json.loads(_run(isoflop.main, ["--budget", "smoke", "--store", str(tmp_path / "new"), "--dry-run",
+                                           "--json"])[1])
+    before = {r["run_id"]: r["est_seconds_here"] for r in fresh}
+    for s, r in zip(grid, measured):
+        assert r["run_id"] == s.run_id
+        assert r["est_seconds_here"] == pytest.approx(s.tokens * (3e-6 + 6 * s.params / 9e10) + 0.4, rel=0.1)
+        assert before[s.run_id] == pytest.approx(plan.estimate_seconds_here(s))
+    monkeypatch.setenv("SCALING_FLOPS_PER_S", "1e10")
+    code, out, _ = _run(isoflop.main, ["--budget", "smoke", "--store", str(tmp_path / "s"), "--dry-run"])
+    assert "measured on" not in out and "6N/1e+10 FLOP/s" in out
 
 
 def test_help_ends_with_an_example():

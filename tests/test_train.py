@@ -94,8 +94,11 @@ def test_tiny_run_learns_and_writes_a_complete_row(finished):
     for column in ("loss", "loss.text", "loss.code", "bpb", "acc", "train_loss", "wall_time_s",
                    "tokens_per_s", "steps", "epochs_seen", "device", "dtype", "corpus_fingerprint",
                    "tokenizer", "torch_version", "git_commit", "run_id", "params", "tokens",
-                   "unique_tokens", "flops", "epochs", "shape", "cpu_time_s", "eval_tokens_cap"):
+                   "unique_tokens", "flops", "epochs", "shape", "cpu_time_s", "eval_tokens_cap", "cpu_model", "threads"):
         assert column in row, column
+    from runners.train.cpu_dtype import cpu_model
+    assert row["cpu_model"] == cpu_model() and row["threads"] >= 1          # what a dry run calibrates on
+    assert row["run_time_s"] > row["wall_time_s"]         # the run's whole time: set-up and final evaluation too
     assert row["eval_tokens_cap"] == train.EVAL_TOKENS_PER_DOMAIN      # which measurement `loss` is
     assert 0 < row["cpu_time_s"] < 50 * row["wall_time_s"]
     assert row["loss"] == row["loss.text"]  # code_fraction 0: the run's mix is all text

@@ -356,16 +356,17 @@ def eval_cost(opts: "RunOptions") -> Callable[[RunSpec], float] | None:
     return cost
 
 
-def plan_records(specs: Sequence[RunSpec], store, eval_seconds=None) -> list[dict]:
+def plan_records(specs: Sequence[RunSpec], store, eval_seconds=None, throughput=None) -> list[dict]:
     """The plan as JSON-ready dicts: every spec field, the derived columns (run_id, params, flops,
     epochs), the cost estimates and the store status. ``eval_seconds(spec)`` (``eval_cost``): the
     time of evaluation along training, given apart (``est_eval_seconds_here``) and included in
-    ``est_seconds_here``."""
+    ``est_seconds_here``; ``throughput``: this machine's, measured on the store's runs
+    (``measured_throughput``), else the constants of ``runners.grid.plan``."""
     status = store_status(specs, store)
     out = []
     for s in specs:
         d = s.to_dict()
-        seconds = plan.estimate_seconds_here(s)
+        seconds = plan.estimate_seconds_here(s, throughput=throughput)
         if eval_seconds is not None:
             d["est_eval_seconds_here"] = float(eval_seconds(s))
             seconds += d["est_eval_seconds_here"]
@@ -374,8 +375,22 @@ def plan_records(specs: Sequence[RunSpec], store, eval_seconds=None) -> list[dic
     return out
 
 
-def render_table(specs: Sequence[RunSpec], store, eval_seconds=None) -> str:
-    records = plan_records(specs, store, eval_seconds)
+def measured_throughput(store, threads: int, device: str | None) -> "plan.Throughput | None":
+    """This machine's throughput, calibrated on the store's runs that trained here at ``threads``
+    thread(s) (``runners.grid.plan.calibrate``); None on a GPU, for a new or foreign store, or when
+    ``SCALING_FLOPS_PER_S``/``SCALING_PER_TOKEN_S`` say it by hand."""
+    if plan.throughput_overridden() or (device or "cpu").split(":")[0] != "cpu" or not Path(store).is_dir():
+        return None
+    from runners.train.launch import _cuda
+    if device is None and _cuda():
+        return None
+    from runners.train.cpu_dtype import cpu_model
+    from scaling.store import read_runs
+    return plan.calibrate(read_runs(store), cpu_model(), threads)
+
+
+def render_table(specs: Sequence[RunSpec], store, eval_seconds=None, throughput=None) -> str:
+    records = plan_records(specs, store, eval_seconds, throughput)
     varying = [k for k in ("budget", "code_fraction", "mix", "filter", "seed")
                if len({r[k] for r in records}) > 1]
     evals = eval_seconds is not None
@@ -654,8 +669,13 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
         if slurm is not None and not opts.as_json:
             from runners.train.launch import todo
             print(slurm.describe(len(todo(specs, store))), file=out)
+        n_proc, threads = 1, None
+        if opts.launcher == "local":
+            from runners.train.launch import thread_policy
+            n_proc, threads = thread_policy(pending, opts.workers, opts.device)
+        measured = measured_throughput(store, threads, opts.device) if threads else None
         if opts.as_json:
-            records = plan_records(specs, store, eval_cost(opts))
+            records = plan_records(specs, store, eval_cost(opts), measured)
             if ds is not None:
                 commands = {s.run_id: command(s) for s in ds_todo}
                 for r in records:
@@ -663,17 +683,24 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
                         r["launch_command"] = commands[r["run_id"]]
             print(json.dumps(records, indent=1), file=out)
         else:
-            print(render_table(specs, store, eval_cost(opts)), file=out)
-            fps, per_token = plan.throughput_here()
-            print(f"time here: {per_token:g} s/token + 6N/{fps:.3g} FLOP/s + {plan.RUN_OVERHEAD_S:g} s/run "
-                  f"(SCALING_FLOPS_PER_S, SCALING_PER_TOKEN_S recalibrate); A100 h at 40% MFU", file=out)
-            if opts.launcher == "local":
-                from runners.train.launch import thread_policy, todo
-                pending = todo(specs, store)
-                n_proc, _ = thread_policy(pending, opts.workers, opts.device)
-                if n_proc > 1:
-                    cost = eval_cost(opts)
-                    total = sum(plan.estimate_seconds_here(s) + (cost(s) if cost else 0.0) for s in pending)
+            print(render_table(specs, store, eval_cost(opts), measured), file=out)
+            if measured is not None:
+                print(f"time here: {measured.per_token_s:.3g} s/token + 6N/{measured.flops_per_s:.3g} FLOP/s + "
+                      f"{measured.overhead_s:.2g} s/run, measured on {measured.runs} runs of this store on this machine "
+                      f"({measured.machine}, {measured.threads} thread(s) each); A100 h at 40% MFU", file=out)
+            else:
+                fps, per_token = plan.throughput_here()
+                how = "" if plan.throughput_overridden() else "; runs of this store trained here calibrate it"
+                print(f"time here: {per_token:g} s/token + 6N/{fps:.3g} FLOP/s + {plan.RUN_OVERHEAD_S:g} s/run "
+                      f"(SCALING_FLOPS_PER_S, SCALING_PER_TOKEN_S recalibrate{how}); A100 h at 40% MFU", file=out)
+            if n_proc > 1:
+                cost = eval_cost(opts)
+                total = sum(plan.estimate_seconds_here(s, throughput=measured) + (cost(s) if cost else 0.0)
+                            for s in pending)
+                if measured is not None:     # measured with as many processes sharing the cores
+                    print(f"the total is one process's; --workers {opts.workers} trains {n_proc} at once "
+                          f"({threads} thread(s) each): about {duration(total / n_proc)}", file=out)
+                else:
                     print(f"the total is one process's; --workers {opts.workers} trains {n_proc} at once "
                           f"(one thread each): about {duration(total / n_proc * WORKER_EFFICIENCY)}", file=out)
         return 0

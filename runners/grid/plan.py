@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from scaling import accounting
 from scaling.humanise import count as human
@@ -351,16 +352,88 @@ def throughput_here() -> tuple[float, float]:
             _env_float("SCALING_PER_TOKEN_S", PER_TOKEN_S))
 
 
-def estimate_seconds_here(spec: RunSpec, tokens_per_s_fn=None) -> float:
+def throughput_overridden() -> bool:
+    """Whether ``SCALING_FLOPS_PER_S`` or ``SCALING_PER_TOKEN_S`` is set: a throughput given by hand
+    wins over one measured."""
+    return any(os.environ.get(k) for k in ("SCALING_FLOPS_PER_S", "SCALING_PER_TOKEN_S"))
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """A throughput model measured on this machine: seconds per token = ``per_token_s`` + 6 N /
+    ``flops_per_s``, from ``runs`` finished runs at ``threads`` torch thread(s) each on ``machine``."""
+    flops_per_s: float
+    per_token_s: float
+    runs: int
+    threads: int
+    machine: str
+    #: seconds per run outside the loop (set-up, final evaluation): the median over the runs that
+    #: record ``run_time_s``, else ``RUN_OVERHEAD_S``
+    overhead_s: float = RUN_OVERHEAD_S
+
+
+#: Fewest finished runs (of at least two sizes) a throughput is calibrated from.
+MIN_CALIBRATION_RUNS = 3
+
+
+def calibrate(rows, machine: str, threads: int) -> Throughput | None:
+    """The throughput of this machine, fitted to a store's finished runs that trained here (rows
+    whose ``cpu_model`` is ``machine`` and ``threads`` is ``threads``, one model per step, not
+    resumed): non-negative least squares of each run's seconds per token (1 / ``tokens_per_s``,
+    evaluation along training excluded) on 1 and 6 N, relative to it. The constants above were
+    measured on an AMD EPYC, and machines differ (a Xeon with AMX trains the demo's runs about twice
+    as fast); None with fewer than ``MIN_CALIBRATION_RUNS`` such runs or one size only."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    need = {"cpu_model", "threads", "tokens_per_s", "params", "status"}
+    if rows is None or len(rows) == 0 or not need <= set(rows.columns):
+        return None
+    ok = (rows["status"] == "ok") & (rows["cpu_model"] == machine) & (rows["threads"] == threads)
+    ok &= rows["tokens_per_s"].astype(float) > 0
+    if "engine" in rows.columns:              # DeepSpeed's ranks share the run
+        ok &= rows["engine"].fillna("local") != "deepspeed"
+    if "batched_with" in rows.columns:        # K stacked models share each step
+        ok &= rows["batched_with"].fillna(1).astype(float) <= 1
+    if "resumed_from_step" in rows.columns:
+        ok &= rows["resumed_from_step"].fillna(0).astype(float) == 0
+    if "arch" in rows.columns:
+        ok &= rows["arch"].fillna("gpt") == "gpt"
+    used = rows[ok]
+    if len(used) < MIN_CALIBRATION_RUNS or used["params"].nunique() < 2:
+        return None
+    y = 1.0 / used["tokens_per_s"].to_numpy(float)
+    X = np.stack([np.ones_like(y), 6.0 * used["params"].to_numpy(float)], axis=1)
+    (per_token, per_flop), _ = nnls(X / y[:, None], np.ones_like(y))
+    if not per_flop > 0:
+        return None
+    overhead = RUN_OVERHEAD_S
+    if "run_time_s" in used.columns:
+        around = used["run_time_s"].astype(float) - used["wall_time_s"].astype(float)
+        if "eval_time_s" in used.columns:           # evaluation along training: estimated apart
+            around -= used["eval_time_s"].astype(float).fillna(0.0)
+        around = around[np.isfinite(around)]
+        if len(around):
+            overhead = float(max(0.0, np.median(around)))
+    return Throughput(flops_per_s=float(1.0 / per_flop), per_token_s=float(per_token), runs=len(used),
+                      threads=int(threads), machine=machine, overhead_s=overhead)
+
+
+def estimate_seconds_here(spec: RunSpec, tokens_per_s_fn=None, throughput: Throughput | None = None) -> float:
     """Rough wall time of one run on this machine: ``tokens * (PER_TOKEN_S + 6 N / FLOP/s)``
-    plus ``RUN_OVERHEAD_S``; or ``tokens / tokens_per_s_fn(spec)`` when a throughput model is
+    plus ``RUN_OVERHEAD_S`` (a measured ``throughput``'s numbers instead of the constants when
+    given: ``calibrate``); or ``tokens / tokens_per_s_fn(spec)`` when a throughput model is
     given (e.g. one measured by a benchmark)."""
     if tokens_per_s_fn is not None:
         return spec.tokens / float(tokens_per_s_fn(spec)) + RUN_OVERHEAD_S
-    flops_per_s, per_token = throughput_here()
+    overhead = RUN_OVERHEAD_S
+    if throughput is not None:
+        flops_per_s, per_token, overhead = throughput.flops_per_s, throughput.per_token_s, throughput.overhead_s
+    else:
+        flops_per_s, per_token = throughput_here()
     if getattr(spec, "arch", "gpt") == "mamba":      # the scan's step loop: per token and block
         per_token += MAMBA_PER_TOKEN_LAYER_S * spec.n_layers
-    return spec.tokens * per_token + accounting.flops(spec.params, spec.tokens) / flops_per_s + RUN_OVERHEAD_S
+    return spec.tokens * per_token + accounting.flops(spec.params, spec.tokens) / flops_per_s + overhead
 
 
 #: Extra seconds per token and Mamba block on a CPU (the selective scan loops over the sequence in

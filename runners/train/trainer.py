@@ -295,10 +295,13 @@ def run_row(spec, settings: Settings, corpus, tokenizer, hp: Hparams, tl: "Train
 
 
 def finish_run(store, spec, model, row: dict, tl: "TrainingLog", corpus, tokenizer, settings: Settings,
-               cache_dir, drop_checkpoint, eval_tokens: int | None = None) -> dict:
+               cache_dir, drop_checkpoint, eval_tokens: int | None = None, started: float | None = None) -> dict:
     """How every engine ends a run that reached its last step or diverged: ``failed`` with its reason
     and curve, or validated and stored ``ok`` with weights and curve (``store_finished_run``); then
-    its checkpoint goes (``drop_checkpoint()``). Returns the row."""
+    its checkpoint goes (``drop_checkpoint()``). ``started`` (``time.perf_counter()`` when the run's
+    data and model were set up): the row's ``run_time_s``, the run's whole time in this session
+    (set-up, loop, final evaluation), from which a dry run measures the time around the loop
+    (``runners.grid.plan.calibrate``). Returns the row."""
     curve = tl.curve_frame()
     if tl.failure is not None:
         store_failed_run(store, row, curve, tl.failure)
@@ -306,6 +309,8 @@ def finish_run(store, spec, model, row: dict, tl: "TrainingLog", corpus, tokeniz
         model.eval()
         row.update(validation_metrics(model, corpus, tokenizer, spec.code_fraction, settings, cache_dir,
                                       max_tokens=eval_tokens or EVAL_TOKENS_PER_DOMAIN, mix=spec.mixture))
+        if started is not None:
+            row["run_time_s"] = time.perf_counter() - started
         store_finished_run(store, spec, model, row, curve)
     drop_checkpoint()
     return row
@@ -373,6 +378,7 @@ def train_runs(specs, store, options: TrainOptions | None = None, engine=None, *
 
 
 def _train_claimed(specs, store, options: TrainOptions, engine_class) -> list[dict]:
+    started = time.perf_counter()
     prepared = [prepare_data(s, options.cache_dir) for s in specs]
     hp, steps = prepared[0][2], prepared[0][3].steps
     if any(p[2] != hp or p[3].steps != steps for p in prepared):
@@ -416,7 +422,7 @@ def _train_claimed(specs, store, options: TrainOptions, engine_class) -> list[di
         final = engine.model(k) if tl.failure is None else None      # collective on DeepSpeed
         if engine.writes:
             finish_run(store, spec, final, rows[k], tl, corpus, tokenizer, engine.settings, options.cache_dir,
-                       lambda k=k: engine.drop(k), eval_tokens=options.eval_tokens)
+                       lambda k=k: engine.drop(k), eval_tokens=options.eval_tokens, started=started)
             if tl.failure is None:
                 log.info("run %s done: loss %.4f bpb %.3f in %.1fs (%.0f tok/s)", spec.run_id, rows[k]["loss"],
                          rows[k]["bpb"], rows[k]["wall_time_s"], rows[k]["tokens_per_s"])
@@ -500,9 +506,21 @@ def store_finished_run(store, spec, model: GPT, row: dict, curve_frame: pd.DataF
 
 
 def _environment(settings: Settings, corpus, tokenizer) -> dict:
+    """Where and how a run trained: the device and its precision, the data, the code, and the machine
+    (``cpu_model``: the CPU's model name, or the GPU's on CUDA; ``threads``: torch's intra-op
+    threads), which is what a dry run calibrates its time estimate on (``runners.grid.plan.calibrate``)."""
     return {"device": settings.device, "dtype": settings.dtype, "compile": settings.compile,
             "corpus_fingerprint": corpus.fingerprint, "tokenizer_name": tokenizer.name,
-            "torch_version": torch.__version__, "git_commit": _git_commit()}
+            "torch_version": torch.__version__, "git_commit": _git_commit(),
+            "cpu_model": machine_name(settings.device), "threads": int(torch.get_num_threads())}
+
+
+def machine_name(device: str) -> str:
+    """The model name of what trains on ``device``: the GPU's on CUDA, else the CPU's."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    from runners.train.cpu_dtype import cpu_model
+    return cpu_model()
 
 
 def progress_bar(total: int, desc: str, *, enabled: bool = True, initial: int = 0, unit: str = "step"):
