@@ -79,7 +79,8 @@ def predictive_sd(fit, decades=None):
     at least as far off the law as the backtest's held-out slices were; ``scaling.fit.variants.
     out_of_fold_record``). On 16 held-out splits of the public ladders, 95% intervals from the
     scatter alone held 85% of the held-out runs on average (47-53% of Marin's two largest budgets);
-    with the larger of the two, 93% (63-83% there; ``benchmarks/interval_coverage.py``).
+    with the larger of the two, 93% (63-83% there), and following each run's distance as below,
+    94.4% (67-93% there; ``benchmarks/interval_coverage.py``, docs/benchmarks.md).
 
     With ``decades`` (each target's decades of compute beyond the fitted runs, ``decades_beyond``)
     the sd is per target, as Williams & Goodman 1971 take the error at each lead time: the one-fold
