@@ -1,6 +1,6 @@
 """Backtest a law: fit without the largest-compute runs, predict them, and score the predictions.
 
-    python -m scaling.backtest results/ [--law chinchilla] [--holdout largest-compute | K] [--bootstrap 200]
+    python -m scaling.backtest results/ [--law chinchilla] [--holdout largest-compute | largest-model | K] [--bootstrap 200]
     python -m scaling.backtest results/ --approach 2     # the isoFLOP minima's line, largest budget held out
 
 The predictive interval of a held-out run is ``scaling.predict``'s: the fit's uncertainty (bootstrap
@@ -29,16 +29,25 @@ from scaling.laws import get_law
 from scaling.intervals import Z95, decades_beyond, log_sd, prediction_interval, predictive_sd
 
 
+#: ``--holdout`` values besides a number of runs
+HOLDOUTS = ("largest-compute", "largest-model")
+
+
 def split_holdout(table: pd.DataFrame, holdout: str) -> np.ndarray:
-    """Boolean mask of held-out runs: the largest compute budget, or the K largest-compute runs."""
+    """Boolean mask of held-out runs: the largest compute budget (a step in compute), the runs of the
+    largest model (within 1% of the largest N: a step in N at compute the fit has seen, issue 26's
+    protocol for the public ladders), or the K largest-compute runs."""
     flops = run_flops(table)
     if holdout == "largest-compute":
         groups = budget_groups(flops)
         return groups == groups.max()
+    if holdout == "largest-model":
+        params = table["params"].to_numpy(float)
+        return params >= 0.99 * params.max()
     try:
         k = int(holdout)
     except ValueError:
-        raise UsageError(f"--holdout must be 'largest-compute' or a number of runs, got {holdout!r}") from None
+        raise UsageError(f"--holdout must be {', '.join(HOLDOUTS)} or a number of runs, got {holdout!r}") from None
     if not 0 < k < len(table):
         raise UsageError(f"--holdout {k}: must be between 1 and {len(table) - 1} (have {len(table)} runs)")
     mask = np.zeros(len(table), bool)
@@ -52,7 +61,7 @@ def backtest(table: pd.DataFrame, law: str | None = None, holdout: str = "larges
     runs = fd.frame
     held = split_holdout(runs, holdout)
     if (~held).sum() < 3:
-        raise UsageError("too few runs would remain to fit after holding out the largest compute")
+        raise UsageError(f"too few runs would remain to fit after holding out {holdout}")
     test = runs[held]
     # the variant is chosen for the extrapolation asked for: the farthest held-out run
     far = test.sort_values(["params", "tokens"]).iloc[-1]
@@ -161,7 +170,9 @@ def _parser():
                         "asked for the largest budget's compute-optimal size")
     p.add_argument("--law", choices=["chinchilla", "data-constrained", "kaplan"],
                    help="default: chosen on the training runs as scaling.fit chooses it")
-    p.add_argument("--holdout", default="largest-compute", help="largest-compute (default) or K runs")
+    p.add_argument("--holdout", default="largest-compute",
+                   help="largest-compute (default: the largest budget), largest-model (the runs of the largest N), "
+                        "or K (the K largest-compute runs)")
     p.add_argument("--column", action="append", default=[], metavar="CANON=THEIRS")
     p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
                    help="keep only rows with this value (repeatable), e.g. --where experiment=llama_3__raw_loss")

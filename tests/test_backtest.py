@@ -50,6 +50,17 @@ def test_holdout_by_count():
     assert mask.sum() == 3 and flops[mask].min() >= flops[~mask].max() * (1 - 1e-12)
 
 
+def test_holdout_by_model_holds_out_the_largest_size_at_every_budget():
+    """Issue 26's protocol: the runs of the largest model go, the rest of its budgets stay."""
+    t = isoflop_table(0.0)
+    mask = split_holdout(t, "largest-model")
+    assert mask.sum() == (t["params"] == t["params"].max()).sum() > 0
+    assert t["params"][mask].min() > t["params"][~mask].max()
+    flops = 6 * t.params * t.tokens
+    top = np.isclose(flops, flops.max(), rtol=1e-6)
+    assert (top & ~mask).sum() == top.sum() - mask.sum() > 0     # the top budget's other sizes are fitted
+
+
 def test_cli_bad_holdout_is_one_error_line(tmp_path):
     path = tmp_path / "t.csv"
     isoflop_table(0.0).to_csv(path, index=False)
