@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scaling.accounting import flops
+
 LEVEL = 0.95
 #: the normal quantile of a central 95% interval
 Z95 = 1.959964
@@ -64,11 +66,16 @@ def residual_sd(fit) -> float | None:
     return float(sd) if sd is not None and np.isfinite(sd) else None
 
 
+def _out_of_fold(fit) -> dict:
+    """The fit's ``settings.diagnostics.out_of_fold`` record ({} without one)."""
+    return (fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}
+
+
 def out_of_fold_rms(fit, farther: bool = False) -> float | None:
     """RMS log error of the rolling backtest's held-out slices, each predicted by the law fitted below
     it (``settings.diagnostics.out_of_fold``; ``scaling.fit.variants.out_of_fold_record``), or with
     ``farther`` by the law fitted one fold lower still; None without such folds."""
-    record = (fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}
+    record = _out_of_fold(fit)
     r = (record.get("farther") or {}).get("rms") if farther else record.get("rms")
     return float(r) if r is not None and np.isfinite(r) else None
 
@@ -97,7 +104,7 @@ def predictive_sd(fit, decades=None):
     if decades is None:
         return near, how
     d = np.asarray(decades, float)
-    record = (fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}
+    record = _out_of_fold(fit)
     far = record.get("farther") or {}
     d1, d2, rms2 = record.get("decades"), far.get("decades"), far.get("rms")
     if None in (d1, d2, rms2) or not d2 > d1 or not rms2 > near:
@@ -113,13 +120,13 @@ def decades_beyond(fit, params, tokens) -> np.ndarray | None:
     top = ((fit.settings.get("range") or {}).get("flops") or [None, None])[1]
     if not top:
         return None
-    return np.maximum(0.0, np.log10(6.0 * np.asarray(params, float) * np.asarray(tokens, float) / float(top)))
+    return np.maximum(0.0, np.log10(flops(np.asarray(params, float), np.asarray(tokens, float)) / float(top)))
 
 
 def checked_decades(fit) -> float | None:
     """The farthest distance (decades of compute) at which the rolling backtest measured the law's
     error beyond its data: two folds out where the fit recorded it, else one."""
-    record = (fit.settings.get("diagnostics") or {}).get("out_of_fold") or {}
+    record = _out_of_fold(fit)
     far = (record.get("farther") or {}).get("decades")
     return far if far is not None else record.get("decades")
 

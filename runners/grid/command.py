@@ -697,12 +697,11 @@ def execute(specs: Sequence[RunSpec], opts: RunOptions, out=None) -> int:
                 cost = eval_cost(opts)
                 total = sum(plan.estimate_seconds_here(s, throughput=measured) + (cost(s) if cost else 0.0)
                             for s in pending)
-                if measured is not None:     # measured with as many processes sharing the cores
-                    print(f"the total is one process's; --workers {opts.workers} trains {n_proc} at once "
-                          f"({threads} thread(s) each): about {duration(total / n_proc)}", file=out)
-                else:
-                    print(f"the total is one process's; --workers {opts.workers} trains {n_proc} at once "
-                          f"(one thread each): about {duration(total / n_proc * WORKER_EFFICIENCY)}", file=out)
+                # a measured throughput was measured with as many processes sharing the cores
+                each, efficiency = ((f"{threads} thread(s) each", 1.0) if measured is not None
+                                    else ("one thread each", WORKER_EFFICIENCY))
+                print(f"the total is one process's; --workers {opts.workers} trains {n_proc} at once "
+                      f"({each}): about {duration(total / n_proc * efficiency)}", file=out)
         return 0
 
     from runners.train.launch import launch, todo

@@ -74,12 +74,11 @@ class DownstreamFit(JsonFile):
         s = FORMS[self.form].predict(self.step2["params"], x)
         return 1.0 - s if self.lower_is_better else s
 
-    def _draws(self, N, D, seed: int = 0, scatter=0.0):
+    def _draws(self, law: FitResult, N, D, seed: int = 0, scatter=0.0):
         """Joint draws [B, n] of the intermediate, the metric, and the metric of one new model: step
         1's bootstrap draw i chained with step 2's draw i (independent resamples), the last with the
-        intermediate off step 1's law by a log-normal ``scatter`` (one sd, or one per target); None
-        without bootstrap draws."""
-        law = FitResult.from_dict(self.step1)
+        intermediate off step 1's law (``law``, ``self.law``) by a log-normal ``scatter`` (one sd, or
+        one per target); None without bootstrap draws."""
         d1, d2 = law.bootstrap_draws, self.step2.get("draws")
         if d1 is None or not d2:
             return None
@@ -114,7 +113,7 @@ class DownstreamFit(JsonFile):
                "observation_interval": None, "intermediate": x.tolist(), "intermediate_interval": None}
         law = self.law
         one = predictive_sd(law, decades_beyond(law, N, D))
-        drawn = self._draws(N, D, seed, scatter=one[0] if one else 0.0)
+        drawn = self._draws(law, N, D, seed, scatter=one[0] if one else 0.0)
         if drawn is not None:
             xd, sd, so = drawn
             md = 1.0 - sd if self.lower_is_better else sd

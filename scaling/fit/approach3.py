@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from scaling.accounting import flops
 from scaling.version import __version__
 from scaling.cli import UsageError, parse_number
 from scaling.errors import BadValue, FitError
@@ -294,7 +295,7 @@ def data_range(fd: FitData) -> dict:
     """[min, max] of the fitted runs' parameters, tokens and compute (6ND): how far beyond its data
     a prediction reaches (``scaling.predict.predict_loss``'s ``decades_beyond``)."""
     n, d = np.asarray(fd.data.params, float), np.asarray(fd.data.tokens, float)
-    c = 6.0 * n * d
+    c = flops(n, d)
     return {k: [float(v.min()), float(v.max())] for k, v in (("params", n), ("tokens", d), ("flops", c))}
 
 
